@@ -1,0 +1,146 @@
+"""The `archomata` command line: serve, migrate, create-admin, dev."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from archomata import logs
+from archomata.config import Config, ConfigError, load_config
+
+log = logging.getLogger("archomata")
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    if not config.tls_cert or not config.tls_key:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+def serve(config: Config) -> None:
+    from archomata.app import create_app
+
+    if config.database_owner_url_is_default:
+        log.warning("ARCHOMATA_DATABASE_OWNER_URL is not set: the service connects as the schema "
+                    "owner, so row-level security is not enforced on it")
+    _use_uvloop()
+    web.run_app(create_app(config), host=config.host, port=config.port,
+                ssl_context=tls_context(config), access_log=None, print=None,
+                shutdown_timeout=10)
+
+
+def _database_urls(environ: os._Environ[str] | dict[str, str]) -> tuple[str, str]:
+    runtime = environ.get("ARCHOMATA_DATABASE_URL", "").strip()
+    if not runtime:
+        raise ConfigError("ARCHOMATA_DATABASE_URL is required")
+    owner = environ.get("ARCHOMATA_DATABASE_OWNER_URL", "").strip() or runtime
+    return owner, runtime
+
+
+def migrate() -> None:
+    from archomata.migrations import migrate as run_migrations
+
+    owner, runtime = _database_urls(os.environ)
+    applied = asyncio.run(run_migrations(owner, runtime))
+    print(f"migrations applied: {len(applied)}" +
+          (f" ({', '.join(f'{m.version:03d}_{m.name}' for m in applied)})" if applied else ""))
+
+
+def _read_new_password() -> str:
+    from archomata.security.passwords import MAX_LENGTH, MIN_LENGTH
+
+    password = os.environ.get("ARCHOMATA_ADMIN_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise ConfigError("set ARCHOMATA_ADMIN_PASSWORD or run on a terminal to be asked")
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise ConfigError("the passwords differ")
+    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        raise ConfigError(f"the password must be {MIN_LENGTH} to {MAX_LENGTH} characters")
+    return password
+
+
+def create_admin(email: str) -> None:
+    from archomata.db import create_pool
+    from archomata.onboarding import ensure_platform_admin
+    from archomata.security.passwords import PasswordHasher
+
+    password = _read_new_password()
+    _, runtime = _database_urls(os.environ)
+    rounds = int(os.environ.get("ARCHOMATA_BCRYPT_ROUNDS", "12"))
+
+    async def run() -> None:
+        pool = await create_pool(runtime, min_size=1, max_size=1)
+        hasher = PasswordHasher(rounds, 1)
+        try:
+            user = await ensure_platform_admin(pool, hasher, email=email, password=password)
+        finally:
+            hasher.close()
+            await pool.close()
+        print(f"platform administrator ready: {user.email} ({user.id})")
+
+    asyncio.run(run())
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="archomata", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve the API (configuration from ARCHOMATA_*)")
+    commands.add_parser("migrate", help="apply pending migrations as the schema owner")
+    admin = commands.add_parser("create-admin", help="create or promote a platform administrator")
+    admin.add_argument("--email", required=True)
+    dev = commands.add_parser("dev", help="local PostgreSQL + Redis + mail sink, then serve")
+    dev.add_argument("--data-dir", default=os.environ.get("ARCHOMATA_DEV_DIR", ".local"))
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logs.configure()
+    try:
+        if args.command == "serve":
+            serve(load_config())
+        elif args.command == "migrate":
+            migrate()
+        elif args.command == "create-admin":
+            create_admin(args.email)
+        elif args.command == "dev":
+            from archomata.dev import run_dev
+
+            run_dev(args.data_dir)
+    except ConfigError as exc:
+        print(f"archomata: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from archomata.app import SchemaOutdatedError
+        from archomata.migrations import MigrationError
+
+        if isinstance(exc, SchemaOutdatedError | MigrationError):
+            print(f"archomata: {exc}", file=sys.stderr)
+            return 3
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

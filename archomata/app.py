@@ -1,0 +1,82 @@
+"""The application factory: middlewares (outermost first), resources, routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from types import ModuleType
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from archomata import db, keys, migrations
+from archomata.config import Config
+from archomata.guards import unguarded_api_routes
+from archomata.handlers import health
+from archomata.metrics import Metrics, metrics_middleware
+from archomata.middlewares.access_log import access_log_middleware
+from archomata.middlewares.body_limit import body_limit_middleware
+from archomata.middlewares.errors import errors_middleware
+from archomata.middlewares.request_id import request_id_middleware
+from archomata.middlewares.timeout import timeout_middleware
+from archomata.openapi import build_spec
+
+log = logging.getLogger(__name__)
+
+ROUTE_MODULES: tuple[ModuleType, ...] = (health,)
+
+
+class SchemaOutdatedError(RuntimeError):
+    """The database schema is older than this code: run `archomata migrate`."""
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    config = app[keys.CONFIG]
+    pool = await db.create_pool(config.database_url.reveal(), config)
+    try:
+        async with pool.acquire() as conn:
+            version = await migrations.current_version(conn)
+        expected = app[keys.EXPECTED_SCHEMA_VERSION]
+        if version is None or version < expected:
+            raise SchemaOutdatedError(
+                f"database schema is at version {version or 0} but this code needs {expected}: "
+                "run `archomata migrate` first")
+    except BaseException:
+        await pool.close()
+        raise
+    app[keys.DB_POOL] = pool
+    yield
+    await pool.close()
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    client = Redis.from_url(app[keys.CONFIG].redis_url.reveal(), socket_timeout=2,
+                            socket_connect_timeout=2, health_check_interval=30)
+    app[keys.REDIS] = client
+    yield
+    await client.aclose()
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[
+            request_id_middleware,
+            metrics_middleware,
+            access_log_middleware,
+            errors_middleware,
+            timeout_middleware,
+            body_limit_middleware,
+        ],
+        client_max_size=config.max_body_bytes,
+    )
+    app[keys.CONFIG] = config
+    app[keys.METRICS] = Metrics(app)
+    app[keys.EXPECTED_SCHEMA_VERSION] = migrations.expected_version()
+    app.cleanup_ctx.extend([_database, _redis])
+    for module in ROUTE_MODULES:
+        app.router.add_routes(module.routes)
+    unguarded = unguarded_api_routes(app)
+    if unguarded:
+        raise RuntimeError(f"routes without an access rule: {', '.join(unguarded)}")
+    app[keys.OPENAPI] = build_spec(app)
+    return app

@@ -1,0 +1,325 @@
+"""Configuration: read once from the environment into a frozen, validated `Config`.
+
+A production service refuses to start without the secrets it needs; every message names
+the variable at fault. Secrets are wrapped in `Secret`, whose repr never shows the value,
+so a config printed into a log or a traceback leaks nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Generic, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+PREFIX = "ARCHOMATA_"
+MIN_JWT_SECRET_CHARS = 32
+DATA_KEY_BYTES = 32
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class Environment(StrEnum):
+    PRODUCTION = "production"
+    DEVELOPMENT = "development"
+
+
+class Secret(Generic[T]):
+    """A value that must not be printed: repr and str hide it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+
+    def reveal(self) -> T:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    limit: int
+    window_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class SsoProvider:
+    name: str
+    client_id: str
+    client_secret: Secret[str]
+    metadata_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    env: Environment
+    database_url: Secret[str]
+    database_owner_url: Secret[str]
+    database_owner_url_is_default: bool
+    redis_url: Secret[str]
+    jwt_secrets: tuple[tuple[str, Secret[str]], ...]
+    data_key: Secret[bytes]
+    frontend_origins: tuple[str, ...]
+    frontend_url: str
+    public_url: str
+    smtp_url: str
+    mail_from: str
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    bcrypt_rounds: int
+    refresh_reuse_grace_seconds: int
+    host: str
+    port: int
+    tls_cert: str | None
+    tls_key: str | None
+    rate_limit_login: RateLimit
+    rate_limit_bridge: RateLimit
+    rate_limit_api: RateLimit
+    sso_providers: tuple[SsoProvider, ...]
+    sso_allow_signup: bool
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 604800
+    mail_token_ttl_seconds: int = 86400
+    password_reset_ttl_seconds: int = 3600
+    max_body_bytes: int = 1024 * 1024
+    request_timeout_seconds: float = 30.0
+    long_poll_timeout_seconds: float = 45.0
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    bcrypt_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @property
+    def signing_key(self) -> tuple[str, Secret[str]]:
+        return self.jwt_secrets[0]
+
+
+class _Reader:
+    """Reads `ARCHOMATA_*` variables, turning every problem into a ConfigError."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(PREFIX + name)
+        return value.strip() if value is not None and value.strip() else None
+
+    def str(self, name: str, default: str | None = None) -> str:
+        value = self.raw(name)
+        if value is None:
+            if default is None:
+                raise ConfigError(f"{PREFIX}{name} is required")
+            return default
+        return value
+
+    def int(self, name: str, default: int, low: int, high: int) -> int:
+        text = self.raw(name)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name} must be an integer") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{PREFIX}{name} must be between {low} and {high}")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        text = self.raw(name)
+        if text is None:
+            return default
+        if text.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if text.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{PREFIX}{name} must be true or false")
+
+    def list(self, name: str, default: str = "") -> tuple[str, ...]:
+        text = self.raw(name) or default
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(name: str, url: str, schemes: set[str], production: bool) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        wanted = " or ".join(sorted(schemes))
+        raise ConfigError(f"{PREFIX}{name} must be a URL with scheme {wanted}")
+    if production and parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(f"{PREFIX}{name} must use https outside loopback hosts")
+    return url.rstrip("/")
+
+
+def _check_origin(name: str, origin: str, production: bool) -> str:
+    origin = _check_url(name, origin, {"http", "https"}, production)
+    parts = urlsplit(origin)
+    if parts.path or parts.query or parts.fragment:
+        raise ConfigError(f"{PREFIX}{name} entries must be bare origins such as https://app.example")
+    return origin
+
+
+def _jwt_secrets(reader: _Reader) -> tuple[tuple[str, Secret[str]], ...]:
+    entries = reader.list("JWT_SECRETS")
+    if not entries:
+        raise ConfigError(f"{PREFIX}JWT_SECRETS is required (kid:secret[,kid:secret...])")
+    keys: list[tuple[str, Secret[str]]] = []
+    for entry in entries:
+        kid, sep, secret = entry.partition(":")
+        if not sep or not kid or not secret:
+            raise ConfigError(f"{PREFIX}JWT_SECRETS entries must look like kid:secret")
+        if len(secret) < MIN_JWT_SECRET_CHARS:
+            raise ConfigError(
+                f"{PREFIX}JWT_SECRETS secret for kid {kid!r} must be at least "
+                f"{MIN_JWT_SECRET_CHARS} characters"
+            )
+        if kid in {k for k, _ in keys}:
+            raise ConfigError(f"{PREFIX}JWT_SECRETS repeats kid {kid!r}")
+        keys.append((kid, Secret(secret)))
+    return tuple(keys)
+
+
+def _data_key(reader: _Reader) -> Secret[bytes]:
+    text = reader.raw("DATA_KEY")
+    if text is None:
+        raise ConfigError(f"{PREFIX}DATA_KEY is required (base64 of {DATA_KEY_BYTES} bytes)")
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{PREFIX}DATA_KEY must be base64") from None
+    if len(key) != DATA_KEY_BYTES:
+        raise ConfigError(f"{PREFIX}DATA_KEY must decode to exactly {DATA_KEY_BYTES} bytes")
+    return Secret(key)
+
+
+def _rate_limit(reader: _Reader, name: str, default: str) -> RateLimit:
+    text = reader.str(name, default)
+    count, sep, seconds = text.partition("/")
+    try:
+        limit = RateLimit(int(count), int(seconds))
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name} must look like N/SECONDS") from None
+    if not sep or limit.limit < 1 or limit.window_seconds < 1:
+        raise ConfigError(f"{PREFIX}{name} must look like N/SECONDS with positive numbers")
+    return limit
+
+
+def _trusted_proxies(reader: _Reader) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in reader.list("TRUSTED_PROXIES"))
+    except ValueError:
+        raise ConfigError(f"{PREFIX}TRUSTED_PROXIES must be comma-separated CIDRs") from None
+
+
+SSO_DISCOVERY = {
+    "google": "https://accounts.google.com/.well-known/openid-configuration",
+    "azure": "https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration",
+}
+
+
+def _sso(reader: _Reader, production: bool) -> tuple[SsoProvider, ...]:
+    providers = []
+    for name, discovery in SSO_DISCOVERY.items():
+        prefix = f"SSO_{name.upper()}_"
+        client_id = reader.raw(prefix + "CLIENT_ID")
+        if client_id is None:
+            continue
+        metadata = _check_url(
+            prefix + "METADATA_URL", reader.str(prefix + "METADATA_URL", discovery),
+            {"http", "https"}, production,
+        )
+        secret = reader.str(prefix + "CLIENT_SECRET")
+        providers.append(SsoProvider(name, client_id, Secret(secret), metadata))
+    return tuple(providers)
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> Config:
+    """Builds the Config from `environ` (default: os.environ) or raises ConfigError."""
+    reader = _Reader(os.environ if environ is None else environ)
+    try:
+        env = Environment(reader.str("ENV", Environment.PRODUCTION.value).lower())
+    except ValueError:
+        raise ConfigError(f"{PREFIX}ENV must be production or development") from None
+    production = env is Environment.PRODUCTION
+    database_url = _check_url("DATABASE_URL", reader.str("DATABASE_URL"),
+                              {"postgres", "postgresql"}, production=False)
+    owner_url = reader.raw("DATABASE_OWNER_URL")
+    frontend_url = _check_url("FRONTEND_URL", reader.str("FRONTEND_URL", "http://localhost:5173"),
+                              {"http", "https"}, production)
+    origins = reader.list("FRONTEND_ORIGINS") or (
+        f"{urlsplit(frontend_url).scheme}://{urlsplit(frontend_url).netloc}",
+    )
+    tls_cert, tls_key = reader.raw("TLS_CERT"), reader.raw("TLS_KEY")
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError(f"{PREFIX}TLS_CERT and {PREFIX}TLS_KEY must be set together")
+    return Config(
+        env=env,
+        database_url=Secret(database_url),
+        database_owner_url=Secret(
+            _check_url("DATABASE_OWNER_URL", owner_url, {"postgres", "postgresql"}, False)
+            if owner_url else database_url
+        ),
+        database_owner_url_is_default=owner_url is None,
+        redis_url=Secret(_check_url("REDIS_URL", reader.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                                    {"redis", "rediss"}, production=False)),
+        jwt_secrets=_jwt_secrets(reader),
+        data_key=_data_key(reader),
+        frontend_origins=tuple(_check_origin("FRONTEND_ORIGINS", o, production) for o in origins),
+        frontend_url=frontend_url,
+        public_url=_check_url("PUBLIC_URL", reader.str("PUBLIC_URL", "http://127.0.0.1:8080"),
+                              {"http", "https"}, production),
+        smtp_url=_check_url("SMTP_URL", reader.str("SMTP_URL", "smtp://127.0.0.1:25"),
+                            {"smtp", "smtps"}, production=False),
+        mail_from=reader.str("MAIL_FROM", "Archomata <no-reply@archomata.local>"),
+        trusted_proxies=_trusted_proxies(reader),
+        bcrypt_rounds=reader.int("BCRYPT_ROUNDS", 12, 4, 31),
+        refresh_reuse_grace_seconds=reader.int("REFRESH_REUSE_GRACE_SECONDS", 10, 0, 300),
+        host=reader.str("HOST", "127.0.0.1"),
+        port=reader.int("PORT", 8080, 0, 65535),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        rate_limit_login=_rate_limit(reader, "RATE_LIMIT_LOGIN", "10/60"),
+        rate_limit_bridge=_rate_limit(reader, "RATE_LIMIT_BRIDGE", "600/60"),
+        rate_limit_api=_rate_limit(reader, "RATE_LIMIT_API", "600/60"),
+        sso_providers=_sso(reader, production),
+        sso_allow_signup=reader.bool("SSO_ALLOW_SIGNUP", True),
+        mail_token_ttl_seconds=reader.int("MAIL_TOKEN_TTL_SECONDS", 86400, 60, 30 * 86400),
+        password_reset_ttl_seconds=reader.int("PASSWORD_RESET_TTL_SECONDS", 3600, 60, 86400),
+        max_body_bytes=reader.int("MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+        request_timeout_seconds=reader.int("REQUEST_TIMEOUT_SECONDS", 30, 1, 600),
+        db_pool_min=reader.int("DB_POOL_MIN", 2, 0, 100),
+        db_pool_max=reader.int("DB_POOL_MAX", 10, 1, 500),
+        bcrypt_threads=reader.int("BCRYPT_THREADS", os.cpu_count() or 1, 1, 64),
+    )

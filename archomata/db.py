@@ -1,0 +1,141 @@
+"""PostgreSQL access: the pool, and the only doors to SQL.
+
+Every org-scoped table has row-level security keyed on per-transaction settings
+(`app.org_id`, `app.user_id`, `app.platform`). The doors below set them with
+`set_config(..., true)` in the same round trip as BEGIN, so a pooled connection never
+carries one request's scope into another's:
+
+- `org_tx(request)`: the org of the verified token. The door handlers use.
+- `platform_tx(request)`: every org, for a platform administrator's request.
+- `service_tx(pool, org_id=..., user_id=...)`: for flows with no token yet (login,
+  registration, refresh) where the scope comes from server-side state. Dangerous if fed
+  a client-supplied id: only pass ids the server has itself resolved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from aiohttp import web
+
+from archomata import keys
+from archomata.config import Config
+from archomata.errors import Forbidden, ServiceUnavailable, Unauthorized
+
+log = logging.getLogger(__name__)
+
+
+class Tx:
+    """An open transaction on one connection, with the scope it was opened with."""
+
+    __slots__ = ("conn", "org_id", "platform", "user_id")
+
+    def __init__(self, conn: asyncpg.Connection, org_id: UUID | None, user_id: UUID | None,
+                 platform: bool) -> None:
+        self.conn = conn
+        self.org_id = org_id
+        self.user_id = user_id
+        self.platform = platform
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return await self.conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        return await self.conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self.conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return await self.conn.execute(sql, *args)
+
+    async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
+        await self.conn.executemany(sql, args)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(type_name, encoder=json.dumps, decoder=json.loads,
+                                  schema="pg_catalog")
+
+
+async def create_pool(dsn: str, config: Config | None = None, **overrides: Any) -> asyncpg.Pool:
+    options: dict[str, Any] = {
+        "min_size": config.db_pool_min if config else 1,
+        "max_size": config.db_pool_max if config else 4,
+        "command_timeout": 30,
+        "max_inactive_connection_lifetime": 300,
+        "init": _init_connection,
+        "server_settings": {"application_name": "archomata"},
+    }
+    options.update(overrides)
+    return await asyncpg.create_pool(dsn, **options)
+
+
+def _begin_sql(org_id: UUID | None, user_id: UUID | None, platform: bool) -> str:
+    # One simple-protocol round trip for BEGIN and every setting. The values are UUID
+    # objects rendered by Python (never client text), so they cannot inject SQL.
+    settings = [f"set_config('app.org_id', '{UUID(str(org_id)) if org_id else ''}', true)",
+                f"set_config('app.user_id', '{UUID(str(user_id)) if user_id else ''}', true)",
+                f"set_config('app.platform', '{'on' if platform else ''}', true)"]
+    return f"BEGIN; SELECT {', '.join(settings)}"
+
+
+@asynccontextmanager
+async def _scoped_tx(pool: asyncpg.Pool, *, org_id: UUID | None = None,
+                     user_id: UUID | None = None, platform: bool = False) -> AsyncIterator[Tx]:
+    try:
+        conn = await pool.acquire()
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
+        raise ServiceUnavailable("The database is unavailable.") from exc
+    try:
+        await conn.execute(_begin_sql(org_id, user_id, platform))
+        try:
+            yield Tx(conn, org_id, user_id, platform)
+        except BaseException:
+            if not conn.is_closed():
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+    finally:
+        await pool.release(conn)
+
+
+def org_tx(request: web.Request) -> Any:
+    """The transaction for org-scoped SQL, scoped to the org of the verified token."""
+    principal = request[keys.PRINCIPAL]
+    if principal is None:
+        raise Unauthorized("Authentication is required.")
+    if principal.org_id is None:
+        raise Forbidden("This action needs an organisation.", code="no_org")
+    return _scoped_tx(request.app[keys.DB_POOL], org_id=principal.org_id,
+                      user_id=principal.user_id)
+
+
+def platform_tx(request: web.Request) -> Any:
+    """A transaction that sees every org: only for a platform administrator's request."""
+    principal = request[keys.PRINCIPAL]
+    if principal is None or not principal.is_platform_admin:
+        raise Forbidden("Platform administrators only.")
+    return _scoped_tx(request.app[keys.DB_POOL], user_id=principal.user_id, platform=True)
+
+
+def service_tx(pool: asyncpg.Pool, *, org_id: UUID | None = None,
+               user_id: UUID | None = None) -> Any:
+    """A transaction for server-resolved scope (login, refresh, registration, mail links).
+
+    Dangerous: `org_id` and `user_id` must come from the server's own records, never
+    straight from a request.
+    """
+    return _scoped_tx(pool, org_id=org_id, user_id=user_id)
+
+
+def system_tx(pool: asyncpg.Pool) -> Any:
+    """A transaction that sees every org, for command-line tools and background jobs."""
+    return _scoped_tx(pool, platform=True)

@@ -1,0 +1,71 @@
+"""Operations endpoints: liveness, readiness, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from archomata import keys
+from archomata.guards import public
+from archomata.migrations import current_version
+from archomata.openapi import doc
+
+routes = web.RouteTableDef()
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@routes.get("/health/live")
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _check_postgres(app: web.Application) -> tuple[str, int | None]:
+    try:
+        async with app[keys.DB_POOL].acquire(timeout=CHECK_TIMEOUT_SECONDS) as conn:
+            return "ok", await current_version(conn)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return "unavailable", None
+
+
+async def _check_redis(app: web.Application) -> str:
+    try:
+        await app[keys.REDIS].ping()
+    except (OSError, TimeoutError, RedisError):
+        return "unavailable"
+    return "ok"
+
+
+@routes.get("/health/ready")
+async def ready(request: web.Request) -> web.Response:
+    app = request.app
+    async with asyncio.timeout(CHECK_TIMEOUT_SECONDS * 2):
+        (postgres, version), redis = await asyncio.gather(_check_postgres(app), _check_redis(app))
+    expected = app[keys.EXPECTED_SCHEMA_VERSION]
+    if postgres != "ok":
+        schema = "unknown"
+    elif version is None or version < expected:
+        schema = "outdated"
+    else:
+        schema = "ok"
+    checks: dict[str, Any] = {"postgres": postgres, "redis": redis, "schema": schema}
+    healthy = all(value == "ok" for value in checks.values())
+    return web.json_response({"status": "ok" if healthy else "unavailable", "checks": checks},
+                             status=200 if healthy else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[keys.METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@routes.get("/api/v1/openapi.json")
+@public
+@doc("This OpenAPI document")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[keys.OPENAPI])

@@ -1,0 +1,64 @@
+"""Prometheus metrics, in a registry of the app's own (so two apps in one process, as in
+the tests, never share counters)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import asyncpg
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from archomata import keys
+from archomata.routing import route_name
+
+
+class _PoolCollector(Collector):
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pool: asyncpg.Pool | None = self.app.get(keys.DB_POOL)
+        size = GaugeMetricFamily("archomata_db_pool_size", "Connections open in the pool")
+        free = GaugeMetricFamily("archomata_db_pool_free", "Idle connections in the pool")
+        if pool is not None:
+            size.add_metric([], pool.get_size())
+            free.add_metric([], pool.get_idle_size())
+        yield size
+        yield free
+
+
+class Metrics:
+    def __init__(self, app: web.Application) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("archomata_http_requests", "HTTP requests served",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("archomata_http_request_duration_seconds",
+                                 "Time to answer a request", ["method", "route"],
+                                 registry=self.registry)
+        self.ratelimit_fallback = Counter(
+            "archomata_ratelimit_fallback", "Rate-limit checks served from memory while "
+            "Redis was unreachable", registry=self.registry)
+        self.registry.register(_PoolCollector(app))
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[keys.METRICS]
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = route_name(request)
+        metrics.requests.labels(request.method, route, str(status)).inc()
+        metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)

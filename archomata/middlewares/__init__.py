@@ -1,0 +1,1 @@
+"""One concern per module; `archomata.app` lists them outermost first."""

@@ -1,0 +1,69 @@
+"""Creating people and their orgs: shared by registration, SSO sign-up and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+from aiohttp import web
+
+from archomata import audit
+from archomata.audit import AuditAction, AuditContext
+from archomata.db import Tx, service_tx, system_tx
+from archomata.errors import Conflict
+from archomata.security.passwords import PasswordHasher
+from archomata.security.principal import OrgRole, PlatformRole
+from archomata.store import orgs, users
+from archomata.store.orgs import Org
+from archomata.store.users import User
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccount:
+    user: User
+    org: Org
+
+
+async def create_user_with_org(pool: asyncpg.Pool, who: AuditContext | web.Request, *,
+                               email: str, name: str, password_hash: str | None,
+                               org_name: str, verified: bool) -> NewAccount:
+    """A user, an org they administer, and the audit entry, in one transaction."""
+    async with system_tx(pool) as tx:
+        user = await users.insert(tx, email=email, name=name, password_hash=password_hash,
+                                  verified=verified)
+        if user is None:
+            raise Conflict("An account with this email already exists.", code="email_taken")
+        org = await orgs.insert(tx, org_name)
+        await _make_admin(tx, org.id, user.id)
+        await audit.record(tx, who, AuditAction.USER_REGISTERED, resource_type="user",
+                           resource_id=user.id, org_id=org.id, actor_id=user.id,
+                           details={"email": user.email, "org_name": org.name})
+    return NewAccount(user, org)
+
+
+async def _make_admin(tx: Tx, org_id: UUID, user_id: UUID) -> None:
+    await orgs.add_member(tx, org_id, user_id, OrgRole.ADMINISTRATOR)
+
+
+async def ensure_platform_admin(pool: asyncpg.Pool, hasher: PasswordHasher, *, email: str,
+                                password: str, name: str = "Platform administrator") -> User:
+    """Creates a verified platform administrator with no org, or promotes and re-keys an
+    existing account of that email."""
+    password_hash = await hasher.hash(password)
+    async with service_tx(pool) as tx:
+        user = await users.insert(tx, email=email, name=name, password_hash=password_hash,
+                                  verified=True, platform_role=PlatformRole.PLATFORM_ADMINISTRATOR)
+        action = AuditAction.USER_CREATED
+        if user is None:
+            existing = await users.get_by_email(tx, email)
+            assert existing is not None
+            await users.set_password_hash(tx, existing.id, password_hash)
+            user = await users.make_verified_with_role(tx, existing.id,
+                                                       PlatformRole.PLATFORM_ADMINISTRATOR)
+            action = AuditAction.USER_UPDATED
+        assert user is not None
+        await audit.record(tx, AuditContext.system(), action, resource_type="user",
+                           resource_id=user.id,
+                           details={"email": user.email, "platform_role": user.platform_role})
+    return user

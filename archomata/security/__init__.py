@@ -1,0 +1,1 @@
+"""Who is calling: passwords, tokens, sessions, API keys, secrets at rest, revocation."""

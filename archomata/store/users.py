@@ -1,0 +1,94 @@
+"""Users: people who sign in. Not org-scoped: one person may belong to many orgs."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from archomata.db import Tx
+from archomata.security.principal import PlatformRole
+
+
+def normalize_email(email: str) -> str:
+    """The form emails are compared in: NFKC, trimmed, case-folded."""
+    return unicodedata.normalize("NFKC", email).strip().casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: UUID
+    email: str
+    name: str
+    password_hash: str | None
+    email_verified: bool
+    platform_role: PlatformRole
+    disabled: bool
+    tokens_valid_after: datetime | None
+    created_at: datetime
+
+
+COLUMNS = """id, email, name, password_hash, email_verified_at is not null as email_verified,
+             platform_role, disabled_at is not null as disabled, tokens_valid_after, created_at"""
+
+
+def _user(row: asyncpg.Record | None) -> User | None:
+    if row is None:
+        return None
+    return User(row["id"], row["email"], row["name"], row["password_hash"],
+                row["email_verified"], PlatformRole(row["platform_role"]), row["disabled"],
+                row["tokens_valid_after"], row["created_at"])
+
+
+INSERT = f"""
+    insert into users (email, email_normalized, name, password_hash, email_verified_at,
+                       platform_role)
+    values ($1, $2, $3, $4, case when $5 then now() end, $6)
+    on conflict (email_normalized) do nothing
+    returning {COLUMNS}
+"""
+
+
+async def insert(tx: Tx, *, email: str, name: str, password_hash: str | None,
+                 verified: bool, platform_role: PlatformRole = PlatformRole.USER) -> User | None:
+    """The new user, or None when the email is taken."""
+    row = await tx.fetchrow(INSERT, email.strip(), normalize_email(email), name,
+                            password_hash, verified, platform_role.value)
+    return _user(row)
+
+
+GET_BY_EMAIL = f"select {COLUMNS} from users where email_normalized = $1"
+
+
+async def get_by_email(tx: Tx, email: str) -> User | None:
+    return _user(await tx.fetchrow(GET_BY_EMAIL, normalize_email(email)))
+
+
+GET = f"select {COLUMNS} from users where id = $1"
+
+
+async def get(tx: Tx, user_id: UUID) -> User | None:
+    return _user(await tx.fetchrow(GET, user_id))
+
+
+SET_PASSWORD = f"""
+    update users set password_hash = $2, updated_at = now() where id = $1 returning {COLUMNS}
+"""
+
+
+async def set_password_hash(tx: Tx, user_id: UUID, password_hash: str) -> User | None:
+    return _user(await tx.fetchrow(SET_PASSWORD, user_id, password_hash))
+
+
+PROMOTE = f"""
+    update users set platform_role = $2, email_verified_at = coalesce(email_verified_at, now()),
+                     updated_at = now()
+    where id = $1 returning {COLUMNS}
+"""
+
+
+async def make_verified_with_role(tx: Tx, user_id: UUID, role: PlatformRole) -> User | None:
+    return _user(await tx.fetchrow(PROMOTE, user_id, role.value))

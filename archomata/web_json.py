@@ -1,0 +1,60 @@
+"""Reading JSON request bodies and writing JSON responses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from marshmallow import Schema, ValidationError
+
+from archomata.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+
+def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested messages as `{"field.sub": ["..."]}`."""
+    if isinstance(messages, list):
+        return {prefix or "_body": [str(m) for m in messages]}
+    flat: dict[str, list[str]] = {}
+    for key, value in messages.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        flat.update(_flatten(value, name))
+    return flat
+
+
+async def read_json(request: web.Request) -> Any:
+    """The parsed JSON body; 415 for another content type, 400 when it is not JSON."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Send the body as application/json.")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge("The request body is too large.") from exc
+    try:
+        return json.loads(raw.decode(request.charset or "utf-8"))
+    except (UnicodeDecodeError, LookupError, json.JSONDecodeError) as exc:
+        raise BadRequest("The body is not valid JSON.", code="malformed_json") from exc
+
+
+def validate(schema: Schema, data: Any) -> Any:
+    """`schema.load(data)`, with failures as 422 and per-field messages."""
+    if not isinstance(data, dict):
+        raise ValidationFailed("The body must be a JSON object.",
+                               errors={"_body": ["Must be a JSON object."]})
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise ValidationFailed("The request body is invalid.",
+                               errors=_flatten(exc.messages)) from exc
+
+
+async def load_body(request: web.Request, schema: Schema) -> Any:
+    return validate(schema, await read_json(request))
+
+
+def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
+    return web.json_response(data, status=status, dumps=_dumps, **kwargs)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, default=str, separators=(",", ":"))

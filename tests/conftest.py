@@ -1,0 +1,150 @@
+"""Real servers for the whole run: a throwaway PostgreSQL, Redis and SMTP sink.
+
+They start once per session in a temporary folder (as `nobody` when the tests run as
+root, since PostgreSQL refuses root) and stop at the end. Each test makes its own org,
+so tests never depend on one another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from archomata.app import create_app
+from archomata.config import Config, load_config
+from archomata.devservers import (
+    DatabaseUrls,
+    PostgresServer,
+    RedisServer,
+    create_database,
+    free_port,
+    new_password,
+)
+from archomata.migrations import migrate
+
+RUNTIME_PASSWORD = new_password()
+OWNER_PASSWORD = new_password()
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="archomata-test-"))
+    path.chmod(0o755)  # so that `nobody` can reach the server folders inside
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(workdir: Path) -> Iterator[PostgresServer]:
+    server = PostgresServer(workdir / "postgres", free_port(), new_password(), durable=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(workdir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(workdir / "redis", free_port(), durable=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def make_database(postgres: PostgresServer, name: str, *,
+                        migrated: bool = True) -> DatabaseUrls:
+    urls = await create_database(postgres, name, OWNER_PASSWORD, RUNTIME_PASSWORD)
+    if migrated:
+        await migrate(urls.owner, urls.runtime)
+    return urls
+
+
+@pytest.fixture(scope="session")
+def database(postgres: PostgresServer) -> DatabaseUrls:
+    return asyncio.run(make_database(postgres, "archomata_test"))
+
+
+@dataclass
+class MailSink:
+    """A real SMTP server on loopback that keeps what it receives."""
+
+    port: int
+    messages: list[Message] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def to(self, address: str) -> list[Message]:
+        return [m for m in self.messages if address.lower() in (m["To"] or "").lower()]
+
+
+@pytest.fixture(scope="session")
+def mail_sink() -> Iterator[MailSink]:
+    from aiosmtpd.controller import Controller
+
+    sink = MailSink(free_port())
+    controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
+    controller.start()
+    yield sink
+    controller.stop()
+
+
+def environ_for(database: DatabaseUrls, redis_url: str, smtp_port: int) -> dict[str, str]:
+    return {
+        "ARCHOMATA_ENV": "production",
+        "ARCHOMATA_DATABASE_URL": database.runtime,
+        "ARCHOMATA_DATABASE_OWNER_URL": database.owner,
+        "ARCHOMATA_REDIS_URL": redis_url,
+        "ARCHOMATA_JWT_SECRETS": f"k1:{secrets.token_urlsafe(40)},k0:{secrets.token_urlsafe(40)}",
+        "ARCHOMATA_DATA_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "ARCHOMATA_FRONTEND_URL": "http://localhost:5173",
+        "ARCHOMATA_FRONTEND_ORIGINS": "http://localhost:5173",
+        "ARCHOMATA_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+        "ARCHOMATA_BCRYPT_ROUNDS": "4",
+        "ARCHOMATA_RATE_LIMIT_LOGIN": "1000/60",
+        "ARCHOMATA_RATE_LIMIT_API": "100000/60",
+        "ARCHOMATA_RATE_LIMIT_BRIDGE": "100000/60",
+    }
+
+
+@pytest.fixture(scope="session")
+def environ(database: DatabaseUrls, redis_server: RedisServer,
+            mail_sink: MailSink) -> dict[str, str]:
+    return environ_for(database, redis_server.url, mail_sink.port)
+
+
+@pytest.fixture(scope="session")
+def config(environ: dict[str, str]) -> Config:
+    return load_config(environ)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, config: Config) -> TestClient:
+    return await aiohttp_client(create_app(config))
+
+
+@pytest.fixture
+async def owner_conn(database: DatabaseUrls) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database.owner)
+    yield conn
+    await conn.close()
+
+
+def app_with_routes(config: Config, routes: web.RouteTableDef) -> web.Application:
+    app = create_app(config)
+    app.router.add_routes(routes)
+    return app

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from archomata.app import create_app
+from archomata.config import Config
+from archomata.devservers import RedisServer, free_port
+
+
+class TestLive:
+    async def test_live_is_ok(self, client: Any) -> None:
+        response = await client.get("/health/live")
+        assert response.status == 200
+        assert await response.json() == {"status": "ok"}
+
+
+class TestReady:
+    async def test_ready_when_everything_is_up(self, client: Any) -> None:
+        response = await client.get("/health/ready")
+        assert response.status == 200
+        body = await response.json()
+        assert body["checks"] == {"postgres": "ok", "redis": "ok", "schema": "ok"}
+
+    async def test_ready_follows_redis_down_and_back_without_restart(
+            self, aiohttp_client: Any, config: Config, workdir: Path) -> None:
+        redis = RedisServer(workdir / "redis-ready", free_port(), durable=False)
+        redis.start()
+        try:
+            from archomata.config import Secret
+            app = create_app(dataclasses.replace(config, redis_url=Secret(redis.url)))
+            client = await aiohttp_client(app)
+            assert (await client.get("/health/ready")).status == 200
+            await asyncio.to_thread(redis.stop)
+            down = await client.get("/health/ready")
+            assert down.status == 503
+            assert (await down.json())["checks"]["redis"] == "unavailable"
+            await asyncio.to_thread(redis.start)
+            assert (await client.get("/health/ready")).status == 200
+        finally:
+            redis.stop()
+
+
+class TestMetrics:
+    async def test_metrics_count_requests_by_route_and_show_the_pool(self, client: Any) -> None:
+        await client.get("/health/live")
+        await client.get("/no/such/route")
+        text = await (await client.get("/metrics")).text()
+        assert 'archomata_http_requests_total{method="GET",route="/health/live",status="200"}' \
+            in text
+        assert 'route="unmatched",status="404"' in text
+        assert "archomata_http_request_duration_seconds_bucket" in text
+        assert "archomata_db_pool_size" in text
+        assert "archomata_db_pool_free" in text
+
+
+class TestOpenApi:
+    async def test_every_api_route_is_documented(self, client: Any) -> None:
+        spec = await (await client.get("/api/v1/openapi.json")).json()
+        assert spec["openapi"].startswith("3.1")
+        routes = {(r.method.lower(), r.resource.canonical)
+                  for r in client.app.router.routes()
+                  if r.resource and r.resource.canonical.startswith("/api/v1")
+                  and r.method not in {"HEAD", "OPTIONS"}}
+        documented = {(method, path) for path, ops in spec["paths"].items() for method in ops}
+        assert routes <= documented
+        assert routes

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+
+from archomata.config import ConfigError, Environment, load_config
+
+GOOD = {
+    "ARCHOMATA_DATABASE_URL": "postgresql://app:pw@127.0.0.1/archomata",
+    "ARCHOMATA_JWT_SECRETS": "k1:" + "a" * 32 + ",k0:" + "b" * 40,
+    "ARCHOMATA_DATA_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+}
+
+
+def config_with(**changes: str | None) -> object:
+    environ = {**GOOD, **{k: v for k, v in changes.items() if v is not None}}
+    for key, value in changes.items():
+        if value is None:
+            environ.pop(key, None)
+    return load_config(environ)
+
+
+class TestLoadConfig:
+    def test_defaults_are_production(self) -> None:
+        config = config_with()
+        assert config.env is Environment.PRODUCTION
+        assert config.bcrypt_rounds == 12
+        assert config.refresh_reuse_grace_seconds == 10
+        assert (config.host, config.port) == ("127.0.0.1", 8080)
+        assert config.signing_key[0] == "k1"
+        assert config.database_owner_url_is_default
+
+    @pytest.mark.parametrize(("variable", "value", "message"), [
+        ("ARCHOMATA_JWT_SECRETS", None, "ARCHOMATA_JWT_SECRETS is required"),
+        ("ARCHOMATA_JWT_SECRETS", "k1:short", "ARCHOMATA_JWT_SECRETS.*at least 32"),
+        ("ARCHOMATA_JWT_SECRETS", "nokid", "ARCHOMATA_JWT_SECRETS.*kid:secret"),
+        ("ARCHOMATA_DATA_KEY", None, "ARCHOMATA_DATA_KEY is required"),
+        ("ARCHOMATA_DATA_KEY", "c2hvcnQ=", "ARCHOMATA_DATA_KEY.*32 bytes"),
+        ("ARCHOMATA_DATA_KEY", "not base64!", "ARCHOMATA_DATA_KEY must be base64"),
+        ("ARCHOMATA_DATABASE_URL", None, "ARCHOMATA_DATABASE_URL is required"),
+        ("ARCHOMATA_FRONTEND_URL", "http://app.example.com", "ARCHOMATA_FRONTEND_URL.*https"),
+        ("ARCHOMATA_BCRYPT_ROUNDS", "3", "ARCHOMATA_BCRYPT_ROUNDS"),
+        ("ARCHOMATA_RATE_LIMIT_LOGIN", "ten", "ARCHOMATA_RATE_LIMIT_LOGIN"),
+        ("ARCHOMATA_TLS_CERT", "/tmp/cert.pem", "TLS_KEY must be set together"),
+        ("ARCHOMATA_ENV", "staging", "ARCHOMATA_ENV"),
+    ])
+    def test_bad_setting_stops_start_naming_the_variable(
+            self, variable: str, value: str | None, message: str) -> None:
+        with pytest.raises(ConfigError, match=message):
+            config_with(**{variable: value})
+
+    def test_http_is_accepted_on_loopback_in_production(self) -> None:
+        config = config_with(ARCHOMATA_FRONTEND_URL="http://127.0.0.1:5173")
+        assert config.frontend_url == "http://127.0.0.1:5173"
+
+    def test_development_accepts_http_elsewhere(self) -> None:
+        config = config_with(ARCHOMATA_ENV="development",
+                             ARCHOMATA_FRONTEND_URL="http://app.internal")
+        assert config.frontend_origins == ("http://app.internal",)
+
+    def test_secrets_never_print(self) -> None:
+        config = config_with()
+        text = repr(config)
+        assert "a" * 32 not in text
+        assert "pw@" not in text
+        assert "AAECAwQF" not in text

@@ -1,0 +1,79 @@
+"""Tenant isolation: row-level security holds even for a query that forgets its filter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from archomata.audit import AuditContext
+from archomata.config import Config
+from archomata.db import create_pool, service_tx, system_tx
+from archomata.onboarding import NewAccount, create_user_with_org
+from tests.factories import unique_email
+
+
+@pytest.fixture
+async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=1)
+    yield pool
+    await pool.close()
+
+
+async def _account(pool: asyncpg.Pool) -> NewAccount:
+    return await create_user_with_org(pool, AuditContext.system(), email=unique_email(),
+                                      name="Tenant", password_hash=None, org_name="Tenant",
+                                      verified=True)
+
+
+class TestRowLevelSecurity:
+    async def test_unfiltered_query_sees_only_the_scoped_org(self, pool: asyncpg.Pool) -> None:
+        first, second = await _account(pool), await _account(pool)
+        async with service_tx(pool, org_id=first.org.id) as tx:
+            # Deliberately no `where org_id = ...`: the policy must still hold.
+            seen = {r["org_id"] for r in await tx.fetch("select org_id from memberships")}
+            audit_orgs = {r["org_id"] for r in await tx.fetch("select org_id from audit_log")}
+        assert seen == {first.org.id}
+        assert audit_orgs == {first.org.id}
+        assert second.org.id not in seen
+
+    async def test_no_scope_sees_no_org_rows(self, pool: asyncpg.Pool) -> None:
+        await _account(pool)
+        async with service_tx(pool) as tx:
+            assert await tx.fetchval("select count(*) from memberships") == 0
+            assert await tx.fetchval("select count(*) from audit_log") == 0
+
+    async def test_scope_cannot_write_into_another_org(self, pool: asyncpg.Pool) -> None:
+        first, second = await _account(pool), await _account(pool)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with service_tx(pool, org_id=first.org.id) as tx:
+                await tx.execute(
+                    "insert into memberships (org_id, user_id, org_role) "
+                    "values ($1, $2, 'member')", second.org.id, first.user.id)
+
+    async def test_scope_does_not_leak_to_the_next_transaction(self, pool: asyncpg.Pool) -> None:
+        account = await _account(pool)
+        async with service_tx(pool, org_id=account.org.id) as tx:
+            assert await tx.fetchval("select count(*) from memberships") == 1
+        async with pool.acquire() as conn:  # the same pooled connection, no scope set
+            assert await conn.fetchval("select count(*) from memberships") == 0
+
+    async def test_failed_transaction_leaves_nothing(self, pool: asyncpg.Pool) -> None:
+        email = unique_email()
+        async def write_then_fail() -> None:
+            async with system_tx(pool) as tx:
+                await tx.execute("insert into users (email, email_normalized, name) "
+                                 "values ($1, $1, 'x')", email)
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            await write_then_fail()
+        async with system_tx(pool) as tx:
+            assert await tx.fetchval("select count(*) from users where email = $1", email) == 0
+
+    async def test_platform_scope_sees_every_org(self, pool: asyncpg.Pool) -> None:
+        first, second = await _account(pool), await _account(pool)
+        async with system_tx(pool) as tx:
+            seen = {r["org_id"] for r in await tx.fetch("select org_id from memberships")}
+        assert {first.org.id, second.org.id} <= seen
