@@ -12,18 +12,24 @@ from redis.asyncio import Redis
 from archomata import db, keys, migrations
 from archomata.config import Config
 from archomata.guards import unguarded_api_routes
-from archomata.handlers import health
+from archomata.handlers import admin, auth, health, me
+from archomata.mail import Mailer
 from archomata.metrics import Metrics, metrics_middleware
 from archomata.middlewares.access_log import access_log_middleware
+from archomata.middlewares.authn import authn_middleware
 from archomata.middlewares.body_limit import body_limit_middleware
 from archomata.middlewares.errors import errors_middleware
 from archomata.middlewares.request_id import request_id_middleware
 from archomata.middlewares.timeout import timeout_middleware
 from archomata.openapi import build_spec
+from archomata.security.authenticator import Authenticator
+from archomata.security.passwords import PasswordHasher
+from archomata.security.revocation import Revocation
+from archomata.security.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES: tuple[ModuleType, ...] = (health,)
+ROUTE_MODULES: tuple[ModuleType, ...] = (health, auth, me, admin)
 
 
 class SchemaOutdatedError(RuntimeError):
@@ -57,6 +63,19 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
+async def _security(app: web.Application) -> AsyncIterator[None]:
+    config, redis, pool = app[keys.CONFIG], app[keys.REDIS], app[keys.DB_POOL]
+    hasher = PasswordHasher(config.bcrypt_rounds, config.bcrypt_threads)
+    revocation = Revocation(redis, pool)
+    app[keys.PASSWORDS] = hasher
+    app[keys.SESSIONS] = SessionStore(redis, config)
+    app[keys.REVOCATION] = revocation
+    app[keys.AUTHENTICATOR] = Authenticator(config, redis, pool, revocation)
+    app[keys.MAILER] = Mailer(config)
+    yield
+    hasher.close()
+
+
 def create_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=[
@@ -66,13 +85,14 @@ def create_app(config: Config) -> web.Application:
             errors_middleware,
             timeout_middleware,
             body_limit_middleware,
+            authn_middleware,
         ],
         client_max_size=config.max_body_bytes,
     )
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics(app)
     app[keys.EXPECTED_SCHEMA_VERSION] = migrations.expected_version()
-    app.cleanup_ctx.extend([_database, _redis])
+    app.cleanup_ctx.extend([_database, _redis, _security])
     for module in ROUTE_MODULES:
         app.router.add_routes(module.routes)
     unguarded = unguarded_api_routes(app)

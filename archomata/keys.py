@@ -11,15 +11,27 @@ from redis.asyncio import Redis
 from archomata.config import Config
 
 if TYPE_CHECKING:
-    pass
+    from archomata.mail import Mailer
+    from archomata.metrics import Metrics
+    from archomata.security.authenticator import Authenticator
+    from archomata.security.passwords import PasswordHasher
+    from archomata.security.principal import Principal
+    from archomata.security.revocation import Revocation
+    from archomata.security.sessions import SessionStore
 
 CONFIG = web.AppKey("config", Config)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", Redis)
-METRICS = web.AppKey("metrics", "Metrics")
 EXPECTED_SCHEMA_VERSION = web.AppKey("expected_schema_version", int)
 OPENAPI = web.AppKey("openapi", dict)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+PASSWORDS: web.AppKey[PasswordHasher] = web.AppKey("passwords")
+SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
+REVOCATION: web.AppKey[Revocation] = web.AppKey("revocation")
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
+MAILER: web.AppKey[Mailer] = web.AppKey("mailer")
 
 REQUEST_ID = web.RequestKey("request_id", str)
-PRINCIPAL = web.RequestKey("principal", "Principal | None")
 CLIENT_IP = web.RequestKey("client_ip", str)
+PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
+

@@ -14,7 +14,8 @@ from archomata.db import Tx, service_tx, system_tx
 from archomata.errors import Conflict
 from archomata.security.passwords import PasswordHasher
 from archomata.security.principal import OrgRole, PlatformRole
-from archomata.store import orgs, users
+from archomata.store import mail_tokens, orgs, users
+from archomata.store.mail_tokens import Purpose
 from archomata.store.orgs import Org
 from archomata.store.users import User
 
@@ -30,16 +31,32 @@ async def create_user_with_org(pool: asyncpg.Pool, who: AuditContext | web.Reque
                                org_name: str, verified: bool) -> NewAccount:
     """A user, an org they administer, and the audit entry, in one transaction."""
     async with system_tx(pool) as tx:
-        user = await users.insert(tx, email=email, name=name, password_hash=password_hash,
-                                  verified=verified)
-        if user is None:
-            raise Conflict("An account with this email already exists.", code="email_taken")
-        org = await orgs.insert(tx, org_name)
-        await _make_admin(tx, org.id, user.id)
-        await audit.record(tx, who, AuditAction.USER_REGISTERED, resource_type="user",
-                           resource_id=user.id, org_id=org.id, actor_id=user.id,
-                           details={"email": user.email, "org_name": org.name})
+        return await _create(tx, who, email=email, name=name, password_hash=password_hash,
+                             org_name=org_name, verified=verified)
+
+
+async def _create(tx: Tx, who: AuditContext | web.Request, *, email: str, name: str,
+                  password_hash: str | None, org_name: str, verified: bool) -> NewAccount:
+    user = await users.insert(tx, email=email, name=name, password_hash=password_hash,
+                              verified=verified)
+    if user is None:
+        raise Conflict("An account with this email already exists.", code="email_taken")
+    org = await orgs.insert(tx, org_name)
+    await _make_admin(tx, org.id, user.id)
+    await audit.record(tx, who, AuditAction.USER_REGISTERED, resource_type="user",
+                       resource_id=user.id, org_id=org.id, actor_id=user.id,
+                       details={"email": user.email, "org_name": org.name})
     return NewAccount(user, org)
+
+
+async def register(pool: asyncpg.Pool, request: web.Request, *, email: str, name: str,
+                   password_hash: str, org_name: str, verify_ttl: int) -> tuple[NewAccount, str]:
+    """A new unverified user with their org, and the token of their verification mail."""
+    async with system_tx(pool) as tx:
+        account = await _create(tx, request, email=email, name=name,
+                                password_hash=password_hash, org_name=org_name, verified=False)
+        token = await mail_tokens.issue(tx, account.user.id, Purpose.VERIFY_EMAIL, verify_ttl)
+    return account, token
 
 
 async def _make_admin(tx: Tx, org_id: UUID, user_id: UUID) -> None:

@@ -1,8 +1,16 @@
-"""Small builders for test data; every call makes something new."""
+"""Builders for test data, through the real API; every call makes something new."""
 
 from __future__ import annotations
 
+import re
 import secrets
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from typing import Any
+from uuid import UUID
+
+FRONTEND = "http://localhost:5173"
+TOKEN_IN_LINK = re.compile(r"\?token=([A-Za-z0-9_\-%]+)")
 
 
 def unique_email(prefix: str = "user") -> str:
@@ -11,3 +19,104 @@ def unique_email(prefix: str = "user") -> str:
 
 def strong_password() -> str:
     return "pw-" + secrets.token_urlsafe(18)
+
+
+def token_from_mail(mail_sink: Any, email: str, subject_word: str) -> str:
+    mails = [m for m in mail_sink.to(email) if subject_word.lower() in m["Subject"].lower()]
+    assert mails, f"no {subject_word!r} mail to {email}"
+    body = mails[-1].get_payload(decode=True).decode()
+    match = TOKEN_IN_LINK.search(body)
+    assert match, body
+    return match.group(1)
+
+
+async def wait_for_mail(mail_sink: Any, email: str, subject_word: str) -> str:
+    import asyncio
+    for _ in range(100):
+        if any(subject_word.lower() in m["Subject"].lower() for m in mail_sink.to(email)):
+            return token_from_mail(mail_sink, email, subject_word)
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {subject_word!r} mail to {email}")
+
+
+@dataclass
+class Session:
+    """A signed-in person as a browser holds them: access token and refresh cookie."""
+
+    email: str
+    password: str
+    user_id: UUID
+    org_id: UUID | None
+    access: str
+    refresh: str | None
+    body: dict[str, Any]
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access}"}
+
+    @property
+    def cookie(self) -> dict[str, str]:
+        assert self.refresh is not None
+        return {"Cookie": f"archomata_refresh={self.refresh}", "Origin": FRONTEND}
+
+
+def refresh_cookie_of(response: Any) -> str | None:
+    for header in response.headers.getall("Set-Cookie", []):
+        cookie = SimpleCookie(header)
+        if "archomata_refresh" in cookie:
+            return cookie["archomata_refresh"].value or None
+    return None
+
+
+async def register(client: Any, mail_sink: Any, *, verify: bool = True,
+                   email: str | None = None, password: str | None = None,
+                   org_name: str = "Acme Trading") -> tuple[str, str, dict[str, Any]]:
+    email = email or unique_email()
+    password = password or strong_password()
+    response = await client.post("/api/v1/auth/register", json={
+        "email": email, "password": password, "name": "Test Person", "org_name": org_name})
+    assert response.status == 201, await response.text()
+    user = await response.json()
+    if verify:
+        token = await wait_for_mail(mail_sink, email, "verify")
+        verified = await client.post("/api/v1/auth/verify-email", json={"token": token})
+        assert verified.status == 200, await verified.text()
+    return email, password, user
+
+
+async def login(client: Any, email: str, password: str, org_id: UUID | None = None,
+                **headers: str) -> Session:
+    body: dict[str, Any] = {"email": email, "password": password}
+    if org_id is not None:
+        body["org_id"] = str(org_id)
+    response = await client.post("/api/v1/auth/login", json=body, headers=headers)
+    assert response.status == 200, await response.text()
+    data = await response.json()
+    org = data["org"]
+    return Session(email, password, UUID(data["user"]["id"]),
+                   UUID(org["id"]) if org else None, data["access_token"],
+                   refresh_cookie_of(response), data)
+
+
+async def signed_up(client: Any, mail_sink: Any, org_name: str = "Acme Trading") -> Session:
+    """A new verified person with their own org, signed in."""
+    email, password, _ = await register(client, mail_sink, org_name=org_name)
+    return await login(client, email, password)
+
+
+async def platform_admin(client: Any, config: Any) -> Session:
+    """A platform administrator made as `create-admin` makes one, signed in."""
+    from archomata.db import create_pool
+    from archomata.onboarding import ensure_platform_admin
+    from archomata.security.passwords import PasswordHasher
+
+    email, password = unique_email("admin"), strong_password()
+    pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=1)
+    hasher = PasswordHasher(config.bcrypt_rounds, 1)
+    try:
+        await ensure_platform_admin(pool, hasher, email=email, password=password)
+    finally:
+        hasher.close()
+        await pool.close()
+    return await login(client, email, password)

@@ -52,3 +52,49 @@ ADD_MEMBER = """
 
 async def add_member(tx: Tx, org_id: UUID, user_id: UUID, role: OrgRole) -> None:
     await tx.execute(ADD_MEMBER, org_id, user_id, role.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    org: Org
+    org_role: OrgRole
+
+
+LIST_FOR_USER = """
+    select o.id, o.name, o.disabled_at is not null as disabled, o.created_at, m.org_role
+    from memberships m join orgs o on o.id = m.org_id
+    where m.user_id = $1
+    order by m.created_at, o.id
+"""
+
+
+async def memberships_of(tx: Tx, user_id: UUID) -> list[Membership]:
+    """Every org the user belongs to (needs a transaction scoped to that user)."""
+    rows = await tx.fetch(LIST_FOR_USER, user_id)
+    return [Membership(Org(r["id"], r["name"], r["disabled"], r["created_at"]),
+                       OrgRole(r["org_role"])) for r in rows]
+
+
+LIST_PAGE = f"""
+    select {COLUMNS} from orgs
+    where ($1::timestamptz is null or (created_at, id) < ($1, $2))
+    order by created_at desc, id desc
+    limit $3
+"""
+
+
+async def list_page(tx: Tx, after: tuple[datetime, UUID] | None, limit: int) -> list[Org]:
+    at, last_id = after if after else (None, None)
+    rows = await tx.fetch(LIST_PAGE, at, last_id, limit)
+    return [Org(r["id"], r["name"], r["disabled"], r["created_at"]) for r in rows]
+
+
+SET_DISABLED = f"""
+    update orgs set disabled_at = case when $2 then coalesce(disabled_at, now()) end,
+                    updated_at = now()
+    where id = $1 returning {COLUMNS}
+"""
+
+
+async def set_disabled(tx: Tx, org_id: UUID, disabled: bool) -> Org | None:
+    return _org(await tx.fetchrow(SET_DISABLED, org_id, disabled))

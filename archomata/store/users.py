@@ -92,3 +92,55 @@ PROMOTE = f"""
 
 async def make_verified_with_role(tx: Tx, user_id: UUID, role: PlatformRole) -> User | None:
     return _user(await tx.fetchrow(PROMOTE, user_id, role.value))
+
+
+MARK_VERIFIED = f"""
+    update users set email_verified_at = coalesce(email_verified_at, now()), updated_at = now()
+    where id = $1 returning {COLUMNS}
+"""
+
+
+async def mark_verified(tx: Tx, user_id: UUID) -> User | None:
+    return _user(await tx.fetchrow(MARK_VERIFIED, user_id))
+
+
+CUT_OFF_TOKENS = """
+    update users set tokens_valid_after = date_trunc('second', now()) + make_interval(secs => $2),
+                     updated_at = now()
+    where id = $1 returning extract(epoch from tokens_valid_after)
+"""
+
+
+async def cut_off_tokens(tx: Tx, user_id: UUID, this_second_too: bool = False) -> float:
+    """Access tokens of the user issued before this second (or, with `this_second_too`,
+    up to the end of it) are dead; returns the cut-off as an epoch."""
+    return float(await tx.fetchval(CUT_OFF_TOKENS, user_id, 1.0 if this_second_too else 0.0))
+
+
+LIST_PAGE = f"""
+    select {COLUMNS} from users
+    where ($1::timestamptz is null or (created_at, id) < ($1, $2))
+    order by created_at desc, id desc
+    limit $3
+"""
+
+
+async def list_page(tx: Tx, after: tuple[datetime, UUID] | None, limit: int) -> list[User]:
+    at, last_id = after if after else (None, None)
+    return [u for r in await tx.fetch(LIST_PAGE, at, last_id, limit)
+            if (u := _user(r)) is not None]
+
+
+UPDATE_ADMIN_FIELDS = f"""
+    update users set platform_role = coalesce($2, platform_role),
+                     disabled_at = case when $3::boolean is null then disabled_at
+                                        when $3 then coalesce(disabled_at, now()) end,
+                     updated_at = now()
+    where id = $1 returning {COLUMNS}
+"""
+
+
+async def update_admin_fields(tx: Tx, user_id: UUID, platform_role: PlatformRole | None,
+                              disabled: bool | None) -> User | None:
+    return _user(await tx.fetchrow(UPDATE_ADMIN_FIELDS, user_id,
+                                   platform_role.value if platform_role else None, disabled))

@@ -1,0 +1,137 @@
+"""Platform administration: every org and user, disabling and enabling them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from uuid import UUID
+
+from aiohttp import web
+from marshmallow import Schema, fields, validate
+
+from archomata import audit, keys
+from archomata.audit import AuditAction
+from archomata.db import platform_tx
+from archomata.errors import NotFound, ValidationFailed
+from archomata.guards import require_platform_admin
+from archomata.identity import user_body
+from archomata.openapi import doc
+from archomata.pagination import listing, page_of
+from archomata.schemas.common import OrgSchema, UserSchema
+from archomata.security.principal import PlatformRole
+from archomata.store import orgs, users
+from archomata.web_json import json_response, load_body
+
+routes = web.RouteTableDef()
+
+
+class OrgListSchema(Schema):
+    items = fields.List(fields.Nested(OrgSchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class UserListSchema(Schema):
+    items = fields.List(fields.Nested(UserSchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class UserPatchSchema(Schema):
+    platform_role = fields.String(validate=validate.OneOf([r.value for r in PlatformRole]))
+    disabled = fields.Boolean()
+
+
+def uuid_param(request: web.Request, name: str) -> UUID:
+    """A path id; anything that is not a UUID cannot exist, so it is a 404."""
+    try:
+        return UUID(request.match_info[name])
+    except ValueError:
+        raise NotFound("No such resource.") from None
+
+
+@routes.get("/api/v1/admin/orgs")
+@require_platform_admin
+@doc("Every org, newest first", response=OrgListSchema)
+async def list_orgs(request: web.Request) -> web.Response:
+    page, _ = page_of(request)
+    async with platform_tx(request) as tx:
+        found = await orgs.list_page(tx, (page.after.at, page.after.id) if page.after else None,
+                                     page.limit + 1)
+    body = listing([asdict(o) for o in found], len(found), page)
+    return json_response(OrgListSchema().dump(body))
+
+
+@routes.get("/api/v1/admin/users")
+@require_platform_admin
+@doc("Every user, newest first", response=UserListSchema)
+async def list_users(request: web.Request) -> web.Response:
+    page, _ = page_of(request)
+    async with platform_tx(request) as tx:
+        found = await users.list_page(tx, (page.after.at, page.after.id) if page.after else None,
+                                      page.limit + 1)
+    body = listing([user_body(u) for u in found], len(found), page)
+    return json_response(UserListSchema().dump(body))
+
+
+async def _set_org_disabled(request: web.Request, disabled: bool) -> web.Response:
+    org_id = uuid_param(request, "org_id")
+    revocation = request.app[keys.REVOCATION]
+    async with platform_tx(request) as tx:
+        org = await orgs.set_disabled(tx, org_id, disabled)
+        if org is None:
+            raise NotFound("No such organisation.")
+        await audit.record(tx, request, AuditAction.ORG_DISABLED if disabled
+                           else AuditAction.ORG_ENABLED, resource_type="org",
+                           resource_id=org_id, org_id=org_id)
+        if disabled:
+            # Restrictive changes reach Redis before the commit: if the commit fails the
+            # org is refused for a moment too long, never accepted a moment too long.
+            await revocation.set_org_disabled(org_id, True)
+    if not disabled:
+        await revocation.set_org_disabled(org_id, False)
+    return json_response(OrgSchema().dump(org))
+
+
+@routes.post("/api/v1/admin/orgs/{org_id}/disable")
+@require_platform_admin
+@doc("Disable an org: its tokens, sessions and agent keys stop at once", response=OrgSchema)
+async def disable_org(request: web.Request) -> web.Response:
+    return await _set_org_disabled(request, True)
+
+
+@routes.post("/api/v1/admin/orgs/{org_id}/enable")
+@require_platform_admin
+@doc("Enable a disabled org", response=OrgSchema)
+async def enable_org(request: web.Request) -> web.Response:
+    return await _set_org_disabled(request, False)
+
+
+@routes.patch("/api/v1/admin/users/{user_id}")
+@require_platform_admin
+@doc("Change a user's platform role or disable them", request=UserPatchSchema,
+     response=UserSchema)
+async def update_user(request: web.Request) -> web.Response:
+    user_id = uuid_param(request, "user_id")
+    body = await load_body(request, UserPatchSchema())
+    if not body:
+        raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
+    role = PlatformRole(body["platform_role"]) if "platform_role" in body else None
+    app = request.app
+    async with platform_tx(request) as tx:
+        before = await users.get(tx, user_id)
+        if before is None:
+            raise NotFound("No such user.")
+        user = await users.update_admin_fields(tx, user_id, role, body.get("disabled"))
+        assert user is not None
+        changes = {k: {"from": getattr(before, k), "to": getattr(user, k)}
+                   for k in ("platform_role", "disabled") if getattr(before, k) != getattr(user, k)}
+        await audit.record(tx, request, AuditAction.USER_UPDATED, resource_type="user",
+                           resource_id=user_id, details={"changes": changes})
+        if user.disabled:
+            await app[keys.REVOCATION].set_user_disabled(user_id, True)
+            await app[keys.SESSIONS].revoke_user(user_id)
+        if "platform_role" in changes:
+            # Tokens carry the platform role: cut them off so the next refresh re-reads it.
+            cut_off = await users.cut_off_tokens(tx, user_id, this_second_too=True)
+            await app[keys.REVOCATION].set_tokens_valid_after(user_id, cut_off)
+    if not user.disabled:
+        await app[keys.REVOCATION].set_user_disabled(user_id, False)
+    return json_response(UserSchema().dump(user_body(user)))

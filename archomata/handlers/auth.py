@@ -1,0 +1,378 @@
+"""/auth: registration, mail links, login, refresh, logout, passwords, org switching,
+sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+
+from archomata import audit, keys, onboarding
+from archomata.audit import AuditAction
+from archomata.db import service_tx
+from archomata.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+from archomata.guards import authenticated, public
+from archomata.identity import (
+    check_password,
+    choose_org,
+    clear_refresh_cookie,
+    client_ip,
+    login_result,
+    refresh_token_of,
+    set_refresh_cookie,
+    user_agent,
+    user_body,
+)
+from archomata.openapi import doc
+from archomata.schemas.auth import (
+    EmailOnlySchema,
+    LoginResultSchema,
+    LoginSchema,
+    PasswordChangeSchema,
+    RegisterSchema,
+    ResetConfirmSchema,
+    SessionListSchema,
+    SwitchOrgSchema,
+    TokenSchema,
+)
+from archomata.schemas.common import UserSchema
+from archomata.security.principal import Principal
+from archomata.security.sessions import Outcome
+from archomata.store import mail_tokens, orgs, users
+from archomata.store.mail_tokens import Purpose
+from archomata.web_json import json_response, load_body
+
+routes = web.RouteTableDef()
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _later(coro: Coroutine[Any, Any, Any]) -> None:
+    """Runs a mail send after the response, so its timing tells nothing."""
+    task = asyncio.create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def _principal(request: web.Request) -> Principal:
+    principal = request[keys.PRINCIPAL]
+    assert principal is not None and principal.user_id is not None  # the guard ran
+    return principal
+
+
+@routes.post("/api/v1/auth/register")
+@public
+@doc("Create an account and its org", request=RegisterSchema, response=UserSchema, status=201)
+async def register(request: web.Request) -> web.Response:
+    body = await load_body(request, RegisterSchema())
+    app = request.app
+    password_hash = await app[keys.PASSWORDS].hash(body["password"])
+    account, token = await onboarding.register(
+        app[keys.DB_POOL], request, email=body["email"], name=body["name"],
+        password_hash=password_hash, org_name=body["org_name"],
+        verify_ttl=app[keys.CONFIG].mail_token_ttl_seconds)
+    _later(app[keys.MAILER].send_verification(account.user.email, token))
+    return json_response(UserSchema().dump(user_body(account.user)), status=201)
+
+
+@routes.post("/api/v1/auth/verify-email")
+@public
+@doc("Confirm an email address with the mailed token", request=TokenSchema,
+     response=UserSchema)
+async def verify_email(request: web.Request) -> web.Response:
+    body = await load_body(request, TokenSchema())
+    async with service_tx(request.app[keys.DB_POOL]) as tx:
+        user_id = await mail_tokens.consume(tx, body["token"], Purpose.VERIFY_EMAIL)
+        if user_id is None:
+            raise BadRequest("This link is invalid or has expired.", code="invalid_token")
+        user = await users.mark_verified(tx, user_id)
+        assert user is not None
+        await audit.record(tx, request, AuditAction.AUTH_EMAIL_VERIFIED, resource_type="user",
+                           resource_id=user.id, actor_id=user.id)
+    return json_response(UserSchema().dump(user_body(user)))
+
+
+@routes.post("/api/v1/auth/resend-verification")
+@public
+@doc("Send the verification mail again (202 whether or not the email exists)",
+     request=EmailOnlySchema, status=202)
+async def resend_verification(request: web.Request) -> web.Response:
+    body = await load_body(request, EmailOnlySchema())
+    app = request.app
+    async with service_tx(app[keys.DB_POOL]) as tx:
+        user = await users.get_by_email(tx, body["email"])
+        token = None
+        if user is not None and not user.email_verified and not user.disabled:
+            await mail_tokens.retire_all(tx, user.id, Purpose.VERIFY_EMAIL)
+            token = await mail_tokens.issue(tx, user.id, Purpose.VERIFY_EMAIL,
+                                            app[keys.CONFIG].mail_token_ttl_seconds)
+    if user is not None and token is not None:
+        _later(app[keys.MAILER].send_verification(user.email, token))
+    return json_response({"status": "accepted"}, status=202)
+
+
+@routes.post("/api/v1/auth/login")
+@public
+@doc("Sign in with email and password", request=LoginSchema, response=LoginResultSchema)
+async def login(request: web.Request) -> web.Response:
+    body = await load_body(request, LoginSchema())
+    user = await check_password(request, body["email"], body["password"])
+    return await start_session(request, user, body["org_id"], AuditAction.AUTH_LOGIN_SUCCEEDED)
+
+
+async def start_session(request: web.Request, user: users.User, requested_org: UUID | None,
+                        action: AuditAction, details: dict[str, Any] | None = None
+                        ) -> web.Response:
+    """Opens a session for a user whose identity is proven, answering the login shape."""
+    app = request.app
+    pool = app[keys.DB_POOL]
+    async with service_tx(pool, user_id=user.id) as tx:
+        membership = choose_org(await orgs.memberships_of(tx, user.id), requested_org)
+    org_id = membership.org.id if membership else None
+    session, refresh = await app[keys.SESSIONS].create(user.id, org_id, client_ip(request),
+                                                       user_agent(request))
+    async with service_tx(pool, org_id=org_id, user_id=user.id) as tx:
+        await audit.record(tx, request, action, resource_type="session",
+                           resource_id=session.id, actor_id=user.id, details=details)
+    response = json_response(login_result(app[keys.CONFIG], user, membership, session))
+    set_refresh_cookie(response, app[keys.CONFIG], refresh)
+    return response
+
+
+@routes.post("/api/v1/auth/refresh")
+@public
+@doc("Rotate the refresh cookie and get a new access token", response=LoginResultSchema)
+async def refresh(request: web.Request) -> web.Response:
+    app = request.app
+    token = refresh_token_of(request)
+    if token is None:
+        raise Unauthorized("No refresh cookie.", code="session_revoked")
+    rotation = await app[keys.SESSIONS].rotate(token, client_ip(request), user_agent(request))
+    if rotation.outcome is Outcome.REUSE:
+        async with service_tx(app[keys.DB_POOL], org_id=rotation.revoked_org_id,
+                              user_id=rotation.revoked_user_id) as tx:
+            await audit.record(tx, request, AuditAction.AUTH_REFRESH_REUSE_DETECTED,
+                               resource_type="session", resource_id=rotation.revoked_session_id,
+                               actor_id=rotation.revoked_user_id)
+    if rotation.session is None or rotation.token is None:
+        raise Unauthorized("This session has ended; sign in again.", code="session_revoked")
+    session = rotation.session
+    async with service_tx(app[keys.DB_POOL], user_id=session.user_id) as tx:
+        user = await users.get(tx, session.user_id)
+        memberships = await orgs.memberships_of(tx, session.user_id)
+    membership = next((m for m in memberships if m.org.id == session.org_id), None)
+    problem = _refresh_problem(user, session.org_id, membership)
+    if problem is not None:
+        await app[keys.SESSIONS].revoke(session.id)
+        raise problem
+    assert user is not None
+    response = json_response(login_result(app[keys.CONFIG], user, membership, session))
+    set_refresh_cookie(response, app[keys.CONFIG], rotation.token)
+    return response
+
+
+def _refresh_problem(user: users.User | None, org_id: UUID | None,
+                     membership: orgs.Membership | None) -> Unauthorized | None:
+    if user is None or user.disabled:
+        return Unauthorized("This account is disabled.", code="user_disabled")
+    if org_id is not None and membership is None:
+        return Unauthorized("You are no longer a member of this organisation.",
+                            code="membership_revoked")
+    if membership is not None and membership.org.disabled:
+        return Unauthorized("This organisation is disabled.", code="org_disabled")
+    return None
+
+
+@routes.post("/api/v1/auth/logout")
+@public
+@doc("End this session (refresh cookie or access token)", status=204)
+async def logout(request: web.Request) -> web.Response:
+    app = request.app
+    principal = request[keys.PRINCIPAL]
+    sid = principal.session_id if principal is not None else None
+    token = refresh_token_of(request)
+    if sid is None and token is not None:
+        sid = await app[keys.SESSIONS].sid_of(token)
+    if sid is not None:
+        session = await app[keys.SESSIONS].get(sid)
+        if session is not None:
+            await app[keys.SESSIONS].revoke(sid)
+            async with service_tx(app[keys.DB_POOL], org_id=session.org_id,
+                                  user_id=session.user_id) as tx:
+                await audit.record(tx, request, AuditAction.AUTH_LOGOUT, resource_type="session",
+                                   resource_id=sid, actor_id=session.user_id)
+    response = web.Response(status=204)
+    clear_refresh_cookie(response, app[keys.CONFIG])
+    return response
+
+
+@routes.post("/api/v1/auth/logout-all")
+@authenticated
+@doc("End every session of the caller and kill their access tokens", status=204)
+async def logout_all(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    app = request.app
+    user_id = principal.actor_id
+    async with service_tx(app[keys.DB_POOL], org_id=principal.org_id, user_id=user_id) as tx:
+        cut_off = await users.cut_off_tokens(tx, user_id)
+        await app[keys.REVOCATION].set_tokens_valid_after(user_id, cut_off)
+        await app[keys.SESSIONS].revoke_user(user_id)
+        await audit.record(tx, request, AuditAction.AUTH_LOGOUT_ALL, resource_type="user",
+                           resource_id=user_id)
+    response = web.Response(status=204)
+    clear_refresh_cookie(response, app[keys.CONFIG])
+    return response
+
+
+@routes.post("/api/v1/auth/password-reset/request")
+@public
+@doc("Mail a password reset link (202 whether or not the email exists)",
+     request=EmailOnlySchema, status=202)
+async def request_password_reset(request: web.Request) -> web.Response:
+    body = await load_body(request, EmailOnlySchema())
+    app = request.app
+    async with service_tx(app[keys.DB_POOL]) as tx:
+        user = await users.get_by_email(tx, body["email"])
+        token = None
+        if user is not None and not user.disabled:
+            await mail_tokens.retire_all(tx, user.id, Purpose.PASSWORD_RESET)
+            token = await mail_tokens.issue(tx, user.id, Purpose.PASSWORD_RESET,
+                                            app[keys.CONFIG].password_reset_ttl_seconds)
+            await audit.record(tx, request, AuditAction.AUTH_PASSWORD_RESET_REQUESTED,
+                               resource_type="user", resource_id=user.id, actor_id=user.id)
+    if user is not None and token is not None:
+        _later(app[keys.MAILER].send_password_reset(user.email, token))
+    return json_response({"status": "accepted"}, status=202)
+
+
+@routes.post("/api/v1/auth/password-reset/confirm")
+@public
+@doc("Set a new password with a reset token; every session ends", request=ResetConfirmSchema,
+     status=204)
+async def confirm_password_reset(request: web.Request) -> web.Response:
+    body = await load_body(request, ResetConfirmSchema())
+    app = request.app
+    pool = app[keys.DB_POOL]
+    async with service_tx(pool) as tx:
+        valid = await mail_tokens.peek(tx, body["token"], Purpose.PASSWORD_RESET)
+    if not valid:
+        raise BadRequest("This link is invalid or has expired.", code="invalid_token")
+    password_hash = await app[keys.PASSWORDS].hash(body["new_password"])
+    async with service_tx(pool) as tx:
+        user_id = await mail_tokens.consume(tx, body["token"], Purpose.PASSWORD_RESET)
+        if user_id is None:
+            raise BadRequest("This link is invalid or has expired.", code="invalid_token")
+        await users.set_password_hash(tx, user_id, password_hash)
+        await users.mark_verified(tx, user_id)  # the mailbox answered: the address is real
+        await mail_tokens.retire_all(tx, user_id, Purpose.PASSWORD_RESET)
+        cut_off = await users.cut_off_tokens(tx, user_id)
+        await app[keys.REVOCATION].set_tokens_valid_after(user_id, cut_off)
+        await app[keys.SESSIONS].revoke_user(user_id)
+        await audit.record(tx, request, AuditAction.AUTH_PASSWORD_RESET_COMPLETED,
+                           resource_type="user", resource_id=user_id, actor_id=user_id)
+    return web.Response(status=204)
+
+
+@routes.post("/api/v1/auth/password/change")
+@authenticated
+@doc("Change the password; every other session ends", request=PasswordChangeSchema,
+     status=204)
+async def change_password(request: web.Request) -> web.Response:
+    body = await load_body(request, PasswordChangeSchema())
+    principal = _principal(request)
+    app = request.app
+    pool = app[keys.DB_POOL]
+    async with service_tx(pool) as tx:
+        user = await users.get(tx, principal.actor_id)
+    assert user is not None
+    if not await app[keys.PASSWORDS].verify(body["current_password"], user.password_hash):
+        raise ValidationFailed("The current password is wrong.", code="invalid_current_password",
+                               errors={"current_password": ["Wrong password."]})
+    password_hash = await app[keys.PASSWORDS].hash(body["new_password"])
+    async with service_tx(pool, org_id=principal.org_id, user_id=user.id) as tx:
+        await users.set_password_hash(tx, user.id, password_hash)
+        await mail_tokens.retire_all(tx, user.id, Purpose.PASSWORD_RESET)
+        await app[keys.SESSIONS].revoke_user(user.id, keep=principal.session_id)
+        await audit.record(tx, request, AuditAction.AUTH_PASSWORD_CHANGED, resource_type="user",
+                           resource_id=user.id)
+    return web.Response(status=204)
+
+
+@routes.post("/api/v1/auth/switch-org")
+@authenticated
+@doc("Move this session to another org the caller belongs to", request=SwitchOrgSchema,
+     response=LoginResultSchema)
+async def switch_org(request: web.Request) -> web.Response:
+    body = await load_body(request, SwitchOrgSchema())
+    principal = _principal(request)
+    app = request.app
+    sessions = app[keys.SESSIONS]
+    async with service_tx(app[keys.DB_POOL], user_id=principal.actor_id) as tx:
+        user = await users.get(tx, principal.actor_id)
+        membership = choose_org(await orgs.memberships_of(tx, principal.actor_id),
+                                body["org_id"])
+    assert user is not None and membership is not None and principal.session_id is not None
+    token = refresh_token_of(request)
+    new_refresh = None
+    if token is not None and await sessions.sid_of(token) == principal.session_id:
+        rotation = await sessions.rotate(token, client_ip(request), user_agent(request),
+                                         new_org=membership.org.id)
+        if rotation.outcome is Outcome.ROTATED:
+            new_refresh = rotation.token
+    if new_refresh is None:
+        await sessions.move_to_org(principal.session_id, membership.org.id)
+    session = await sessions.get(principal.session_id)
+    if session is None:
+        raise Unauthorized("This session has been revoked.", code="session_revoked")
+    async with service_tx(app[keys.DB_POOL], org_id=membership.org.id, user_id=user.id) as tx:
+        await audit.record(tx, request, AuditAction.AUTH_ORG_SWITCHED, resource_type="org",
+                           resource_id=membership.org.id,
+                           details={"from_org_id": str(principal.org_id)
+                                    if principal.org_id else None})
+    response = json_response(login_result(app[keys.CONFIG], user, membership, session))
+    if new_refresh is not None:
+        set_refresh_cookie(response, app[keys.CONFIG], new_refresh)
+    return response
+
+
+def _timestamp(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+@routes.get("/api/v1/auth/sessions")
+@authenticated
+@doc("The caller's sessions", response=SessionListSchema)
+async def list_sessions(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    sessions = await request.app[keys.SESSIONS].list_for_user(principal.actor_id)
+    items = [{"id": s.id, "created_at": _timestamp(s.created_at),
+              "last_used_at": _timestamp(s.last_used_at), "ip": s.ip,
+              "user_agent": s.user_agent, "current": s.id == principal.session_id}
+             for s in sessions if s.expires_at > time.time()]
+    return json_response(SessionListSchema().dump({"items": items}))
+
+
+@routes.delete("/api/v1/auth/sessions/{session_id}")
+@authenticated
+@doc("End one of the caller's sessions", status=204)
+async def delete_session(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    app = request.app
+    try:
+        sid = UUID(request.match_info["session_id"])
+    except ValueError:
+        raise NotFound("No such session.") from None
+    session = await app[keys.SESSIONS].get(sid)
+    if session is None or session.user_id != principal.actor_id:
+        raise NotFound("No such session.")
+    await app[keys.SESSIONS].revoke(sid)
+    async with service_tx(app[keys.DB_POOL], org_id=principal.org_id,
+                          user_id=principal.actor_id) as tx:
+        await audit.record(tx, request, AuditAction.AUTH_SESSION_REVOKED,
+                           resource_type="session", resource_id=sid)
+    return web.Response(status=204)
+

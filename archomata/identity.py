@@ -1,0 +1,128 @@
+"""Signing people in: choosing the org, opening a session, issuing the access token, and
+the refresh cookie that carries the session."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+
+from archomata import audit, keys
+from archomata.audit import AuditAction
+from archomata.config import Config
+from archomata.db import service_tx
+from archomata.errors import Forbidden, Unauthorized
+from archomata.schemas.auth import LoginResultSchema
+from archomata.security import tokens
+from archomata.security.sessions import Session
+from archomata.store import users
+from archomata.store.orgs import Membership
+from archomata.store.users import User
+
+REFRESH_COOKIE = "archomata_refresh"
+COOKIE_PATH = "/api/v1/auth"
+
+
+def choose_org(memberships: list[Membership], requested: UUID | None) -> Membership | None:
+    """The org to sign into: the requested one, else the first enabled one.
+
+    Never a disabled org; None for someone who belongs to no org at all.
+    """
+    if requested is not None:
+        chosen = next((m for m in memberships if m.org.id == requested), None)
+        if chosen is None:
+            raise Forbidden("You are not a member of this organisation.", code="not_a_member")
+        if chosen.org.disabled:
+            raise Forbidden("This organisation is disabled.", code="org_disabled")
+        return chosen
+    enabled = [m for m in memberships if not m.org.disabled]
+    if enabled:
+        return enabled[0]
+    if memberships:
+        raise Forbidden("Every organisation you belong to is disabled.", code="org_disabled")
+    return None
+
+
+def user_body(user: User) -> dict[str, Any]:
+    return {"id": user.id, "email": user.email, "name": user.name,
+            "email_verified": user.email_verified, "platform_role": user.platform_role.value,
+            "disabled": user.disabled, "created_at": user.created_at}
+
+
+def org_body(membership: Membership | None) -> dict[str, Any] | None:
+    if membership is None:
+        return None
+    org = membership.org
+    return {"id": org.id, "name": org.name, "disabled": org.disabled,
+            "created_at": org.created_at, "org_role": membership.org_role.value}
+
+
+def login_result(config: Config, user: User, membership: Membership | None,
+                 session: Session) -> dict[str, Any]:
+    access_token, _ = tokens.issue(config, user_id=user.id,
+                                   org_id=membership.org.id if membership else None,
+                                   session_id=session.id, platform_role=user.platform_role)
+    return LoginResultSchema().dump({
+        "access_token": access_token, "token_type": "Bearer",
+        "expires_in": config.access_token_ttl_seconds,
+        "user": user_body(user), "org": org_body(membership),
+    })
+
+
+def set_refresh_cookie(response: web.StreamResponse, config: Config, token: str) -> None:
+    response.set_cookie(REFRESH_COOKIE, token, max_age=config.refresh_token_ttl_seconds,
+                        path=COOKIE_PATH, secure=True, httponly=True,
+                        samesite=getattr(config, "refresh_cookie_samesite", "Strict"))
+
+
+def clear_refresh_cookie(response: web.StreamResponse, config: Config) -> None:
+    response.del_cookie(REFRESH_COOKIE, path=COOKIE_PATH, secure=True, httponly=True,
+                        samesite=getattr(config, "refresh_cookie_samesite", "Strict"))
+
+
+def refresh_token_of(request: web.Request) -> str | None:
+    token = request.cookies.get(REFRESH_COOKIE)
+    return token if token and len(token) <= 128 else None
+
+
+def client_ip(request: web.Request) -> str:
+    return request.get(keys.CLIENT_IP) or request.remote or ""
+
+
+def user_agent(request: web.Request) -> str:
+    return request.headers.get("User-Agent", "")[:256]
+
+
+async def _login_failed(request: web.Request, user: User | None, reason: str) -> None:
+    async with service_tx(request.app[keys.DB_POOL]) as tx:
+        await audit.record(tx, request, AuditAction.AUTH_LOGIN_FAILED, resource_type="user",
+                           resource_id=user.id if user else None,
+                           actor_id=user.id if user else None,
+                           details={"reason": reason})
+
+
+async def check_password(request: web.Request, email: str, password: str) -> User:
+    """The user whose password this is, or Unauthorized `invalid_credentials`.
+
+    An unknown email, a wrong password and a disabled account cost the same bcrypt work
+    and get the same answer. A hash of a lower cost than configured is upgraded.
+    """
+    app = request.app
+    hasher = app[keys.PASSWORDS]
+    async with service_tx(app[keys.DB_POOL]) as tx:
+        user = await users.get_by_email(tx, email)
+    matches = await hasher.verify(password, user.password_hash if user else None)
+    if user is None or not matches or user.disabled:
+        reason = "unknown_email" if user is None else "disabled" if matches else "bad_password"
+        await _login_failed(request, user, reason)
+        raise Unauthorized("Wrong email or password.", code="invalid_credentials")
+    if not user.email_verified:
+        await _login_failed(request, user, "email_not_verified")
+        raise Forbidden("Verify your email address first.", code="email_not_verified")
+    assert user.password_hash is not None
+    if hasher.needs_rehash(user.password_hash):
+        upgraded = await hasher.hash(password)
+        async with service_tx(app[keys.DB_POOL]) as tx:
+            user = await users.set_password_hash(tx, user.id, upgraded) or user
+    return user

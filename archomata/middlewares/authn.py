@@ -1,0 +1,39 @@
+"""Authentication: turns a bearer token into a Principal, checking revocation on the way.
+
+It never decides access (the guard beside each handler does). A bad token on a public
+route is ignored rather than refused, so a client that always sends its (maybe expired)
+token can still log in or refresh.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from archomata import keys
+from archomata.errors import ApiError, Unauthorized
+from archomata.guards import access_rule
+
+BEARER = "bearer"
+
+
+def _is_public(request: web.Request) -> bool:
+    rule = access_rule(request.match_info.handler)
+    return rule is None or rule.kind == "public"
+
+
+@web.middleware
+async def authn_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[keys.PRINCIPAL] = None
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        try:
+            if scheme.lower() != BEARER or not token.strip():
+                raise Unauthorized("Use `Authorization: Bearer <token>`.", code="token_invalid")
+            request[keys.PRINCIPAL] = await request.app[keys.AUTHENTICATOR].principal(
+                request, token.strip())
+        except ApiError:
+            if not _is_public(request):
+                raise
+    return await handler(request)

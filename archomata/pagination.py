@@ -1,0 +1,79 @@
+"""Keyset pagination: `?limit=&cursor=` -> `{"items": [...], "next_cursor": ...}`.
+
+A cursor is the (timestamp, id) of the last item served, base64url-encoded JSON: opaque
+to clients, stable while new rows arrive (they sort before it), served by an index on
+(timestamp desc, id desc).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+from marshmallow import Schema, fields, validate
+
+from archomata.errors import ValidationFailed
+from archomata.web_json import validate as validate_body
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+class PageQuerySchema(Schema):
+    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=200))
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    at: datetime
+    id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    limit: int
+    after: Position | None
+
+
+def encode(at: datetime, item_id: UUID) -> str:
+    raw = json.dumps([at.isoformat(), str(item_id)]).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode(cursor: str) -> Position:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        at, item_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return Position(datetime.fromisoformat(at), UUID(item_id))
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise ValidationFailed("The cursor is not valid.",
+                               errors={"cursor": ["Not a valid cursor."]}) from None
+
+
+def page_of(request: web.Request, schema: Schema | None = None) -> tuple[Page, dict[str, Any]]:
+    """The page asked for, and the other query parameters as `schema` loads them."""
+    query = dict(request.query)
+    page_args = {k: query.pop(k) for k in ("limit", "cursor") if k in query}
+    loaded = validate_body(PageQuerySchema(), page_args)
+    filters = validate_body(schema, query) if schema is not None else {}
+    if schema is None and query:
+        raise ValidationFailed("Unknown query parameters.",
+                               errors={k: ["Unknown field."] for k in query})
+    cursor = loaded["cursor"]
+    return Page(loaded["limit"], decode(cursor) if cursor else None), filters
+
+
+def listing(items: list[dict[str, Any]], rows_fetched: int, page: Page,
+            key: str = "created_at") -> dict[str, Any]:
+    """The list body: fetch `limit + 1` rows so that a next page is known without a count."""
+    more = rows_fetched > page.limit
+    items = items[:page.limit]
+    next_cursor = encode(items[-1][key], items[-1]["id"]) if more and items else None
+    return {"items": items, "next_cursor": next_cursor}

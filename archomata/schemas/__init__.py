@@ -1,0 +1,1 @@
+"""marshmallow schemas of request and response bodies; unknown fields are refused."""

@@ -1,0 +1,63 @@
+"""Bodies of the /auth routes."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from archomata.schemas.common import Email, MemberOrgSchema, Name, Password, UserSchema
+
+
+class RegisterSchema(Schema):
+    email = Email
+    password = Password
+    name = Name
+    org_name = fields.String(required=True, validate=validate.Length(1, 200))
+
+
+class TokenSchema(Schema):
+    token = fields.String(required=True, validate=validate.Length(1, 200))
+
+
+class EmailOnlySchema(Schema):
+    email = fields.String(required=True, validate=validate.Length(1, 254))
+
+
+class LoginSchema(Schema):
+    email = fields.String(required=True, validate=validate.Length(1, 254))
+    password = fields.String(required=True, validate=validate.Length(1, 1024))
+    org_id = fields.UUID(load_default=None)
+
+
+class ResetConfirmSchema(Schema):
+    token = fields.String(required=True, validate=validate.Length(1, 200))
+    new_password = Password
+
+
+class PasswordChangeSchema(Schema):
+    current_password = fields.String(required=True, validate=validate.Length(1, 1024))
+    new_password = Password
+
+
+class SwitchOrgSchema(Schema):
+    org_id = fields.UUID(required=True)
+
+
+class LoginResultSchema(Schema):
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True)
+    expires_in = fields.Integer(required=True)
+    user = fields.Nested(UserSchema, required=True)
+    org = fields.Nested(MemberOrgSchema, allow_none=True, required=True)
+
+
+class SessionSchema(Schema):
+    id = fields.UUID(required=True)
+    created_at = fields.DateTime(required=True)
+    last_used_at = fields.DateTime(required=True)
+    ip = fields.String(required=True)
+    user_agent = fields.String(required=True)
+    current = fields.Boolean(required=True)
+
+
+class SessionListSchema(Schema):
+    items = fields.List(fields.Nested(SessionSchema), required=True)

@@ -1,0 +1,64 @@
+"""From a verified access token to a Principal: one Redis round trip in the steady state
+(revocation and the permission cache together), PostgreSQL only on a cache miss."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from archomata.config import Config
+from archomata.errors import ServiceUnavailable, Unauthorized
+from archomata.security import authz, tokens
+from archomata.security.principal import ActorType, OrgRole, Principal
+from archomata.security.revocation import CheckResult, Revocation, judge, queue_check
+from archomata.security.tokens import Claims
+
+log = logging.getLogger(__name__)
+
+
+class Authenticator:
+    def __init__(self, config: Config, redis: Redis, pool: asyncpg.Pool,
+                 revocation: Revocation) -> None:
+        self.config = config
+        self.redis = redis
+        self.pool = pool
+        self.revocation = revocation
+        self._rebuilding: asyncio.Lock = asyncio.Lock()
+
+    async def principal(self, request: web.Request, token: str) -> Principal:
+        claims = tokens.verify(self.config, token)
+        result = await self._check(claims)
+        if not result.ready:
+            async with self._rebuilding:
+                await self.revocation.rebuild()
+            result = await self._check(claims)
+            if not result.ready:
+                raise ServiceUnavailable("Revocation state is being rebuilt; retry.")
+        if claims.org_id is None:
+            return Principal(ActorType.USER, claims.user_id, None, claims.session_id,
+                             claims.platform_role)
+        access = result.authz
+        if access is None:
+            access = await authz.load(self.pool, claims.org_id, claims.user_id)
+            await self.revocation.cache_authz(claims.org_id, claims.user_id,
+                                              result.authz_version, access)
+            if access is None:
+                raise Unauthorized("You are no longer a member of this organisation.",
+                                   code="membership_revoked")
+        return Principal(ActorType.USER, claims.user_id, claims.org_id, claims.session_id,
+                         claims.platform_role, OrgRole(access.org_role), access.permissions)
+
+    async def _check(self, claims: Claims) -> CheckResult:
+        # Fail closed: without Redis no revocation can be checked, so no token is accepted.
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                queue_check(pipe, claims)
+                results = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("The session store is unavailable.") from exc
+        return judge(claims, results)

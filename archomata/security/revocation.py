@@ -1,0 +1,160 @@
+"""Revocation and authorisation state, read in one Redis round trip per request.
+
+PostgreSQL is the source of truth; Redis holds what every request must check:
+
+    rv:ready            set once the state below was rebuilt from PostgreSQL
+    rv:org:{org}        the org is disabled
+    rv:user:{uid}       hash: disabled (1), tva (tokens issued before this epoch are dead)
+    authz:{org}:{uid}   JSON cache of the membership and permissions, tagged with ...
+    authzv:{org}        ... the org's authorisation version; any change bumps it
+    sess:{sid}          the session (see sessions.py): gone means revoked
+
+If Redis loses its data, `rv:ready` is gone with it, and the state is rebuilt from
+PostgreSQL before any access token is accepted again. If Redis cannot be reached,
+authenticated requests fail closed (503).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
+
+from archomata.db import system_tx
+from archomata.errors import ServiceUnavailable, Unauthorized
+from archomata.security.tokens import Claims
+
+READY = "rv:ready"
+REBUILD_LOCK = "rv:rebuilding"
+AUTHZ_TTL_SECONDS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Authz:
+    """What a user may do in an org: their org role and effective permissions."""
+
+    org_role: str
+    permissions: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ready: bool
+    authz: Authz | None
+    authz_version: int
+    cached_authz_stale: bool
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def queue_check(pipe: Pipeline, claims: Claims) -> int:
+    """Adds the revocation reads for `claims` to `pipe`; returns how many were added."""
+    pipe.exists(READY)
+    pipe.exists(f"sess:{claims.session_id}")
+    pipe.hmget(f"rv:user:{claims.user_id}", "disabled", "tva")
+    if claims.org_id is None:
+        return 3
+    pipe.exists(f"rv:org:{claims.org_id}")
+    pipe.get(f"authz:{claims.org_id}:{claims.user_id}")
+    pipe.get(f"authzv:{claims.org_id}")
+    return 6
+
+
+def judge(claims: Claims, results: list[Any]) -> CheckResult:
+    """Raises Unauthorized for a revoked token; else says what the cache holds."""
+    ready = bool(results[0])
+    if not ready:
+        return CheckResult(False, None, 0, True)
+    if not results[1]:
+        raise Unauthorized("This session has been revoked.", code="session_revoked")
+    disabled, tva = results[2]
+    if disabled:
+        raise Unauthorized("This account is disabled.", code="user_disabled")
+    if tva is not None and claims.issued_at < float(_text(tva)):
+        raise Unauthorized("This token has been revoked.", code="token_revoked")
+    if claims.org_id is None:
+        return CheckResult(True, None, 0, False)
+    if results[3]:
+        raise Unauthorized("This organisation is disabled.", code="org_disabled")
+    version = int(_text(results[5])) if results[5] is not None else 0
+    cached = json.loads(results[4]) if results[4] is not None else None
+    if cached is None or cached.get("v") != version:
+        return CheckResult(True, None, version, True)
+    if not cached.get("member"):
+        raise Unauthorized("You are no longer a member of this organisation.",
+                           code="membership_revoked")
+    return CheckResult(True, Authz(cached["role"], frozenset(cached["perms"])), version, False)
+
+
+class Revocation:
+    def __init__(self, redis: Redis, pool: asyncpg.Pool) -> None:
+        self.redis = redis
+        self.pool = pool
+
+    async def rebuild(self) -> None:
+        """Re-reads disabled orgs and users and token cut-offs from PostgreSQL."""
+        async with system_tx(self.pool) as tx:
+            orgs = await tx.fetch("select id from orgs where disabled_at is not null")
+            users = await tx.fetch(
+                "select id, disabled_at is not null as disabled, "
+                "extract(epoch from tokens_valid_after) as tva from users "
+                "where disabled_at is not null or tokens_valid_after is not null")
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for org in orgs:
+                    pipe.set(f"rv:org:{org['id']}", 1)
+                for user in users:
+                    mapping: dict[str, Any] = {}
+                    if user["disabled"]:
+                        mapping["disabled"] = 1
+                    if user["tva"] is not None:
+                        mapping["tva"] = float(user["tva"])
+                    pipe.hset(f"rv:user:{user['id']}", mapping=mapping)
+                pipe.set(READY, int(time.time()))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("The session store is unavailable.") from exc
+
+    async def set_org_disabled(self, org_id: UUID, disabled: bool) -> None:
+        await self._write(lambda p: p.set(f"rv:org:{org_id}", 1) if disabled
+                          else p.delete(f"rv:org:{org_id}"))
+
+    async def set_user_disabled(self, user_id: UUID, disabled: bool) -> None:
+        await self._write(lambda p: p.hset(f"rv:user:{user_id}", "disabled", 1) if disabled
+                          else p.hdel(f"rv:user:{user_id}", "disabled"))
+
+    async def set_tokens_valid_after(self, user_id: UUID, epoch: float) -> None:
+        await self._write(lambda p: p.hset(f"rv:user:{user_id}", "tva", epoch))
+
+    async def bump_authz(self, org_id: UUID) -> None:
+        """Any change to who may do what in `org_id`: every instance reloads on the next
+        request of every member."""
+        await self._write(lambda p: p.incr(f"authzv:{org_id}"))
+
+    async def cache_authz(self, org_id: UUID, user_id: UUID, version: int,
+                          authz: Authz | None) -> None:
+        value = {"v": version, "member": authz is not None}
+        if authz is not None:
+            value.update(role=authz.org_role, perms=sorted(authz.permissions))
+        # Only a cache: if it cannot be written, the next request loads from PostgreSQL.
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.set(f"authz:{org_id}:{user_id}", json.dumps(value),
+                                 ex=AUTHZ_TTL_SECONDS)
+
+    async def _write(self, queue: Any) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                queue(pipe)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("The session store is unavailable.") from exc

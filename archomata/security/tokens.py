@@ -1,0 +1,81 @@
+"""Access tokens: HS256 JWTs signed with the first configured key, verified by `kid`.
+
+Only HS256 is accepted: the algorithm list is fixed, so `alg: none` or an asymmetric
+algorithm confusion cannot slip through; `iss`, `aud`, `exp`, `iat` are required.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from uuid import UUID
+
+import jwt
+
+from archomata.config import Config
+from archomata.errors import Unauthorized
+from archomata.security.principal import PlatformRole
+
+ALGORITHM = "HS256"
+ISSUER = "archomata"
+AUDIENCE = "archomata-api"
+REQUIRED_CLAIMS = ["sub", "sid", "iat", "exp", "jti", "iss", "aud", "prole"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    user_id: UUID
+    org_id: UUID | None
+    session_id: UUID
+    platform_role: PlatformRole
+    issued_at: int
+    expires_at: int
+    token_id: str
+
+
+def issue(config: Config, *, user_id: UUID, org_id: UUID | None, session_id: UUID,
+          platform_role: PlatformRole, now: float | None = None) -> tuple[str, Claims]:
+    issued = int(now if now is not None else time.time())
+    claims = Claims(user_id, org_id, session_id, platform_role, issued,
+                    issued + config.access_token_ttl_seconds, uuid.uuid4().hex)
+    kid, secret = config.signing_key
+    payload = {
+        "sub": str(user_id), "org": str(org_id) if org_id else None, "sid": str(session_id),
+        "prole": platform_role.value, "iat": claims.issued_at, "exp": claims.expires_at,
+        "jti": claims.token_id, "iss": ISSUER, "aud": AUDIENCE,
+    }
+    token = jwt.encode(payload, secret.reveal().encode(), algorithm=ALGORITHM,
+                       headers={"kid": kid})
+    return token, claims
+
+
+def _invalid(detail: str = "The access token is invalid.") -> Unauthorized:
+    return Unauthorized(detail, code="token_invalid")
+
+
+def verify(config: Config, token: str) -> Claims:
+    """The token's claims, or Unauthorized (`token_invalid` / `token_expired`)."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise _invalid() from None
+    keys = dict(config.jwt_secrets)
+    kid = header.get("kid")
+    if header.get("alg") != ALGORITHM or not isinstance(kid, str) or kid not in keys:
+        raise _invalid()
+    try:
+        payload = jwt.decode(token, keys[kid].reveal().encode(), algorithms=[ALGORITHM],
+                             audience=AUDIENCE, issuer=ISSUER,
+                             options={"require": REQUIRED_CLAIMS})
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("The access token has expired.", code="token_expired") from None
+    except jwt.PyJWTError:
+        raise _invalid() from None
+    try:
+        org = payload.get("org")
+        return Claims(UUID(payload["sub"]), UUID(org) if org else None, UUID(payload["sid"]),
+                      PlatformRole(payload["prole"]), int(payload["iat"]),
+                      int(payload["exp"]), str(payload["jti"]))
+    except (ValueError, TypeError, KeyError):
+        raise _invalid() from None

@@ -1,0 +1,65 @@
+"""Single-use, expiring tokens sent by mail, stored as SHA-256 hashes only."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from enum import StrEnum
+from uuid import UUID
+
+from archomata.db import Tx
+
+
+class Purpose(StrEnum):
+    VERIFY_EMAIL = "verify_email"
+    PASSWORD_RESET = "password_reset"
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+INSERT = """
+    insert into mail_tokens (token_hash, user_id, purpose, expires_at)
+    values ($1, $2, $3, now() + make_interval(secs => $4))
+"""
+
+
+async def issue(tx: Tx, user_id: UUID, purpose: Purpose, ttl_seconds: int) -> str:
+    token = secrets.token_urlsafe(32)
+    await tx.execute(INSERT, digest(token), user_id, purpose.value, float(ttl_seconds))
+    return token
+
+
+CONSUME = """
+    update mail_tokens set used_at = now()
+    where token_hash = $1 and purpose = $2 and used_at is null and expires_at > now()
+    returning user_id
+"""
+
+
+async def consume(tx: Tx, token: str, purpose: Purpose) -> UUID | None:
+    """The user the token was for, marking it used; None if unknown, used or expired."""
+    return await tx.fetchval(CONSUME, digest(token), purpose.value)
+
+
+PEEK = """
+    select 1 from mail_tokens
+    where token_hash = $1 and purpose = $2 and used_at is null and expires_at > now()
+"""
+
+
+async def peek(tx: Tx, token: str, purpose: Purpose) -> bool:
+    """Whether the token would be accepted, without using it up."""
+    return await tx.fetchval(PEEK, digest(token), purpose.value) is not None
+
+
+RETIRE = """
+    update mail_tokens set used_at = now()
+    where user_id = $1 and purpose = $2 and used_at is null
+"""
+
+
+async def retire_all(tx: Tx, user_id: UUID, purpose: Purpose) -> None:
+    """Older links die when a newer one is sent or one is used."""
+    await tx.execute(RETIRE, user_id, purpose.value)
