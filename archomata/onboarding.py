@@ -12,9 +12,10 @@ from archomata import audit
 from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx, service_tx, system_tx
 from archomata.errors import Conflict
+from archomata.permissions import ADMINISTRATOR
 from archomata.security.passwords import PasswordHasher
 from archomata.security.principal import OrgRole, PlatformRole
-from archomata.store import mail_tokens, orgs, users
+from archomata.store import mail_tokens, orgs, roles, users
 from archomata.store.mail_tokens import Purpose
 from archomata.store.orgs import Org
 from archomata.store.users import User
@@ -61,6 +62,7 @@ async def register(pool: asyncpg.Pool, request: web.Request, *, email: str, name
 
 async def _make_admin(tx: Tx, org_id: UUID, user_id: UUID) -> None:
     await orgs.add_member(tx, org_id, user_id, OrgRole.ADMINISTRATOR)
+    await roles.assign_by_name(tx, org_id, user_id, ADMINISTRATOR)
 
 
 async def ensure_platform_admin(pool: asyncpg.Pool, hasher: PasswordHasher, *, email: str,

@@ -120,3 +120,18 @@ async def platform_admin(client: Any, config: Any) -> Session:
         hasher.close()
         await pool.close()
     return await login(client, email, password)
+
+
+async def member_with_roles(client: Any, mail_sink: Any, owner_conn: Any, org_id: UUID,
+                            role_names: list[str], org_role: str = "member") -> Session:
+    """A new person who is a member of `org_id` holding the named system roles directly,
+    signed in to that org. (Written as the owner would: the membership API is tested on
+    its own.)"""
+    email, password, user = await register(client, mail_sink, org_name="Own Org")
+    user_id = UUID(user["id"])
+    await owner_conn.execute("insert into memberships (org_id, user_id, org_role) "
+                             "values ($1, $2, $3)", org_id, user_id, org_role)
+    await owner_conn.execute(
+        "insert into member_roles (org_id, user_id, role_id) "
+        "select $1, $2, id from roles where name = any($3::text[])", org_id, user_id, role_names)
+    return await login(client, email, password, org_id=org_id)

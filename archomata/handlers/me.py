@@ -12,10 +12,15 @@ from archomata.guards import authenticated
 from archomata.identity import org_body, user_body
 from archomata.openapi import doc
 from archomata.schemas.common import MemberOrgSchema, UserSchema
-from archomata.store import orgs, users
+from archomata.store import orgs, roles, users
 from archomata.web_json import json_response
 
 routes = web.RouteTableDef()
+
+
+class RoleRefSchema(Schema):
+    id = fields.UUID(required=True)
+    name = fields.String(required=True)
 
 
 class MeSchema(Schema):
@@ -23,7 +28,7 @@ class MeSchema(Schema):
     org = fields.Nested(MemberOrgSchema, allow_none=True, required=True)
     org_role = fields.String(allow_none=True, required=True)
     platform_role = fields.String(required=True)
-    roles = fields.List(fields.Dict(), required=True)
+    roles = fields.List(fields.Nested(RoleRefSchema), required=True)
     permissions = fields.List(fields.String(), required=True)
     orgs = fields.List(fields.Nested(MemberOrgSchema), required=True)
 
@@ -38,6 +43,8 @@ async def get_me(request: web.Request) -> web.Response:
                           user_id=principal.actor_id) as tx:
         user = await users.get(tx, principal.actor_id)
         memberships = await orgs.memberships_of(tx, principal.actor_id)
+        held = (await roles.of_member(tx, principal.org_id, principal.actor_id)
+                if principal.org_id else [])
     if user is None:
         raise Unauthorized("This account no longer exists.", code="user_disabled")
     current = next((m for m in memberships if m.org.id == principal.org_id), None)
@@ -46,7 +53,7 @@ async def get_me(request: web.Request) -> web.Response:
         "org": org_body(current),
         "org_role": principal.org_role.value if principal.org_role else None,
         "platform_role": user.platform_role.value,
-        "roles": [],
+        "roles": held,
         "permissions": sorted(principal.permissions),
         "orgs": [org_body(m) for m in memberships],
     }))

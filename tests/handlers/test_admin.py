@@ -105,3 +105,15 @@ class TestPlatformAdmin:
         response = await client.patch("/api/v1/admin/users/not-a-uuid", json={"disabled": True},
                                       headers=admin.auth)
         assert response.status == 404
+
+
+class TestMe:
+    async def test_registration_makes_an_org_administrator_with_every_permission(
+            self, client: Any, mail_sink: Any) -> None:
+        from archomata.permissions import Permission
+
+        me = await signed_up(client, mail_sink)
+        body = await (await client.get("/api/v1/me", headers=me.auth)).json()
+        assert body["org_role"] == "administrator"
+        assert [r["name"] for r in body["roles"]] == ["Administrator"]
+        assert set(body["permissions"]) == {p.value for p in Permission}
