@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from archomata import db, keys, migrations
 from archomata.config import Config
 from archomata.guards import unguarded_api_routes
-from archomata.handlers import admin, auth, health, me
+from archomata.handlers import admin, auth, groups, health, invitations, me, org, roles
 from archomata.mail import Mailer
 from archomata.metrics import Metrics, metrics_middleware
 from archomata.middlewares.access_log import access_log_middleware
@@ -29,7 +29,9 @@ from archomata.security.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES: tuple[ModuleType, ...] = (health, auth, me, admin)
+ROUTE_MODULES: tuple[ModuleType, ...] = (
+    health, auth, invitations, me, admin, org, roles, groups,
+)
 
 
 class SchemaOutdatedError(RuntimeError):

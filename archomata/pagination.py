@@ -71,9 +71,9 @@ def page_of(request: web.Request, schema: Schema | None = None) -> tuple[Page, d
 
 
 def listing(items: list[dict[str, Any]], rows_fetched: int, page: Page,
-            key: str = "created_at") -> dict[str, Any]:
+            key: str = "created_at", id_key: str = "id") -> dict[str, Any]:
     """The list body: fetch `limit + 1` rows so that a next page is known without a count."""
     more = rows_fetched > page.limit
     items = items[:page.limit]
-    next_cursor = encode(items[-1][key], items[-1]["id"]) if more and items else None
+    next_cursor = encode(items[-1][key], items[-1][id_key]) if more and items else None
     return {"items": items, "next_cursor": next_cursor}

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from uuid import UUID
 
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from archomata.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from archomata.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -58,3 +65,11 @@ def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
 
 def _dumps(data: Any) -> str:
     return json.dumps(data, default=str, separators=(",", ":"))
+
+
+def uuid_param(request: web.Request, name: str) -> UUID:
+    """A path id; anything that is not a UUID cannot exist, so it is a 404."""
+    try:
+        return UUID(request.match_info[name])
+    except ValueError:
+        raise NotFound("No such resource.") from None

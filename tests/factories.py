@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 FRONTEND = "http://localhost:5173"
-TOKEN_IN_LINK = re.compile(r"\?token=([A-Za-z0-9_\-%]+)")
+TOKEN_IN_LINK = re.compile(r"\?token=([A-Za-z0-9_.\-%]+)")
 
 
 def unique_email(prefix: str = "user") -> str:

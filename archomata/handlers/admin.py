@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from uuid import UUID
 
 from aiohttp import web
 from marshmallow import Schema, fields, validate
@@ -19,7 +18,7 @@ from archomata.pagination import listing, page_of
 from archomata.schemas.common import OrgSchema, UserSchema
 from archomata.security.principal import PlatformRole
 from archomata.store import orgs, users
-from archomata.web_json import json_response, load_body
+from archomata.web_json import json_response, load_body, uuid_param
 
 routes = web.RouteTableDef()
 
@@ -37,14 +36,6 @@ class UserListSchema(Schema):
 class UserPatchSchema(Schema):
     platform_role = fields.String(validate=validate.OneOf([r.value for r in PlatformRole]))
     disabled = fields.Boolean()
-
-
-def uuid_param(request: web.Request, name: str) -> UUID:
-    """A path id; anything that is not a UUID cannot exist, so it is a 404."""
-    try:
-        return UUID(request.match_info[name])
-    except ValueError:
-        raise NotFound("No such resource.") from None
 
 
 @routes.get("/api/v1/admin/orgs")

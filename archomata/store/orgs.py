@@ -10,6 +10,7 @@ import asyncpg
 
 from archomata.db import Tx
 from archomata.security.principal import OrgRole
+from archomata.store.users import normalize_email
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +99,22 @@ SET_DISABLED = f"""
 
 async def set_disabled(tx: Tx, org_id: UUID, disabled: bool) -> Org | None:
     return _org(await tx.fetchrow(SET_DISABLED, org_id, disabled))
+
+
+RENAME = f"""
+    update orgs set name = $2, updated_at = now() where id = $1 returning {COLUMNS}
+"""
+
+
+async def rename(tx: Tx, org_id: UUID, name: str) -> Org | None:
+    return _org(await tx.fetchrow(RENAME, org_id, name))
+
+
+HAS_MEMBER_WITH_EMAIL = """
+    select 1 from memberships m join users u on u.id = m.user_id
+    where m.org_id = $1 and u.email_normalized = $2
+"""
+
+
+async def has_member_with_email(tx: Tx, org_id: UUID, email: str) -> bool:
+    return await tx.fetchval(HAS_MEMBER_WITH_EMAIL, org_id, normalize_email(email)) is not None

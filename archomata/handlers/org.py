@@ -1,0 +1,211 @@
+"""The caller's organisation and its members: /org, /org/members, /org/invitations."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+
+from archomata import audit, keys
+from archomata.audit import AuditAction
+from archomata.db import Tx, org_tx
+from archomata.errors import Conflict, NotFound, ValidationFailed
+from archomata.guards import authenticated, require_org_admin, require_permission, require_write
+from archomata.openapi import doc
+from archomata.pagination import listing, page_of
+from archomata.permissions import Permission
+from archomata.schemas.common import OrgSchema
+from archomata.schemas.org import (
+    InvitationCreateSchema,
+    InvitationSchema,
+    MemberListSchema,
+    MemberPatchSchema,
+    MemberSchema,
+    OrgPatchSchema,
+    RoleIdsSchema,
+)
+from archomata.security.principal import OrgRole, Principal
+from archomata.store import groups, invitations, members, orgs, roles
+from archomata.web_json import json_response, load_body, uuid_param
+
+routes = web.RouteTableDef()
+
+
+def _caller(request: web.Request) -> Principal:
+    principal = request[keys.PRINCIPAL]
+    assert principal is not None and principal.org_id is not None  # the guard ran
+    return principal
+
+
+@routes.get("/api/v1/org")
+@authenticated
+@doc("The org of the access token", response=OrgSchema)
+async def get_org(request: web.Request) -> web.Response:
+    org_id = _caller(request).org_id
+    assert org_id is not None
+    async with org_tx(request) as tx:
+        org = await orgs.get(tx, org_id)
+    if org is None:
+        raise NotFound("No such organisation.")
+    return json_response(OrgSchema().dump(org))
+
+
+@routes.patch("/api/v1/org")
+@require_org_admin
+@require_write
+@doc("Rename the org", request=OrgPatchSchema, response=OrgSchema)
+async def update_org(request: web.Request) -> web.Response:
+    body = await load_body(request, OrgPatchSchema())
+    org_id = _caller(request).org_id
+    assert org_id is not None
+    async with org_tx(request) as tx:
+        before = await orgs.get(tx, org_id)
+        org = await orgs.rename(tx, org_id, body["name"])
+        assert before is not None and org is not None
+        await audit.record(tx, request, AuditAction.ORG_UPDATED, resource_type="org",
+                           resource_id=org_id,
+                           details={"name": {"from": before.name, "to": org.name}})
+    return json_response(OrgSchema().dump(org))
+
+
+@routes.get("/api/v1/org/members")
+@require_permission(Permission.MEMBERS_READ)
+@doc("The org's members, in the order they joined", response=MemberListSchema)
+async def list_members(request: web.Request) -> web.Response:
+    page, _ = page_of(request)
+    org_id = _caller(request).org_id
+    assert org_id is not None
+    async with org_tx(request) as tx:
+        found = await members.list_page(tx, org_id, page.after, page.limit + 1)
+    body = listing([asdict(m) for m in found], len(found), page, key="joined_at",
+                   id_key="user_id")
+    return json_response(MemberListSchema().dump(body))
+
+
+async def _check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
+                      group_ids: list[UUID] | None = None) -> None:
+    errors: dict[str, list[str]] = {}
+    missing_roles = await roles.unknown_ids(tx, role_ids)
+    if missing_roles:
+        errors["role_ids"] = [f"Unknown role {r}." for r in missing_roles]
+    missing_groups = await groups.unknown_ids(tx, org_id, group_ids or [])
+    if missing_groups:
+        errors["group_ids"] = [f"Unknown group {g}." for g in missing_groups]
+    if errors:
+        raise ValidationFailed("Some referenced roles or groups do not exist.", errors=errors)
+
+
+@routes.post("/api/v1/org/invitations")
+@require_org_admin
+@require_write
+@doc("Invite someone by mail", request=InvitationCreateSchema, response=InvitationSchema,
+     status=201)
+async def create_invitation(request: web.Request) -> web.Response:
+    body = await load_body(request, InvitationCreateSchema())
+    principal = _caller(request)
+    org_id = principal.org_id
+    assert org_id is not None
+    app = request.app
+    async with org_tx(request) as tx:
+        await _check_refs(tx, org_id, body["role_ids"], body["group_ids"])
+        if await orgs.has_member_with_email(tx, org_id, body["email"]):
+            raise Conflict("This person is already a member.", code="already_member")
+        invitation, token = await invitations.insert(
+            tx, org_id, body["email"], OrgRole(body["org_role"]), body["role_ids"],
+            body["group_ids"], principal.actor_id, app[keys.CONFIG].mail_token_ttl_seconds)
+        org = await orgs.get(tx, org_id)
+        assert org is not None
+        await audit.record(tx, request, AuditAction.MEMBER_INVITED, resource_type="invitation",
+                           resource_id=invitation.id, details={
+                               "email": invitation.email, "org_role": invitation.org_role,
+                               "role_ids": [str(r) for r in invitation.role_ids],
+                               "group_ids": [str(g) for g in invitation.group_ids]})
+    await app[keys.MAILER].send_invitation(invitation.email, org.name, token)
+    return json_response(InvitationSchema().dump(invitation), status=201)
+
+
+async def _member_or_404(tx: Tx, org_id: UUID, user_id: UUID) -> members.Member:
+    member = await members.get(tx, org_id, user_id)
+    if member is None:
+        raise NotFound("No such member.")
+    return member
+
+
+def _refuse_last_admin(admins: list[UUID], user_id: UUID) -> None:
+    if admins == [user_id]:
+        raise Conflict("An organisation needs at least one administrator.",
+                       code="last_administrator")
+
+
+@routes.patch("/api/v1/org/members/{user_id}")
+@require_org_admin
+@require_write
+@doc("Change a member's org role", request=MemberPatchSchema, response=MemberSchema)
+async def update_member(request: web.Request) -> web.Response:
+    user_id = uuid_param(request, "user_id")
+    body = await load_body(request, MemberPatchSchema())
+    org_id = _caller(request).org_id
+    assert org_id is not None
+    new_role = OrgRole(body["org_role"])
+    async with org_tx(request) as tx:
+        admins = await members.lock_administrators(tx, org_id)
+        before = await _member_or_404(tx, org_id, user_id)
+        if new_role is not OrgRole.ADMINISTRATOR:
+            _refuse_last_admin(admins, user_id)
+        await members.set_org_role(tx, org_id, user_id, new_role)
+        after = await _member_or_404(tx, org_id, user_id)
+        await audit.record(tx, request, AuditAction.MEMBER_UPDATED, resource_type="member",
+                           resource_id=user_id, details={
+                               "org_role": {"from": before.org_role, "to": after.org_role}})
+    await request.app[keys.REVOCATION].bump_authz(org_id)
+    return json_response(MemberSchema().dump(after))
+
+
+@routes.delete("/api/v1/org/members/{user_id}")
+@require_org_admin
+@require_write
+@doc("Remove a member: their tokens for this org die at once", status=204)
+async def remove_member(request: web.Request) -> web.Response:
+    user_id = uuid_param(request, "user_id")
+    org_id = _caller(request).org_id
+    assert org_id is not None
+    async with org_tx(request) as tx:
+        admins = await members.lock_administrators(tx, org_id)
+        member = await _member_or_404(tx, org_id, user_id)
+        _refuse_last_admin(admins, user_id)
+        await members.remove(tx, org_id, user_id)
+        await audit.record(tx, request, AuditAction.MEMBER_REMOVED, resource_type="member",
+                           resource_id=user_id, details={
+                               "email": member.email, "org_role": member.org_role,
+                               "roles": [r["name"] for r in member.roles]})
+    await request.app[keys.REVOCATION].bump_authz(org_id)
+    return web.Response(status=204)
+
+
+@routes.put("/api/v1/org/members/{user_id}/roles")
+@require_org_admin
+@require_write
+@doc("Set a member's directly held roles", request=RoleIdsSchema, response=MemberSchema)
+async def set_member_roles(request: web.Request) -> web.Response:
+    user_id = uuid_param(request, "user_id")
+    body = await load_body(request, RoleIdsSchema())
+    org_id = _caller(request).org_id
+    assert org_id is not None
+    role_ids = list(dict.fromkeys(body["role_ids"]))
+    async with org_tx(request) as tx:
+        before = await _member_or_404(tx, org_id, user_id)
+        await _check_refs(tx, org_id, role_ids)
+        await roles.set_for_member(tx, org_id, user_id, role_ids)
+        after = await _member_or_404(tx, org_id, user_id)
+        await audit.record(tx, request, AuditAction.ROLE_ASSIGNED, resource_type="member",
+                           resource_id=user_id, details={
+                               "roles": {"from": _names(before.roles),
+                                         "to": _names(after.roles)}})
+    await request.app[keys.REVOCATION].bump_authz(org_id)
+    return json_response(MemberSchema().dump(after))
+
+
+def _names(refs: tuple[dict[str, Any], ...]) -> list[str]:
+    return [str(r["name"]) for r in refs]

@@ -1,0 +1,73 @@
+"""Cross-tenant: every route of org A called with org B's object ids answers 404 and
+changes nothing. A route with a path id that this table does not know fails the test, so
+new resources must join it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from uuid import UUID
+
+import jwt
+
+from tests.factories import member_with_roles, signed_up
+from tests.test_guards import api_routes
+
+# Valid bodies, so that a 404 cannot hide behind a 422.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("PATCH", "/api/v1/org/members/{user_id}"): {"org_role": "member"},
+    ("PUT", "/api/v1/org/members/{user_id}/roles"): {"role_ids": []},
+    ("PATCH", "/api/v1/groups/{group_id}"): {"name": "Taken over"},
+    ("PUT", "/api/v1/groups/{group_id}/members"): {"user_ids": []},
+    ("PUT", "/api/v1/groups/{group_id}/roles"): {"role_ids": []},
+}
+# Platform routes are cross-org by design: they are for platform administrators only.
+PLATFORM_PREFIX = "/api/v1/admin/"
+
+SNAPSHOT = """
+    select (select json_agg(m order by m.user_id) from memberships m where m.org_id = $1),
+           (select json_agg(r order by r.user_id, r.role_id) from member_roles r
+            where r.org_id = $1),
+           (select json_agg(g order by g.id) from groups g where g.org_id = $1),
+           (select json_agg(gm order by gm.user_id) from group_members gm where gm.org_id = $1),
+           (select json_agg(gr order by gr.role_id) from group_roles gr where gr.org_id = $1)
+"""
+
+
+async def org_b(client: Any, mail_sink: Any, owner_conn: Any) -> tuple[Any, dict[str, str]]:
+    admin = await signed_up(client, mail_sink, org_name="Org B")
+    assert admin.org_id is not None
+    member = await member_with_roles(client, mail_sink, owner_conn, admin.org_id, ["Trader"])
+    group = await (await client.post("/api/v1/groups", headers=admin.auth,
+                                     json={"name": "B desk"})).json()
+    await client.put(f"/api/v1/groups/{group['id']}/members", headers=admin.auth,
+                     json={"user_ids": [str(member.user_id)]})
+    sid = jwt.decode(member.access, options={"verify_signature": False})["sid"]
+    return admin, {"user_id": str(member.user_id), "group_id": group["id"], "session_id": sid}
+
+
+class TestCrossTenant:
+    async def test_org_a_sees_404_for_every_object_of_org_b(
+            self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        org_a = await signed_up(client, mail_sink, org_name="Org A")
+        b_admin, b_ids = await org_b(client, mail_sink, owner_conn)
+        b_org = UUID(str(b_admin.org_id))
+        before = await owner_conn.fetchrow(SNAPSHOT, b_org)
+        unknown, leaked = [], []
+        for method, path, rule in api_routes(client.app):
+            params = re.findall(r"\{(\w+)[^}]*\}", path)
+            if not params or path.startswith(PLATFORM_PREFIX) or rule.kind == "agent":
+                continue
+            if any(p not in b_ids for p in params):
+                unknown.append(f"{method} {path}")
+                continue
+            url = re.sub(r"\{(\w+)[^}]*\}", lambda m: b_ids[m.group(1)], path)
+            response = await client.request(method, url, headers=org_a.auth,
+                                            json=BODIES.get((method, path)))
+            if response.status != 404:
+                leaked.append(f"{method} {path}: {response.status}")
+        assert unknown == [], "add these routes' ids to the cross-tenant table"
+        assert leaked == []
+        assert await owner_conn.fetchrow(SNAPSHOT, b_org) == before
+        listed = await client.get("/api/v1/org/members", headers=b_admin.auth)
+        assert len((await listed.json())["items"]) == 2
