@@ -70,10 +70,16 @@ def page_of(request: web.Request, schema: Schema | None = None) -> tuple[Page, d
     return Page(loaded["limit"], decode(cursor) if cursor else None), filters
 
 
-def listing(items: list[dict[str, Any]], rows_fetched: int, page: Page,
+def _field(item: Any, name: str) -> Any:
+    return item[name] if isinstance(item, dict) else getattr(item, name)
+
+
+def listing(items: list[Any], rows_fetched: int, page: Page,
             key: str = "created_at", id_key: str = "id") -> dict[str, Any]:
-    """The list body: fetch `limit + 1` rows so that a next page is known without a count."""
+    """The list body: fetch `limit + 1` rows so that a next page is known without a count.
+    Items are dicts or dataclasses; the cursor is read from the last one served."""
     more = rows_fetched > page.limit
     items = items[:page.limit]
-    next_cursor = encode(items[-1][key], items[-1][id_key]) if more and items else None
+    last = items[-1] if items else None
+    next_cursor = encode(_field(last, key), _field(last, id_key)) if more and last else None
     return {"items": items, "next_cursor": next_cursor}

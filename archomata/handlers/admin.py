@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
@@ -46,8 +44,7 @@ async def list_orgs(request: web.Request) -> web.Response:
     async with platform_tx(request) as tx:
         found = await orgs.list_page(tx, (page.after.at, page.after.id) if page.after else None,
                                      page.limit + 1)
-    body = listing([asdict(o) for o in found], len(found), page)
-    return json_response(OrgListSchema().dump(body))
+    return json_response(listing(found, len(found), page))
 
 
 @routes.get("/api/v1/admin/users")
@@ -58,8 +55,7 @@ async def list_users(request: web.Request) -> web.Response:
     async with platform_tx(request) as tx:
         found = await users.list_page(tx, (page.after.at, page.after.id) if page.after else None,
                                       page.limit + 1)
-    body = listing([user_body(u) for u in found], len(found), page)
-    return json_response(UserListSchema().dump(body))
+    return json_response(listing([user_body(u) for u in found], len(found), page))
 
 
 async def _set_org_disabled(request: web.Request, disabled: bool) -> web.Response:
@@ -78,7 +74,7 @@ async def _set_org_disabled(request: web.Request, disabled: bool) -> web.Respons
             await revocation.set_org_disabled(org_id, True)
     if not disabled:
         await revocation.set_org_disabled(org_id, False)
-    return json_response(OrgSchema().dump(org))
+    return json_response(org)
 
 
 @routes.post("/api/v1/admin/orgs/{org_id}/disable")
@@ -125,4 +121,4 @@ async def update_user(request: web.Request) -> web.Response:
             await app[keys.REVOCATION].set_tokens_valid_after(user_id, cut_off)
     if not user.disabled:
         await app[keys.REVOCATION].set_user_disabled(user_id, False)
-    return json_response(UserSchema().dump(user_body(user)))
+    return json_response(user_body(user))

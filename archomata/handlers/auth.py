@@ -76,7 +76,7 @@ async def register(request: web.Request) -> web.Response:
         password_hash=password_hash, org_name=body["org_name"],
         verify_ttl=app[keys.CONFIG].mail_token_ttl_seconds)
     _later(app[keys.MAILER].send_verification(account.user.email, token))
-    return json_response(UserSchema().dump(user_body(account.user)), status=201)
+    return json_response(user_body(account.user), status=201)
 
 
 @routes.post("/api/v1/auth/verify-email")
@@ -93,7 +93,7 @@ async def verify_email(request: web.Request) -> web.Response:
         assert user is not None
         await audit.record(tx, request, AuditAction.AUTH_EMAIL_VERIFIED, resource_type="user",
                            resource_id=user.id, actor_id=user.id)
-    return json_response(UserSchema().dump(user_body(user)))
+    return json_response(user_body(user))
 
 
 @routes.post("/api/v1/auth/resend-verification")
@@ -353,7 +353,7 @@ async def list_sessions(request: web.Request) -> web.Response:
               "last_used_at": _timestamp(s.last_used_at), "ip": s.ip,
               "user_agent": s.user_agent, "current": s.id == principal.session_id}
              for s in sessions if s.expires_at > time.time()]
-    return json_response(SessionListSchema().dump({"items": items}))
+    return json_response({"items": items})
 
 
 @routes.delete("/api/v1/auth/sessions/{session_id}")

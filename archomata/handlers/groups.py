@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 from uuid import UUID
 
@@ -55,8 +54,7 @@ async def list_groups(request: web.Request) -> web.Response:
     org_id = _org_id(request)
     async with org_tx(request) as tx:
         found = await groups.list_page(tx, org_id, page.after, page.limit + 1)
-    body = listing([asdict(g) for g in found], len(found), page)
-    return json_response(GroupListSchema().dump(body))
+    return json_response(listing(found, len(found), page))
 
 
 @routes.post("/api/v1/groups")
@@ -73,7 +71,7 @@ async def create_group(request: web.Request) -> web.Response:
         group = await _group_or_404(tx, org_id, group_id)
         await audit.record(tx, request, AuditAction.GROUP_CREATED, resource_type="group",
                            resource_id=group_id, details={"name": group.name})
-    return json_response(GroupSchema().dump(group), status=201)
+    return json_response(group, status=201)
 
 
 @routes.get("/api/v1/groups/{group_id}")
@@ -83,7 +81,7 @@ async def get_group(request: web.Request) -> web.Response:
     group_id = uuid_param(request, "group_id")
     async with org_tx(request) as tx:
         group = await _group_or_404(tx, _org_id(request), group_id)
-    return json_response(GroupSchema().dump(group))
+    return json_response(group)
 
 
 @routes.patch("/api/v1/groups/{group_id}")
@@ -107,7 +105,7 @@ async def update_group(request: web.Request) -> web.Response:
                    for k in ("name", "description") if getattr(before, k) != getattr(after, k)}
         await audit.record(tx, request, AuditAction.GROUP_UPDATED, resource_type="group",
                            resource_id=group_id, details={"changes": changes})
-    return json_response(GroupSchema().dump(after))
+    return json_response(after)
 
 
 @routes.delete("/api/v1/groups/{group_id}")
@@ -152,7 +150,7 @@ async def set_group_members(request: web.Request) -> web.Response:
                                "members": {"from": _ids(before.members),
                                            "to": _ids(after.members)}})
     await request.app[keys.REVOCATION].bump_authz(org_id)
-    return json_response(GroupSchema().dump(after))
+    return json_response(after)
 
 
 @routes.put("/api/v1/groups/{group_id}/roles")
@@ -177,4 +175,4 @@ async def set_group_roles(request: web.Request) -> web.Response:
                                "roles": {"from": [r["name"] for r in before.roles],
                                          "to": [r["name"] for r in after.roles]}})
     await request.app[keys.REVOCATION].bump_authz(org_id)
-    return json_response(GroupSchema().dump(after))
+    return json_response(after)

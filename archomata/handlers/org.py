@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 from uuid import UUID
 
@@ -49,7 +48,7 @@ async def get_org(request: web.Request) -> web.Response:
         org = await orgs.get(tx, org_id)
     if org is None:
         raise NotFound("No such organisation.")
-    return json_response(OrgSchema().dump(org))
+    return json_response(org)
 
 
 @routes.patch("/api/v1/org")
@@ -67,7 +66,7 @@ async def update_org(request: web.Request) -> web.Response:
         await audit.record(tx, request, AuditAction.ORG_UPDATED, resource_type="org",
                            resource_id=org_id,
                            details={"name": {"from": before.name, "to": org.name}})
-    return json_response(OrgSchema().dump(org))
+    return json_response(org)
 
 
 @routes.get("/api/v1/org/members")
@@ -79,9 +78,7 @@ async def list_members(request: web.Request) -> web.Response:
     assert org_id is not None
     async with org_tx(request) as tx:
         found = await members.list_page(tx, org_id, page.after, page.limit + 1)
-    body = listing([asdict(m) for m in found], len(found), page, key="joined_at",
-                   id_key="user_id")
-    return json_response(MemberListSchema().dump(body))
+    return json_response(listing(found, len(found), page, key="joined_at", id_key="user_id"))
 
 
 async def _check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
@@ -123,7 +120,7 @@ async def create_invitation(request: web.Request) -> web.Response:
                                "role_ids": [str(r) for r in invitation.role_ids],
                                "group_ids": [str(g) for g in invitation.group_ids]})
     await app[keys.MAILER].send_invitation(invitation.email, org.name, token)
-    return json_response(InvitationSchema().dump(invitation), status=201)
+    return json_response(invitation, status=201)
 
 
 async def _member_or_404(tx: Tx, org_id: UUID, user_id: UUID) -> members.Member:
@@ -160,7 +157,7 @@ async def update_member(request: web.Request) -> web.Response:
                            resource_id=user_id, details={
                                "org_role": {"from": before.org_role, "to": after.org_role}})
     await request.app[keys.REVOCATION].bump_authz(org_id)
-    return json_response(MemberSchema().dump(after))
+    return json_response(after)
 
 
 @routes.delete("/api/v1/org/members/{user_id}")
@@ -204,7 +201,7 @@ async def set_member_roles(request: web.Request) -> web.Response:
                                "roles": {"from": _names(before.roles),
                                          "to": _names(after.roles)}})
     await request.app[keys.REVOCATION].bump_authz(org_id)
-    return json_response(MemberSchema().dump(after))
+    return json_response(after)
 
 
 def _names(refs: tuple[dict[str, Any], ...]) -> list[str]:

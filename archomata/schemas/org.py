@@ -45,6 +45,7 @@ class InvitationCreateSchema(Schema):
 
 class InvitationSchema(Schema):
     id = fields.UUID(required=True)
+    org_id = fields.UUID(required=True)
     email = fields.String(required=True)
     org_role = fields.String(required=True)
     role_ids = fields.List(fields.UUID(), required=True)

@@ -1,0 +1,161 @@
+"""Shared plumbing for the benchmarks: throwaway servers, the service as a subprocess,
+load from wrk (or a Python fallback), and figures as medians over rounds.
+
+This machine is shared and noisy: every script measures the service beside a reference
+in the same run, alternating rounds, and reports medians and ratios.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from archomata.devservers import (
+    PostgresServer,
+    RedisServer,
+    create_database,
+    free_port,
+    new_password,
+)
+from archomata.migrations import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Stack:
+    environ: dict[str, str]
+    owner_url: str
+    workdir: Path
+
+
+@contextmanager
+def stack(bcrypt_rounds: int = 12, **extra: str) -> Iterator[Stack]:
+    """Throwaway PostgreSQL + Redis, migrated, and the environment for `archomata serve`."""
+    workdir = Path(tempfile.mkdtemp(prefix="archomata-bench-"))
+    workdir.chmod(0o755)
+    postgres = PostgresServer(workdir / "pg", free_port(), new_password(), durable=False)
+    redis = RedisServer(workdir / "redis", free_port(), durable=False)
+    postgres.start()
+    redis.start()
+    try:
+        urls = asyncio.run(create_database(postgres, "bench", new_password(), new_password()))
+        asyncio.run(migrate(urls.owner, urls.runtime))
+        environ = {
+            **os.environ,
+            "ARCHOMATA_ENV": "production",
+            "ARCHOMATA_DATABASE_URL": urls.runtime,
+            "ARCHOMATA_DATABASE_OWNER_URL": urls.owner,
+            "ARCHOMATA_REDIS_URL": redis.url,
+            "ARCHOMATA_JWT_SECRETS": f"bench:{secrets.token_urlsafe(40)}",
+            "ARCHOMATA_DATA_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "ARCHOMATA_BCRYPT_ROUNDS": str(bcrypt_rounds),
+            "ARCHOMATA_SMTP_URL": "smtp://127.0.0.1:9",
+            "ARCHOMATA_RATE_LIMIT_LOGIN": "1000000/60",
+            "ARCHOMATA_RATE_LIMIT_API": "100000000/60",
+            "ARCHOMATA_RATE_LIMIT_BRIDGE": "100000000/60",
+            "ARCHOMATA_LOGIN_BACKOFF_AFTER": "1000",
+            **extra,
+        }
+        yield Stack(environ, urls.owner, workdir)
+    finally:
+        redis.stop()
+        postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def process(argv: list[str], environ: dict[str, str], port: int,
+            log: Path) -> Iterator[str]:
+    """Runs a server process until the block ends; yields its base URL once it answers."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env={**environ, "ARCHOMATA_PORT": str(port)},
+                                stdout=out, stderr=out, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    async def probe() -> bool:
+        try:
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"{url}/health/live") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        if asyncio.run(probe()):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
+
+
+def serve(environ: dict[str, str], workdir: Path, name: str = "service") -> Iterator[str]:
+    port = free_port()
+    return process([sys.executable, "-m", "archomata", "serve"], environ, port,
+                   workdir / f"{name}.log")
+
+
+@dataclass(frozen=True)
+class Load:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_ERRORS = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, *, connections: int = 64, seconds: int = 10, threads: int = 2,
+        headers: dict[str, str] | None = None, script: Path | None = None) -> Load:
+    """Runs wrk against `url` and reads its figures (requires `wrk` on PATH: Debian's
+    package `wrk`)."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: `apt-get install wrk` (Debian) or brew")
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    latencies = {m[0]: float(m[1]) * _UNIT[m[2]] for m in _LATENCY.findall(out)}
+    errors = _ERRORS.search(out)
+    return Load(float(_RPS.search(out).group(1)),  # type: ignore[union-attr]
+                latencies["50"], latencies["99"], int(errors.group(1)) if errors else 0)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def ratio_line(label: str, service: float, reference: float, target: str) -> str:
+    return f"{label}: service {service:,.1f} / reference {reference:,.1f} = " \
+           f"{service / reference:.2f}x (target {target})"

@@ -1,0 +1,109 @@
+"""The authorised org-scoped list, through every middleware, the guard and row-level
+security, beside a bare endpoint doing the same JWT check, one Redis GET and the same
+SELECT (bench/reference_app.py).
+
+GET /api/v1/org/members of an org with 50 members, wrk at 64 connections, alternating
+rounds. Targets: throughput >= 0.8x the reference, p99 <= 1.2x.
+
+Run: .venv/bin/python -m bench.org_members [--rounds 3] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import aiohttp
+
+from archomata.audit import AuditContext
+from archomata.db import create_pool
+from archomata.devservers import free_port
+from archomata.onboarding import create_user_with_org
+from archomata.security.passwords import hash_sync
+from bench.lib import ROOT, median, process, serve, stack, wrk
+
+EMAIL = "members@bench.test"
+PASSWORD = "members-password-123456"
+MEMBERS = 50
+
+ADD_MEMBERS = """
+    with new_users as (
+        insert into users (email, email_normalized, name, email_verified_at)
+        select 'm' || i || '@bench.test', 'm' || i || '@bench.test', 'Member ' || i, now()
+        from generate_series(1, $2) i
+        returning id
+    )
+    insert into memberships (org_id, user_id, org_role) select $1, id, 'member' from new_users
+"""
+
+
+async def make_org(environ: dict[str, str]) -> None:
+    pool = await create_pool(environ["ARCHOMATA_DATABASE_URL"], min_size=1, max_size=1)
+    try:
+        account = await create_user_with_org(
+            pool, AuditContext.system(), email=EMAIL, name="Admin",
+            password_hash=hash_sync(PASSWORD, 4), org_name="Bench Org", verified=True)
+    finally:
+        await pool.close()
+    import asyncpg
+
+    conn = await asyncpg.connect(environ["ARCHOMATA_DATABASE_OWNER_URL"])
+    try:
+        await conn.execute(ADD_MEMBERS, account.org.id, MEMBERS - 1)
+        await conn.execute("analyze")
+    finally:
+        await conn.close()
+
+
+async def access_token(url: str) -> str:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{url}/api/v1/auth/login",
+                                json={"email": EMAIL, "password": PASSWORD}) as response:
+            body = await response.json()
+        async with session.get(f"{url}/api/v1/org/members",
+                               headers={"Authorization": f"Bearer {body['access_token']}"}
+                               ) as check:
+            assert len((await check.json())["items"]) == MEMBERS, await check.text()
+    return body["access_token"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    with stack(bcrypt_rounds=4) as env:
+        asyncio.run(make_org(env.environ))
+        reference_cmd = [sys.executable, "-m", "bench.reference_app"]
+        with serve(env.environ, env.workdir) as service, \
+                process(reference_cmd, env.environ, free_port(),
+                        env.workdir / "reference.log") as reference:
+            token = asyncio.run(access_token(service))
+            headers = {"Authorization": f"Bearer {token}"}
+            figures: dict[str, list[tuple[float, float, float]]] = {"service": [],
+                                                                     "reference": []}
+            for round_no in range(1, args.rounds + 1):
+                for name, url in (("reference", reference), ("service", service)):
+                    load = wrk(f"{url}/api/v1/org/members", connections=args.connections,
+                               seconds=args.seconds, headers=headers)
+                    if load.errors:
+                        raise SystemExit(f"{name}: {load.errors} non-2xx answers")
+                    figures[name].append((load.requests_per_second, load.p50_ms, load.p99_ms))
+                    print(f"round {round_no} {name:9}: {load.requests_per_second:8.1f} req/s, "
+                          f"p50 {load.p50_ms:6.2f} ms, p99 {load.p99_ms:6.2f} ms", flush=True)
+    med = {name: tuple(median([f[i] for f in rows]) for i in range(3))
+           for name, rows in figures.items()}
+    s, r = med["service"], med["reference"]
+    print(f"\nmedians over {args.rounds} rounds, {args.connections} connections, "
+          f"{MEMBERS} members (root: {ROOT.name}):")
+    print(f"  throughput: service {s[0]:.1f} / reference {r[0]:.1f} req/s = "
+          f"{s[0] / r[0]:.2f}x (target >= 0.8x)")
+    print(f"  p50: service {s[1]:.2f} / reference {r[1]:.2f} ms = {s[1] / r[1]:.2f}x")
+    print(f"  p99: service {s[2]:.2f} / reference {r[2]:.2f} ms = {s[2] / r[2]:.2f}x "
+          "(target <= 1.2x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Store dataclasses go to the client as they are (orjson, fast); the marshmallow schemas
+document them in OpenAPI. These tests keep the two the same shape."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from marshmallow import Schema
+
+from archomata.schemas.common import OrgSchema
+from archomata.schemas.org import GroupSchema, InvitationSchema, MemberSchema, RoleSchema
+from archomata.security.principal import OrgRole
+from archomata.store.groups import Group
+from archomata.store.invitations import Invitation
+from archomata.store.members import Member
+from archomata.store.orgs import Org
+from archomata.store.roles import Role
+from archomata.web_json import dumps
+
+NOW = datetime(2026, 11, 29, 1, 2, 3, 456789, tzinfo=UTC)
+REF = {"id": str(uuid.uuid4()), "name": "Trader"}
+
+
+@pytest.mark.parametrize(("value", "schema"), [
+    (Member(uuid.uuid4(), "a@b.c", "A", OrgRole.MEMBER, (REF,), (REF,), NOW), MemberSchema),
+    (Group(uuid.uuid4(), "Desk", "", (REF,), (REF,), NOW, NOW), GroupSchema),
+    (Org(uuid.uuid4(), "Acme", False, NOW), OrgSchema),
+    (Invitation(uuid.uuid4(), uuid.uuid4(), "a@b.c", OrgRole.ADMINISTRATOR,
+                (uuid.uuid4(),), (), NOW, NOW), InvitationSchema),
+    (Role(uuid.uuid4(), "Viewer", "Reads", ("accounts:read",)), RoleSchema),
+])
+def test_dataclass_serialises_as_its_schema_documents(value: Any, schema: type[Schema]) -> None:
+    fast = orjson.loads(dumps(value))
+    documented = json.loads(json.dumps(schema().dump(value), default=str))
+    assert fast == documented
+
+
+def test_decimals_are_strings_and_sets_are_sorted_lists() -> None:
+    assert orjson.loads(dumps({"v": Decimal("1234.50"), "s": frozenset({"b", "a"})})) == \
+        {"v": "1234.50", "s": ["a", "b"]}
+
+
+def test_unknown_types_are_refused_not_stringified() -> None:
+    with pytest.raises(TypeError):
+        dumps({"x": object()})
