@@ -7,13 +7,10 @@ import asyncio
 import getpass
 import logging
 import os
-import ssl
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
-from archomata import logs
+from archomata import logs, server
 from archomata.config import Config, ConfigError, load_config
 
 log = logging.getLogger("archomata")
@@ -27,15 +24,6 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    if not config.tls_cert or not config.tls_key:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_cert_chain(config.tls_cert, config.tls_key)
-    return context
-
-
 def serve(config: Config) -> None:
     from archomata.app import create_app
 
@@ -43,9 +31,9 @@ def serve(config: Config) -> None:
         log.warning("ARCHOMATA_DATABASE_OWNER_URL is not set: the service connects as the schema "
                     "owner, so row-level security is not enforced on it")
     _use_uvloop()
-    web.run_app(create_app(config), host=config.host, port=config.port,
-                ssl_context=tls_context(config), access_log=None, print=None,
-                shutdown_timeout=10)
+    # Not web.run_app: archomata.server holds the connection limits and TLS settings
+    # that the tests start the service with too.
+    server.run(create_app(config), config)
 
 
 def _database_urls(environ: os._Environ[str] | dict[str, str]) -> tuple[str, str]:

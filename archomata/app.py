@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from archomata import db, keys, migrations
 from archomata.config import Config
+from archomata.cors import setup_cors
 from archomata.guards import unguarded_api_routes
 from archomata.handlers import admin, auth, groups, health, invitations, me, org, roles
 from archomata.mail import Mailer
@@ -18,12 +19,20 @@ from archomata.metrics import Metrics, metrics_middleware
 from archomata.middlewares.access_log import access_log_middleware
 from archomata.middlewares.authn import authn_middleware
 from archomata.middlewares.body_limit import body_limit_middleware
+from archomata.middlewares.client_ip import client_ip_middleware
+from archomata.middlewares.csrf import csrf_middleware
 from archomata.middlewares.errors import errors_middleware
+from archomata.middlewares.ratelimit import ratelimit_middleware
 from archomata.middlewares.request_id import request_id_middleware
+from archomata.middlewares.security_headers import (
+    on_response_prepare,
+    security_headers_middleware,
+)
 from archomata.middlewares.timeout import timeout_middleware
 from archomata.openapi import build_spec
 from archomata.security.authenticator import Authenticator
 from archomata.security.passwords import PasswordHasher
+from archomata.security.ratelimit import LoginThrottle, RateLimiter
 from archomata.security.revocation import Revocation
 from archomata.security.sessions import SessionStore
 
@@ -78,27 +87,43 @@ async def _security(app: web.Application) -> AsyncIterator[None]:
     hasher.close()
 
 
+async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
+    config, redis = app[keys.CONFIG], app[keys.REDIS]
+    on_fallback = app[keys.METRICS].ratelimit_fallback.inc
+    app[keys.RATE_LIMITER] = RateLimiter(redis, on_fallback=on_fallback)
+    app[keys.LOGIN_THROTTLE] = LoginThrottle(
+        redis, free_failures=config.login_backoff_after,
+        max_seconds=config.login_backoff_max_seconds, on_fallback=on_fallback)
+    yield
+
+
 def create_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=[
             request_id_middleware,
+            client_ip_middleware,
+            security_headers_middleware,
             metrics_middleware,
             access_log_middleware,
             errors_middleware,
             timeout_middleware,
             body_limit_middleware,
+            csrf_middleware,
             authn_middleware,
+            ratelimit_middleware,
         ],
         client_max_size=config.max_body_bytes,
     )
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics(app)
     app[keys.EXPECTED_SCHEMA_VERSION] = migrations.expected_version()
-    app.cleanup_ctx.extend([_database, _redis, _security])
+    app.cleanup_ctx.extend([_database, _redis, _security, _rate_limits])
+    app.on_response_prepare.append(on_response_prepare)  # security headers on streams
     for module in ROUTE_MODULES:
         app.router.add_routes(module.routes)
     unguarded = unguarded_api_routes(app)
     if unguarded:
         raise RuntimeError(f"routes without an access rule: {', '.join(unguarded)}")
     app[keys.OPENAPI] = build_spec(app)
+    setup_cors(app, config.frontend_origins)
     return app

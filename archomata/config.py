@@ -34,6 +34,14 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
 
 
+class SameSite(StrEnum):
+    """SameSite of the refresh cookie. `None` is refused: it would send the cookie on
+    cross-site requests, leaving the CSRF defence to the Origin check alone."""
+
+    STRICT = "Strict"
+    LAX = "Lax"
+
+
 class Secret(Generic[T]):
     """A value that must not be printed: repr and str hide it."""
 
@@ -107,6 +115,11 @@ class Config:
     db_pool_min: int = 2
     db_pool_max: int = 10
     bcrypt_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    refresh_cookie_samesite: SameSite = SameSite.STRICT
+    header_timeout_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 75.0
+    login_backoff_after: int = 5
+    login_backoff_max_seconds: int = 300
 
     @property
     def is_production(self) -> bool:
@@ -236,6 +249,14 @@ def _rate_limit(reader: _Reader, name: str, default: str) -> RateLimit:
     return limit
 
 
+def _samesite(reader: _Reader) -> SameSite:
+    text = reader.str("REFRESH_COOKIE_SAMESITE", SameSite.STRICT.value)
+    for value in SameSite:
+        if text.lower() == value.value.lower():
+            return value
+    raise ConfigError(f"{PREFIX}REFRESH_COOKIE_SAMESITE must be Strict or Lax")
+
+
 def _trusted_proxies(reader: _Reader) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     try:
         return tuple(ipaddress.ip_network(c, strict=False) for c in reader.list("TRUSTED_PROXIES"))
@@ -322,4 +343,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         db_pool_min=reader.int("DB_POOL_MIN", 2, 0, 100),
         db_pool_max=reader.int("DB_POOL_MAX", 10, 1, 500),
         bcrypt_threads=reader.int("BCRYPT_THREADS", os.cpu_count() or 1, 1, 64),
+        refresh_cookie_samesite=_samesite(reader),
+        header_timeout_seconds=reader.int("HEADER_TIMEOUT_SECONDS", 10, 1, 300),
+        keepalive_timeout_seconds=reader.int("KEEPALIVE_TIMEOUT_SECONDS", 75, 1, 3600),
+        login_backoff_after=reader.int("LOGIN_BACKOFF_AFTER", 5, 1, 1000),
+        login_backoff_max_seconds=reader.int("LOGIN_BACKOFF_MAX_SECONDS", 300, 1, 3600),
     )

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from archomata.security.authenticator import Authenticator
     from archomata.security.passwords import PasswordHasher
     from archomata.security.principal import Principal
+    from archomata.security.ratelimit import LoginThrottle, RateDecision, RateLimiter
     from archomata.security.revocation import Revocation
     from archomata.security.sessions import SessionStore
 
@@ -30,8 +31,13 @@ SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 REVOCATION: web.AppKey[Revocation] = web.AppKey("revocation")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 MAILER: web.AppKey[Mailer] = web.AppKey("mailer")
+RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
+LOGIN_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_IP = web.RequestKey("client_ip", str)
 PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
+# A rate-limit decision already made for this request (e.g. by authn, in its own Redis
+# pipeline): the rate-limit middleware then uses it instead of asking Redis again.
+RATE_DECISION: web.RequestKey[RateDecision] = web.RequestKey("rate_decision")
 

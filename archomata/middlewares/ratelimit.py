@@ -1,0 +1,101 @@
+"""Limits requests per client IP and route class (see archomata.security.ratelimit).
+
+Classes: `login`, every public `/api/v1/auth` route (login, register, verify-email,
+resend-verification, password-reset, accept-invitation, SSO, logout) plus refresh;
+`bridge`, the MT5 bridge; `api`, the rest of `/api`, CORS preflights included (so that
+they never eat the login budget). Health, metrics and the OpenAPI document are not
+limited. IPv6 clients count per /64, the least a single subscriber is usually given.
+
+A 429 carries Retry-After and RateLimit-Limit/-Remaining/-Reset; answers that pass carry
+the RateLimit-* headers too. A decision another middleware already made for the request
+(`keys.RATE_DECISION`, see `rate_target`) is used as it is: Redis is asked once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from archomata import keys
+from archomata.config import RateLimit
+from archomata.errors import ApiError, RateLimited
+from archomata.guards import access_rule
+from archomata.routing import route_name
+
+AUTH_PREFIX = "/api/v1/auth/"
+BRIDGE_PREFIX = "/api/v1/bridge/"
+LOGIN_CLASS_PATHS = frozenset({"/api/v1/auth/refresh"})  # cookie-guarded, not `public`
+NOT_LIMITED = frozenset({"/api/v1/openapi.json"})
+IPV6_PREFIX = 64
+
+
+class RouteClass(StrEnum):
+    LOGIN = "login"
+    BRIDGE = "bridge"
+    API = "api"
+
+
+def route_class(request: web.Request) -> RouteClass | None:
+    """Which limit applies to `request`; None when it is not limited."""
+    name = route_name(request)
+    path = request.path if name == "unmatched" else name
+    if not path.startswith("/api/") or path in NOT_LIMITED:
+        return None
+    if request.method == "OPTIONS":
+        return RouteClass.API
+    if path.startswith(BRIDGE_PREFIX):
+        return RouteClass.BRIDGE
+    if path.startswith(AUTH_PREFIX) and name != "unmatched":
+        rule = access_rule(request.match_info.handler)
+        if path in LOGIN_CLASS_PATHS or (rule is not None and rule.kind == "public"):
+            return RouteClass.LOGIN
+    return RouteClass.API
+
+
+def _bucket(client_ip: str) -> str:
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return client_ip
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/{IPV6_PREFIX}", strict=False))
+    return str(address)
+
+
+def rate_target(request: web.Request) -> tuple[str, RateLimit] | None:
+    """The Redis key and the limit of `request`, for a middleware that wants to queue the
+    check in its own pipeline (then store the decision in `keys.RATE_DECISION`)."""
+    cls = route_class(request)
+    if cls is None:
+        return None
+    config = request.app[keys.CONFIG]
+    limit = {RouteClass.LOGIN: config.rate_limit_login,
+             RouteClass.BRIDGE: config.rate_limit_bridge,
+             RouteClass.API: config.rate_limit_api}[cls]
+    client = request.get(keys.CLIENT_IP) or request.remote or "unknown"
+    return f"rl:{cls}:{_bucket(client)}", limit
+
+
+@web.middleware
+async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    decision = request.get(keys.RATE_DECISION)
+    if decision is None:
+        target = rate_target(request)
+        if target is None:
+            return await handler(request)
+        decision = await request.app[keys.RATE_LIMITER].hit(*target)
+        request[keys.RATE_DECISION] = decision
+    decision.raise_if_refused()
+    try:
+        response = await handler(request)
+    except RateLimited:
+        raise  # another limit (the login throttle): our remaining count would mislead
+    except ApiError as exc:
+        exc.headers.update(decision.headers())
+        raise
+    if not response.prepared:
+        response.headers.update(decision.headers())
+    return response

@@ -1,0 +1,391 @@
+"""Rate limits kept in Redis: a sliding window per client IP and route class, and a backoff
+on failed logins per account.
+
+Sliding window (`RateLimiter`)
+------------------------------
+Two fixed windows weighted by their overlap with the last `window` seconds (the "sliding
+window counter"): at `elapsed` into the current window a client has used
+`previous * (window - elapsed) / window + current`. One small hash per key, checked and
+counted by one Lua script in one round trip, on Redis's clock so every instance agrees.
+A refused request is not counted: a client that keeps knocking gets in again as soon as
+its window has slid far enough, no later.
+
+Standalone, as the rate-limit middleware does it::
+
+    decision = await limiter.hit(key, limit)
+    decision.raise_if_refused()          # RateLimited: 429 + Retry-After + RateLimit-*
+
+Inside a pipeline another middleware is sending anyway (one round trip for the rate
+limit and, say, the revocation check)::
+
+    target = rate_target(request)        # archomata.middlewares.ratelimit; None: not limited
+    async with redis.pipeline(transaction=False) as pipe:
+        pending = limiter.queue(pipe, *target)       # queues exactly one command, first
+        ...queue your own commands...
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+            decision = limiter.result_from(pending, replies[0])
+        except (RedisError, OSError) as exc:
+            decision = limiter.result_from(pending, exc)
+    request[keys.RATE_DECISION] = decision           # the middleware then asks no one
+    decision.raise_if_refused()                      # or leave that to the middleware
+
+`result_from` takes the reply, or an exception in its place (Redis unreachable, script
+cache flushed): it then answers from memory, exactly as `hit` does.
+
+When Redis is unreachable each process keeps the same windows in memory (never
+unlimited; with N instances a client may get up to N times the limit meanwhile). Every
+such decision counts in `archomata_ratelimit_fallback_total`; a warning is logged at most
+once a minute.
+
+Failed logins per account (`LoginThrottle`)
+-------------------------------------------
+For the login handler, so that many IPs together cannot brute-force one account::
+
+    throttle = request.app[keys.LOGIN_THROTTLE]
+    await throttle.check(email)           # RateLimited while the account is backing off
+    ...verify the password...
+    await throttle.record_failure(email)  # on every failed attempt, unknown email included
+    await throttle.reset(email)           # on success
+
+The first `free_failures` failures cost nothing; each further one makes the account wait
+`base * 2 ** n` seconds, capped at `max_seconds` (five minutes by default), before the next
+attempt is even checked. An attacker can therefore slow the owner down by the cap at
+most, never lock them out for long; the per-IP login limit bounds each attacker anyway.
+Failures are forgotten `memory_seconds` after the last one. The key is a SHA-256 of the
+trimmed, lower-cased email, never the email itself; nothing here logs either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError, RedisError
+
+from archomata.config import RateLimit
+from archomata.errors import RateLimited
+
+log = logging.getLogger(__name__)
+
+FALLBACK_LOG_INTERVAL_SECONDS = 60.0
+REDIS_RETRY_SECONDS = 1.0
+MAX_LOCAL_KEYS = 100_000
+
+# KEYS[1]: the bucket, a hash {window index: count}. ARGV: limit, window in ms.
+# Returns {allowed 0|1, previous count, current count (this hit included), ms into window}.
+SLIDING_WINDOW = """
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local index = math.floor(now / window)
+local elapsed = now - index * window
+local current_field = string.format('%d', index)
+local previous_field = string.format('%d', index - 1)
+local counts = redis.call('HMGET', KEYS[1], previous_field, current_field)
+local previous = tonumber(counts[1]) or 0
+local current = tonumber(counts[2]) or 0
+local allowed = 0
+if previous * (window - elapsed) / window + current + 1 <= limit then
+  allowed = 1
+  current = redis.call('HINCRBY', KEYS[1], current_field, 1)
+  if redis.call('HLEN', KEYS[1]) > 2 then
+    for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+      if field ~= current_field and field ~= previous_field then
+        redis.call('HDEL', KEYS[1], field)
+      end
+    end
+  end
+  redis.call('PEXPIRE', KEYS[1], window * 2)
+end
+return {allowed, previous, current, elapsed}
+"""
+
+# KEYS: failure counter, lock. ARGV: free failures, base ms, max ms, memory ms.
+# Returns the lock now imposed, in ms (0: none).
+LOGIN_FAILURE = """
+local failures = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local over = failures - tonumber(ARGV[1])
+if over <= 0 then
+  return 0
+end
+local wait = math.floor(math.min(tonumber(ARGV[2]) * 2 ^ math.min(over - 1, 30),
+                                 tonumber(ARGV[3])))
+redis.call('SET', KEYS[2], 1, 'PX', wait)
+return wait
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """One request's verdict, with what the RateLimit-* headers tell the client."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+    retry_after_seconds: int
+
+    def headers(self) -> dict[str, str]:
+        return {"RateLimit-Limit": str(self.limit),
+                "RateLimit-Remaining": str(self.remaining),
+                "RateLimit-Reset": str(self.reset_seconds)}
+
+    def raise_if_refused(self) -> None:
+        if not self.allowed:
+            error = RateLimited(self.retry_after_seconds)
+            error.headers.update(self.headers())
+            raise error
+
+
+@dataclass(frozen=True, slots=True)
+class PendingHit:
+    """A check queued on a pipeline by `RateLimiter.queue`, waiting for its reply."""
+
+    key: str
+    limit: RateLimit
+
+
+class RedisSkipped(RedisError):
+    """Redis failed a moment ago; this check did not try it again."""
+
+
+def _wait_ms(previous: int, current: int, elapsed: int, window: int, limit: int) -> float:
+    """How long until one more request fits, given a refusal now."""
+    left = window - elapsed
+    room = limit - 1 - current
+    if room >= 0:
+        # Fits within this window once the previous window's weight has shrunk enough
+        # (previous > 0 here, or the request would have fitted already).
+        return max(0.0, left - room * window / max(previous, 1))
+    # Only in the next window, once this window's count (then "previous") weighs less.
+    return left + window - (limit - 1) * window / current
+
+
+def decide(allowed: bool, previous: int, current: int, elapsed: int,
+           limit: RateLimit) -> RateDecision:
+    """The decision for a window state, as the script (or the local window) left it."""
+    window = limit.window_seconds * 1000
+    left = window - elapsed
+    if allowed:
+        used = previous * left / window + current
+        return RateDecision(True, limit.limit, max(0, math.floor(limit.limit - used)),
+                            max(1, math.ceil(left / 1000)), 0)
+    wait = max(1, math.ceil(_wait_ms(previous, current, elapsed, window, limit.limit) / 1000))
+    return RateDecision(False, limit.limit, 0, wait, wait)
+
+
+class _LocalWindows:
+    """The sliding windows in this process's memory, used while Redis is unreachable.
+
+    Bounded: past MAX_LOCAL_KEYS entries the stale ones go, then the least recently hit,
+    which then start afresh (bounded memory beats exactness during an outage).
+    """
+
+    def __init__(self, clock: Callable[[], float], max_keys: int = MAX_LOCAL_KEYS) -> None:
+        self._clock = clock
+        self._max_keys = max_keys
+        self._entries: dict[str, tuple[int, int, int, int]] = {}  # index, prev, cur, window
+
+    def hit(self, key: str, limit: RateLimit) -> RateDecision:
+        window = limit.window_seconds * 1000
+        index, elapsed = divmod(int(self._clock() * 1000), window)
+        previous, current = 0, 0
+        entry = self._entries.pop(key, None)
+        if entry is not None and entry[0] == index:
+            previous, current = entry[1], entry[2]
+        elif entry is not None and entry[0] == index - 1:
+            previous = entry[2]
+        allowed = previous * (window - elapsed) / window + current + 1 <= limit.limit
+        current += int(allowed)
+        self._entries[key] = (index, previous, current, window)
+        if len(self._entries) > self._max_keys:
+            self._prune()
+        return decide(allowed, previous, current, elapsed, limit)
+
+    def _prune(self) -> None:
+        now = int(self._clock() * 1000)
+        live = [(k, v) for k, v in self._entries.items() if v[0] >= now // v[3] - 1]
+        self._entries = dict(live[-(self._max_keys * 3 // 4):])  # most recently hit last
+
+
+class _FallbackReporter:
+    """Counts every decision served from memory and logs the outage at most once a minute."""
+
+    def __init__(self, on_fallback: Callable[[], None]) -> None:
+        self._on_fallback = on_fallback
+        self._logged_at = -math.inf
+
+    def report(self, what: str, exc: BaseException) -> None:
+        self._on_fallback()
+        now = time.monotonic()
+        if now - self._logged_at >= FALLBACK_LOG_INTERVAL_SECONDS:
+            self._logged_at = now
+            log.warning("Redis failed: %s served from memory", what,
+                        extra={"error": type(exc).__name__})
+
+
+def _window_state(raw: object) -> tuple[int, int, int, int]:
+    if not isinstance(raw, list | tuple) or len(raw) != 4:
+        raise TypeError("unexpected reply from the rate-limit script")
+    allowed, previous, current, elapsed = (int(value) for value in raw)
+    return allowed, previous, current, elapsed
+
+
+class RateLimiter:
+    """Sliding-window limits in Redis, with an in-memory stand-in (see the module doc)."""
+
+    def __init__(self, redis: Redis, *, on_fallback: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._sha = hashlib.sha1(SLIDING_WINDOW.encode(), usedforsecurity=False).hexdigest()
+        self._script_loaded = False
+        self._local = _LocalWindows(clock)
+        self._reporter = _FallbackReporter(on_fallback)
+        self._skip_redis_until = -math.inf
+
+    def queue(self, pipe: Pipeline, key: str, limit: RateLimit) -> PendingHit:
+        """Queues the check of `key` on `pipe` (one command); see `result_from`."""
+        args = (limit.limit, limit.window_seconds * 1000)
+        if self._script_loaded:
+            pipe.evalsha(self._sha, 1, key, *args)
+        else:
+            pipe.eval(SLIDING_WINDOW, 1, key, *args)  # loads the script for the EVALSHAs
+        return PendingHit(key, limit)
+
+    def result_from(self, pending: PendingHit, raw: object) -> RateDecision:
+        """The decision from the queued command's reply, or from memory when `raw` is an
+        exception (Redis unreachable, or its script cache flushed since)."""
+        if isinstance(raw, BaseException):
+            if isinstance(raw, NoScriptError):
+                self._script_loaded = False  # the next queue() sends the script itself
+            return self._fallback(pending, raw)
+        try:
+            allowed, previous, current, elapsed = _window_state(raw)
+        except (TypeError, ValueError) as exc:
+            return self._fallback(pending, exc)
+        self._script_loaded = True
+        return decide(bool(allowed), previous, current, elapsed, pending.limit)
+
+    async def hit(self, key: str, limit: RateLimit) -> RateDecision:
+        """Counts one request against `key` and says whether it may pass."""
+        pending = PendingHit(key, limit)
+        if time.monotonic() < self._skip_redis_until:
+            return self._fallback(pending, RedisSkipped())
+        args = (limit.limit, limit.window_seconds * 1000)
+        raw: Any
+        try:
+            if self._script_loaded:
+                try:
+                    raw = await self._redis.evalsha(self._sha, 1, key, *args)
+                except NoScriptError:
+                    raw = await self._redis.eval(SLIDING_WINDOW, 1, key, *args)
+            else:
+                raw = await self._redis.eval(SLIDING_WINDOW, 1, key, *args)
+        except (RedisError, OSError) as exc:
+            # Skip Redis for a moment: an unreachable one would add its timeout to each call.
+            self._skip_redis_until = time.monotonic() + REDIS_RETRY_SECONDS
+            raw = exc
+        return self.result_from(pending, raw)
+
+    def _fallback(self, pending: PendingHit, exc: BaseException) -> RateDecision:
+        # Fail to memory, never open: a Redis outage must not lift the limits.
+        self._reporter.report("rate limits", exc)
+        return self._local.hit(pending.key, pending.limit)
+
+
+def account_key(email: str) -> str:
+    """The throttle's name for an account: no email in Redis, logs or memory dumps."""
+    digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    return f"login:{{{digest}}}"
+
+
+@dataclass
+class _LocalAccount:
+    failures: int = 0
+    forget_at: float = 0.0
+    locked_until: float = 0.0
+
+
+class LoginThrottle:
+    """Per-account backoff on failed logins (see the module doc for how to call it)."""
+
+    def __init__(self, redis: Redis, *, free_failures: int, max_seconds: float,
+                 base_seconds: float = 1.0, memory_seconds: float | None = None,
+                 on_fallback: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._redis = redis
+        self._free = free_failures
+        self._base_ms = int(base_seconds * 1000)
+        self._max_ms = int(max_seconds * 1000)
+        self._memory_ms = int((memory_seconds or max(900.0, 2 * max_seconds)) * 1000)
+        self._script = redis.register_script(LOGIN_FAILURE)
+        self._reporter = _FallbackReporter(on_fallback)
+        self._clock = clock
+        self._local: dict[str, _LocalAccount] = {}
+
+    async def check(self, email: str) -> None:
+        """Raises RateLimited (with Retry-After) while the account is backing off."""
+        key = account_key(email)
+        try:
+            wait_ms = int(await self._redis.pttl(f"{key}:lock"))
+        except (RedisError, OSError) as exc:
+            # To memory, not open: an outage must not reopen brute force on one account.
+            self._reporter.report("login throttle", exc)
+            wait_ms = self._local_wait_ms(key)
+        if wait_ms > 0:
+            raise RateLimited(math.ceil(wait_ms / 1000),
+                              "Too many failed sign-ins for this account; retry later.")
+
+    async def record_failure(self, email: str) -> float:
+        """Counts a failed attempt; returns the seconds the account must now wait (0: none)."""
+        key = account_key(email)
+        try:
+            wait_ms = int(await self._script(
+                keys=[f"{key}:failures", f"{key}:lock"],
+                args=[self._free, self._base_ms, self._max_ms, self._memory_ms]))
+        except (RedisError, OSError) as exc:
+            self._reporter.report("login throttle", exc)
+            wait_ms = self._local_failure(key)
+        return wait_ms / 1000
+
+    async def reset(self, email: str) -> None:
+        """Forgets the failures: call it after a successful login."""
+        key = account_key(email)
+        self._local.pop(key, None)
+        try:
+            await self._redis.delete(f"{key}:failures", f"{key}:lock")
+        except (RedisError, OSError) as exc:
+            # The login itself succeeded; what Redis keeps only slows later failures down.
+            self._reporter.report("login throttle", exc)
+
+    def _local_wait_ms(self, key: str) -> int:
+        account = self._local.get(key)
+        if account is None:
+            return 0
+        return max(0, math.ceil((account.locked_until - self._clock()) * 1000))
+
+    def _local_failure(self, key: str) -> int:
+        now = self._clock()
+        account = self._local.get(key)
+        if account is None or account.forget_at <= now:
+            if len(self._local) >= MAX_LOCAL_KEYS:
+                self._local = {k: v for k, v in self._local.items() if v.forget_at > now}
+            account = self._local[key] = _LocalAccount()
+        account.failures += 1
+        account.forget_at = now + self._memory_ms / 1000
+        over = account.failures - self._free
+        if over <= 0:
+            return 0
+        wait_ms = min(self._base_ms * 2 ** min(over - 1, 30), self._max_ms)
+        account.locked_until = now + wait_ms / 1000
+        return wait_ms

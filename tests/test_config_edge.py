@@ -1,0 +1,49 @@
+"""Configuration of the edge: refresh cookie SameSite, connection timeouts, login backoff."""
+
+from __future__ import annotations
+
+import pytest
+
+from archomata.config import ConfigError, SameSite, load_config
+
+GOOD = {
+    "ARCHOMATA_DATABASE_URL": "postgresql://app:pw@127.0.0.1/archomata",
+    "ARCHOMATA_JWT_SECRETS": "k1:" + "a" * 32,
+    "ARCHOMATA_DATA_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+}
+
+
+class TestEdgeConfig:
+    def test_defaults(self) -> None:
+        config = load_config(GOOD)
+        assert config.refresh_cookie_samesite is SameSite.STRICT
+        assert str(config.refresh_cookie_samesite) == "Strict"
+        assert (config.header_timeout_seconds, config.keepalive_timeout_seconds) == (10, 75)
+        assert (config.login_backoff_after, config.login_backoff_max_seconds) == (5, 300)
+
+    @pytest.mark.parametrize(("text", "value"), [("lax", SameSite.LAX), ("Lax", SameSite.LAX),
+                                                 ("STRICT", SameSite.STRICT)])
+    def test_samesite_strict_or_lax(self, text: str, value: SameSite) -> None:
+        config = load_config({**GOOD, "ARCHOMATA_REFRESH_COOKIE_SAMESITE": text})
+        assert config.refresh_cookie_samesite is value
+
+    @pytest.mark.parametrize(("variable", "value"), [
+        ("ARCHOMATA_REFRESH_COOKIE_SAMESITE", "None"),
+        ("ARCHOMATA_REFRESH_COOKIE_SAMESITE", "whatever"),
+        ("ARCHOMATA_HEADER_TIMEOUT_SECONDS", "0"),
+        ("ARCHOMATA_KEEPALIVE_TIMEOUT_SECONDS", "forever"),
+        ("ARCHOMATA_LOGIN_BACKOFF_AFTER", "0"),
+        ("ARCHOMATA_LOGIN_BACKOFF_MAX_SECONDS", "86400"),
+    ])
+    def test_bad_values_stop_start_naming_the_variable(self, variable: str,
+                                                       value: str) -> None:
+        with pytest.raises(ConfigError, match=variable):
+            load_config({**GOOD, variable: value})
+
+    def test_values_are_read(self) -> None:
+        config = load_config({**GOOD, "ARCHOMATA_HEADER_TIMEOUT_SECONDS": "5",
+                              "ARCHOMATA_KEEPALIVE_TIMEOUT_SECONDS": "30",
+                              "ARCHOMATA_LOGIN_BACKOFF_AFTER": "3",
+                              "ARCHOMATA_LOGIN_BACKOFF_MAX_SECONDS": "120"})
+        assert (config.header_timeout_seconds, config.keepalive_timeout_seconds) == (5, 30)
+        assert (config.login_backoff_after, config.login_backoff_max_seconds) == (3, 120)
