@@ -25,6 +25,12 @@ DATA_KEY_BYTES = 32
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+def default_bcrypt_threads() -> int:
+    """One core fewer than the machine has (at least one): bcrypt saturating every core
+    would starve the event loop, and with it every other request."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable."""
 
@@ -114,7 +120,7 @@ class Config:
     long_poll_timeout_seconds: float = 45.0
     db_pool_min: int = 2
     db_pool_max: int = 10
-    bcrypt_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    bcrypt_threads: int = field(default_factory=lambda: default_bcrypt_threads())
     refresh_cookie_samesite: SameSite = SameSite.STRICT
     header_timeout_seconds: float = 10.0
     keepalive_timeout_seconds: float = 75.0
@@ -342,7 +348,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         request_timeout_seconds=reader.int("REQUEST_TIMEOUT_SECONDS", 30, 1, 600),
         db_pool_min=reader.int("DB_POOL_MIN", 2, 0, 100),
         db_pool_max=reader.int("DB_POOL_MAX", 10, 1, 500),
-        bcrypt_threads=reader.int("BCRYPT_THREADS", os.cpu_count() or 1, 1, 64),
+        bcrypt_threads=reader.int("BCRYPT_THREADS", default_bcrypt_threads(), 1, 64),
         refresh_cookie_samesite=_samesite(reader),
         header_timeout_seconds=reader.int("HEADER_TIMEOUT_SECONDS", 10, 1, 300),
         keepalive_timeout_seconds=reader.int("KEEPALIVE_TIMEOUT_SECONDS", 75, 1, 3600),

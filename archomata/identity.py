@@ -109,14 +109,17 @@ async def check_password(request: web.Request, email: str, password: str) -> Use
     and get the same answer. A hash of a lower cost than configured is upgraded.
     """
     app = request.app
-    hasher = app[keys.PASSWORDS]
+    hasher, throttle = app[keys.PASSWORDS], app[keys.LOGIN_THROTTLE]
+    await throttle.check(email)
     async with service_tx(app[keys.DB_POOL]) as tx:
         user = await users.get_by_email(tx, email)
     matches = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not matches or user.disabled:
         reason = "unknown_email" if user is None else "disabled" if matches else "bad_password"
+        await throttle.record_failure(email)
         await _login_failed(request, user, reason)
         raise Unauthorized("Wrong email or password.", code="invalid_credentials")
+    await throttle.reset(email)
     if not user.email_verified:
         await _login_failed(request, user, "email_not_verified")
         raise Forbidden("Verify your email address first.", code="email_not_verified")

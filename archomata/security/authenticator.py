@@ -11,8 +11,10 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from archomata import keys
 from archomata.config import Config
 from archomata.errors import ServiceUnavailable, Unauthorized
+from archomata.middlewares.ratelimit import rate_target
 from archomata.security import authz, tokens
 from archomata.security.principal import ActorType, OrgRole, Principal
 from archomata.security.revocation import CheckResult, Revocation, judge, queue_check
@@ -32,7 +34,7 @@ class Authenticator:
 
     async def principal(self, request: web.Request, token: str) -> Principal:
         claims = tokens.verify(self.config, token)
-        result = await self._check(claims)
+        result = await self._check(claims, request)
         if not result.ready:
             async with self._rebuilding:
                 await self.revocation.rebuild()
@@ -53,12 +55,26 @@ class Authenticator:
         return Principal(ActorType.USER, claims.user_id, claims.org_id, claims.session_id,
                          claims.platform_role, OrgRole(access.org_role), access.permissions)
 
-    async def _check(self, claims: Claims) -> CheckResult:
-        # Fail closed: without Redis no revocation can be checked, so no token is accepted.
+    async def _check(self, claims: Claims, request: web.Request | None = None) -> CheckResult:
+        """Revocation and the permission cache in one round trip, with the request's rate
+        limit folded in (its decision is left for the rate-limit middleware)."""
+        target = rate_target(request) if request is not None else None
+        limiter = request.app[keys.RATE_LIMITER] if target is not None else None
+        pending = None
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                if limiter is not None and target is not None:
+                    pending = limiter.queue(pipe, *target)
                 queue_check(pipe, claims)
-                results = await pipe.execute()
+                replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
+            if limiter is not None and pending is not None and request is not None:
+                request[keys.RATE_DECISION] = limiter.result_from(pending, exc)
+            # Fail closed: without Redis no revocation can be checked, so no token passes.
             raise ServiceUnavailable("The session store is unavailable.") from exc
-        return judge(claims, results)
+        if limiter is not None and pending is not None and request is not None:
+            request[keys.RATE_DECISION] = limiter.result_from(pending, replies[0])
+            replies = replies[1:]
+        if any(isinstance(reply, Exception) for reply in replies):
+            raise ServiceUnavailable("The session store answered with an error.")
+        return judge(claims, replies)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import time
 from typing import Any
 from uuid import UUID
@@ -464,3 +465,48 @@ class TestRevocationState:
             assert down.status == 503
         finally:
             redis.stop()
+
+
+class TestHotPath:
+    async def test_an_authorised_request_talks_to_redis_once(
+            self, client: Any, mail_sink: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        from redis.asyncio.connection import AbstractConnection
+
+        me = await signed_up(client, mail_sink)
+        assert (await client.get("/api/v1/org", headers=me.auth)).status == 200  # warm cache
+        sends: list[int] = []
+        real = AbstractConnection.send_packed_command
+
+        async def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+            sends.append(1)
+            return await real(self, *args, **kwargs)
+
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+        response = await client.get("/api/v1/org", headers=me.auth)
+        assert response.status == 200
+        assert "RateLimit-Remaining" in response.headers  # the limit was checked too
+        assert len(sends) == 1
+
+
+class TestLoginThrottle:
+    async def test_failures_from_many_ips_slow_the_account_then_let_the_owner_in(
+            self, aiohttp_client: Any, config: Config, mail_sink: Any) -> None:
+        client = await aiohttp_client(create_app(dataclasses.replace(
+            config, login_backoff_after=2, login_backoff_max_seconds=1.0,
+            trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))))
+        email, password, _ = await register(client, mail_sink)
+        statuses = []
+        for attempt in range(4):
+            response = await client.post(
+                "/api/v1/auth/login", json={"email": email, "password": "wrong-password-x"},
+                headers={"X-Forwarded-For": f"203.0.113.{attempt + 1}"})
+            statuses.append(response.status)
+        assert statuses[:2] == [401, 401]
+        assert 429 in statuses[2:]
+        blocked = await client.post("/api/v1/auth/login",
+                                    json={"email": email, "password": password},
+                                    headers={"X-Forwarded-For": "198.51.100.7"})
+        assert blocked.status == 429
+        assert int(blocked.headers["Retry-After"]) >= 1
+        await asyncio.sleep(1.1)
+        await login(client, email, password)
