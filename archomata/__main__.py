@@ -90,6 +90,36 @@ def create_admin(email: str) -> None:
     asyncio.run(run())
 
 
+def audit(args: argparse.Namespace) -> int:
+    """`audit verify` walks the hash chains; `audit anchor` records checkpoints before an
+    archive (docs/audit-retention.md). Both as the schema owner."""
+    from archomata import audit_chain
+
+    owner, _ = _database_urls(os.environ)
+    if args.audit_command == "verify":
+        return asyncio.run(audit_chain.run_verify(owner, args.org))
+    return asyncio.run(audit_chain.run_anchor(owner, args.before, args.org))
+
+
+def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from datetime import UTC, datetime
+
+    from archomata.audit_chain import chain_arg
+
+    def instant(text: str) -> datetime:
+        value = datetime.fromisoformat(text)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    audit_commands = commands.add_parser("audit", help="the audit log's hash chains"
+                                         ).add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser("verify", help="walk the hash chains; exit 1 if broken")
+    anchor = audit_commands.add_parser("anchor", help="record checkpoints before archiving")
+    anchor.add_argument("--before", type=instant, required=True,
+                        help="anchor each chain at its last entry before this instant")
+    for sub in (verify, anchor):
+        sub.add_argument("--org", type=chain_arg, help="one org's chain (`none`: no org)")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="archomata", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -97,6 +127,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="apply pending migrations as the schema owner")
     admin = commands.add_parser("create-admin", help="create or promote a platform administrator")
     admin.add_argument("--email", required=True)
+    _audit_parser(commands)
     dev = commands.add_parser("dev", help="local PostgreSQL + Redis + mail sink, then serve")
     dev.add_argument("--data-dir", default=os.environ.get("ARCHOMATA_DEV_DIR", ".local"))
     return root
@@ -112,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             migrate()
         elif args.command == "create-admin":
             create_admin(args.email)
+        elif args.command == "audit":
+            return audit(args)
         elif args.command == "dev":
             from archomata.dev import run_dev
 
