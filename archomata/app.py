@@ -13,7 +13,7 @@ from archomata import db, keys, migrations
 from archomata.config import Config
 from archomata.cors import setup_cors
 from archomata.guards import unguarded_api_routes
-from archomata.handlers import admin, auth, groups, health, invitations, me, org, roles
+from archomata.handlers import admin, audit_logs, auth, groups, health, invitations, me, org, roles
 from archomata.mail import Mailer
 from archomata.metrics import Metrics, metrics_middleware
 from archomata.middlewares.access_log import access_log_middleware
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ROUTE_MODULES: tuple[ModuleType, ...] = (
     health, auth, invitations, me, admin, org, roles, groups,
+    audit_logs,
 )
 
 

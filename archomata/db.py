@@ -14,7 +14,6 @@ carries one request's scope into another's:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import orjson
 from aiohttp import web
 
 from archomata import keys
@@ -61,8 +61,12 @@ class Tx:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(type_name, encoder=json.dumps, decoder=json.loads,
+        await conn.set_type_codec(type_name, encoder=_json_text, decoder=orjson.loads,
                                   schema="pg_catalog")
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
 
 
 async def create_pool(dsn: str, config: Config | None = None, **overrides: Any) -> asyncpg.Pool:

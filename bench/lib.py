@@ -92,7 +92,11 @@ def process(argv: list[str], environ: dict[str, str], port: int,
         yield url
     finally:
         proc.terminate()
-        proc.wait(15)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -1,0 +1,196 @@
+"""/audit-logs: the org's audit log, its export, and the platform's view across orgs.
+
+Lists are newest first with keyset cursors on (occurred_at, id): an entry that arrives
+while a client pages sorts before its cursor, so pages never shift or repeat. An export
+is audited, and that entry committed, before the first entry leaves, so an interrupted
+export still shows; it then streams from a server-side cursor in constant memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+
+from archomata import audit
+from archomata.audit import AuditAction
+from archomata.audit_export import ExportFormat, Row, encoder_for
+from archomata.db import Tx, org_tx, platform_tx
+from archomata.errors import ValidationFailed
+from archomata.guards import require_permission, require_platform_admin
+from archomata.openapi import doc
+from archomata.pagination import Page, listing, page_of
+from archomata.permissions import Permission
+from archomata.store import audit_logs
+from archomata.store.audit_logs import AuditEntry, AuditFilter
+from archomata.web_json import json_response
+from archomata.web_json import validate as validate_query
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+EXPORT_CHUNK = 2000
+# A `+` in a query string arrives as a space: "2025-01-01T00:00:00 02:00" meant +02:00.
+_OFFSET_AS_SPACE = re.compile(r" (\d\d(:?\d\d)?)$")
+
+
+class AuditLogQuerySchema(Schema):
+    actor_id = fields.UUID()
+    action = fields.String(validate=validate.Length(1, 100))
+    resource_type = fields.String(validate=validate.Length(1, 100))
+    resource_id = fields.String(validate=validate.Length(1, 200))
+    since = fields.AwareDateTime(data_key="from", default_timezone=UTC,
+                                 metadata={"description": "RFC 3339; entries at or after it"})
+    until = fields.AwareDateTime(data_key="to", default_timezone=UTC,
+                                 metadata={"description": "RFC 3339; entries before it"})
+    q = fields.String(validate=validate.Length(1, 200), metadata={"description": (
+        "Words, all of which must appear in the action, the resource type or id, or a "
+        "value in details; whole words, case-insensitive. Words are split at white space "
+        "and punctuation other than `_`, `-` and `:` (an email gives its parts).")})
+
+    @pre_load
+    def _plus_in_offsets(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return {k: _OFFSET_AS_SPACE.sub(r"+\1", v) if k in ("from", "to") and
+                isinstance(v, str) else v for k, v in data.items()}
+
+    @validates_schema
+    def _range(self, data: dict[str, Any], **_: Any) -> None:
+        if "since" in data and "until" in data and data["since"] >= data["until"]:
+            raise ValidationError("Must be later than `from`.", "to")
+
+
+class AdminAuditLogQuerySchema(AuditLogQuerySchema):
+    org_id = fields.UUID()
+
+
+class ExportQuerySchema(AuditLogQuerySchema):
+    format = fields.String(required=True, validate=validate.OneOf([f.value for f in ExportFormat]))
+
+
+class AuditEntrySchema(Schema):
+    id = fields.UUID(required=True)
+    occurred_at = fields.DateTime(required=True)
+    org_id = fields.UUID(allow_none=True, required=True)
+    actor_type = fields.String(required=True)
+    actor_id = fields.UUID(allow_none=True, required=True)
+    action = fields.String(required=True)
+    resource_type = fields.String(allow_none=True, required=True)
+    resource_id = fields.String(allow_none=True, required=True)
+    ip = fields.String(allow_none=True, required=True)
+    user_agent = fields.String(allow_none=True, required=True)
+    request_id = fields.String(allow_none=True, required=True)
+    details = fields.Dict(required=True)
+    seq = fields.Integer(required=True, metadata={
+        "description": "Position in the org's hash chain: orders the org's entries"})
+
+
+class AuditEntryListSchema(Schema):
+    items = fields.List(fields.Nested(AuditEntrySchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+async def _filter(tx: Tx, query: dict[str, Any], org_id: UUID | None) -> AuditFilter | None:
+    """The filter the query asks for; None when it cannot match (a word no entry has)."""
+    terms: tuple[str, ...] = ()
+    if "q" in query:
+        terms, all_seen = await audit_logs.search_terms(tx, query["q"], org_id)
+        if not terms:
+            raise ValidationFailed("The search has no words.",
+                                   errors={"q": ["Give at least one word of 2 characters."]})
+        if not all_seen:
+            return None
+    return AuditFilter(org_id=org_id, actor_id=query.get("actor_id"),
+                       action=query.get("action"), resource_type=query.get("resource_type"),
+                       resource_id=query.get("resource_id"), since=query.get("since"),
+                       until=query.get("until"), terms=terms)
+
+
+async def _page(tx: Tx, query: dict[str, Any], org_id: UUID | None,
+                page: Page) -> list[AuditEntry]:
+    where = await _filter(tx, query, org_id)
+    if where is None:
+        return []
+    after = (page.after.at, page.after.id) if page.after else None
+    return await audit_logs.list_page(tx, where, after, page.limit + 1)
+
+
+def _listing(found: list[AuditEntry], page: Page) -> web.Response:
+    body = listing([asdict(e) for e in found], len(found), page, key="occurred_at")
+    return json_response(AuditEntryListSchema().dump(body))
+
+
+@routes.get("/api/v1/audit-logs")
+@require_permission(Permission.AUDIT_LOGS_READ)
+@doc("The org's audit log, newest first", query=AuditLogQuerySchema,
+     response=AuditEntryListSchema)
+async def list_audit_logs(request: web.Request) -> web.Response:
+    page, query = page_of(request, AuditLogQuerySchema())
+    async with org_tx(request) as tx:
+        found = await _page(tx, query, tx.org_id, page)
+    return _listing(found, page)
+
+
+@routes.get("/api/v1/admin/audit-logs")
+@require_platform_admin
+@doc("Every org's audit log, and entries without an org, newest first",
+     query=AdminAuditLogQuerySchema, response=AuditEntryListSchema)
+async def list_all_audit_logs(request: web.Request) -> web.Response:
+    page, query = page_of(request, AdminAuditLogQuerySchema())
+    async with platform_tx(request) as tx:
+        found = await _page(tx, query, query.get("org_id"), page)
+    return _listing(found, page)
+
+
+@routes.get("/api/v1/audit-logs/export")
+@require_permission(Permission.AUDIT_LOGS_READ)
+@doc("The org's audit log as CSV or JSON Lines (streamed), newest first, with the "
+     "filters of the list", query=ExportQuerySchema)
+async def export_audit_logs(request: web.Request) -> web.StreamResponse:
+    query = validate_query(ExportQuerySchema(), dict(request.query))
+    export_format = ExportFormat(query.pop("format"))
+    async with org_tx(request) as tx:
+        where = await _filter(tx, query, tx.org_id)  # first: a bad `q` is a 422, unaudited
+        await audit.record(tx, request, AuditAction.AUDIT_EXPORTED, resource_type="audit_log",
+                           details={"format": export_format.value,
+                                    "filters": AuditLogQuerySchema().dump(query)})
+    async with org_tx(request) as tx:
+        return await _stream(request, tx, where, export_format)
+
+
+async def _nothing() -> AsyncIterator[list[Row]]:
+    for _ in ():
+        yield []
+
+
+async def _stream(request: web.Request, tx: Tx, where: AuditFilter | None,
+                  export_format: ExportFormat) -> web.StreamResponse:
+    encoder = encoder_for(export_format)
+    chunks = _nothing() if where is None else audit_logs.stream(
+        tx, where, EXPORT_CHUNK, json_lines=export_format is ExportFormat.JSONL)
+    first = await anext(chunks, [])  # before the headers: a failure here is still a problem+json
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    response = web.StreamResponse(headers={
+        "Content-Type": f"{encoder.content_type}; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="audit-log-{stamp}.{export_format}"',
+        "Cache-Control": "no-store"})
+    await response.prepare(request)
+    try:
+        await response.write(encoder.header() + encoder.encode(first))
+        async for chunk in chunks:
+            await response.write(encoder.encode(chunk))
+        await response.write_eof()
+    except ConnectionResetError:
+        log.info("audit export abandoned by the client")
+    except BaseException:
+        # The status line is gone: cut the connection so that the client sees a broken
+        # transfer (no final chunk), never a complete-looking file with entries missing.
+        if request.transport is not None:
+            request.transport.abort()
+        raise
+    return response

@@ -1,0 +1,199 @@
+"""Audit log entries, read: the org listing, the platform listing and the export stream.
+
+Entries are written by archomata.audit.record alone. Each filter has an index
+(sql/004_audit_chain.sql). The SQL is put together from fixed fragments, one per filter
+given, so that each combination is planned for what it asks rather than as one generic
+`$n is null or ...` plan; only parameters carry what the client sent.
+
+Free text (`q`) is matched word by word against audit_log_terms with btree equality:
+under row-level security only leakproof operators may serve as index conditions, and
+equality on text and uuid is leakproof where `@@` and `ILIKE` are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from archomata.db import Tx
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: UUID
+    occurred_at: datetime
+    org_id: UUID | None
+    actor_type: str
+    actor_id: UUID | None
+    action: str
+    resource_type: str | None
+    resource_id: str | None
+    ip: str | None
+    user_agent: str | None
+    request_id: str | None
+    details: dict[str, Any]
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """What to list. `since` is inclusive, `until` exclusive; every term must appear, and
+    the first, the rarest, drives a search."""
+
+    org_id: UUID | None = None
+    actor_id: UUID | None = None
+    action: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    terms: tuple[str, ...] = ()
+
+
+COLUMNS = """a.id, a.occurred_at, a.org_id, a.actor_type, a.actor_id, a.action,
+             a.resource_type, a.resource_id, host(a.ip) as ip, a.user_agent, a.request_id,
+             a.details, a.seq"""
+# Exports take each cell as the text PostgreSQL renders (FIELDS' order), and JSON Lines
+# each line whole: no Python object per cell, so a million entries stream in seconds.
+# Times as the API writes them: RFC 3339 in UTC with microseconds.
+OCCURRED_AT = """to_char(a.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+CSV_COLUMNS = f"""a.id::text as id, {OCCURRED_AT} as occurred_at,
+                 a.org_id::text as org_id, a.actor_type, a.actor_id::text as actor_id,
+                 a.action, a.resource_type, a.resource_id, host(a.ip) as ip, a.user_agent,
+                 a.request_id, a.details::text as details, a.seq::text as seq"""
+JSON_COLUMNS = f"""json_build_object(
+                     'id', a.id, 'occurred_at', {OCCURRED_AT}, 'org_id', a.org_id,
+                     'actor_type', a.actor_type, 'actor_id', a.actor_id, 'action', a.action,
+                     'resource_type', a.resource_type, 'resource_id', a.resource_id,
+                     'ip', host(a.ip), 'user_agent', a.user_agent, 'request_id', a.request_id,
+                     'details', a.details, 'seq', a.seq)::text as line"""
+_EQUAL = ("actor_id", "action", "resource_type", "resource_id")
+NO_ORG = "'00000000-0000-0000-0000-000000000000'::uuid"  # the chain of entries without an org
+
+
+def _entry(row: asyncpg.Record) -> AuditEntry:
+    return AuditEntry(row["id"], row["occurred_at"], row["org_id"], row["actor_type"],
+                      row["actor_id"], row["action"], row["resource_type"],
+                      row["resource_id"], row["ip"], row["user_agent"], row["request_id"],
+                      row["details"], row["seq"])
+
+
+class _Params(list[Any]):
+    def __call__(self, value: Any) -> str:
+        self.append(value)
+        return f"${len(self)}"
+
+
+def select_sql(where: AuditFilter, after: tuple[datetime, UUID] | None = None,
+               limit: int | None = None, columns: str = COLUMNS) -> tuple[str, list[Any]]:
+    """The query for `where`, newest first, after the keyset position `after`.
+
+    Row-level security blurs the planner's row estimates (its policy reads settings), so
+    with words the access path is spelled out, fenced with OFFSET 0 where the planner
+    would otherwise trade it for a hash join over every entry of the org:
+    - words alone: walk the rarest word's entries in audit_log_terms_idx, newest first,
+      fetch each entry by id, stop at `limit`;
+    - words with an equality filter: walk that filter's index, newest first, and probe
+      audit_log_terms_idx once per word and candidate.
+    """
+    param = _Params()
+    others = [n for n in _EQUAL if getattr(where, n) is not None]
+    if where.terms and not others:
+        return _by_word(where, after, limit, param, columns), param
+    clauses = []
+    chain = f"coalesce(a.org_id, {NO_ORG})"
+    if where.org_id is not None:
+        chain = param(where.org_id)
+        clauses.append(f"a.org_id = {chain}")
+    clauses += [f"a.{name} = {param(getattr(where, name))}" for name in others]
+    clauses += _time(where, after, "a.occurred_at", "a.id", param)
+    clauses += [_probe(term, chain, "a.occurred_at", "a.id", param) for term in where.terms]
+    sql = f"select {columns} from audit_log a"
+    return _finish(sql, clauses, "a.occurred_at desc, a.id desc", limit, param), param
+
+
+def _by_word(where: AuditFilter, after: tuple[datetime, UUID] | None, limit: int | None,
+             param: _Params, columns: str) -> str:
+    driver, *rest = where.terms
+    clauses = [f"t.term = {param(driver)}"]
+    entry = "a.id = t.entry_id"
+    if where.org_id is not None:
+        org = param(where.org_id)
+        clauses.append(f"t.chain_id = {org}")
+        entry += f" and a.org_id = {org}"
+    clauses += _time(where, after, "t.occurred_at", "t.entry_id", param)
+    clauses += [_probe(term, "t.chain_id", "t.occurred_at", "t.entry_id", param)
+                for term in rest]
+    sql = (f"select e.* from audit_log_terms t cross join lateral "
+           f"(select {columns} from audit_log a where {entry} offset 0) e")
+    return _finish(sql, clauses, "t.occurred_at desc, t.entry_id desc", limit, param)
+
+
+def _time(where: AuditFilter, after: tuple[datetime, UUID] | None, at: str, key: str,
+          param: _Params) -> list[str]:
+    clauses = []
+    if where.since is not None:
+        clauses.append(f"{at} >= {param(where.since)}")
+    if where.until is not None:
+        clauses.append(f"{at} < {param(where.until)}")
+    if after is not None:
+        clauses.append(f"({at}, {key}) < ({param(after[0])}, {param(after[1])})")
+    return clauses
+
+
+def _probe(term: str, chain: str, at: str, key: str, param: _Params) -> str:
+    # OFFSET 0 keeps this a per-row probe of the full index key, never a hash semi-join.
+    return (f"exists (select from audit_log_terms u where u.term = {param(term)} and "
+            f"u.chain_id = {chain} and u.occurred_at = {at} and u.entry_id = {key} offset 0)")
+
+
+def _finish(sql: str, clauses: list[str], order: str, limit: int | None,
+            param: _Params) -> str:
+    if clauses:
+        sql += " where " + " and ".join(clauses)
+    sql += f" order by {order}"
+    if limit is not None:
+        sql += f" limit {param(limit)}"
+    return sql
+
+
+async def list_page(tx: Tx, where: AuditFilter, after: tuple[datetime, UUID] | None,
+                    limit: int) -> list[AuditEntry]:
+    sql, params = select_sql(where, after, limit)
+    return [_entry(r) for r in await tx.fetch(sql, *params)]
+
+
+async def stream(tx: Tx, where: AuditFilter, chunk: int,
+                 json_lines: bool = False) -> AsyncIterator[list[Sequence[str | None]]]:
+    """Every matching entry, newest first, `chunk` rows at a time from a server-side
+    cursor, so memory stays flat however many there are: as text cells in the order of
+    CSV_COLUMNS, or as one JSON text each. Needs `tx` open throughout."""
+    sql, params = select_sql(where, columns=JSON_COLUMNS if json_lines else CSV_COLUMNS)
+    cursor = await tx.conn.cursor(sql, *params)
+    while rows := await cursor.fetch(chunk):
+        yield rows  # records of text cells: sequences, as the encoders take them
+
+
+# The words of a search as the trigger splits entries into them (one definition, in SQL),
+# each with how often it occurs in the chain, counted up to a bound so that a common
+# word costs no more than a rare one.
+SEARCH_TERMS = """
+    select w.term, (select count(*) from (
+                        select from audit_log_terms t
+                        where t.term = w.term and ($2::uuid is null or t.chain_id = $2)
+                        limit 1000) s) as seen
+    from unnest(audit_search_terms($1)) w(term)
+    order by seen, length(w.term) desc, w.term
+"""
+
+
+async def search_terms(tx: Tx, text: str, org_id: UUID | None) -> tuple[tuple[str, ...], bool]:
+    """The words of `text`, rarest first, and whether every one of them occurs at all
+    (if one does not, nothing can match)."""
+    rows = await tx.fetch(SEARCH_TERMS, text, org_id)
+    return tuple(r["term"] for r in rows), all(r["seen"] for r in rows)
