@@ -26,7 +26,7 @@ from archomata.db import Tx, org_tx, platform_tx
 from archomata.errors import ValidationFailed
 from archomata.guards import require_permission, require_platform_admin
 from archomata.openapi import doc
-from archomata.pagination import Page, listing, page_of
+from archomata.pagination import Page, PageQuerySchema, listing, page_of
 from archomata.permissions import Permission
 from archomata.store import audit_logs
 from archomata.store.audit_logs import AuditEntry, AuditFilter
@@ -67,6 +67,14 @@ class AuditLogQuerySchema(Schema):
 
 class AdminAuditLogQuerySchema(AuditLogQuerySchema):
     org_id = fields.UUID()
+
+
+class AuditLogPageSchema(PageQuerySchema, AuditLogQuerySchema):
+    """The list's query as documented: page_of takes limit and cursor itself."""
+
+
+class AdminAuditLogPageSchema(PageQuerySchema, AdminAuditLogQuerySchema):
+    """The platform list's query as documented."""
 
 
 class ExportQuerySchema(AuditLogQuerySchema):
@@ -127,7 +135,7 @@ def _listing(found: list[AuditEntry], page: Page) -> web.Response:
 
 @routes.get("/api/v1/audit-logs")
 @require_permission(Permission.AUDIT_LOGS_READ)
-@doc("The org's audit log, newest first", query=AuditLogQuerySchema,
+@doc("The org's audit log, newest first", query=AuditLogPageSchema,
      response=AuditEntryListSchema)
 async def list_audit_logs(request: web.Request) -> web.Response:
     page, query = page_of(request, AuditLogQuerySchema())
@@ -139,7 +147,7 @@ async def list_audit_logs(request: web.Request) -> web.Response:
 @routes.get("/api/v1/admin/audit-logs")
 @require_platform_admin
 @doc("Every org's audit log, and entries without an org, newest first",
-     query=AdminAuditLogQuerySchema, response=AuditEntryListSchema)
+     query=AdminAuditLogPageSchema, response=AuditEntryListSchema)
 async def list_all_audit_logs(request: web.Request) -> web.Response:
     page, query = page_of(request, AdminAuditLogQuerySchema())
     async with platform_tx(request) as tx:
