@@ -31,6 +31,7 @@ class AuditAction(StrEnum):
     AGENT_DELETED = "agent.deleted"
     AGENT_KEY_ROTATED = "agent.key_rotated"
     AUDIT_EXPORTED = "audit.exported"
+    AUTH_EMAIL_VERIFICATION_SENT = "auth.email.verification_sent"
     AUTH_EMAIL_VERIFIED = "auth.email.verified"
     AUTH_LOGIN_FAILED = "auth.login.failed"
     AUTH_LOGIN_SUCCEEDED = "auth.login.succeeded"

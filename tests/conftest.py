@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import secrets
 import shutil
 import tempfile
@@ -35,9 +36,12 @@ from archomata.devservers import (
     new_password,
 )
 from archomata.migrations import migrate
+from tests import secret_scan
 
 RUNTIME_PASSWORD = new_password()
 OWNER_PASSWORD = new_password()
+DATABASES: list[DatabaseUrls] = []  # every test database, for the secret scan at the end
+secret_scan.remember(RUNTIME_PASSWORD, OWNER_PASSWORD)
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +55,33 @@ def workdir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def postgres(workdir: Path) -> Iterator[PostgresServer]:
     server = PostgresServer(workdir / "postgres", free_port(), new_password(), durable=False)
+    secret_scan.remember(server.superuser_password)
     server.start()
     yield server
-    server.stop()
+    try:
+        for urls in DATABASES:
+            found = secret_scan.leaked(asyncio.run(secret_scan.audit_log_words(urls.owner)))
+            assert not found, secret_scan.describe(f"audit_log of {urls.owner.rsplit('/', 1)[1]}",
+                                                   found)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def log_secret_scan() -> Iterator[None]:
+    """Every log line of the run, as the service formats it, holds no secret."""
+    handler = secret_scan.LogWords()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO))  # the access log and audit-adjacent lines
+    yield
+    root.removeHandler(handler)
+    root.setLevel(level)
+    found = secret_scan.leaked(handler.seen)
+    assert not found, secret_scan.describe("log lines", found)
+
+
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +95,8 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
 async def make_database(postgres: PostgresServer, name: str, *,
                         migrated: bool = True) -> DatabaseUrls:
     urls = await create_database(postgres, name, OWNER_PASSWORD, RUNTIME_PASSWORD)
+    if urls not in DATABASES:
+        DATABASES.append(urls)
     if migrated:
         await migrate(urls.owner, urls.runtime)
     return urls
@@ -124,7 +154,10 @@ def environ_for(database: DatabaseUrls, redis_url: str, smtp_port: int) -> dict[
 @pytest.fixture(scope="session")
 def environ(database: DatabaseUrls, redis_server: RedisServer,
             mail_sink: MailSink) -> dict[str, str]:
-    return environ_for(database, redis_server.url, mail_sink.port)
+    environ = environ_for(database, redis_server.url, mail_sink.port)
+    secret_scan.remember(environ["ARCHOMATA_DATA_KEY"], *(
+        kid_secret.split(":", 1)[1] for kid_secret in environ["ARCHOMATA_JWT_SECRETS"].split(",")))
+    return environ
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ from http.cookies import SimpleCookie
 from typing import Any
 from uuid import UUID
 
+from tests.secret_scan import remember
+
 FRONTEND = "http://localhost:5173"
 TOKEN_IN_LINK = re.compile(r"\?token=([A-Za-z0-9_.\-%]+)")
 
@@ -18,7 +20,9 @@ def unique_email(prefix: str = "user") -> str:
 
 
 def strong_password() -> str:
-    return "pw-" + secrets.token_urlsafe(18)
+    password = "pw-" + secrets.token_urlsafe(18)
+    remember(password)
+    return password
 
 
 def token_from_mail(mail_sink: Any, email: str, subject_word: str) -> str:
@@ -27,6 +31,7 @@ def token_from_mail(mail_sink: Any, email: str, subject_word: str) -> str:
     body = mails[-1].get_payload(decode=True).decode()
     match = TOKEN_IN_LINK.search(body)
     assert match, body
+    remember(match.group(1))
     return match.group(1)
 
 
@@ -74,6 +79,7 @@ async def register(client: Any, mail_sink: Any, *, verify: bool = True,
                    org_name: str = "Acme Trading") -> tuple[str, str, dict[str, Any]]:
     email = email or unique_email()
     password = password or strong_password()
+    remember(password)
     response = await client.post("/api/v1/auth/register", json={
         "email": email, "password": password, "name": "Test Person", "org_name": org_name})
     assert response.status == 201, await response.text()
@@ -93,6 +99,7 @@ async def login(client: Any, email: str, password: str, org_id: UUID | None = No
     response = await client.post("/api/v1/auth/login", json=body, headers=headers)
     assert response.status == 200, await response.text()
     data = await response.json()
+    remember(data["access_token"], refresh_cookie_of(response))
     org = data["org"]
     return Session(email, password, UUID(data["user"]["id"]),
                    UUID(org["id"]) if org else None, data["access_token"],
