@@ -3,6 +3,12 @@ caller's transaction, so an entry exists exactly when its change committed.
 
 Actor, IP, user agent and request id come from the request. `details` must never hold a
 secret: keys that name one are replaced by "[redacted]" as a last line of defence.
+
+The database appends each entry to its org's hash chain as it is inserted (a trigger,
+sql/004_audit_chain.sql): it takes the chain's next seq, links the previous entry's hash
+and stamps `occurred_at`, holding the org's chain head until the transaction ends, so
+record() late in a transaction keeps that wait short. `archomata audit verify` checks
+the chains (archomata/audit_chain.py).
 """
 
 from __future__ import annotations
