@@ -110,6 +110,8 @@ async def resend_verification(request: web.Request) -> web.Response:
             await mail_tokens.retire_all(tx, user.id, Purpose.VERIFY_EMAIL)
             token = await mail_tokens.issue(tx, user.id, Purpose.VERIFY_EMAIL,
                                             app[keys.CONFIG].mail_token_ttl_seconds)
+            await audit.record(tx, request, AuditAction.AUTH_EMAIL_VERIFICATION_SENT,
+                               resource_type="user", resource_id=user.id, actor_id=user.id)
     if user is not None and token is not None:
         _later(app[keys.MAILER].send_verification(user.email, token))
     return json_response({"status": "accepted"}, status=202)

@@ -10,13 +10,18 @@ from aiohttp.typedefs import Handler
 from archomata import keys
 from archomata.errors import GatewayTimeout
 
-LONG_POLL_PREFIX = "/api/v1/bridge/commands"
+LONG_POLL_PATH = "/api/v1/bridge/commands"
+# Streamed exports run as long as the data lasts; their pace is bounded by the client
+# reading, and the connection's own limits cut a stalled one.
+UNTIMED_PATHS = frozenset({"/api/v1/audit-logs/export"})
 
 
-def timeout_for(request: web.Request) -> float:
+def timeout_for(request: web.Request) -> float | None:
     config = request.app[keys.CONFIG]
-    if request.path == LONG_POLL_PREFIX:
+    if request.path == LONG_POLL_PATH:
         return config.long_poll_timeout_seconds
+    if request.path in UNTIMED_PATHS:
+        return None
     return config.request_timeout_seconds
 
 
