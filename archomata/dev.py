@@ -76,6 +76,9 @@ class _PrintingMailHandler:
 def _start_mail_sink(port: int) -> Any:
     from aiosmtpd.controller import Controller
 
+    import logging
+
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's chatter per probe
     controller = Controller(_PrintingMailHandler(), hostname="127.0.0.1", port=port)
     controller.start()
     return controller
