@@ -1,4 +1,4 @@
-"""The `archomata` command line: serve, migrate, create-admin, dev."""
+"""The `archomata` command line: serve, migrate, create-admin, rotate-data-key, dev."""
 
 from __future__ import annotations
 
@@ -120,6 +120,39 @@ def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         sub.add_argument("--org", type=chain_arg, help="one org's chain (`none`: no org)")
 
 
+def rotate_data_key() -> int:
+    """Re-encrypts stored secrets under ARCHOMATA_DATA_KEY; the key(s) they were sealed
+    with must be in ARCHOMATA_DATA_KEY_PREVIOUS. Exit 1 when some secret did not open."""
+    from archomata.credentials import Rotation, rotate_all
+    from archomata.db import create_pool
+    from archomata.security.crypto import DataKeys, UnknownKeyError
+
+    config = load_config()
+    data_keys = DataKeys(config.data_key.reveal(),
+                         [k.reveal() for k in config.data_key_previous])
+
+    async def run() -> Rotation:
+        pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=1)
+        try:
+            return await rotate_all(pool, data_keys)
+        finally:
+            await pool.close()
+
+    try:
+        done = asyncio.run(run())
+    except UnknownKeyError as exc:
+        raise ConfigError(f"a stored secret is {exc}: put that key in "
+                          "ARCHOMATA_DATA_KEY_PREVIOUS; nothing was changed") from None
+    print(f"data key {data_keys.current_id}: {done.resealed} of {done.stored} stored secrets "
+          "re-encrypted")
+    if done.unreadable:
+        print(f"archomata: {len(done.unreadable)} stored secrets do not open under their key "
+              "(tampered with, or copied from another account) and were left as they are: "
+              f"accounts {', '.join(map(str, done.unreadable))}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="archomata", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -128,6 +161,8 @@ def parser() -> argparse.ArgumentParser:
     admin = commands.add_parser("create-admin", help="create or promote a platform administrator")
     admin.add_argument("--email", required=True)
     _audit_parser(commands)
+    commands.add_parser("rotate-data-key", help="re-encrypt stored secrets under "
+                        "ARCHOMATA_DATA_KEY (old keys in ARCHOMATA_DATA_KEY_PREVIOUS)")
     dev = commands.add_parser("dev", help="local PostgreSQL + Redis + mail sink, then serve")
     dev.add_argument("--data-dir", default=os.environ.get("ARCHOMATA_DEV_DIR", ".local"))
     return root
@@ -145,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             create_admin(args.email)
         elif args.command == "audit":
             return audit(args)
+        elif args.command == "rotate-data-key":
+            return rotate_data_key()
         elif args.command == "dev":
             from archomata.dev import run_dev
 

@@ -10,10 +10,26 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from archomata import db, keys, migrations
+from archomata.broadcast import Broadcast
 from archomata.config import Config
 from archomata.cors import setup_cors
 from archomata.guards import unguarded_api_routes
-from archomata.handlers import admin, audit_logs, auth, groups, health, invitations, me, org, roles
+from archomata.handlers import (
+    accounts,
+    admin,
+    agents,
+    audit_logs,
+    auth,
+    bridge,
+    groups,
+    health,
+    invitations,
+    me,
+    orders,
+    org,
+    roles,
+    strategies,
+)
 from archomata.mail import Mailer
 from archomata.metrics import Metrics, metrics_middleware
 from archomata.middlewares.access_log import access_log_middleware
@@ -30,7 +46,9 @@ from archomata.middlewares.security_headers import (
 )
 from archomata.middlewares.timeout import timeout_middleware
 from archomata.openapi import build_spec
+from archomata.security.api_keys import ApiKeyAuthenticator
 from archomata.security.authenticator import Authenticator
+from archomata.security.crypto import DataKeys
 from archomata.security.passwords import PasswordHasher
 from archomata.security.ratelimit import LoginThrottle, RateLimiter
 from archomata.security.revocation import Revocation
@@ -41,6 +59,7 @@ log = logging.getLogger(__name__)
 ROUTE_MODULES: tuple[ModuleType, ...] = (
     health, auth, invitations, me, admin, org, roles, groups,
     audit_logs,
+    agents, accounts, orders, strategies, bridge,
 )
 
 
@@ -98,6 +117,22 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def _bridge(app: web.Application) -> AsyncIterator[None]:
+    """Secrets at rest, agent API keys, and this instance's pub/sub listener."""
+    config, redis = app[keys.CONFIG], app[keys.REDIS]
+    app[keys.DATA_KEYS] = DataKeys(config.data_key.reveal(),
+                                   [k.reveal() for k in config.data_key_previous])
+    api_keys = ApiKeyAuthenticator(redis, app[keys.DB_POOL], app[keys.PASSWORDS],
+                                   app[keys.REVOCATION])
+    broadcast = Broadcast(redis, config.redis_url.reveal(),
+                          on_key_revoked=api_keys.cache.drop_key_id)
+    app[keys.API_KEYS] = api_keys
+    app[keys.BROADCAST] = broadcast
+    broadcast.start()
+    yield
+    await broadcast.stop()
+
+
 def create_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=[
@@ -119,6 +154,7 @@ def create_app(config: Config) -> web.Application:
     app[keys.METRICS] = Metrics(app)
     app[keys.EXPECTED_SCHEMA_VERSION] = migrations.expected_version()
     app.cleanup_ctx.extend([_database, _redis, _security, _rate_limits])
+    app.cleanup_ctx.append(_bridge)
     app.on_response_prepare.append(on_response_prepare)  # security headers on streams
     for module in ROUTE_MODULES:
         app.router.add_routes(module.routes)

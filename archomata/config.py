@@ -121,6 +121,8 @@ class Config:
     db_pool_min: int = 2
     db_pool_max: int = 10
     bcrypt_threads: int = field(default_factory=lambda: default_bcrypt_threads())
+    # Older data keys that still open stored secrets while `rotate-data-key` runs.
+    data_key_previous: tuple[Secret[bytes], ...] = ()
     refresh_cookie_samesite: SameSite = SameSite.STRICT
     header_timeout_seconds: float = 10.0
     keepalive_timeout_seconds: float = 75.0
@@ -234,13 +236,22 @@ def _data_key(reader: _Reader) -> Secret[bytes]:
     text = reader.raw("DATA_KEY")
     if text is None:
         raise ConfigError(f"{PREFIX}DATA_KEY is required (base64 of {DATA_KEY_BYTES} bytes)")
+    return _decode_data_key("DATA_KEY", text)
+
+
+def _decode_data_key(name: str, text: str) -> Secret[bytes]:
     try:
         key = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise ConfigError(f"{PREFIX}DATA_KEY must be base64") from None
+        raise ConfigError(f"{PREFIX}{name} must be base64") from None
     if len(key) != DATA_KEY_BYTES:
-        raise ConfigError(f"{PREFIX}DATA_KEY must decode to exactly {DATA_KEY_BYTES} bytes")
+        raise ConfigError(f"{PREFIX}{name} must decode to exactly {DATA_KEY_BYTES} bytes")
     return Secret(key)
+
+
+def _previous_data_keys(reader: _Reader) -> tuple[Secret[bytes], ...]:
+    return tuple(_decode_data_key("DATA_KEY_PREVIOUS", text)
+                 for text in reader.list("DATA_KEY_PREVIOUS"))
 
 
 def _rate_limit(reader: _Reader, name: str, default: str) -> RateLimit:
@@ -349,6 +360,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         db_pool_min=reader.int("DB_POOL_MIN", 2, 0, 100),
         db_pool_max=reader.int("DB_POOL_MAX", 10, 1, 500),
         bcrypt_threads=reader.int("BCRYPT_THREADS", default_bcrypt_threads(), 1, 64),
+        data_key_previous=_previous_data_keys(reader),
         refresh_cookie_samesite=_samesite(reader),
         header_timeout_seconds=reader.int("HEADER_TIMEOUT_SECONDS", 10, 1, 300),
         keepalive_timeout_seconds=reader.int("KEEPALIVE_TIMEOUT_SECONDS", 75, 1, 3600),

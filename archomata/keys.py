@@ -11,9 +11,12 @@ from redis.asyncio import Redis
 from archomata.config import Config
 
 if TYPE_CHECKING:
+    from archomata.broadcast import Broadcast
     from archomata.mail import Mailer
     from archomata.metrics import Metrics
+    from archomata.security.api_keys import ApiKeyAuthenticator
     from archomata.security.authenticator import Authenticator
+    from archomata.security.crypto import DataKeys
     from archomata.security.passwords import PasswordHasher
     from archomata.security.principal import Principal
     from archomata.security.ratelimit import LoginThrottle, RateDecision, RateLimiter
@@ -31,6 +34,9 @@ SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 REVOCATION: web.AppKey[Revocation] = web.AppKey("revocation")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 MAILER: web.AppKey[Mailer] = web.AppKey("mailer")
+API_KEYS: web.AppKey[ApiKeyAuthenticator] = web.AppKey("api_keys")
+DATA_KEYS: web.AppKey[DataKeys] = web.AppKey("data_keys")
+BROADCAST: web.AppKey[Broadcast] = web.AppKey("broadcast")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 LOGIN_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle")
 

@@ -70,7 +70,9 @@ def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
 
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)  # money and volumes are decimal strings, never floats
+        # Money and volumes are decimal strings, never floats; "f" because str() writes
+        # a zero with many places as "0E-8", which is no decimal string.
+        return format(value, "f")
     if isinstance(value, UUID):
         return str(value)  # asyncpg's UUID subclass, which orjson does not know
     if isinstance(value, set | frozenset):

@@ -142,3 +142,32 @@ async def member_with_roles(client: Any, mail_sink: Any, owner_conn: Any, org_id
         "insert into member_roles (org_id, user_id, role_id) "
         "select $1, $2, id from roles where name = any($3::text[])", org_id, user_id, role_names)
     return await login(client, email, password, org_id=org_id)
+
+
+async def agent_with_key(client: Any, session: Session,
+                         name: str = "Terminal") -> tuple[dict[str, Any], str]:
+    """A new agent of the session's org and its API key."""
+    response = await client.post("/api/v1/agents", json={"name": name}, headers=session.auth)
+    assert response.status == 201, await response.text()
+    body = await response.json()
+    return body["agent"], body["api_key"]
+
+
+def agent_auth(api_key: str) -> dict[str, str]:
+    return {"X-API-Key": api_key}
+
+
+async def trading_account(client: Any, session: Session, *, agent_id: str | None = None,
+                          login: int | None = None, password: str | None = None,
+                          **fields: Any) -> dict[str, Any]:
+    """A new MT5 account of the session's org, assigned to `agent_id` when given."""
+    body: dict[str, Any] = {"name": "Main", "broker": "Broker Ltd", "server": "Broker-Demo",
+                            "login": login or secrets.randbelow(10**9) + 1,
+                            "environment": "demo", **fields}
+    if agent_id is not None:
+        body["agent_id"] = agent_id
+    if password is not None:
+        body["credentials"] = {"password": password}
+    response = await client.post("/api/v1/accounts", json=body, headers=session.auth)
+    assert response.status == 201, await response.text()
+    return await response.json()

@@ -27,12 +27,15 @@ from archomata.config import Config
 from tests.factories import (
     FRONTEND,
     Session,
+    agent_auth,
+    agent_with_key,
     login,
     member_with_roles,
     platform_admin,
     register,
     signed_up,
     strong_password,
+    trading_account,
     unique_email,
     wait_for_mail,
 )
@@ -45,6 +48,12 @@ EXEMPT: dict[str, str] = {
     # every 15 minutes and nobody's access changes. What matters there, a replayed token,
     # writes auth.refresh.reuse_detected (tests/handlers/test_auth.py).
     "POST /api/v1/auth/refresh": "rotation is not an event; reuse is audited",
+    # What a terminal reports, seconds apart, is telemetry, not a change anyone made: an
+    # entry per push would drown the log. What agents do is audited: credentials fetched,
+    # orders executed or rejected.
+    "POST /api/v1/bridge/heartbeat": "telemetry: last seen and version",
+    "PUT /api/v1/bridge/accounts/{login}/state": "telemetry: balances and open positions",
+    "POST /api/v1/bridge/accounts/{login}/deals": "telemetry: the broker's deal history",
 }
 
 
@@ -369,6 +378,171 @@ async def _group_roles(w: World) -> Case:
     path = f"/api/v1/groups/{group}/roles"
     return Case(Call("PUT", path, {"role_ids": [await w.role_id(admin, "Viewer")]}, admin.auth),
                 group, Call("PUT", path, {"role_ids": [random_id()]}, admin.auth),
+                admin.org_id)
+
+
+# --- trading -------------------------------------------------------------------------
+
+MARKET_ORDER = {"symbol": "EURUSD", "side": "buy", "type": "market", "volume": "0.10"}
+LIMITS = {"trading_enabled": True, "max_order_volume": "5", "max_open_positions": None,
+          "max_daily_loss": None}
+
+
+async def _desk(w: World) -> tuple[Session, dict[str, Any], str]:
+    """An org administrator, an account assigned to an agent, and the agent's key."""
+    admin = await w.admin()
+    agent, key = await agent_with_key(w.client, admin)
+    return admin, await trading_account(w.client, admin, agent_id=agent["id"]), key
+
+
+async def _order(w: World, admin: Session, account: dict[str, Any]) -> str:
+    response = await send(w.client, Call("POST", f"/api/v1/accounts/{account['id']}/orders",
+                                         MARKET_ORDER, admin.auth))
+    assert response.status == 201, await response.text()
+    return (await response.json())["id"]
+
+
+@sample("POST /api/v1/agents", AuditAction.AGENT_CREATED, "agent")
+async def _create_agent(w: World) -> Case:
+    admin = await w.admin()
+    return Case(Call("POST", "/api/v1/agents", {"name": "Terminal"}, admin.auth),
+                lambda r: r["agent"]["id"],
+                Call("POST", "/api/v1/agents", {"name": ""}, admin.auth), admin.org_id)
+
+
+@sample("POST /api/v1/agents/{agent_id}/rotate-key", AuditAction.AGENT_KEY_ROTATED, "agent")
+async def _rotate_key(w: World) -> Case:
+    admin = await w.admin()
+    agent, _ = await agent_with_key(w.client, admin)
+    return Case(Call("POST", f"/api/v1/agents/{agent['id']}/rotate-key", headers=admin.auth),
+                agent["id"], Call("POST", f"/api/v1/agents/{random_id()}/rotate-key",
+                                  headers=admin.auth), admin.org_id)
+
+
+@sample("DELETE /api/v1/agents/{agent_id}", AuditAction.AGENT_DELETED, "agent")
+async def _delete_agent(w: World) -> Case:
+    admin = await w.admin()
+    agent, _ = await agent_with_key(w.client, admin)
+    return Case(Call("DELETE", f"/api/v1/agents/{agent['id']}", headers=admin.auth),
+                agent["id"], Call("DELETE", f"/api/v1/agents/{random_id()}",
+                                  headers=admin.auth), admin.org_id)
+
+
+@sample("POST /api/v1/accounts", AuditAction.ACCOUNT_CREATED, "account")
+async def _create_account(w: World) -> Case:
+    admin = await w.admin()
+    body = {"name": "Main", "broker": "B", "server": "S", "login": 4711, "environment": "demo",
+            "credentials": {"password": "broker-pw-123"}}
+    return Case(Call("POST", "/api/v1/accounts", body, admin.auth), lambda r: r["id"],
+                Call("POST", "/api/v1/accounts", {**body, "login": "4711"}, admin.auth),
+                admin.org_id)
+
+
+@sample("PATCH /api/v1/accounts/{account_id}", AuditAction.ACCOUNT_UPDATED, "account")
+async def _update_account(w: World) -> Case:
+    admin = await w.admin()
+    account = await trading_account(w.client, admin)
+    path = f"/api/v1/accounts/{account['id']}"
+    return Case(Call("PATCH", path, {"name": "Renamed"}, admin.auth), account["id"],
+                Call("PATCH", path, {}, admin.auth), admin.org_id)
+
+
+@sample("DELETE /api/v1/accounts/{account_id}", AuditAction.ACCOUNT_DELETED, "account")
+async def _delete_account(w: World) -> Case:
+    admin = await w.admin()
+    account = await trading_account(w.client, admin)
+    return Case(Call("DELETE", f"/api/v1/accounts/{account['id']}", headers=admin.auth),
+                account["id"], Call("DELETE", f"/api/v1/accounts/{random_id()}",
+                                    headers=admin.auth), admin.org_id)
+
+
+@sample("PUT /api/v1/accounts/{account_id}/risk-limits", AuditAction.RISK_LIMITS_UPDATED,
+        "account")
+async def _risk_limits(w: World) -> Case:
+    admin = await w.admin()
+    account = await trading_account(w.client, admin)
+    path = f"/api/v1/accounts/{account['id']}/risk-limits"
+    return Case(Call("PUT", path, LIMITS, admin.auth), account["id"],
+                Call("PUT", path, {"trading_enabled": False}, admin.auth), admin.org_id)
+
+
+@sample("POST /api/v1/accounts/{account_id}/orders", AuditAction.ORDER_CREATED, "order")
+async def _place_order(w: World) -> Case:
+    admin, account, _ = await _desk(w)
+    path = f"/api/v1/accounts/{account['id']}/orders"
+    return Case(Call("POST", path, MARKET_ORDER, admin.auth), lambda r: r["id"],
+                Call("POST", path, {**MARKET_ORDER, "volume": 0.1}, admin.auth), admin.org_id)
+
+
+@sample("POST /api/v1/accounts/{account_id}/positions/{ticket}/close",
+        AuditAction.ORDER_CREATED, "order")
+async def _close_position(w: World) -> Case:
+    admin, account, key = await _desk(w)
+    state = {"balance": "1", "equity": "1", "margin": "0", "free_margin": "1",
+             "currency": "USD", "positions": [{
+                 "ticket": 31, "symbol": "EURUSD", "side": "buy", "volume": "0.10",
+                 "open_price": "1.1", "opened_at": "2026-11-28T09:30:00Z"}]}
+    pushed = await send(w.client, Call("PUT", f"/api/v1/bridge/accounts/{account['login']}/state",
+                                       state, agent_auth(key)))
+    assert pushed.status == 204, await pushed.text()
+    path = f"/api/v1/accounts/{account['id']}/positions"
+    return Case(Call("POST", f"{path}/31/close", headers=admin.auth), lambda r: r["id"],
+                Call("POST", f"{path}/32/close", headers=admin.auth), admin.org_id)
+
+
+@sample("POST /api/v1/orders/{order_id}/cancel", AuditAction.ORDER_CANCELLED, "order")
+async def _cancel_order(w: World) -> Case:
+    admin, account, _ = await _desk(w)
+    order_id = await _order(w, admin, account)
+    return Case(Call("POST", f"/api/v1/orders/{order_id}/cancel", headers=admin.auth), order_id,
+                Call("POST", f"/api/v1/orders/{random_id()}/cancel", headers=admin.auth),
+                admin.org_id)
+
+
+@sample("POST /api/v1/bridge/commands/{command_id}/result", AuditAction.ORDER_EXECUTED,
+        "order")
+async def _command_result(w: World) -> Case:
+    admin, account, key = await _desk(w)
+    order_id = await _order(w, admin, account)
+    polled = await w.client.get("/api/v1/bridge/commands", headers=agent_auth(key))
+    command = (await polled.json())["commands"][0]
+    path = "/api/v1/bridge/commands/{}/result"
+    return Case(Call("POST", path.format(command["id"]), {"status": "filled"}, agent_auth(key)),
+                order_id, Call("POST", path.format(random_id()), {"status": "filled"},
+                               agent_auth(key)), admin.org_id)
+
+
+@sample("POST /api/v1/strategies", AuditAction.STRATEGY_CREATED, "strategy")
+async def _create_strategy(w: World) -> Case:
+    admin = await w.admin()
+    return Case(Call("POST", "/api/v1/strategies", {"name": "Trend"}, admin.auth),
+                lambda r: r["id"],
+                Call("POST", "/api/v1/strategies", {"name": "Trend", "parameters": []},
+                     admin.auth), admin.org_id)
+
+
+async def _strategy(w: World, admin: Session) -> str:
+    response = await send(w.client, Call("POST", "/api/v1/strategies",
+                                         {"name": f"S {uuid4().hex[:6]}"}, admin.auth))
+    assert response.status == 201, await response.text()
+    return (await response.json())["id"]
+
+
+@sample("PATCH /api/v1/strategies/{strategy_id}", AuditAction.STRATEGY_UPDATED, "strategy")
+async def _update_strategy(w: World) -> Case:
+    admin = await w.admin()
+    strategy = await _strategy(w, admin)
+    path = f"/api/v1/strategies/{strategy}"
+    return Case(Call("PATCH", path, {"enabled": True}, admin.auth), strategy,
+                Call("PATCH", path, {}, admin.auth), admin.org_id)
+
+
+@sample("DELETE /api/v1/strategies/{strategy_id}", AuditAction.STRATEGY_DELETED, "strategy")
+async def _delete_strategy(w: World) -> Case:
+    admin = await w.admin()
+    strategy = await _strategy(w, admin)
+    return Case(Call("DELETE", f"/api/v1/strategies/{strategy}", headers=admin.auth), strategy,
+                Call("DELETE", f"/api/v1/strategies/{random_id()}", headers=admin.auth),
                 admin.org_id)
 
 

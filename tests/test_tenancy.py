@@ -10,7 +10,13 @@ from uuid import UUID
 
 import jwt
 
-from tests.factories import member_with_roles, signed_up
+from tests.factories import (
+    agent_auth,
+    agent_with_key,
+    member_with_roles,
+    signed_up,
+    trading_account,
+)
 from tests.test_guards import api_routes
 
 # Valid bodies, so that a 404 cannot hide behind a 422.
@@ -20,6 +26,13 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/groups/{group_id}"): {"name": "Taken over"},
     ("PUT", "/api/v1/groups/{group_id}/members"): {"user_ids": []},
     ("PUT", "/api/v1/groups/{group_id}/roles"): {"role_ids": []},
+    ("PATCH", "/api/v1/accounts/{account_id}"): {"name": "Taken over"},
+    ("PUT", "/api/v1/accounts/{account_id}/risk-limits"): {
+        "trading_enabled": False, "max_order_volume": None, "max_open_positions": None,
+        "max_daily_loss": None},
+    ("POST", "/api/v1/accounts/{account_id}/orders"): {
+        "symbol": "EURUSD", "side": "buy", "type": "market", "volume": "1"},
+    ("PATCH", "/api/v1/strategies/{strategy_id}"): {"enabled": True},
 }
 # Platform routes are cross-org by design: they are for platform administrators only.
 PLATFORM_PREFIX = "/api/v1/admin/"
@@ -30,7 +43,11 @@ SNAPSHOT = """
             where r.org_id = $1),
            (select json_agg(g order by g.id) from groups g where g.org_id = $1),
            (select json_agg(gm order by gm.user_id) from group_members gm where gm.org_id = $1),
-           (select json_agg(gr order by gr.role_id) from group_roles gr where gr.org_id = $1)
+           (select json_agg(gr order by gr.role_id) from group_roles gr where gr.org_id = $1),
+           (select json_agg(a order by a.id) from agents a where a.org_id = $1),
+           (select json_agg(a order by a.id) from accounts a where a.org_id = $1),
+           (select json_agg(o order by o.id) from orders o where o.org_id = $1),
+           (select json_agg(s order by s.id) from strategies s where s.org_id = $1)
 """
 
 
@@ -43,7 +60,27 @@ async def org_b(client: Any, mail_sink: Any, owner_conn: Any) -> tuple[Any, dict
     await client.put(f"/api/v1/groups/{group['id']}/members", headers=admin.auth,
                      json={"user_ids": [str(member.user_id)]})
     sid = jwt.decode(member.access, options={"verify_signature": False})["sid"]
-    return admin, {"user_id": str(member.user_id), "group_id": group["id"], "session_id": sid}
+    return admin, {"user_id": str(member.user_id), "group_id": group["id"], "session_id": sid,
+                   **await trading_of(client, admin)}
+
+
+async def trading_of(client: Any, admin: Any) -> dict[str, str]:
+    """An agent, an account with an open position, an order and a strategy of the org."""
+    agent, key = await agent_with_key(client, admin)
+    account = await trading_account(client, admin, agent_id=agent["id"])
+    await client.put(f"/api/v1/bridge/accounts/{account['login']}/state", headers=agent_auth(key),
+                     json={"balance": "1", "equity": "1", "margin": "0", "free_margin": "1",
+                           "currency": "USD", "positions": [{
+                               "ticket": 41, "symbol": "EURUSD", "side": "buy",
+                               "volume": "1", "open_price": "1.1",
+                               "opened_at": "2026-11-28T09:30:00Z"}]})
+    order = await (await client.post(f"/api/v1/accounts/{account['id']}/orders",
+                                     headers=admin.auth, json=BODIES[
+                                         ("POST", "/api/v1/accounts/{account_id}/orders")])).json()
+    strategy = await (await client.post("/api/v1/strategies", headers=admin.auth,
+                                        json={"name": "B strategy"})).json()
+    return {"agent_id": agent["id"], "account_id": account["id"], "ticket": "41",
+            "order_id": order["id"], "strategy_id": strategy["id"]}
 
 
 class TestCrossTenant:

@@ -1,4 +1,5 @@
-"""Authentication: turns a bearer token into a Principal, checking revocation on the way.
+"""Authentication: turns a bearer token, or on the bridge an agent's `X-API-Key`, into a
+Principal, checking revocation on the way.
 
 It never decides access (the guard beside each handler does). A bad token on a public
 route is ignored rather than refused, so a client that always sends its (maybe expired)
@@ -15,6 +16,8 @@ from archomata.errors import ApiError, Unauthorized
 from archomata.guards import access_rule
 
 BEARER = "bearer"
+API_KEY_HEADER = "X-API-Key"
+BRIDGE_PREFIX = "/api/v1/bridge/"
 
 
 def _is_public(request: web.Request) -> bool:
@@ -33,6 +36,14 @@ async def authn_middleware(request: web.Request, handler: Handler) -> web.Stream
                 raise Unauthorized("Use `Authorization: Bearer <token>`.", code="token_invalid")
             request[keys.PRINCIPAL] = await request.app[keys.AUTHENTICATOR].principal(
                 request, token.strip())
+        except ApiError:
+            if not _is_public(request):
+                raise
+    api_key = request.headers.get(API_KEY_HEADER)
+    if header is None and api_key is not None and request.path.startswith(BRIDGE_PREFIX):
+        try:
+            request[keys.PRINCIPAL] = await request.app[keys.API_KEYS].principal(
+                request, api_key)
         except ApiError:
             if not _is_public(request):
                 raise

@@ -1,0 +1,220 @@
+"""/accounts: MT5 accounts, their positions and deals, and their risk limits.
+
+Credentials are write-only: sealed with AES-256-GCM before they reach SQL, answered only
+as `has_credentials`, and opened for nobody but the agent the account is assigned to.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from aiohttp import web
+
+from archomata import audit, credentials, keys
+from archomata.audit import AuditAction
+from archomata.db import Tx, org_tx
+from archomata.errors import Conflict, NotFound, ValidationFailed
+from archomata.guards import require_permission, require_write
+from archomata.handlers.params import after, caller, uuid_param
+from archomata.openapi import doc
+from archomata.pagination import listing, page_of
+from archomata.permissions import Permission
+from archomata.risk import RiskLimits
+from archomata.schemas.trading import (
+    AccountCreateSchema,
+    AccountListSchema,
+    AccountPatchSchema,
+    AccountSchema,
+    DealListSchema,
+    HistoryQuerySchema,
+    PositionListSchema,
+    RiskLimitsSchema,
+)
+from archomata.schemas.values import decimal_text
+from archomata.store import accounts, agents, market
+from archomata.web_json import json_response, load_body
+
+routes = web.RouteTableDef()
+
+
+async def _check_agent(tx: Tx, org_id: UUID, agent_id: UUID | None) -> None:
+    if agent_id is not None and not await agents.exists(tx, org_id, agent_id):
+        raise ValidationFailed("No such agent.", errors={"agent_id": ["No such agent."]})
+
+
+def _sealed(request: web.Request, account_id: UUID, secret: dict[str, Any] | None) -> bytes | None:
+    if secret is None:
+        return None
+    return credentials.seal(request.app[keys.DATA_KEYS], account_id, secret)
+
+
+def _login_taken() -> Conflict:
+    return Conflict("The agent already has an account with this login.", code="login_taken")
+
+
+def _limits_details(limits: RiskLimits) -> dict[str, Any]:
+    return {k: decimal_text(v) if isinstance(v, Decimal) else v
+            for k, v in asdict(limits).items()}
+
+
+async def _account_or_404(tx: Tx, org_id: UUID, account_id: UUID) -> accounts.Account:
+    account = await accounts.get(tx, org_id, account_id)
+    if account is None:
+        raise NotFound("No such account.")
+    return account
+
+
+@routes.get("/api/v1/accounts")
+@require_permission(Permission.ACCOUNTS_READ)
+@doc("The org's accounts, newest first", response=AccountListSchema)
+async def list_accounts(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    page, _ = page_of(request)
+    async with org_tx(request) as tx:
+        found = await accounts.list_page(tx, org_id, after(page), page.limit + 1)
+    return json_response(listing(found, len(found), page))
+
+
+@routes.get("/api/v1/accounts/{account_id}")
+@require_permission(Permission.ACCOUNTS_READ)
+@doc("One account", response=AccountSchema)
+async def get_account(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    async with org_tx(request) as tx:
+        account = await _account_or_404(tx, org_id, uuid_param(request, "account_id"))
+    return json_response(account)
+
+
+@routes.post("/api/v1/accounts")
+@require_permission(Permission.ACCOUNTS_CREATE)
+@require_write
+@doc("Add an account (trading enabled, no other risk limit)", request=AccountCreateSchema,
+     response=AccountSchema, status=201)
+async def create_account(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    body = await load_body(request, AccountCreateSchema())
+    account_id = uuid.uuid4()
+    body["credentials"] = _sealed(request, account_id, body["credentials"])
+    try:
+        async with org_tx(request) as tx:
+            await _check_agent(tx, org_id, body["agent_id"])
+            account = await accounts.insert(tx, account_id, org_id, body)
+            await audit.record(tx, request, AuditAction.ACCOUNT_CREATED,
+                               resource_type="account", resource_id=account.id,
+                               details={"name": account.name, "login": account.login,
+                                        "environment": account.environment,
+                                        "agent_id": account.agent_id and str(account.agent_id)})
+    except asyncpg.UniqueViolationError as exc:
+        raise _login_taken() from exc
+    return json_response(account, status=201)
+
+
+@routes.patch("/api/v1/accounts/{account_id}")
+@require_permission(Permission.ACCOUNTS_UPDATE)
+@require_write
+@doc("Change an account; `credentials: null` removes them", request=AccountPatchSchema,
+     response=AccountSchema)
+async def update_account(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    account_id = uuid_param(request, "account_id")
+    body = await load_body(request, AccountPatchSchema())
+    if not body:
+        raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
+    if "credentials" in body:
+        body["credentials"] = _sealed(request, account_id, body["credentials"])
+    try:
+        async with org_tx(request) as tx:
+            await _check_agent(tx, org_id, body.get("agent_id"))
+            account = await accounts.update(tx, org_id, account_id, body)
+            if account is None:
+                raise NotFound("No such account.")
+            await audit.record(tx, request, AuditAction.ACCOUNT_UPDATED,
+                               resource_type="account", resource_id=account_id,
+                               details={"fields": sorted(body)})
+    except asyncpg.UniqueViolationError as exc:
+        raise _login_taken() from exc
+    return json_response(account)
+
+
+@routes.delete("/api/v1/accounts/{account_id}")
+@require_permission(Permission.ACCOUNTS_DELETE)
+@require_write
+@doc("Delete an account (its orders and deals stay on record; pending orders are cancelled)",
+     status=204)
+async def delete_account(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    account_id = uuid_param(request, "account_id")
+    async with org_tx(request) as tx:
+        if not await accounts.soft_delete(tx, org_id, account_id):
+            raise NotFound("No such account.")
+        await audit.record(tx, request, AuditAction.ACCOUNT_DELETED, resource_type="account",
+                           resource_id=account_id)
+    return web.Response(status=204)
+
+
+@routes.get("/api/v1/accounts/{account_id}/positions")
+@require_permission(Permission.POSITIONS_READ)
+@doc("Open positions as the agent last reported them, newest first (`from`/`to` on "
+     "opened_at)", query=HistoryQuerySchema, response=PositionListSchema)
+async def list_positions(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    account_id = uuid_param(request, "account_id")
+    page, filters = page_of(request, HistoryQuerySchema())
+    async with org_tx(request) as tx:
+        await _account_or_404(tx, org_id, account_id)
+        found = await market.list_positions(tx, org_id, account_id, filters, after(page),
+                                            page.limit + 1)
+    return json_response(listing(found, len(found), page, key="opened_at"))
+
+
+@routes.get("/api/v1/accounts/{account_id}/deals")
+@require_permission(Permission.DEALS_READ)
+@doc("Deals, newest first (`from` inclusive, `to` exclusive, on executed_at)",
+     query=HistoryQuerySchema, response=DealListSchema)
+async def list_deals(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    account_id = uuid_param(request, "account_id")
+    page, filters = page_of(request, HistoryQuerySchema())
+    async with org_tx(request) as tx:
+        await _account_or_404(tx, org_id, account_id)
+        found = await market.list_deals(tx, org_id, account_id, filters, after(page),
+                                        page.limit + 1)
+    return json_response(listing(found, len(found), page, key="executed_at"))
+
+
+@routes.get("/api/v1/accounts/{account_id}/risk-limits")
+@require_permission(Permission.RISK_LIMITS_READ)
+@doc("The account's risk limits (null: no limit)", response=RiskLimitsSchema)
+async def get_risk_limits(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    async with org_tx(request) as tx:
+        limits = await accounts.get_limits(tx, org_id, uuid_param(request, "account_id"))
+    if limits is None:
+        raise NotFound("No such account.")
+    return json_response(limits)
+
+
+@routes.put("/api/v1/accounts/{account_id}/risk-limits")
+@require_permission(Permission.RISK_LIMITS_UPDATE)
+@require_write
+@doc("Set every risk limit of the account (null: no limit)", request=RiskLimitsSchema,
+     response=RiskLimitsSchema)
+async def put_risk_limits(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    account_id = uuid_param(request, "account_id")
+    wanted = RiskLimits(**await load_body(request, RiskLimitsSchema()))
+    async with org_tx(request) as tx:
+        before = await accounts.get_limits(tx, org_id, account_id)
+        limits = await accounts.set_limits(tx, org_id, account_id, wanted)
+        if before is None or limits is None:
+            raise NotFound("No such account.")
+        await audit.record(tx, request, AuditAction.RISK_LIMITS_UPDATED,
+                           resource_type="account", resource_id=account_id,
+                           details={"from": _limits_details(before),
+                                    "to": _limits_details(limits)})
+    return json_response(limits)

@@ -1,0 +1,111 @@
+"""/agents: MT5 bridge agents and their API keys (shown once, stored as bcrypt hashes)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from archomata import audit, keys
+from archomata.audit import AuditAction
+from archomata.db import org_tx
+from archomata.errors import NotFound
+from archomata.guards import require_permission, require_write
+from archomata.handlers.params import after, caller, uuid_param
+from archomata.openapi import doc
+from archomata.pagination import listing, page_of
+from archomata.permissions import Permission
+from archomata.schemas.trading import (
+    AgentCreatedSchema,
+    AgentCreateSchema,
+    AgentListSchema,
+    AgentSchema,
+    ApiKeySchema,
+)
+from archomata.security import api_keys
+from archomata.store import agents
+from archomata.web_json import json_response, load_body
+
+routes = web.RouteTableDef()
+
+
+async def _key_revoked(request: web.Request, key_id: str) -> None:
+    await request.app[keys.API_KEYS].revoke(key_id)
+    await request.app[keys.BROADCAST].key_revoked(key_id)
+
+
+@routes.get("/api/v1/agents")
+@require_permission(Permission.AGENTS_READ)
+@doc("The org's agents, newest first; `online` when seen within 60 s",
+     response=AgentListSchema)
+async def list_agents(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    page, _ = page_of(request)
+    async with org_tx(request) as tx:
+        found = await agents.list_page(tx, org_id, after(page), page.limit + 1)
+    return json_response(listing(found, len(found), page))
+
+
+@routes.get("/api/v1/agents/{agent_id}")
+@require_permission(Permission.AGENTS_READ)
+@doc("One agent", response=AgentSchema)
+async def get_agent(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    agent_id = uuid_param(request, "agent_id")
+    async with org_tx(request) as tx:
+        agent = await agents.get(tx, org_id, agent_id)
+    if agent is None:
+        raise NotFound("No such agent.")
+    return json_response(agent)
+
+
+@routes.post("/api/v1/agents")
+@require_permission(Permission.AGENTS_CREATE)
+@require_write
+@doc("Create an agent; its API key is in this answer and never again",
+     request=AgentCreateSchema, response=AgentCreatedSchema, status=201)
+async def create_agent(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    body = await load_body(request, AgentCreateSchema())
+    key_id, secret, api_key = api_keys.new_key()
+    key_hash = await request.app[keys.PASSWORDS].hash(secret)
+    async with org_tx(request) as tx:
+        agent = await agents.insert(tx, org_id, body["name"], key_id, key_hash)
+        await audit.record(tx, request, AuditAction.AGENT_CREATED, resource_type="agent",
+                           resource_id=agent.id, details={"name": agent.name})
+    return json_response({"agent": agent, "api_key": api_key}, status=201)
+
+
+@routes.post("/api/v1/agents/{agent_id}/rotate-key")
+@require_permission(Permission.AGENTS_UPDATE)
+@require_write
+@doc("Replace the agent's API key: the old one fails at once on every instance",
+     response=ApiKeySchema)
+async def rotate_agent_key(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    agent_id = uuid_param(request, "agent_id")
+    key_id, secret, api_key = api_keys.new_key()
+    key_hash = await request.app[keys.PASSWORDS].hash(secret)
+    async with org_tx(request) as tx:
+        rotated = await agents.rotate_key(tx, org_id, agent_id, key_id, key_hash)
+        if rotated is None:
+            raise NotFound("No such agent.")
+        await audit.record(tx, request, AuditAction.AGENT_KEY_ROTATED, resource_type="agent",
+                           resource_id=agent_id)
+    await _key_revoked(request, rotated[0])
+    return json_response({"api_key": api_key})
+
+
+@routes.delete("/api/v1/agents/{agent_id}")
+@require_permission(Permission.AGENTS_DELETE)
+@require_write
+@doc("Delete an agent: its key fails at once, its accounts become unassigned", status=204)
+async def delete_agent(request: web.Request) -> web.Response:
+    org_id, _ = caller(request)
+    agent_id = uuid_param(request, "agent_id")
+    async with org_tx(request) as tx:
+        key_id = await agents.delete(tx, org_id, agent_id)
+        if key_id is None:
+            raise NotFound("No such agent.")
+        await audit.record(tx, request, AuditAction.AGENT_DELETED, resource_type="agent",
+                           resource_id=agent_id)
+    await _key_revoked(request, key_id)
+    return web.Response(status=204)

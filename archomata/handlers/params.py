@@ -1,0 +1,38 @@
+"""What the trading handlers take from a request besides its body: the caller's scope,
+path ids, and the keyset position a cursor names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from aiohttp import web
+
+from archomata import keys
+from archomata.errors import NotFound
+from archomata.pagination import Page
+from archomata.security.principal import Principal
+from archomata.web_json import uuid_param
+
+__all__ = ["after", "caller", "int_param", "uuid_param"]
+
+MAX_BIGINT = 2**63 - 1
+
+
+def caller(request: web.Request) -> tuple[UUID, Principal]:
+    """The org and principal of a request that passed its guard."""
+    principal = request[keys.PRINCIPAL]
+    assert principal is not None and principal.org_id is not None  # the guard ran
+    return principal.org_id, principal
+
+
+def int_param(request: web.Request, name: str) -> int:
+    """A numeric path part (login, ticket); anything else cannot exist, so it is a 404."""
+    text = request.match_info[name]
+    if not text.isdecimal() or len(text) > 19 or int(text) > MAX_BIGINT:
+        raise NotFound("No such resource.")
+    return int(text)
+
+
+def after(page: Page) -> tuple[datetime, UUID] | None:
+    return (page.after.at, page.after.id) if page.after else None

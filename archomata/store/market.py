@@ -1,0 +1,184 @@
+"""What agents report of the market: open positions (replaced whole) and deals (appended,
+idempotent by ticket). Both are written with one statement per request, not one per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from archomata.db import Tx
+from archomata.risk import Exposure
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    id: UUID
+    ticket: int
+    symbol: str
+    side: str
+    volume: Decimal
+    open_price: Decimal
+    current_price: Decimal | None
+    sl: Decimal | None
+    tp: Decimal | None
+    profit: Decimal | None
+    opened_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Deal:
+    id: UUID
+    ticket: int
+    order_ticket: int | None
+    position_id: int | None
+    symbol: str
+    side: str
+    volume: Decimal
+    price: Decimal
+    profit: Decimal
+    commission: Decimal
+    swap: Decimal
+    executed_at: datetime
+
+
+POSITION_FIELDS = ("ticket", "symbol", "side", "volume", "open_price", "current_price", "sl",
+                   "tp", "profit", "opened_at")
+DEAL_FIELDS = ("ticket", "order_ticket", "position_id", "symbol", "side", "volume", "price",
+               "profit", "commission", "swap", "executed_at")
+_POSITION_TYPES = ("bigint", "text", "text", "numeric", "numeric", "numeric", "numeric",
+                   "numeric", "numeric", "timestamptz")
+_DEAL_TYPES = ("bigint", "bigint", "bigint", "text", "text", "numeric", "numeric", "numeric",
+               "numeric", "numeric", "timestamptz")
+
+
+def _unnest(fields: Sequence[str], types: Sequence[str], first: int) -> str:
+    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, first))
+    return f"unnest({arrays}) as r({', '.join(fields)})"
+
+
+DELETE_POSITIONS = "delete from positions where org_id = $1 and account_id = $2"
+INSERT_POSITIONS = f"""
+    insert into positions (org_id, account_id, {", ".join(POSITION_FIELDS)})
+    select $1, $2, {", ".join(f"r.{f}" for f in POSITION_FIELDS)}
+    from {_unnest(POSITION_FIELDS, _POSITION_TYPES, 3)}
+"""
+
+
+async def replace_positions(tx: Tx, org_id: UUID, account_id: UUID,
+                            columns: Sequence[Sequence[Any]]) -> None:
+    """Replaces the account's open positions with `columns` (one list per POSITION_FIELD).
+    Call it in the transaction that locked the account (accounts.set_state)."""
+    await tx.execute(DELETE_POSITIONS, org_id, account_id)
+    if columns and columns[0]:
+        await tx.execute(INSERT_POSITIONS, org_id, account_id, *columns)
+
+
+INSERT_DEALS = f"""
+    with account as (
+        select id from accounts
+        where org_id = $1 and agent_id = $2 and login = $3 and deleted_at is null
+    ), inserted as (
+        insert into deals (org_id, account_id, {", ".join(DEAL_FIELDS)})
+        select $1, account.id, {", ".join(f"r.{f}" for f in DEAL_FIELDS)}
+        from account, {_unnest(DEAL_FIELDS, _DEAL_TYPES, 4)}
+        on conflict (account_id, ticket) do nothing
+        returning 1
+    )
+    select (select id from account) as account_id, (select count(*) from inserted) as inserted
+"""
+
+
+async def insert_deals(tx: Tx, org_id: UUID, agent_id: UUID, login: int,
+                       columns: Sequence[Sequence[Any]]) -> int | None:
+    """Inserts the deals not already known (one list per DEAL_FIELD) into the agent's
+    account `login`, in one statement; returns how many were new, or None when the agent
+    has no such account."""
+    row = await tx.fetchrow(INSERT_DEALS, org_id, agent_id, login, *columns)
+    assert row is not None
+    return None if row["account_id"] is None else int(row["inserted"])
+
+
+POSITION_COLUMNS = "id, " + ", ".join(POSITION_FIELDS)
+LIST_POSITIONS = f"""
+    select {POSITION_COLUMNS} from positions
+    where org_id = $1 and account_id = $2
+      and ($3::text is null or symbol = $3)
+      and ($4::timestamptz is null or opened_at >= $4)
+      and ($5::timestamptz is null or opened_at < $5)
+      and ($6::timestamptz is null or (opened_at, id) < ($6, $7))
+    order by opened_at desc, id desc
+    limit $8
+"""
+
+
+def _position(row: asyncpg.Record) -> Position:
+    return Position(*(row[k] for k in Position.__slots__))
+
+
+def _deal(row: asyncpg.Record) -> Deal:
+    return Deal(*(row[k] for k in Deal.__slots__))
+
+
+async def list_positions(tx: Tx, org_id: UUID, account_id: UUID, filters: dict[str, Any],
+                         after: tuple[datetime, UUID] | None, limit: int) -> list[Position]:
+    at, last_id = after if after else (None, None)
+    rows = await tx.fetch(LIST_POSITIONS, org_id, account_id, filters.get("symbol"),
+                          filters.get("from"), filters.get("to"), at, last_id, limit)
+    return [_position(r) for r in rows]
+
+
+GET_POSITION = f"""
+    select {POSITION_COLUMNS} from positions where org_id = $1 and account_id = $2 and ticket = $3
+"""
+
+
+async def get_position(tx: Tx, org_id: UUID, account_id: UUID, ticket: int) -> Position | None:
+    row = await tx.fetchrow(GET_POSITION, org_id, account_id, ticket)
+    return None if row is None else _position(row)
+
+
+LIST_DEALS = f"""
+    select id, {", ".join(DEAL_FIELDS)} from deals
+    where org_id = $1 and account_id = $2
+      and ($3::text is null or symbol = $3)
+      and ($4::timestamptz is null or executed_at >= $4)
+      and ($5::timestamptz is null or executed_at < $5)
+      and ($6::timestamptz is null or (executed_at, id) < ($6, $7))
+    order by executed_at desc, id desc
+    limit $8
+"""
+
+
+async def list_deals(tx: Tx, org_id: UUID, account_id: UUID, filters: dict[str, Any],
+                     after: tuple[datetime, UUID] | None, limit: int) -> list[Deal]:
+    at, last_id = after if after else (None, None)
+    rows = await tx.fetch(LIST_DEALS, org_id, account_id, filters.get("symbol"),
+                          filters.get("from"), filters.get("to"), at, last_id, limit)
+    return [_deal(r) for r in rows]
+
+
+EXPOSURE = """
+    select (select count(*) from positions where org_id = $1 and account_id = $2)
+               as open_positions,
+           (select count(*) from orders
+            where org_id = $1 and account_id = $2 and status in ('pending', 'sent')
+              and position_ticket is null) as orders_in_flight,
+           (select coalesce(sum(profit + commission + swap), 0) from deals
+            where org_id = $1 and account_id = $2
+              and executed_at >= date_trunc('day', now() at time zone 'UTC') at time zone 'UTC')
+               as realised_today
+"""
+
+
+async def exposure(tx: Tx, org_id: UUID, account_id: UUID) -> Exposure:
+    row = await tx.fetchrow(EXPOSURE, org_id, account_id)
+    assert row is not None
+    return Exposure(int(row["open_positions"]), int(row["orders_in_flight"]),
+                    row["realised_today"])

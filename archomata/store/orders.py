@@ -1,0 +1,231 @@
+"""Orders, and the commands that carry them to the account's agent.
+
+    order:    pending -> sent (an agent claimed its command) -> filled | rejected | error
+              pending -> cancelled
+    command:  pending -> claimed -> done;  pending -> cancelled
+
+Agents claim pending commands with `FOR UPDATE SKIP LOCKED`, so each is handed out once
+however many agents or service instances poll; a cancel takes the same row lock, so a
+command is either cancelled or claimed, never both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from archomata.db import Tx
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: UUID
+    account_id: UUID
+    client_order_id: str | None
+    symbol: str
+    side: str
+    type: str
+    volume: Decimal
+    price: Decimal | None
+    sl: Decimal | None
+    tp: Decimal | None
+    position_ticket: int | None
+    status: str
+    broker_ticket: int | None
+    fill_price: Decimal | None
+    message: str | None
+    created_by: UUID | None
+    created_at: datetime
+    updated_at: datetime
+    executed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    id: UUID
+    account_login: int
+    type: str
+    payload: dict[str, Any]
+
+
+COLUMNS = ", ".join(Order.__slots__)
+
+
+def _order(row: asyncpg.Record | None) -> Order | None:
+    return None if row is None else Order(*(row[k] for k in Order.__slots__))
+
+
+INSERT = f"""
+    insert into orders (org_id, account_id, client_order_id, symbol, side, type, volume, price,
+                        sl, tp, position_ticket, created_by)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    returning {COLUMNS}
+"""
+INSERT_COMMAND = """
+    insert into commands (org_id, account_id, order_id, type, payload)
+    values ($1, $2, $3, $4, $5)
+"""
+
+
+async def insert(tx: Tx, org_id: UUID, account_id: UUID, draft: dict[str, Any],
+                 created_by: UUID | None, command_type: str) -> Order:
+    """The order and its command for the agent, in the caller's transaction."""
+    row = await tx.fetchrow(INSERT, org_id, account_id, draft.get("client_order_id"),
+                            draft["symbol"], draft["side"], draft["type"], draft["volume"],
+                            draft.get("price"), draft.get("sl"), draft.get("tp"),
+                            draft.get("position_ticket"), created_by)
+    order = _order(row)
+    assert order is not None
+    await tx.execute(INSERT_COMMAND, org_id, account_id, order.id, command_type,
+                     command_payload(order))
+    return order
+
+
+def command_payload(order: Order) -> dict[str, Any]:
+    """What the agent needs to execute the order; decimals as strings."""
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else format(value, "f")
+    payload: dict[str, Any] = {
+        "order_id": str(order.id), "symbol": order.symbol, "side": order.side,
+        "type": order.type, "volume": text(order.volume), "price": text(order.price),
+        "sl": text(order.sl), "tp": text(order.tp)}
+    if order.position_ticket is not None:
+        payload["ticket"] = order.position_ticket
+    return payload
+
+
+BY_CLIENT_ID = f"""
+    select {COLUMNS} from orders where org_id = $1 and account_id = $2 and client_order_id = $3
+"""
+
+
+async def by_client_id(tx: Tx, org_id: UUID, account_id: UUID,
+                       client_order_id: str) -> Order | None:
+    return _order(await tx.fetchrow(BY_CLIENT_ID, org_id, account_id, client_order_id))
+
+
+GET = f"select {COLUMNS} from orders where org_id = $1 and id = $2"
+
+
+async def get(tx: Tx, org_id: UUID, order_id: UUID) -> Order | None:
+    return _order(await tx.fetchrow(GET, org_id, order_id))
+
+
+LIST_PAGE = f"""
+    select {COLUMNS} from orders
+    where org_id = $1
+      and ($2::uuid is null or account_id = $2)
+      and ($3::text is null or status = $3)
+      and ($4::timestamptz is null or (created_at, id) < ($4, $5))
+    order by created_at desc, id desc
+    limit $6
+"""
+
+
+async def list_page(tx: Tx, org_id: UUID, filters: dict[str, Any],
+                    after: tuple[datetime, UUID] | None, limit: int) -> list[Order]:
+    at, last_id = after if after else (None, None)
+    rows = await tx.fetch(LIST_PAGE, org_id, filters.get("account_id"), filters.get("status"),
+                          at, last_id, limit)
+    return [o for r in rows if (o := _order(r)) is not None]
+
+
+CANCEL = f"""
+    with command as (
+        update commands set status = 'cancelled', completed_at = now()
+        where org_id = $1 and order_id = $2 and status = 'pending'
+        returning order_id
+    )
+    update orders set status = 'cancelled', updated_at = now()
+    where org_id = $1 and id in (select order_id from command) and status = 'pending'
+    returning {COLUMNS}
+"""
+
+
+async def cancel(tx: Tx, org_id: UUID, order_id: UUID) -> Order | None:
+    """Cancels the order if no agent has claimed it yet; None otherwise."""
+    return _order(await tx.fetchrow(CANCEL, org_id, order_id))
+
+
+CLAIM = """
+    with claimable as (
+        select c.id from commands c
+        join accounts a on a.org_id = c.org_id and a.id = c.account_id
+        where c.org_id = $1 and a.agent_id = $2 and a.deleted_at is null
+          and c.status = 'pending'
+        order by c.created_at, c.id
+        limit $3
+        for update of c skip locked
+    ), claimed as (
+        update commands c set status = 'claimed', claimed_by = $2, claimed_at = now()
+        from claimable where c.id = claimable.id
+        returning c.id, c.account_id, c.order_id, c.type, c.payload, c.created_at
+    ), sent as (
+        update orders o set status = 'sent', updated_at = now()
+        from claimed where o.org_id = $1 and o.id = claimed.order_id and o.status = 'pending'
+    )
+    select claimed.id, a.login as account_login, claimed.type, claimed.payload
+    from claimed join accounts a on a.org_id = $1 and a.id = claimed.account_id
+    order by claimed.created_at, claimed.id
+"""
+
+
+async def claim(tx: Tx, org_id: UUID, agent_id: UUID, limit: int) -> list[Command]:
+    """Hands the agent's oldest pending commands to it, each exactly once."""
+    rows = await tx.fetch(CLAIM, org_id, agent_id, limit)
+    return [Command(r["id"], r["account_login"], r["type"], r["payload"]) for r in rows]
+
+
+COMPLETE = """
+    update commands set status = 'done', completed_at = now(), result = $4
+    where org_id = $1 and id = $2 and claimed_by = $3 and status = 'claimed'
+    returning order_id
+"""
+COMMAND_STATE = "select status from commands where org_id = $1 and id = $2 and claimed_by = $3"
+RECORD_RESULT = f"""
+    update orders set status = $3, broker_ticket = $4, fill_price = $5, message = $6,
+                      executed_at = case when $3 = 'filled' then now() end, updated_at = now()
+    where org_id = $1 and id = $2
+    returning {COLUMNS}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    found: bool  # the command exists and this agent claimed it
+    order: Order | None  # set when this call recorded the result
+
+
+async def complete(tx: Tx, org_id: UUID, agent_id: UUID, command_id: UUID,
+                   result: dict[str, Any]) -> Completion:
+    """Records the agent's result of a command it claimed, once."""
+    order_id = await tx.fetchval(COMPLETE, org_id, command_id, agent_id, _json(result))
+    if order_id is None:
+        state = await tx.fetchval(COMMAND_STATE, org_id, command_id, agent_id)
+        return Completion(state is not None, None)
+    order = _order(await tx.fetchrow(RECORD_RESULT, org_id, order_id, result["status"],
+                                     result.get("broker_ticket"), result.get("price"),
+                                     result.get("message")))
+    return Completion(True, order)
+
+
+def _json(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: format(v, "f") if isinstance(v, Decimal) else v for k, v in result.items()}
+
+
+CLOSE_IN_FLIGHT = """
+    select 1 from orders
+    where org_id = $1 and account_id = $2 and position_ticket = $3
+      and status in ('pending', 'sent')
+    limit 1
+"""
+
+
+async def close_in_flight(tx: Tx, org_id: UUID, account_id: UUID, ticket: int) -> bool:
+    """Whether an order closing this position is already on its way."""
+    return await tx.fetchval(CLOSE_IN_FLIGHT, org_id, account_id, ticket) is not None
