@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -35,7 +34,7 @@ from archomata.schemas.trading import (
     PositionListSchema,
     RiskLimitsSchema,
 )
-from archomata.schemas.values import decimal_text
+from archomata.schemas.values import with_decimal_texts
 from archomata.store import accounts, agents, market
 from archomata.web_json import json_response, load_body
 
@@ -55,11 +54,6 @@ def _sealed(request: web.Request, account_id: UUID, secret: dict[str, Any] | Non
 
 def _login_taken() -> Conflict:
     return Conflict("The agent already has an account with this login.", code="login_taken")
-
-
-def _limits_details(limits: RiskLimits) -> dict[str, Any]:
-    return {k: decimal_text(v) if isinstance(v, Decimal) else v
-            for k, v in asdict(limits).items()}
 
 
 async def _account_or_404(tx: Tx, org_id: UUID, account_id: UUID) -> accounts.Account:
@@ -215,6 +209,6 @@ async def put_risk_limits(request: web.Request) -> web.Response:
             raise NotFound("No such account.")
         await audit.record(tx, request, AuditAction.RISK_LIMITS_UPDATED,
                            resource_type="account", resource_id=account_id,
-                           details={"from": _limits_details(before),
-                                    "to": _limits_details(limits)})
+                           details={"from": with_decimal_texts(asdict(before)),
+                                    "to": with_decimal_texts(asdict(limits))})
     return json_response(limits)

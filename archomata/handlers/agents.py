@@ -27,9 +27,11 @@ from archomata.web_json import json_response, load_body
 routes = web.RouteTableDef()
 
 
-async def _key_revoked(request: web.Request, key_id: str) -> None:
+async def _revoke(request: web.Request, key_id: str) -> None:
+    # Before the commit, as restrictive changes go: if Redis cannot take the mark the
+    # change rolls back (503); if the commit fails, the old key is refused a little
+    # early, never accepted a little late.
     await request.app[keys.API_KEYS].revoke(key_id)
-    await request.app[keys.BROADCAST].key_revoked(key_id)
 
 
 @routes.get("/api/v1/agents")
@@ -90,7 +92,8 @@ async def rotate_agent_key(request: web.Request) -> web.Response:
             raise NotFound("No such agent.")
         await audit.record(tx, request, AuditAction.AGENT_KEY_ROTATED, resource_type="agent",
                            resource_id=agent_id)
-    await _key_revoked(request, rotated[0])
+        await _revoke(request, rotated[0])
+    await request.app[keys.BROADCAST].key_revoked(rotated[0])
     return json_response({"api_key": api_key})
 
 
@@ -107,5 +110,6 @@ async def delete_agent(request: web.Request) -> web.Response:
             raise NotFound("No such agent.")
         await audit.record(tx, request, AuditAction.AGENT_DELETED, resource_type="agent",
                            resource_id=agent_id)
-    await _key_revoked(request, key_id)
+        await _revoke(request, key_id)
+    await request.app[keys.BROADCAST].key_revoked(key_id)
     return web.Response(status=204)

@@ -7,7 +7,6 @@ account are judged one at a time against what the ones before them left.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -28,7 +27,7 @@ from archomata.schemas.trading import (
     OrderQuerySchema,
     OrderSchema,
 )
-from archomata.schemas.values import decimal_text
+from archomata.schemas.values import with_decimal_texts
 from archomata.store import accounts, market, orders
 from archomata.web_json import json_response, load_body
 
@@ -39,8 +38,8 @@ OPPOSITE = {"buy": "sell", "sell": "buy"}
 
 def _summary(draft: dict[str, Any]) -> dict[str, Any]:
     """An order's terms for the audit log, decimals as strings."""
-    return {k: decimal_text(v) if isinstance(v, Decimal) else v
-            for k, v in draft.items() if k in ORDER_FIELDS and v is not None}
+    return with_decimal_texts({k: v for k, v in draft.items()
+                               if k in ORDER_FIELDS and v is not None})
 
 
 async def _lock_account(tx: Tx, org_id: UUID,

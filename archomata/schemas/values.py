@@ -60,6 +60,11 @@ def decimal_text(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
+def with_decimal_texts(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with its decimals as the API writes them (for JSON that is stored)."""
+    return {k: decimal_text(v) if isinstance(v, Decimal) else v for k, v in values.items()}
+
+
 class DecimalString(fields.String):
     """A decimal sent and answered as a JSON string; `positive` or `non_negative` bound it
     from below."""

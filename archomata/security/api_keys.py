@@ -5,10 +5,11 @@ one bcrypt at most. A verified key is then served from a small in-memory cache:
 
 - keyed by the SHA-256 of the key, never the key itself; bounded (LRU) and every entry
   dies `CACHE_TTL_SECONDS` after the lookup that made it began, whatever happens;
-- rotating or deleting a key sets `rv:apikey:{key id}` in Redis for longer than that TTL
-  and broadcasts the key id (archomata.broadcast) so every instance drops its entry at
-  once. The marker is read on every request in the same pipeline as the rest, so the
-  old key fails on the very next request on every instance even if a broadcast is lost.
+- rotating or deleting a key sets `rv:apikey:{key id}` in Redis (before the change
+  commits) for longer than that TTL, then broadcasts the key id (archomata.broadcast) so
+  every instance drops its entry at once. The marker is read on every request in the
+  same pipeline as the rest, so the old key fails on the very next request on every
+  instance even if a broadcast is lost.
 
 Every bridge request costs one Redis round trip: the bridge rate limit of the client IP,
 `rv:ready`, `rv:org:{org}` (a disabled org stops its agents at once) and the key marker.
@@ -168,7 +169,8 @@ class ApiKeyAuthenticator:
         return Principal(ActorType.AGENT, identity.agent_id, identity.org_id)
 
     async def revoke(self, key_id: str) -> None:
-        """Marks the key dead for every instance (call after the change committed)."""
+        """Marks the key dead for every instance, for longer than any cache entry lives
+        (call inside the transaction that changes the key)."""
         self.cache.drop_key_id(key_id)
         try:
             await self.redis.set(revoked_marker(key_id), 1, ex=REVOKED_MARKER_SECONDS)

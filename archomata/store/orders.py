@@ -20,6 +20,7 @@ from uuid import UUID
 import asyncpg
 
 from archomata.db import Tx
+from archomata.schemas.values import with_decimal_texts
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +89,10 @@ async def insert(tx: Tx, org_id: UUID, account_id: UUID, draft: dict[str, Any],
 
 def command_payload(order: Order) -> dict[str, Any]:
     """What the agent needs to execute the order; decimals as strings."""
-    def text(value: Decimal | None) -> str | None:
-        return None if value is None else format(value, "f")
-    payload: dict[str, Any] = {
+    payload = with_decimal_texts({
         "order_id": str(order.id), "symbol": order.symbol, "side": order.side,
-        "type": order.type, "volume": text(order.volume), "price": text(order.price),
-        "sl": text(order.sl), "tp": text(order.tp)}
+        "type": order.type, "volume": order.volume, "price": order.price, "sl": order.sl,
+        "tp": order.tp})
     if order.position_ticket is not None:
         payload["ticket"] = order.position_ticket
     return payload
@@ -204,7 +203,8 @@ class Completion:
 async def complete(tx: Tx, org_id: UUID, agent_id: UUID, command_id: UUID,
                    result: dict[str, Any]) -> Completion:
     """Records the agent's result of a command it claimed, once."""
-    order_id = await tx.fetchval(COMPLETE, org_id, command_id, agent_id, _json(result))
+    order_id = await tx.fetchval(COMPLETE, org_id, command_id, agent_id,
+                                 with_decimal_texts(result))
     if order_id is None:
         state = await tx.fetchval(COMMAND_STATE, org_id, command_id, agent_id)
         return Completion(state is not None, None)
@@ -212,10 +212,6 @@ async def complete(tx: Tx, org_id: UUID, agent_id: UUID, command_id: UUID,
                                      result.get("broker_ticket"), result.get("price"),
                                      result.get("message")))
     return Completion(True, order)
-
-
-def _json(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: format(v, "f") if isinstance(v, Decimal) else v for k, v in result.items()}
 
 
 CLOSE_IN_FLIGHT = """
