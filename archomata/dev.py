@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import secrets
 from dataclasses import asdict, dataclass
@@ -75,8 +76,6 @@ class _PrintingMailHandler:
 
 def _start_mail_sink(port: int) -> Any:
     from aiosmtpd.controller import Controller
-
-    import logging
 
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's chatter per probe
     controller = Controller(_PrintingMailHandler(), hostname="127.0.0.1", port=port)
