@@ -3,6 +3,7 @@ the refresh cookie that carries the session."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -16,7 +17,7 @@ from archomata.errors import Forbidden, Unauthorized
 from archomata.schemas.auth import LoginResultSchema
 from archomata.security import tokens
 from archomata.security.sessions import Session
-from archomata.store import users
+from archomata.store import orgs, users
 from archomata.store.orgs import Membership
 from archomata.store.users import User
 
@@ -68,6 +69,31 @@ def login_result(config: Config, user: User, membership: Membership | None,
         "expires_in": config.access_token_ttl_seconds,
         "user": user_body(user), "org": org_body(membership),
     })
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedSession:
+    membership: Membership | None
+    session: Session
+    refresh_token: str
+
+
+async def open_session(request: web.Request, user: User, requested_org: UUID | None,
+                       action: AuditAction, details: dict[str, Any] | None = None
+                       ) -> OpenedSession:
+    """Opens a session for a user whose identity is proven and audits it; the caller
+    answers (the login shape, or a redirect carrying the refresh cookie)."""
+    app = request.app
+    pool = app[keys.DB_POOL]
+    async with service_tx(pool, user_id=user.id) as tx:
+        membership = choose_org(await orgs.memberships_of(tx, user.id), requested_org)
+    org_id = membership.org.id if membership else None
+    session, refresh = await app[keys.SESSIONS].create(user.id, org_id, client_ip(request),
+                                                       user_agent(request))
+    async with service_tx(pool, org_id=org_id, user_id=user.id) as tx:
+        await audit.record(tx, request, action, resource_type="session",
+                           resource_id=session.id, actor_id=user.id, details=details)
+    return OpenedSession(membership, session, refresh)
 
 
 def set_refresh_cookie(response: web.StreamResponse, config: Config, token: str) -> None:

@@ -23,6 +23,7 @@ from archomata.identity import (
     clear_refresh_cookie,
     client_ip,
     login_result,
+    open_session,
     refresh_token_of,
     set_refresh_cookie,
     user_agent,
@@ -130,18 +131,10 @@ async def start_session(request: web.Request, user: users.User, requested_org: U
                         action: AuditAction, details: dict[str, Any] | None = None
                         ) -> web.Response:
     """Opens a session for a user whose identity is proven, answering the login shape."""
-    app = request.app
-    pool = app[keys.DB_POOL]
-    async with service_tx(pool, user_id=user.id) as tx:
-        membership = choose_org(await orgs.memberships_of(tx, user.id), requested_org)
-    org_id = membership.org.id if membership else None
-    session, refresh = await app[keys.SESSIONS].create(user.id, org_id, client_ip(request),
-                                                       user_agent(request))
-    async with service_tx(pool, org_id=org_id, user_id=user.id) as tx:
-        await audit.record(tx, request, action, resource_type="session",
-                           resource_id=session.id, actor_id=user.id, details=details)
-    response = json_response(login_result(app[keys.CONFIG], user, membership, session))
-    set_refresh_cookie(response, app[keys.CONFIG], refresh)
+    config = request.app[keys.CONFIG]
+    opened = await open_session(request, user, requested_org, action, details)
+    response = json_response(login_result(config, user, opened.membership, opened.session))
+    set_refresh_cookie(response, config, opened.refresh_token)
     return response
 
 
