@@ -23,11 +23,13 @@ from archomata.handlers import (
     bridge,
     groups,
     health,
+    identities,
     invitations,
     me,
     orders,
     org,
     roles,
+    sso,
     strategies,
 )
 from archomata.mail import Mailer
@@ -60,6 +62,7 @@ ROUTE_MODULES: tuple[ModuleType, ...] = (
     health, auth, invitations, me, admin, org, roles, groups,
     audit_logs,
     agents, accounts, orders, strategies, bridge,
+    sso, identities,
 )
 
 

@@ -36,6 +36,14 @@ async def create_user_with_org(pool: asyncpg.Pool, who: AuditContext | web.Reque
                              org_name=org_name, verified=verified)
 
 
+async def create_in(tx: Tx, who: AuditContext | web.Request, *, email: str, name: str,
+                    password_hash: str | None, org_name: str, verified: bool) -> NewAccount:
+    """As create_user_with_org, inside the caller's transaction (opened with `system_tx`),
+    so that what else the caller writes (an SSO identity) commits with the account."""
+    return await _create(tx, who, email=email, name=name, password_hash=password_hash,
+                         org_name=org_name, verified=verified)
+
+
 async def _create(tx: Tx, who: AuditContext | web.Request, *, email: str, name: str,
                   password_hash: str | None, org_name: str, verified: bool) -> NewAccount:
     user = await users.insert(tx, email=email, name=name, password_hash=password_hash,

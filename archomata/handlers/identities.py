@@ -1,0 +1,72 @@
+"""/me/identities: the Google and Azure AD identities linked to the caller, and
+unlinking one while another way to sign in remains."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from aiohttp import web
+
+from archomata import audit, keys
+from archomata.audit import AuditAction
+from archomata.db import service_tx
+from archomata.errors import Conflict, NotFound
+from archomata.guards import authenticated
+from archomata.openapi import doc
+from archomata.schemas.sso import IdentityListSchema
+from archomata.security.principal import Principal
+from archomata.store import identities
+from archomata.store.identities import Identity
+from archomata.web_json import json_response
+
+routes = web.RouteTableDef()
+
+
+def _principal(request: web.Request) -> Principal:
+    principal = request[keys.PRINCIPAL]
+    assert principal is not None and principal.user_id is not None  # the guard ran
+    return principal
+
+
+def _body(identity: Identity) -> dict[str, object]:
+    return {"id": identity.id, "provider": identity.provider, "email": identity.email,
+            "linked_at": identity.linked_at}
+
+
+@routes.get("/api/v1/me/identities")
+@authenticated
+@doc("The caller's linked sign-in identities (Google, Azure AD)", response=IdentityListSchema)
+async def list_identities(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    async with service_tx(request.app[keys.DB_POOL], user_id=principal.actor_id) as tx:
+        linked = await identities.list_for_user(tx, principal.actor_id)
+    return json_response({"items": [_body(i) for i in linked]})
+
+
+@routes.delete("/api/v1/me/identities/{identity_id}")
+@authenticated
+@doc("Unlink one of the caller's identities; 409 `last_sign_in_method` when neither a "
+     "password nor another identity would remain", status=204)
+async def delete_identity(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    try:
+        identity_id = UUID(request.match_info["identity_id"])
+    except ValueError:
+        raise NotFound("No such identity.") from None
+    user_id = principal.actor_id
+    async with service_tx(request.app[keys.DB_POOL], org_id=principal.org_id,
+                          user_id=user_id) as tx:
+        methods = await identities.lock_sign_in_methods(tx, user_id)
+        identity = await identities.delete(tx, identity_id, user_id)
+        if identity is None:
+            raise NotFound("No such identity.")
+        if not methods.has_password and methods.identities <= 1:
+            raise Conflict("This is your last way to sign in: set a password or link "
+                           "another identity first.", code="last_sign_in_method")
+        # No `auth.sso.unlinked` action exists yet: the change to the user is recorded
+        # as such, naming what changed.
+        await audit.record(tx, request, AuditAction.USER_UPDATED, resource_type="user_identity",
+                           resource_id=identity.id,
+                           details={"change": "sso_identity_unlinked",
+                                    "provider": identity.provider})
+    return web.Response(status=204)

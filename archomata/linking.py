@@ -1,0 +1,140 @@
+"""Which account an SSO sign-in opens, and when a provider identity is linked to one.
+
+    (provider, subject) already linked         -> its user signs in
+    else the provider vouches for the email, and an account has it:
+        the account's email was verified       -> the identity is linked to it
+        it never was (someone may have
+        registered an address not theirs)      -> the identity takes the account over:
+                                                  password, sessions, access tokens and
+                                                  mail links are wiped first
+    else no account, sign-up allowed           -> a new verified user and org
+    anything else                              -> refused (SsoError)
+
+An email the provider does not vouch for (Google `email_verified` false, Azure without
+`xms_edov`) links nothing and creates nothing: whoever controls that claim could claim
+anyone's account. Every new link writes `auth.sso.linked` in the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from uuid import UUID
+
+from aiohttp import web
+
+from archomata import audit, keys, onboarding
+from archomata.audit import AuditAction
+from archomata.db import Tx, service_tx, system_tx
+from archomata.errors import Conflict
+from archomata.security.sso import Assertion, SsoError
+from archomata.store import identities, mail_tokens, orgs, users
+from archomata.store.identities import Identity
+from archomata.store.mail_tokens import Purpose
+from archomata.store.users import User
+
+
+class How(StrEnum):
+    IDENTITY = "identity"        # linked before
+    EMAIL_MATCH = "email_match"  # linked now to a verified account of that email
+    TAKEOVER = "takeover"        # linked now to an unverified account, wiped first
+    SIGNUP = "signup"            # a new account
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    user: User
+    identity: Identity
+    how: How
+
+
+def _enabled(user: User) -> User:
+    if user.disabled:
+        raise SsoError("user_disabled", "user_disabled", user_id=user.id)
+    return user
+
+
+async def resolve(request: web.Request, assertion: Assertion) -> SignIn:
+    """The account `assertion` signs into, linking or creating it as the rules say."""
+    pool = request.app[keys.DB_POOL]
+    async with service_tx(pool) as tx:
+        identity = await identities.get_by_subject(tx, assertion.provider, assertion.subject)
+        owner = await users.get(tx, identity.user_id) if identity else None
+        if identity is not None and identity.email != assertion.email:
+            await identities.update_email(tx, identity.id, assertion.email)
+    if identity is not None and owner is not None:
+        return SignIn(_enabled(owner), identity, How.IDENTITY)
+    if assertion.email is None or not assertion.email_verified:
+        raise SsoError("email_not_verified",
+                       "email_not_verified" if assertion.email else "email_missing")
+    async with service_tx(pool) as tx:
+        user = await users.get_by_email(tx, assertion.email)
+    if user is None:
+        if not request.app[keys.CONFIG].sso_allow_signup:
+            raise SsoError("signup_disabled", "no_account_signup_disabled")
+        return await _sign_up(request, assertion)
+    return await _link(request, _enabled(user), assertion)
+
+
+async def _sign_up(request: web.Request, assertion: Assertion) -> SignIn:
+    assert assertion.email is not None
+    async with system_tx(request.app[keys.DB_POOL]) as tx:
+        try:
+            account = await onboarding.create_in(
+                tx, request, email=assertion.email, name=assertion.name, password_hash=None,
+                org_name=f"{assertion.name}'s organisation"[:200], verified=True)
+        except Conflict as exc:  # registered between our look-up and this insert
+            raise SsoError("sso_failed", "account_created_concurrently") from exc
+        identity = await identities.insert(tx, account.user.id, assertion.provider,
+                                           assertion.subject, assertion.email)
+        if identity is None:  # the same identity signed up in a parallel callback
+            raise SsoError("sso_failed", "identity_linked_concurrently")
+        await _audit_link(tx, request, identity, How.SIGNUP, org_id=account.org.id)
+    return SignIn(account.user, identity, How.SIGNUP)
+
+
+async def _home_org(request: web.Request, user_id: UUID) -> UUID | None:
+    """The org whose log records the link: the one the session will most likely open in."""
+    async with service_tx(request.app[keys.DB_POOL], user_id=user_id) as tx:
+        memberships = await orgs.memberships_of(tx, user_id)
+    enabled = [m for m in memberships if not m.org.disabled]
+    return enabled[0].org.id if enabled else None
+
+
+async def _link(request: web.Request, user: User, assertion: Assertion) -> SignIn:
+    app = request.app
+    org_id = await _home_org(request, user.id)
+    async with service_tx(app[keys.DB_POOL], org_id=org_id, user_id=user.id) as tx:
+        identity = await identities.insert(tx, user.id, assertion.provider, assertion.subject,
+                                           assertion.email)
+        if identity is None:
+            raise SsoError("sso_failed", "identity_linked_concurrently", user_id=user.id)
+        how = How.EMAIL_MATCH
+        if not user.email_verified and await identities.reset_unverified_user(tx, user.id):
+            how = How.TAKEOVER
+            await _wipe_access(request, tx, user.id)
+        await _audit_link(tx, request, identity, how)
+        linked = await users.get(tx, user.id)
+    assert linked is not None
+    return SignIn(linked, identity, how)
+
+
+async def _wipe_access(request: web.Request, tx: Tx, user_id: UUID) -> None:
+    """Whoever registered the address first loses every way back in: the password is
+    gone (reset_unverified_user), and so are sessions, access tokens and mailed links."""
+    app = request.app
+    for purpose in Purpose:
+        await mail_tokens.retire_all(tx, user_id, purpose)
+    cut_off = await users.cut_off_tokens(tx, user_id)
+    await app[keys.REVOCATION].set_tokens_valid_after(user_id, cut_off)
+    await app[keys.SESSIONS].revoke_user(user_id)
+
+
+async def _audit_link(tx: Tx, request: web.Request, identity: Identity, how: How,
+                      org_id: UUID | None = None) -> None:
+    details: dict[str, object] = {"provider": identity.provider, "via": how.value}
+    if how is How.TAKEOVER:
+        details["wiped"] = ["password", "sessions", "access_tokens", "mail_links"]
+    await audit.record(tx, request, AuditAction.AUTH_SSO_LINKED, resource_type="user_identity",
+                       resource_id=identity.id, actor_id=identity.user_id, org_id=org_id,
+                       details=details)
