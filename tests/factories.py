@@ -83,7 +83,7 @@ async def register(client: Any, mail_sink: Any, *, verify: bool = True,
     response = await client.post("/api/v1/auth/register", json={
         "email": email, "password": password, "name": "Test Person", "org_name": org_name})
     assert response.status == 201, await response.text()
-    user = await response.json()
+    user = (await response.json())["user"]
     if verify:
         token = await wait_for_mail(mail_sink, email, "verify")
         verified = await client.post("/api/v1/auth/verify-email", json={"token": token})

@@ -140,7 +140,7 @@ def random_id() -> str:
 async def _register(w: World) -> Case:
     body = {"email": unique_email(), "password": strong_password(), "name": "New",
             "org_name": "New Org"}
-    return Case(Call("POST", "/api/v1/auth/register", body), lambda r: r["id"],
+    return Case(Call("POST", "/api/v1/auth/register", body), lambda r: r["user"]["id"],
                 Call("POST", "/api/v1/auth/register", {**body, "password": "short"}))
 
 
@@ -582,6 +582,19 @@ def test_every_state_changing_route_has_a_sample(config: Config) -> None:
     assert not missing, f"add a sample to tests/test_audit_completeness.py for: {missing}"
     stale = sorted((SAMPLES.keys() | EXEMPT.keys()) - routes)
     assert not stale, f"samples for routes that no longer exist: {stale}"
+
+
+@sample("DELETE /api/v1/me/identities/{identity_id}", AuditAction.USER_UPDATED,
+        "user_identity")
+async def _unlink_identity(w: World) -> Case:
+    admin = await w.admin()  # has a password, so the identity may go
+    identity_id = await w.owner_conn.fetchval(
+        "insert into user_identities (user_id, provider, subject, email) "
+        "values ($1, 'google', $2, $3) returning id", admin.user_id, random_id(), admin.email)
+    return Case(Call("DELETE", f"/api/v1/me/identities/{identity_id}", headers=admin.auth),
+                str(identity_id),
+                Call("DELETE", f"/api/v1/me/identities/{random_id()}", headers=admin.auth),
+                admin.org_id)
 
 
 @pytest.mark.parametrize("route", [

@@ -35,6 +35,7 @@ from archomata.schemas.auth import (
     LoginResultSchema,
     LoginSchema,
     PasswordChangeSchema,
+    RegisteredSchema,
     RegisterSchema,
     ResetConfirmSchema,
     SessionListSchema,
@@ -67,7 +68,8 @@ def _principal(request: web.Request) -> Principal:
 
 @routes.post("/api/v1/auth/register")
 @public
-@doc("Create an account and its org", request=RegisterSchema, response=UserSchema, status=201)
+@doc("Create an account and its org", request=RegisterSchema, response=RegisteredSchema,
+     status=201)
 async def register(request: web.Request) -> web.Response:
     body = await load_body(request, RegisterSchema())
     app = request.app
@@ -77,7 +79,7 @@ async def register(request: web.Request) -> web.Response:
         password_hash=password_hash, org_name=body["org_name"],
         verify_ttl=app[keys.CONFIG].mail_token_ttl_seconds)
     _later(app[keys.MAILER].send_verification(account.user.email, token))
-    return json_response(user_body(account.user), status=201)
+    return json_response({"user": user_body(account.user)}, status=201)
 
 
 @routes.post("/api/v1/auth/verify-email")

@@ -14,6 +14,10 @@ class RegisterSchema(Schema):
     org_name = fields.String(required=True, validate=validate.Length(1, 200))
 
 
+class RegisteredSchema(Schema):
+    user = fields.Nested(UserSchema, required=True)
+
+
 class TokenSchema(Schema):
     token = fields.String(required=True, validate=validate.Length(1, 200))
 
