@@ -12,6 +12,7 @@ from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
 from archomata.guards import require_org_admin, require_permission, require_write
+from archomata.handlers.params import caller
 from archomata.openapi import doc
 from archomata.pagination import listing, page_of
 from archomata.permissions import Permission
@@ -30,9 +31,7 @@ routes = web.RouteTableDef()
 
 
 def _org_id(request: web.Request) -> UUID:
-    principal = request[keys.PRINCIPAL]
-    assert principal is not None and principal.org_id is not None  # the guard ran
-    return principal.org_id
+    return caller(request)[0]
 
 
 async def _group_or_404(tx: Tx, org_id: UUID, group_id: UUID) -> groups.Group:

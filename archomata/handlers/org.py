@@ -12,6 +12,7 @@ from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
 from archomata.guards import authenticated, require_org_admin, require_permission, require_write
+from archomata.handlers.params import caller
 from archomata.openapi import doc
 from archomata.pagination import listing, page_of
 from archomata.permissions import Permission
@@ -25,25 +26,18 @@ from archomata.schemas.org import (
     OrgPatchSchema,
     RoleIdsSchema,
 )
-from archomata.security.principal import OrgRole, Principal
+from archomata.security.principal import OrgRole
 from archomata.store import groups, invitations, members, orgs, roles
 from archomata.web_json import json_response, load_body, uuid_param
 
 routes = web.RouteTableDef()
 
 
-def _caller(request: web.Request) -> Principal:
-    principal = request[keys.PRINCIPAL]
-    assert principal is not None and principal.org_id is not None  # the guard ran
-    return principal
-
-
 @routes.get("/api/v1/org")
 @authenticated
 @doc("The org of the access token", response=OrgSchema)
 async def get_org(request: web.Request) -> web.Response:
-    org_id = _caller(request).org_id
-    assert org_id is not None
+    org_id, _ = caller(request)
     async with org_tx(request) as tx:
         org = await orgs.get(tx, org_id)
     if org is None:
@@ -57,8 +51,7 @@ async def get_org(request: web.Request) -> web.Response:
 @doc("Rename the org", request=OrgPatchSchema, response=OrgSchema)
 async def update_org(request: web.Request) -> web.Response:
     body = await load_body(request, OrgPatchSchema())
-    org_id = _caller(request).org_id
-    assert org_id is not None
+    org_id, _ = caller(request)
     async with org_tx(request) as tx:
         before = await orgs.get(tx, org_id)
         org = await orgs.rename(tx, org_id, body["name"])
@@ -74,8 +67,7 @@ async def update_org(request: web.Request) -> web.Response:
 @doc("The org's members, in the order they joined", response=MemberListSchema)
 async def list_members(request: web.Request) -> web.Response:
     page, _ = page_of(request)
-    org_id = _caller(request).org_id
-    assert org_id is not None
+    org_id, _ = caller(request)
     async with org_tx(request) as tx:
         found = await members.list_page(tx, org_id, page.after, page.limit + 1)
     return json_response(listing(found, len(found), page, key="joined_at", id_key="user_id"))
@@ -101,9 +93,7 @@ async def _check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
      status=201)
 async def create_invitation(request: web.Request) -> web.Response:
     body = await load_body(request, InvitationCreateSchema())
-    principal = _caller(request)
-    org_id = principal.org_id
-    assert org_id is not None
+    org_id, principal = caller(request)
     app = request.app
     async with org_tx(request) as tx:
         await _check_refs(tx, org_id, body["role_ids"], body["group_ids"])
@@ -143,8 +133,7 @@ def _refuse_last_admin(admins: list[UUID], user_id: UUID) -> None:
 async def update_member(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
     body = await load_body(request, MemberPatchSchema())
-    org_id = _caller(request).org_id
-    assert org_id is not None
+    org_id, _ = caller(request)
     new_role = OrgRole(body["org_role"])
     async with org_tx(request) as tx:
         admins = await members.lock_administrators(tx, org_id)
@@ -166,8 +155,7 @@ async def update_member(request: web.Request) -> web.Response:
 @doc("Remove a member: their tokens for this org die at once", status=204)
 async def remove_member(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
-    org_id = _caller(request).org_id
-    assert org_id is not None
+    org_id, _ = caller(request)
     async with org_tx(request) as tx:
         admins = await members.lock_administrators(tx, org_id)
         member = await _member_or_404(tx, org_id, user_id)
@@ -188,8 +176,7 @@ async def remove_member(request: web.Request) -> web.Response:
 async def set_member_roles(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
     body = await load_body(request, RoleIdsSchema())
-    org_id = _caller(request).org_id
-    assert org_id is not None
+    org_id, _ = caller(request)
     role_ids = list(dict.fromkeys(body["role_ids"]))
     async with org_tx(request) as tx:
         before = await _member_or_404(tx, org_id, user_id)
