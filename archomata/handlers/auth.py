@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -106,17 +106,29 @@ async def verify_email(request: web.Request) -> web.Response:
 async def resend_verification(request: web.Request) -> web.Response:
     body = await load_body(request, EmailOnlySchema())
     app = request.app
-    async with service_tx(app[keys.DB_POOL]) as tx:
-        user = await users.get_by_email(tx, body["email"])
-        token = None
-        if user is not None and not user.email_verified and not user.disabled:
-            await mail_tokens.retire_all(tx, user.id, Purpose.VERIFY_EMAIL)
-            token = await mail_tokens.issue(tx, user.id, Purpose.VERIFY_EMAIL,
-                                            app[keys.CONFIG].mail_token_ttl_seconds)
-            await audit.record(tx, request, AuditAction.AUTH_EMAIL_VERIFICATION_SENT,
-                               resource_type="user", resource_id=user.id, actor_id=user.id)
+    return await _mail_link(request, body["email"], Purpose.VERIFY_EMAIL,
+                            app[keys.CONFIG].mail_token_ttl_seconds,
+                            AuditAction.AUTH_EMAIL_VERIFICATION_SENT,
+                            lambda user: not user.email_verified and not user.disabled,
+                            app[keys.MAILER].send_verification)
+
+
+async def _mail_link(request: web.Request, email: str, purpose: Purpose, ttl: int,
+                     action: AuditAction, eligible: Callable[[users.User], bool],
+                     send: Callable[[str, str], Coroutine[Any, Any, bool]]) -> web.Response:
+    """Issues a fresh single-use link when the email's account is eligible (older links
+    die), audits it, mails it after the response; answers 202 whatever the case, so the
+    answer tells nothing about which emails exist."""
+    token = None
+    async with service_tx(request.app[keys.DB_POOL]) as tx:
+        user = await users.get_by_email(tx, email)
+        if user is not None and eligible(user):
+            await mail_tokens.retire_all(tx, user.id, purpose)
+            token = await mail_tokens.issue(tx, user.id, purpose, ttl)
+            await audit.record(tx, request, action, resource_type="user",
+                               resource_id=user.id, actor_id=user.id)
     if user is not None and token is not None:
-        _later(app[keys.MAILER].send_verification(user.email, token))
+        _later(send(user.email, token))
     return json_response({"status": "accepted"}, status=202)
 
 
@@ -232,18 +244,10 @@ async def logout_all(request: web.Request) -> web.Response:
 async def request_password_reset(request: web.Request) -> web.Response:
     body = await load_body(request, EmailOnlySchema())
     app = request.app
-    async with service_tx(app[keys.DB_POOL]) as tx:
-        user = await users.get_by_email(tx, body["email"])
-        token = None
-        if user is not None and not user.disabled:
-            await mail_tokens.retire_all(tx, user.id, Purpose.PASSWORD_RESET)
-            token = await mail_tokens.issue(tx, user.id, Purpose.PASSWORD_RESET,
-                                            app[keys.CONFIG].password_reset_ttl_seconds)
-            await audit.record(tx, request, AuditAction.AUTH_PASSWORD_RESET_REQUESTED,
-                               resource_type="user", resource_id=user.id, actor_id=user.id)
-    if user is not None and token is not None:
-        _later(app[keys.MAILER].send_password_reset(user.email, token))
-    return json_response({"status": "accepted"}, status=202)
+    return await _mail_link(request, body["email"], Purpose.PASSWORD_RESET,
+                            app[keys.CONFIG].password_reset_ttl_seconds,
+                            AuditAction.AUTH_PASSWORD_RESET_REQUESTED,
+                            lambda user: not user.disabled, app[keys.MAILER].send_password_reset)
 
 
 @routes.post("/api/v1/auth/password-reset/confirm")
