@@ -1,9 +1,10 @@
-"""The authorised org-scoped list, through every middleware, the guard and row-level
+"""The authorised org-scoped lists, through every middleware, the guard and row-level
 security, beside a bare endpoint doing the same JWT check, one Redis GET and the same
 SELECT (bench/reference_app.py).
 
-GET /api/v1/org/members of an org with 50 members, wrk at 64 connections, alternating
-rounds. Targets: throughput >= 0.8x the reference, p99 <= 1.2x.
+GET /api/v1/org/members of an org with 50 members, and GET /api/v1/accounts of an org
+with 50 accounts, wrk at 64 connections, alternating rounds. Targets: throughput >= 0.8x
+the reference, p99 <= 1.2x.
 
 Run: .venv/bin/python -m bench.org_members [--rounds 3] [--seconds 10]
 """
@@ -36,6 +37,12 @@ ADD_MEMBERS = """
     )
     insert into memberships (org_id, user_id, org_role) select $1, id, 'member' from new_users
 """
+ADD_ACCOUNTS = """
+    insert into accounts (org_id, name, broker, server, login, environment, balance, equity)
+    select $1, 'Account ' || i, 'Broker', 'Server-1', 100000 + i, 'demo', 10000.50, 10100.25
+    from generate_series(1, $2) i
+"""
+ROUTES = ("/api/v1/org/members", "/api/v1/accounts")
 
 
 async def make_org(environ: dict[str, str]) -> None:
@@ -51,6 +58,7 @@ async def make_org(environ: dict[str, str]) -> None:
     conn = await asyncpg.connect(environ["ARCHOMATA_DATABASE_OWNER_URL"])
     try:
         await conn.execute(ADD_MEMBERS, account.org.id, MEMBERS - 1)
+        await conn.execute(ADD_ACCOUNTS, account.org.id, MEMBERS)
         await conn.execute("analyze")
     finally:
         await conn.close()
@@ -68,11 +76,37 @@ async def access_token(url: str) -> str:
     return body["access_token"]
 
 
+def measure(route: str, service: str, reference: str, headers: dict[str, str],
+            args: argparse.Namespace) -> None:
+    figures: dict[str, list[tuple[float, float, float]]] = {"service": [], "reference": []}
+    for round_no in range(1, args.rounds + 1):
+        for name, url in (("reference", reference), ("service", service)):
+            load = wrk(f"{url}{route}", connections=args.connections, seconds=args.seconds,
+                       headers=headers)
+            if load.errors:
+                raise SystemExit(f"{name} {route}: {load.errors} non-2xx answers")
+            figures[name].append((load.requests_per_second, load.p50_ms, load.p99_ms))
+            print(f"{route} round {round_no} {name:9}: {load.requests_per_second:8.1f} req/s, "
+                  f"p50 {load.p50_ms:6.2f} ms, p99 {load.p99_ms:6.2f} ms", flush=True)
+    med = {name: tuple(median([f[i] for f in rows]) for i in range(3))
+           for name, rows in figures.items()}
+    s, r = med["service"], med["reference"]
+    print(f"\n{route}: medians over {args.rounds} rounds, {args.connections} connections, "
+          f"{MEMBERS} items (root: {ROOT.name}):")
+    print(f"  throughput: service {s[0]:.1f} / reference {r[0]:.1f} req/s = "
+          f"{s[0] / r[0]:.2f}x (target >= 0.8x)")
+    print(f"  p50: service {s[1]:.2f} / reference {r[1]:.2f} ms = {s[1] / r[1]:.2f}x")
+    print(f"  p99: service {s[2]:.2f} / reference {r[2]:.2f} ms = {s[2] / r[2]:.2f}x "
+          "(target <= 1.2x)\n", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--route", choices=ROUTES, action="append",
+                        help="measure only this route (repeatable); default: all")
     args = parser.parse_args()
     with stack(bcrypt_rounds=4) as env:
         asyncio.run(make_org(env.environ))
@@ -80,29 +114,9 @@ def main() -> None:
         with serve(env.environ, env.workdir) as service, \
                 process(reference_cmd, env.environ, free_port(),
                         env.workdir / "reference.log") as reference:
-            token = asyncio.run(access_token(service))
-            headers = {"Authorization": f"Bearer {token}"}
-            figures: dict[str, list[tuple[float, float, float]]] = {"service": [],
-                                                                     "reference": []}
-            for round_no in range(1, args.rounds + 1):
-                for name, url in (("reference", reference), ("service", service)):
-                    load = wrk(f"{url}/api/v1/org/members", connections=args.connections,
-                               seconds=args.seconds, headers=headers)
-                    if load.errors:
-                        raise SystemExit(f"{name}: {load.errors} non-2xx answers")
-                    figures[name].append((load.requests_per_second, load.p50_ms, load.p99_ms))
-                    print(f"round {round_no} {name:9}: {load.requests_per_second:8.1f} req/s, "
-                          f"p50 {load.p50_ms:6.2f} ms, p99 {load.p99_ms:6.2f} ms", flush=True)
-    med = {name: tuple(median([f[i] for f in rows]) for i in range(3))
-           for name, rows in figures.items()}
-    s, r = med["service"], med["reference"]
-    print(f"\nmedians over {args.rounds} rounds, {args.connections} connections, "
-          f"{MEMBERS} members (root: {ROOT.name}):")
-    print(f"  throughput: service {s[0]:.1f} / reference {r[0]:.1f} req/s = "
-          f"{s[0] / r[0]:.2f}x (target >= 0.8x)")
-    print(f"  p50: service {s[1]:.2f} / reference {r[1]:.2f} ms = {s[1] / r[1]:.2f}x")
-    print(f"  p99: service {s[2]:.2f} / reference {r[2]:.2f} ms = {s[2] / r[2]:.2f}x "
-          "(target <= 1.2x)")
+            headers = {"Authorization": f"Bearer {asyncio.run(access_token(service))}"}
+            for route in args.route or ROUTES:
+                measure(route, service, reference, headers, args)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import jwt
 from aiohttp import web
 from redis.asyncio import Redis
 
+from archomata.store.accounts import LIST_PAGE as ACCOUNTS_PAGE
 from archomata.store.members import LIST_PAGE
 
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -23,7 +24,8 @@ REDIS = web.AppKey("redis", Redis)
 KEYS = web.AppKey("keys", dict)
 
 
-async def members(request: web.Request) -> web.Response:
+async def _org_rows(request: web.Request, sql: str) -> list[asyncpg.Record]:
+    """The same JWT check, one Redis call and the same SELECT in the same RLS transaction."""
     token = request.headers.get("Authorization", "").removeprefix("Bearer ")
     kid = jwt.get_unverified_header(token)["kid"]
     claims = jwt.decode(token, request.app[KEYS][kid], algorithms=["HS256"],
@@ -33,8 +35,31 @@ async def members(request: web.Request) -> web.Response:
     org_id = UUID(claims["org"])
     async with request.app[POOL].acquire() as conn:
         await conn.execute(f"BEGIN; SELECT set_config('app.org_id', '{org_id}', true)")
-        rows = await conn.fetch(LIST_PAGE, org_id, None, None, 51)
+        rows = await conn.fetch(sql, org_id, None, None, 51)
         await conn.execute("COMMIT")
+    return rows
+
+
+def _text(value: object) -> object:
+    return None if value is None else str(value)
+
+
+async def accounts(request: web.Request) -> web.Response:
+    rows = await _org_rows(request, ACCOUNTS_PAGE)
+    items = [{"id": str(r["id"]), "agent_id": _text(r["agent_id"]), "name": r["name"],
+              "broker": r["broker"], "server": r["server"], "login": r["login"],
+              "environment": r["environment"], "has_credentials": r["has_credentials"],
+              "balance": _text(r["balance"]), "equity": _text(r["equity"]),
+              "margin": _text(r["margin"]), "free_margin": _text(r["free_margin"]),
+              "currency": r["currency"],
+              "state_updated_at": r["state_updated_at"] and r["state_updated_at"].isoformat(),
+              "created_at": r["created_at"].isoformat(),
+              "updated_at": r["updated_at"].isoformat()} for r in rows[:50]]
+    return web.json_response({"items": items, "next_cursor": None}, dumps=json.dumps)
+
+
+async def members(request: web.Request) -> web.Response:
+    rows = await _org_rows(request, LIST_PAGE)
     items = [{"user_id": str(r["user_id"]), "email": r["email"], "name": r["name"],
               "org_role": r["org_role"], "roles": r["roles"], "groups": r["groups"],
               "joined_at": r["joined_at"].isoformat()} for r in rows[:50]]
@@ -68,6 +93,7 @@ def main() -> None:
     app.cleanup_ctx.append(resources)
     app.router.add_get("/health/live", lambda r: web.json_response({"status": "ok"}))
     app.router.add_get("/api/v1/org/members", members)
+    app.router.add_get("/api/v1/accounts", accounts)
     web.run_app(app, host="127.0.0.1", port=int(os.environ["ARCHOMATA_PORT"]), print=None,
                 access_log=None)
 

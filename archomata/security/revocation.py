@@ -17,13 +17,13 @@ authenticated requests fail closed (503).
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
@@ -87,7 +87,7 @@ def judge(claims: Claims, results: list[Any]) -> CheckResult:
     if results[3]:
         raise Unauthorized("This organisation is disabled.", code="org_disabled")
     version = int(_text(results[5])) if results[5] is not None else 0
-    cached = json.loads(results[4]) if results[4] is not None else None
+    cached = orjson.loads(results[4]) if results[4] is not None else None
     if cached is None or cached.get("v") != version:
         return CheckResult(True, None, version, True)
     if not cached.get("member"):
@@ -148,7 +148,7 @@ class Revocation:
             value.update(role=authz.org_role, perms=sorted(authz.permissions))
         # Only a cache: if it cannot be written, the next request loads from PostgreSQL.
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.set(f"authz:{org_id}:{user_id}", json.dumps(value),
+            await self.redis.set(f"authz:{org_id}:{user_id}", orjson.dumps(value),
                                  ex=AUTHZ_TTL_SECONDS)
 
     async def _write(self, queue: Any) -> None:
