@@ -58,20 +58,23 @@ def _text(value: Any) -> str:
 
 
 def queue_check(pipe: Pipeline, claims: Claims) -> int:
-    """Adds the revocation reads for `claims` to `pipe`; returns how many were added."""
-    pipe.exists(READY)
+    """Adds the revocation reads for `claims` to `pipe`: three commands (the string keys
+    in one MGET, then the session and the user hashes); returns how many were added."""
+    strings = [READY]
+    if claims.org_id is not None:
+        strings += [f"rv:org:{claims.org_id}", f"authz:{claims.org_id}:{claims.user_id}",
+                    f"authzv:{claims.org_id}"]
+    pipe.mget(strings)
     pipe.exists(f"sess:{claims.session_id}")
     pipe.hmget(f"rv:user:{claims.user_id}", "disabled", "tva")
-    if claims.org_id is None:
-        return 3
-    pipe.exists(f"rv:org:{claims.org_id}")
-    pipe.get(f"authz:{claims.org_id}:{claims.user_id}")
-    pipe.get(f"authzv:{claims.org_id}")
-    return 6
+    return 3
 
 
-def judge(claims: Claims, results: list[Any]) -> CheckResult:
+def judge(claims: Claims, replies: list[Any]) -> CheckResult:
     """Raises Unauthorized for a revoked token; else says what the cache holds."""
+    strings, session, user = replies
+    # In the order the checks read: ready, session, user, org, cache, cache version.
+    results = [strings[0], session, user, *strings[1:]]
     ready = bool(results[0])
     if not ready:
         return CheckResult(False, None, 0, True)
