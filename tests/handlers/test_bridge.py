@@ -235,9 +235,12 @@ class TestCommands:
         async def poll(instance: Any, mine: list[str]) -> None:
             deadline = time.monotonic() + 20
             while sum(map(len, received)) < 30 and time.monotonic() < deadline:
-                response = await instance.get("/api/v1/bridge/commands?wait=1",
+                # Short polls, so that both instances keep asking while orders arrive
+                # (a long poll lets whichever is woken first take every command).
+                response = await instance.get("/api/v1/bridge/commands?wait=0",
                                               headers=agent_auth(key))
                 mine += [c["id"] for c in (await response.json())["commands"]]
+                await asyncio.sleep(0.005)
 
         async def place(count: int) -> None:
             for _ in range(count):
