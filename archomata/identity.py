@@ -99,12 +99,12 @@ async def open_session(request: web.Request, user: User, requested_org: UUID | N
 def set_refresh_cookie(response: web.StreamResponse, config: Config, token: str) -> None:
     response.set_cookie(REFRESH_COOKIE, token, max_age=config.refresh_token_ttl_seconds,
                         path=COOKIE_PATH, secure=True, httponly=True,
-                        samesite=getattr(config, "refresh_cookie_samesite", "Strict"))
+                        samesite=config.refresh_cookie_samesite)
 
 
 def clear_refresh_cookie(response: web.StreamResponse, config: Config) -> None:
     response.del_cookie(REFRESH_COOKIE, path=COOKIE_PATH, secure=True, httponly=True,
-                        samesite=getattr(config, "refresh_cookie_samesite", "Strict"))
+                        samesite=config.refresh_cookie_samesite)
 
 
 def refresh_token_of(request: web.Request) -> str | None:

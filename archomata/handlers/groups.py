@@ -12,6 +12,7 @@ from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
 from archomata.guards import require_org_admin, require_permission, require_write
+from archomata.handlers.org import check_refs
 from archomata.handlers.params import caller
 from archomata.openapi import doc
 from archomata.pagination import listing, page_of
@@ -24,7 +25,7 @@ from archomata.schemas.org import (
     RoleIdsSchema,
     UserIdsSchema,
 )
-from archomata.store import groups, members, roles
+from archomata.store import groups, members
 from archomata.web_json import json_response, load_body, uuid_param
 
 routes = web.RouteTableDef()
@@ -163,10 +164,7 @@ async def set_group_roles(request: web.Request) -> web.Response:
     org_id = _org_id(request)
     async with org_tx(request) as tx:
         before = await _group_or_404(tx, org_id, group_id)
-        missing = await roles.unknown_ids(tx, role_ids)
-        if missing:
-            raise ValidationFailed("Some roles do not exist.", errors={
-                "role_ids": [f"Unknown role {r}." for r in missing]})
+        await check_refs(tx, org_id, role_ids)
         await groups.set_roles(tx, org_id, group_id, role_ids)
         after = await _group_or_404(tx, org_id, group_id)
         await audit.record(tx, request, AuditAction.GROUP_ROLES_SET, resource_type="group",

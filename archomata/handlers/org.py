@@ -73,8 +73,9 @@ async def list_members(request: web.Request) -> web.Response:
     return json_response(listing(found, len(found), page, key="joined_at", id_key="user_id"))
 
 
-async def _check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
-                      group_ids: list[UUID] | None = None) -> None:
+async def check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
+                     group_ids: list[UUID] | None = None) -> None:
+    """422 naming every role id, and every group id of the org, that does not exist."""
     errors: dict[str, list[str]] = {}
     missing_roles = await roles.unknown_ids(tx, role_ids)
     if missing_roles:
@@ -96,7 +97,7 @@ async def create_invitation(request: web.Request) -> web.Response:
     org_id, principal = caller(request)
     app = request.app
     async with org_tx(request) as tx:
-        await _check_refs(tx, org_id, body["role_ids"], body["group_ids"])
+        await check_refs(tx, org_id, body["role_ids"], body["group_ids"])
         if await orgs.has_member_with_email(tx, org_id, body["email"]):
             raise Conflict("This person is already a member.", code="already_member")
         invitation, token = await invitations.insert(
@@ -180,7 +181,7 @@ async def set_member_roles(request: web.Request) -> web.Response:
     role_ids = list(dict.fromkeys(body["role_ids"]))
     async with org_tx(request) as tx:
         before = await _member_or_404(tx, org_id, user_id)
-        await _check_refs(tx, org_id, role_ids)
+        await check_refs(tx, org_id, role_ids)
         await roles.set_for_member(tx, org_id, user_id, role_ids)
         after = await _member_or_404(tx, org_id, user_id)
         await audit.record(tx, request, AuditAction.ROLE_ASSIGNED, resource_type="member",
