@@ -70,9 +70,11 @@ def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
 
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        # Money and volumes are decimal strings, never floats; "f" because str() writes
-        # a zero with many places as "0E-8", which is no decimal string.
-        return format(value, "f")
+        # Money and volumes are decimal strings, never floats. str() is the fast way, but
+        # it writes very small or large magnitudes with an exponent ("0E-8"), which is no
+        # decimal string: those go through format(, "f").
+        text = str(value)
+        return format(value, "f") if "E" in text else text
     if isinstance(value, UUID):
         return str(value)  # asyncpg's UUID subclass, which orjson does not know
     if isinstance(value, set | frozenset):

@@ -49,3 +49,11 @@ def test_decimals_are_strings_and_sets_are_sorted_lists() -> None:
 def test_unknown_types_are_refused_not_stringified() -> None:
     with pytest.raises(TypeError):
         dumps({"x": object()})
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (Decimal("0E-8"), "0.00000000"), (Decimal("1E-8"), "0.00000001"),
+    (Decimal("1E+3"), "1000"), (Decimal("-12.3400"), "-12.3400"), (Decimal("7"), "7"),
+])
+def test_decimals_never_go_out_in_exponent_form(value: Decimal, text: str) -> None:
+    assert orjson.loads(dumps(value)) == text

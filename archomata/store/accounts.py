@@ -17,9 +17,10 @@ import asyncpg
 
 from archomata.db import Tx
 from archomata.risk import RiskLimits
+from archomata.store import rows
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Account:
     id: UUID
     agent_id: UUID | None
@@ -48,7 +49,7 @@ UPDATABLE = ("name", "broker", "server", "login", "environment", "agent_id", "cr
 
 
 def _account(row: asyncpg.Record | None) -> Account | None:
-    return None if row is None else Account(*(row[k] for k in Account.__slots__))
+    return None if row is None else rows.from_record(Account, row)
 
 
 def _limits(row: asyncpg.Record) -> RiskLimits:
@@ -94,8 +95,7 @@ LIST_PAGE = f"""
 async def list_page(tx: Tx, org_id: UUID, after: tuple[datetime, UUID] | None,
                     limit: int) -> list[Account]:
     at, last_id = after if after else (None, None)
-    rows = await tx.fetch(LIST_PAGE, org_id, at, last_id, limit)
-    return [a for r in rows if (a := _account(r)) is not None]
+    return rows.from_records(Account, await tx.fetch(LIST_PAGE, org_id, at, last_id, limit))
 
 
 async def update(tx: Tx, org_id: UUID, account_id: UUID,
@@ -186,7 +186,7 @@ async def lock_for_order(tx: Tx, org_id: UUID,
 
 # --- the bridge's view: accounts by agent and login ------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AssignedAccount:
     account: Account
     credentials: bytes | None
@@ -200,8 +200,8 @@ LIST_FOR_AGENT = f"""
 
 
 async def list_for_agent(tx: Tx, org_id: UUID, agent_id: UUID) -> list[AssignedAccount]:
-    rows = await tx.fetch(LIST_FOR_AGENT, org_id, agent_id)
-    return [AssignedAccount(a, r["credentials"]) for r in rows
+    found = await tx.fetch(LIST_FOR_AGENT, org_id, agent_id)
+    return [AssignedAccount(a, r["credentials"]) for r in found
             if (a := _account(r)) is not None]
 
 

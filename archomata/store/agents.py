@@ -10,11 +10,12 @@ from uuid import UUID
 import asyncpg
 
 from archomata.db import Tx
+from archomata.store import rows
 
 ONLINE_SECONDS = 60
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Agent:
     id: UUID
     name: str
@@ -26,7 +27,7 @@ class Agent:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class KeyRecord:
     """What validating a key needs: the row its key id names."""
 
@@ -43,9 +44,7 @@ COLUMNS = f"""id, name, key_id, version, terminals, last_seen_at,
 
 
 def _agent(row: asyncpg.Record | None) -> Agent | None:
-    if row is None:
-        return None
-    return Agent(*(row[k] for k in Agent.__slots__))
+    return None if row is None else rows.from_record(Agent, row)
 
 
 INSERT = f"""
@@ -78,8 +77,7 @@ LIST_PAGE = f"""
 async def list_page(tx: Tx, org_id: UUID, after: tuple[datetime, UUID] | None,
                     limit: int) -> list[Agent]:
     at, last_id = after if after else (None, None)
-    rows = await tx.fetch(LIST_PAGE, org_id, at, last_id, limit)
-    return [a for r in rows if (a := _agent(r)) is not None]
+    return rows.from_records(Agent, await tx.fetch(LIST_PAGE, org_id, at, last_id, limit))
 
 
 ROTATE_KEY = f"""

@@ -21,9 +21,10 @@ from uuid import UUID
 import asyncpg
 
 from archomata.db import Tx
+from archomata.store import rows
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AuditEntry:
     id: UUID
     occurred_at: datetime
@@ -77,10 +78,7 @@ NO_ORG = "'00000000-0000-0000-0000-000000000000'::uuid"  # the chain of entries 
 
 
 def _entry(row: asyncpg.Record) -> AuditEntry:
-    return AuditEntry(row["id"], row["occurred_at"], row["org_id"], row["actor_type"],
-                      row["actor_id"], row["action"], row["resource_type"],
-                      row["resource_id"], row["ip"], row["user_agent"], row["request_id"],
-                      row["details"], row["seq"])
+    return rows.from_record(AuditEntry, row)
 
 
 class _Params(list[Any]):
@@ -175,8 +173,8 @@ async def stream(tx: Tx, where: AuditFilter, chunk: int,
     CSV_COLUMNS, or as one JSON text each. Needs `tx` open throughout."""
     sql, params = select_sql(where, columns=JSON_COLUMNS if json_lines else CSV_COLUMNS)
     cursor = await tx.conn.cursor(sql, *params)
-    while rows := await cursor.fetch(chunk):
-        yield rows  # records of text cells: sequences, as the encoders take them
+    while batch := await cursor.fetch(chunk):
+        yield batch  # records of text cells: sequences, as the encoders take them
 
 
 # The words of a search as the trigger splits entries into them (one definition, in SQL),
@@ -195,5 +193,5 @@ SEARCH_TERMS = """
 async def search_terms(tx: Tx, text: str, org_id: UUID | None) -> tuple[tuple[str, ...], bool]:
     """The words of `text`, rarest first, and whether every one of them occurs at all
     (if one does not, nothing can match)."""
-    rows = await tx.fetch(SEARCH_TERMS, text, org_id)
-    return tuple(r["term"] for r in rows), all(r["seen"] for r in rows)
+    found = await tx.fetch(SEARCH_TERMS, text, org_id)
+    return tuple(r["term"] for r in found), all(r["seen"] for r in found)

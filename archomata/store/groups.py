@@ -9,9 +9,10 @@ from uuid import UUID
 
 from archomata.db import Tx
 from archomata.pagination import Position
+from archomata.store import rows
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Group:
     id: UUID
     name: str
@@ -37,8 +38,9 @@ _SELECT = """
 
 
 def _group(row: Any) -> Group:
-    return Group(row["id"], row["name"], row["description"], tuple(row["members"]),
-                 tuple(row["roles"]), row["created_at"], row["updated_at"])
+    return rows.build(Group, (row["id"], row["name"], row["description"],
+                              tuple(row["members"]), tuple(row["roles"]), row["created_at"],
+                              row["updated_at"]))
 
 
 LIST_PAGE = _SELECT + """
@@ -49,9 +51,9 @@ LIST_PAGE = _SELECT + """
 
 
 async def list_page(tx: Tx, org_id: UUID, after: Position | None, limit: int) -> list[Group]:
-    rows = await tx.fetch(LIST_PAGE, org_id, after.at if after else None,
-                          after.id if after else None, limit)
-    return [_group(r) for r in rows]
+    found = await tx.fetch(LIST_PAGE, org_id, after.at if after else None,
+                           after.id if after else None, limit)
+    return [_group(r) for r in found]
 
 
 GET = _SELECT + " where g.org_id = $1 and g.id = $2"

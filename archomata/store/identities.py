@@ -12,7 +12,7 @@ import asyncpg
 from archomata.db import Tx
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Identity:
     id: UUID
     user_id: UUID
@@ -84,7 +84,7 @@ LOCK_SIGN_IN_METHODS = """
 """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SignInMethods:
     has_password: bool
     identities: int

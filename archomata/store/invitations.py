@@ -19,7 +19,7 @@ from archomata.security.principal import OrgRole
 from archomata.store.users import normalize_email
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Invitation:
     id: UUID
     org_id: UUID

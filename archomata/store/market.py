@@ -11,13 +11,12 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from archomata.db import Tx
 from archomata.risk import Exposure
+from archomata.store import rows
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Position:
     id: UUID
     ticket: int
@@ -32,7 +31,7 @@ class Position:
     opened_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Deal:
     id: UUID
     ticket: int
@@ -118,20 +117,12 @@ LIST_POSITIONS = f"""
 """
 
 
-def _position(row: asyncpg.Record) -> Position:
-    return Position(*(row[k] for k in Position.__slots__))
-
-
-def _deal(row: asyncpg.Record) -> Deal:
-    return Deal(*(row[k] for k in Deal.__slots__))
-
-
 async def list_positions(tx: Tx, org_id: UUID, account_id: UUID, filters: dict[str, Any],
                          after: tuple[datetime, UUID] | None, limit: int) -> list[Position]:
     at, last_id = after if after else (None, None)
-    rows = await tx.fetch(LIST_POSITIONS, org_id, account_id, filters.get("symbol"),
-                          filters.get("from"), filters.get("to"), at, last_id, limit)
-    return [_position(r) for r in rows]
+    found = await tx.fetch(LIST_POSITIONS, org_id, account_id, filters.get("symbol"),
+                           filters.get("from"), filters.get("to"), at, last_id, limit)
+    return rows.from_records(Position, found)
 
 
 GET_POSITION = f"""
@@ -141,7 +132,7 @@ GET_POSITION = f"""
 
 async def get_position(tx: Tx, org_id: UUID, account_id: UUID, ticket: int) -> Position | None:
     row = await tx.fetchrow(GET_POSITION, org_id, account_id, ticket)
-    return None if row is None else _position(row)
+    return None if row is None else rows.from_record(Position, row)
 
 
 LIST_DEALS = f"""
@@ -159,9 +150,9 @@ LIST_DEALS = f"""
 async def list_deals(tx: Tx, org_id: UUID, account_id: UUID, filters: dict[str, Any],
                      after: tuple[datetime, UUID] | None, limit: int) -> list[Deal]:
     at, last_id = after if after else (None, None)
-    rows = await tx.fetch(LIST_DEALS, org_id, account_id, filters.get("symbol"),
-                          filters.get("from"), filters.get("to"), at, last_id, limit)
-    return [_deal(r) for r in rows]
+    found = await tx.fetch(LIST_DEALS, org_id, account_id, filters.get("symbol"),
+                           filters.get("from"), filters.get("to"), at, last_id, limit)
+    return rows.from_records(Deal, found)
 
 
 EXPOSURE = """

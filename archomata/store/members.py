@@ -10,9 +10,10 @@ from uuid import UUID
 from archomata.db import Tx
 from archomata.pagination import Position
 from archomata.security.principal import OrgRole
+from archomata.store import rows
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Member:
     user_id: UUID
     email: str
@@ -47,15 +48,16 @@ GET = _SELECT + " where m.org_id = $1 and m.user_id = $2"
 
 
 def _member(row: Any) -> Member:
-    return Member(row["user_id"], row["email"], row["name"], OrgRole(row["org_role"]),
-                  tuple(row["roles"]), tuple(row["groups"]), row["joined_at"])
+    return rows.build(Member, (row["user_id"], row["email"], row["name"],
+                               OrgRole(row["org_role"]), tuple(row["roles"]),
+                               tuple(row["groups"]), row["joined_at"]))
 
 
 async def list_page(tx: Tx, org_id: UUID, after: Position | None, limit: int) -> list[Member]:
     """Members in the order they joined (oldest first), `limit` of them after `after`."""
-    rows = await tx.fetch(LIST_PAGE, org_id, after.at if after else None,
-                          after.id if after else None, limit)
-    return [_member(r) for r in rows]
+    found = await tx.fetch(LIST_PAGE, org_id, after.at if after else None,
+                           after.id if after else None, limit)
+    return [_member(r) for r in found]
 
 
 async def get(tx: Tx, org_id: UUID, user_id: UUID) -> Member | None:

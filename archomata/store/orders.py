@@ -21,9 +21,10 @@ import asyncpg
 
 from archomata.db import Tx
 from archomata.schemas.values import with_decimal_texts
+from archomata.store import rows
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Order:
     id: UUID
     account_id: UUID
@@ -46,7 +47,7 @@ class Order:
     executed_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Command:
     id: UUID
     account_login: int
@@ -54,11 +55,11 @@ class Command:
     payload: dict[str, Any]
 
 
-COLUMNS = ", ".join(Order.__slots__)
+COLUMNS = ", ".join(rows.field_names(Order))
 
 
 def _order(row: asyncpg.Record | None) -> Order | None:
-    return None if row is None else Order(*(row[k] for k in Order.__slots__))
+    return None if row is None else rows.from_record(Order, row)
 
 
 INSERT = f"""
@@ -129,9 +130,9 @@ LIST_PAGE = f"""
 async def list_page(tx: Tx, org_id: UUID, filters: dict[str, Any],
                     after: tuple[datetime, UUID] | None, limit: int) -> list[Order]:
     at, last_id = after if after else (None, None)
-    rows = await tx.fetch(LIST_PAGE, org_id, filters.get("account_id"), filters.get("status"),
-                          at, last_id, limit)
-    return [o for r in rows if (o := _order(r)) is not None]
+    found = await tx.fetch(LIST_PAGE, org_id, filters.get("account_id"),
+                           filters.get("status"), at, last_id, limit)
+    return rows.from_records(Order, found)
 
 
 CANCEL = f"""
@@ -176,8 +177,8 @@ CLAIM = """
 
 async def claim(tx: Tx, org_id: UUID, agent_id: UUID, limit: int) -> list[Command]:
     """Hands the agent's oldest pending commands to it, each exactly once."""
-    rows = await tx.fetch(CLAIM, org_id, agent_id, limit)
-    return [Command(r["id"], r["account_login"], r["type"], r["payload"]) for r in rows]
+    found = await tx.fetch(CLAIM, org_id, agent_id, limit)
+    return [Command(r["id"], r["account_login"], r["type"], r["payload"]) for r in found]
 
 
 COMPLETE = """
@@ -194,7 +195,7 @@ RECORD_RESULT = f"""
 """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Completion:
     found: bool  # the command exists and this agent claimed it
     order: Order | None  # set when this call recorded the result

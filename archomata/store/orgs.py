@@ -13,7 +13,7 @@ from archomata.security.principal import OrgRole
 from archomata.store.users import normalize_email
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Org:
     id: UUID
     name: str
@@ -55,7 +55,7 @@ async def add_member(tx: Tx, org_id: UUID, user_id: UUID, role: OrgRole) -> None
     await tx.execute(ADD_MEMBER, org_id, user_id, role.value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Membership:
     org: Org
     org_role: OrgRole

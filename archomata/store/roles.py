@@ -8,7 +8,7 @@ from uuid import UUID
 from archomata.db import Tx
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Role:
     id: UUID
     name: str

@@ -10,9 +10,10 @@ from uuid import UUID
 import asyncpg
 
 from archomata.db import Tx
+from archomata.store import rows
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Strategy:
     id: UUID
     name: str
@@ -32,7 +33,7 @@ UPDATABLE = ("name", "description", "parameters", "enabled")
 
 
 def _strategy(row: asyncpg.Record | None) -> Strategy | None:
-    return None if row is None else Strategy(*(row[k] for k in Strategy.__slots__))
+    return None if row is None else rows.from_record(Strategy, row)
 
 
 COUNT_ACCOUNTS = """
@@ -77,8 +78,7 @@ LIST_PAGE = f"""
 async def list_page(tx: Tx, org_id: UUID, after: tuple[datetime, UUID] | None,
                     limit: int) -> list[Strategy]:
     at, last_id = after if after else (None, None)
-    rows = await tx.fetch(LIST_PAGE, org_id, at, last_id, limit)
-    return [s for r in rows if (s := _strategy(r)) is not None]
+    return rows.from_records(Strategy, await tx.fetch(LIST_PAGE, org_id, at, last_id, limit))
 
 
 async def update(tx: Tx, org_id: UUID, strategy_id: UUID,

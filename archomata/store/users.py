@@ -18,7 +18,7 @@ def normalize_email(email: str) -> str:
     return unicodedata.normalize("NFKC", email).strip().casefold()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class User:
     id: UUID
     email: str
