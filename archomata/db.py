@@ -69,6 +69,16 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+async def _on_release(conn: asyncpg.Connection) -> None:
+    """The pool's reset hook: nothing to send. asyncpg rolls back a transaction left open
+    before calling it; its default reset would then send `RESET ALL; CLOSE ALL; UNLISTEN *;
+    pg_advisory_unlock_all()`, one more round trip per request, to undo session state this
+    service never creates on a pooled connection: every setting is transaction-local
+    (`set_config(..., true)`, and each transaction sets all three), cursors live inside
+    transactions, and nothing LISTENs or takes advisory locks there (migrations use a
+    connection of their own)."""
+
+
 async def create_pool(dsn: str, config: Config | None = None, **overrides: Any) -> asyncpg.Pool:
     options: dict[str, Any] = {
         "min_size": config.db_pool_min if config else 1,
@@ -76,6 +86,7 @@ async def create_pool(dsn: str, config: Config | None = None, **overrides: Any) 
         "command_timeout": 30,
         "max_inactive_connection_lifetime": 300,
         "init": _init_connection,
+        "reset": _on_release,
         "server_settings": {"application_name": "archomata"},
     }
     options.update(overrides)

@@ -77,3 +77,29 @@ class TestRowLevelSecurity:
         async with system_tx(pool) as tx:
             seen = {r["org_id"] for r in await tx.fetch("select org_id from memberships")}
         assert {first.org.id, second.org.id} <= seen
+
+
+class TestPoolRelease:
+    async def test_release_sends_no_reset_query(self, pool: asyncpg.Pool) -> None:
+        sent: list[str] = []
+
+        def log(record: asyncpg.connection.LoggedQuery) -> None:
+            sent.append(record.query)
+
+        async with pool.acquire() as conn:
+            conn.add_query_logger(log)
+            await conn.fetchval("select 1")
+        async with pool.acquire() as conn:  # the one connection again
+            await conn.fetchval("select 2")
+            conn.remove_query_logger(log)
+        assert sent == ["select 1", "select 2"]
+
+    async def test_a_transaction_left_open_is_rolled_back_on_release(
+            self, pool: asyncpg.Pool) -> None:
+        account = await _account(pool)
+        async with pool.acquire() as conn:
+            await conn.execute(f"BEGIN; SELECT set_config('app.org_id', '{account.org.id}', true)")
+            assert await conn.fetchval("select count(*) from memberships") == 1
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("select count(*) from memberships") == 0

@@ -47,9 +47,13 @@ LIST_PAGE = _SELECT + """
 GET = _SELECT + " where m.org_id = $1 and m.user_id = $2"
 
 
+# By value, without OrgRole(...)'s enum machinery: a microsecond a row, 50 rows a page.
+_ORG_ROLES = {role.value: role for role in OrgRole}
+
+
 def _member(row: Any) -> Member:
     return rows.build(Member, (row["user_id"], row["email"], row["name"],
-                               OrgRole(row["org_role"]), tuple(row["roles"]),
+                               _ORG_ROLES[row["org_role"]], tuple(row["roles"]),
                                tuple(row["groups"]), row["joined_at"]))
 
 
