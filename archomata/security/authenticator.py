@@ -1,5 +1,6 @@
-"""From a verified access token to a Principal: one Redis round trip in the steady state
-(revocation and the permission cache together), PostgreSQL only on a cache miss."""
+"""From a verified access token to a Principal: one Redis call in the steady state
+(rate limit, revocation and the permission cache together), PostgreSQL only on a cache
+miss."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from archomata.errors import ServiceUnavailable, Unauthorized
 from archomata.middlewares.ratelimit import rate_target
 from archomata.security import authz, tokens
 from archomata.security.principal import ActorType, OrgRole, Principal
-from archomata.security.revocation import CheckResult, Revocation, judge, queue_check
+from archomata.security.ratelimit import PendingHit
+from archomata.security.revocation import GATE, CheckResult, Revocation, gate_call, judge
 from archomata.security.tokens import Claims
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ class Authenticator:
         self.pool = pool
         self.revocation = revocation
         self._rebuilding: asyncio.Lock = asyncio.Lock()
+        self._gate = redis.register_script(GATE)  # EVALSHA, loading it again if flushed
 
     async def principal(self, request: web.Request, token: str) -> Principal:
         claims = tokens.verify(self.config, token)
@@ -56,25 +59,18 @@ class Authenticator:
                          claims.platform_role, OrgRole(access.org_role), access.permissions)
 
     async def _check(self, claims: Claims, request: web.Request | None = None) -> CheckResult:
-        """Revocation and the permission cache in one round trip, with the request's rate
+        """Revocation and the permission cache in one script call, with the request's rate
         limit folded in (its decision is left for the rate-limit middleware)."""
         target = rate_target(request) if request is not None else None
         limiter = request.app[keys.RATE_LIMITER] if target is not None else None
-        pending = None
+        gate_keys, gate_args = gate_call(claims, target)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                if limiter is not None and target is not None:
-                    pending = limiter.queue(pipe, *target)
-                queue_check(pipe, claims)
-                replies = await pipe.execute(raise_on_error=False)
+            reply = await self._gate(keys=gate_keys, args=gate_args)
         except (RedisError, OSError) as exc:
-            if limiter is not None and pending is not None and request is not None:
-                request[keys.RATE_DECISION] = limiter.result_from(pending, exc)
+            if limiter is not None and target is not None and request is not None:
+                request[keys.RATE_DECISION] = limiter.result_from(PendingHit(*target), exc)
             # Fail closed: without Redis no revocation can be checked, so no token passes.
             raise ServiceUnavailable("The session store is unavailable.") from exc
-        if limiter is not None and pending is not None and request is not None:
-            request[keys.RATE_DECISION] = limiter.result_from(pending, replies[0])
-            replies = replies[1:]
-        if any(isinstance(reply, Exception) for reply in replies):
-            raise ServiceUnavailable("The session store answered with an error.")
-        return judge(claims, replies)
+        if limiter is not None and target is not None and request is not None:
+            request[keys.RATE_DECISION] = limiter.result_from(PendingHit(*target), reply[0])
+        return judge(claims, reply[1:])

@@ -79,35 +79,40 @@ FALLBACK_LOG_INTERVAL_SECONDS = 60.0
 REDIS_RETRY_SECONDS = 1.0
 MAX_LOCAL_KEYS = 100_000
 
-# KEYS[1]: the bucket, a hash {window index: count}. ARGV: limit, window in ms.
-# Returns {allowed 0|1, previous count, current count (this hit included), ms into window}.
-SLIDING_WINDOW = """
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local index = math.floor(now / window)
-local elapsed = now - index * window
-local current_field = string.format('%d', index)
-local previous_field = string.format('%d', index - 1)
-local counts = redis.call('HMGET', KEYS[1], previous_field, current_field)
-local previous = tonumber(counts[1]) or 0
-local current = tonumber(counts[2]) or 0
-local allowed = 0
-if previous * (window - elapsed) / window + current + 1 <= limit then
-  allowed = 1
-  current = redis.call('HINCRBY', KEYS[1], current_field, 1)
-  if redis.call('HLEN', KEYS[1]) > 2 then
-    for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-      if field ~= current_field and field ~= previous_field then
-        redis.call('HDEL', KEYS[1], field)
+# A Lua function, so that other scripts can count a hit in the same call (the
+# authenticator's gate, see archomata.security.revocation). `key`: the bucket, a hash
+# {window index: count}; `limit`; `window` in ms. Returns {allowed 0|1, previous count,
+# current count (this hit included), ms into window}.
+SLIDING_WINDOW_FUNCTION = """
+local function sliding_window(key, limit, window)
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  local index = math.floor(now / window)
+  local elapsed = now - index * window
+  local current_field = string.format('%d', index)
+  local previous_field = string.format('%d', index - 1)
+  local counts = redis.call('HMGET', key, previous_field, current_field)
+  local previous = tonumber(counts[1]) or 0
+  local current = tonumber(counts[2]) or 0
+  local allowed = 0
+  if previous * (window - elapsed) / window + current + 1 <= limit then
+    allowed = 1
+    current = redis.call('HINCRBY', key, current_field, 1)
+    if redis.call('HLEN', key) > 2 then
+      for _, field in ipairs(redis.call('HKEYS', key)) do
+        if field ~= current_field and field ~= previous_field then
+          redis.call('HDEL', key, field)
+        end
       end
     end
+    redis.call('PEXPIRE', key, window * 2)
   end
-  redis.call('PEXPIRE', KEYS[1], window * 2)
+  return {allowed, previous, current, elapsed}
 end
-return {allowed, previous, current, elapsed}
 """
+# KEYS[1]: the bucket. ARGV: limit, window in ms.
+SLIDING_WINDOW = SLIDING_WINDOW_FUNCTION + \
+    "return sliding_window(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
 
 # KEYS: failure counter, lock. ARGV: free failures, base ms, max ms, memory ms.
 # Returns the lock now imposed, in ms (0: none).

@@ -487,6 +487,17 @@ class TestHotPath:
         assert "RateLimit-Remaining" in response.headers  # the limit was checked too
         assert len(sends) == 1
 
+    async def test_the_gate_script_is_loaded_again_after_a_script_flush(
+            self, client: Any, mail_sink: Any) -> None:
+        me = await signed_up(client, mail_sink)
+        first = await client.get("/api/v1/org", headers=me.auth)
+        await client.app[keys.REDIS].script_flush()
+        second = await client.get("/api/v1/org", headers=me.auth)
+        assert (first.status, second.status) == (200, 200)
+        # Counted in Redis's window, not afresh in memory (which would show more left).
+        assert int(second.headers["RateLimit-Remaining"]) < \
+            int(first.headers["RateLimit-Remaining"])
+
 
 class TestLoginThrottle:
     async def test_failures_from_many_ips_slow_the_account_then_let_the_owner_in(
