@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from types import ModuleType
@@ -85,6 +86,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
         raise
     app[keys.DB_POOL] = pool
+    app[keys.DB_TURNS] = asyncio.Semaphore(config.db_pool_max)
     yield
     await pool.close()
 

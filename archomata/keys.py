@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 CONFIG = web.AppKey("config", Config)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
+# Turns for the pool's connections, first come first served (see db._scoped_tx).
+DB_TURNS = web.AppKey("db_turns", asyncio.Semaphore)
 REDIS = web.AppKey("redis", Redis)
 EXPECTED_SCHEMA_VERSION = web.AppKey("expected_schema_version", int)
 OPENAPI = web.AppKey("openapi", dict)

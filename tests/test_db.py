@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -9,7 +10,7 @@ import pytest
 
 from archomata.audit import AuditContext
 from archomata.config import Config
-from archomata.db import create_pool, service_tx, system_tx
+from archomata.db import _scoped_tx, create_pool, service_tx, system_tx
 from archomata.onboarding import NewAccount, create_user_with_org
 from tests.factories import unique_email
 
@@ -103,3 +104,37 @@ class TestPoolRelease:
         async with pool.acquire() as conn:
             assert not conn.is_in_transaction()
             assert await conn.fetchval("select count(*) from memberships") == 0
+
+    async def test_a_freed_connection_goes_to_the_longest_waiter(self, config: Config) -> None:
+        freed = asyncio.Event()
+
+        async def on_release(conn: asyncpg.Connection) -> None:
+            freed.set()  # a newcomer becomes ready just as the connection goes back
+
+        pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=1,
+                                 reset=on_release)
+        turns = asyncio.Semaphore(1)  # one connection, one turn
+        order: list[str] = []
+        held = asyncio.Event()
+
+        async def first() -> None:
+            async with _scoped_tx(pool, turns=turns):
+                held.set()
+                await asyncio.sleep(0.05)  # `waiting` queues meanwhile
+
+        async def waiting() -> None:
+            await held.wait()
+            async with _scoped_tx(pool, turns=turns):
+                order.append("waiting")
+
+        async def newcomer() -> None:
+            await freed.wait()
+            async with _scoped_tx(pool, turns=turns):
+                order.append("newcomer")
+
+        try:
+            await asyncio.wait_for(asyncio.gather(first(), waiting(), newcomer()), timeout=5)
+        finally:
+            await pool.close()
+        # asyncpg alone lets the newcomer take the connection freed for the one waiting.
+        assert order == ["waiting", "newcomer"]
