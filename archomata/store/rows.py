@@ -13,25 +13,33 @@ and none of the row types has defaults or a `__post_init__` to skip.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+_new = object.__new__
 
 
-@functools.cache
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def field_names(cls: type) -> tuple[str, ...]:
     """The dataclass's field names, in order (also the column list of its SELECTs)."""
-    return tuple(f.name for f in fields(cls))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
-def build(cls: type[T], values: Iterable[Any]) -> T:
+def build(cls: type[T], values: Sequence[Any]) -> T:
     """`cls(*values)` for a frozen dataclass of the store, without the frozen `__init__`;
     a count of values other than the fields' raises ValueError."""
-    instance = object.__new__(cls)
-    instance.__dict__.update(zip(field_names(cls), values, strict=True))
+    names = field_names(cls)
+    if len(values) != len(names):  # (zip's strict=True costs more than the whole build)
+        raise ValueError(f"{cls.__name__} has {len(names)} fields, not {len(values)}")
+    instance = _new(cls)
+    instance.__dict__.update(zip(names, values))  # noqa: B905 (lengths checked above)
     return instance
 
 
