@@ -80,7 +80,10 @@ def measure(route: str, service: str, reference: str, headers: dict[str, str],
             args: argparse.Namespace) -> None:
     figures: dict[str, list[tuple[float, float, float]]] = {"service": [], "reference": []}
     for round_no in range(1, args.rounds + 1):
-        for name, url in (("reference", reference), ("service", service)):
+        # Who goes first alternates, so a machine growing busier or quieter during the run
+        # does not always favour the same side.
+        order = [("reference", reference), ("service", service)]
+        for name, url in order if round_no % 2 else order[::-1]:
             load = wrk(f"{url}{route}", connections=args.connections, seconds=args.seconds,
                        headers=headers)
             if load.errors:
@@ -93,8 +96,11 @@ def measure(route: str, service: str, reference: str, headers: dict[str, str],
     s, r = med["service"], med["reference"]
     print(f"\n{route}: medians over {args.rounds} rounds, {args.connections} connections, "
           f"{MEMBERS} items (root: {ROOT.name}):")
+    paired = [sf[0] / rf[0] for sf, rf in zip(figures["service"], figures["reference"],
+                                              strict=True)]
     print(f"  throughput: service {s[0]:.1f} / reference {r[0]:.1f} req/s = "
-          f"{s[0] / r[0]:.2f}x (target >= 0.8x)")
+          f"{s[0] / r[0]:.2f}x (target >= 0.8x); per round: "
+          f"{', '.join(f'{x:.2f}x' for x in paired)}")
     print(f"  p50: service {s[1]:.2f} / reference {r[1]:.2f} ms = {s[1] / r[1]:.2f}x")
     print(f"  p99: service {s[2]:.2f} / reference {r[2]:.2f} ms = {s[2] / r[2]:.2f}x "
           "(target <= 1.2x)\n", flush=True)

@@ -33,10 +33,11 @@ class Authenticator:
         self.pool = pool
         self.revocation = revocation
         self._rebuilding: asyncio.Lock = asyncio.Lock()
+        self._tokens = tokens.VerifiedTokens(config)
         self._gate = redis.register_script(GATE)  # EVALSHA, loading it again if flushed
 
     async def principal(self, request: web.Request, token: str) -> Principal:
-        claims = tokens.verify(self.config, token)
+        claims = self._tokens.verify(token)
         result = await self._check(claims, request)
         if not result.ready:
             async with self._rebuilding:

@@ -6,8 +6,10 @@ algorithm confusion cannot slip through; `iss`, `aud`, `exp`, `iat` are required
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -79,3 +81,35 @@ def verify(config: Config, token: str) -> Claims:
                       int(payload["exp"]), str(payload["jti"]))
     except (ValueError, TypeError, KeyError):
         raise _invalid() from None
+
+
+class VerifiedTokens:
+    """The claims of access tokens this instance has already verified, keyed by the
+    token's SHA-256, so the same token on a client's next request skips PyJWT's parse
+    and signature check (about a tenth of an authorised request's CPU, measured).
+
+    Only what `verify` accepted is kept; expiry is checked again on every use (an expired
+    entry goes back through `verify`, which answers `token_expired`); revocation is not
+    this cache's business (the authenticator asks Redis on every request). The keys are
+    fixed for the process's life, so a claim verified once stays verified. Bounded: past
+    `max_entries` the oldest entry goes.
+    """
+
+    def __init__(self, config: Config, *, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._max_entries = max_entries
+        self._clock = clock
+        self._claims: dict[bytes, Claims] = {}
+
+    def verify(self, token: str) -> Claims:
+        digest = hashlib.sha256(token.encode()).digest()
+        claims = self._claims.get(digest)
+        if claims is not None and self._clock() < claims.expires_at:
+            return claims
+        self._claims.pop(digest, None)
+        claims = verify(self._config, token)  # raises for anything it does not accept
+        if len(self._claims) >= self._max_entries:
+            del self._claims[next(iter(self._claims))]  # dicts keep insertion order
+        self._claims[digest] = claims
+        return claims
