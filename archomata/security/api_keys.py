@@ -8,10 +8,10 @@ one bcrypt at most. A verified key is then served from a small in-memory cache:
 - rotating or deleting a key sets `rv:apikey:{key id}` in Redis (before the change
   commits) for longer than that TTL, then broadcasts the key id (archomata.broadcast) so
   every instance drops its entry at once. The marker is read on every request in the
-  same pipeline as the rest, so the old key fails on the very next request on every
+  same script call as the rest, so the old key fails on the very next request on every
   instance even if a broadcast is lost.
 
-Every bridge request costs one Redis round trip: the bridge rate limit of the client IP,
+Every bridge request costs one Redis call (a script): the bridge rate limit of the client IP,
 `rv:ready`, `rv:org:{org}` (a disabled org stops its agents at once) and the key marker.
 A malformed key or an unknown key id is refused without hashing; every attempt counts
 against the bridge rate limit first, so a flood of wrong keys cannot burn bcrypt.
@@ -40,6 +40,7 @@ from archomata.errors import ServiceUnavailable, Unauthorized
 from archomata.middlewares.ratelimit import rate_target
 from archomata.security.passwords import PasswordHasher
 from archomata.security.principal import ActorType, Principal
+from archomata.security.ratelimit import OPTIONAL_HIT, PendingHit, optional_hit_call
 from archomata.security.revocation import READY, Revocation
 from archomata.store import agents
 
@@ -129,6 +130,14 @@ class KeyCache:
         return len(self._entries)
 
 
+# KEYS (after OPTIONAL_HIT's): rv:ready, rv:org:{org}, rv:apikey:{key id}.
+# Returns {rate reply or false, ready, org disabled, key revoked}.
+BRIDGE_GATE = OPTIONAL_HIT + """
+return {rate, redis.call('EXISTS', KEYS[first]), redis.call('EXISTS', KEYS[first + 1]),
+        redis.call('EXISTS', KEYS[first + 2])}
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class _State:
     ready: bool
@@ -146,6 +155,7 @@ class ApiKeyAuthenticator:
         self.cache = cache or KeyCache()
         self._inflight: dict[bytes, asyncio.Future[AgentIdentity]] = {}
         self._rebuilding = asyncio.Lock()
+        self._gate = redis.register_script(BRIDGE_GATE)  # EVALSHA, reloaded if flushed
 
     async def principal(self, request: web.Request, key: str) -> Principal:
         parsed = parse(key)
@@ -179,31 +189,26 @@ class ApiKeyAuthenticator:
 
     async def _check(self, request: web.Request, key_id: str | None, org_id: UUID | None,
                      rate: bool = True) -> _State:
-        """One round trip: the bridge rate limit (counted on every attempt, good or bad)
+        """One script call: the bridge rate limit (counted on every attempt, good or bad)
         and the revocation state."""
         limiter = request.app.get(keys.RATE_LIMITER) if rate else None
         target = rate_target(request) if limiter is not None else None
-        pending = None
+        gate_keys, gate_args = optional_hit_call(target, [
+            READY, f"rv:org:{org_id}" if org_id else "rv:org:-",
+            revoked_marker(key_id) if key_id else "rv:apikey:-"])
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pending = limiter.queue(pipe, *target) if limiter and target else None
-                pipe.exists(READY)
-                pipe.exists(f"rv:org:{org_id}" if org_id else "rv:org:-")
-                pipe.exists(revoked_marker(key_id) if key_id else "rv:apikey:-")
-                replies = await pipe.execute(raise_on_error=False)
+            reply = await self._gate(keys=gate_keys, args=gate_args)
         except (RedisError, OSError) as exc:
-            if limiter is not None and pending is not None:
-                request[keys.RATE_DECISION] = limiter.result_from(pending, exc)
+            if limiter is not None and target is not None:
+                request[keys.RATE_DECISION] = limiter.result_from(PendingHit(*target), exc)
                 request[keys.RATE_DECISION].raise_if_refused()
             # Fail closed: without Redis neither revocation nor the org can be checked.
             raise ServiceUnavailable("The session store is unavailable.") from exc
-        if limiter is not None and pending is not None:
-            decision = limiter.result_from(pending, replies.pop(0))
+        if limiter is not None and target is not None:
+            decision = limiter.result_from(PendingHit(*target), reply[0])
             request[keys.RATE_DECISION] = decision
             decision.raise_if_refused()
-        if any(isinstance(r, Exception) for r in replies):
-            raise ServiceUnavailable("The session store is unavailable.")
-        return _State(bool(replies[0]), bool(replies[1]), bool(replies[2]))
+        return _State(bool(reply[1]), bool(reply[2]), bool(reply[3]))
 
     async def _rebuild(self) -> None:
         # Redis lost its state: revocation markers may be gone with it, so trust no cache.

@@ -113,6 +113,28 @@ end
 # KEYS[1]: the bucket. ARGV: limit, window in ms.
 SLIDING_WINDOW = SLIDING_WINDOW_FUNCTION + \
     "return sliding_window(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
+# The start of a script that counts a request's hit, if it is limited, before its own
+# reads (so that one call does both): with a limit in ARGV[1] (its window in ms in
+# ARGV[2]) KEYS[1] is the bucket; `first` is the index of the script's own first key and
+# `rate` the hit's reply, or false. Build its KEYS and ARGV with `optional_hit_call`.
+OPTIONAL_HIT = SLIDING_WINDOW_FUNCTION + """
+local first = 1
+local rate = false
+if ARGV[1] ~= '' then
+  rate = sliding_window(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+  first = 2
+end
+"""
+
+
+def optional_hit_call(target: tuple[str, RateLimit] | None,
+                      own_keys: list[str]) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV for a script starting with OPTIONAL_HIT; its reply's first element
+    then goes to `RateLimiter.result_from(PendingHit(*target), ...)`."""
+    if target is None:
+        return own_keys, ["", ""]
+    bucket, limit = target
+    return [bucket, *own_keys], [limit.limit, limit.window_seconds * 1000]
 
 # KEYS: failure counter, lock. ARGV: free failures, base ms, max ms, memory ms.
 # Returns the lock now imposed, in ms (0: none).

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from archomata.config import RateLimit
 from archomata.db import system_tx
 from archomata.errors import ServiceUnavailable, Unauthorized
-from archomata.security.ratelimit import SLIDING_WINDOW_FUNCTION
+from archomata.security.ratelimit import OPTIONAL_HIT, optional_hit_call
 from archomata.security.tokens import Claims
 
 READY = "rv:ready"
@@ -66,13 +66,7 @@ def _text(value: Any) -> str:
 #       [, rv:org:{org}, authz:{org}:{uid}, authzv:{org}] for a token with an org.
 # ARGV: the limit and its window in ms, or two empty strings when not limited.
 # Returns {rate reply or false, ready, session, disabled, tva[, org, authz, authzv]}.
-GATE = SLIDING_WINDOW_FUNCTION + """
-local first = 1
-local rate = false
-if ARGV[1] ~= '' then
-  rate = sliding_window(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
-  first = 2
-end
+GATE = OPTIONAL_HIT + """
 local user = redis.call('HMGET', KEYS[first + 2], 'disabled', 'tva')
 local reply = {rate, redis.call('EXISTS', KEYS[first]), redis.call('EXISTS', KEYS[first + 1]),
                user[1], user[2]}
@@ -91,10 +85,7 @@ def gate_call(claims: Claims, rate: tuple[str, RateLimit] | None) -> tuple[list[
     if claims.org_id is not None:
         keys += [f"rv:org:{claims.org_id}", f"authz:{claims.org_id}:{claims.user_id}",
                  f"authzv:{claims.org_id}"]
-    if rate is None:
-        return keys, ["", ""]
-    bucket, limit = rate
-    return [bucket, *keys], [limit.limit, limit.window_seconds * 1000]
+    return optional_hit_call(rate, keys)
 
 
 def judge(claims: Claims, reply: Sequence[Any]) -> CheckResult:

@@ -343,3 +343,17 @@ class TestAgentScope:
         nobody = await client.get("/api/v1/bridge/accounts")
         assert nobody.status == 401
         assert (await nobody.json())["code"] == "invalid_api_key"
+
+    async def test_the_bridge_gate_is_loaded_again_after_a_script_flush(
+            self, client: Any, mail_sink: Any) -> None:
+        admin = await signed_up(client, mail_sink)
+        _, key = await agent_with_key(client, admin)
+        first = await client.post("/api/v1/bridge/heartbeat", json={"version": "1"},
+                                  headers=agent_auth(key))
+        await client.app[keys.REDIS].script_flush()
+        second = await client.post("/api/v1/bridge/heartbeat", json={"version": "1"},
+                                   headers=agent_auth(key))
+        assert (first.status, second.status) == (200, 200)
+        # Counted in Redis's window, not afresh in memory (which would show more left).
+        assert int(second.headers["RateLimit-Remaining"]) < \
+            int(first.headers["RateLimit-Remaining"])

@@ -60,9 +60,9 @@ class TestVerifiedTokens:
 
     async def test_a_cached_token_past_its_expiry_is_refused(self, config: Config) -> None:
         cache = tokens.VerifiedTokens(config)
-        token = _token(config, now=time.time() - config.access_token_ttl_seconds + 1)
-        cache.verify(token)  # valid for about one more second
-        await asyncio.sleep(1.2)
+        token, issued = _issue(config, now=time.time() - config.access_token_ttl_seconds + 2)
+        assert cache.verify(token) == issued  # valid for one or two more seconds
+        await asyncio.sleep(issued.expires_at - time.time() + 0.1)
         with pytest.raises(Unauthorized) as refused:
             cache.verify(token)
         assert refused.value.code == "token_expired"
