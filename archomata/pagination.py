@@ -60,7 +60,8 @@ def decode(cursor: str) -> Position:
                                errors={"cursor": ["Not a valid cursor."]}) from None
 
 
-def page_of(request: web.Request, schema: Schema | None = None) -> tuple[Page, dict[str, Any]]:
+def page_of(request: web.Request,
+            schema: Schema | type[Schema] | None = None) -> tuple[Page, dict[str, Any]]:
     """The page asked for, and the other query parameters as `schema` loads them."""
     query = dict(request.query)
     page_args = {k: query.pop(k) for k in ("limit", "cursor") if k in query}

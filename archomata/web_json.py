@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from decimal import Decimal
 from typing import Any
@@ -45,8 +46,18 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest("The body is not valid JSON.", code="malformed_json") from exc
 
 
-def validate(schema: Schema, data: Any) -> Any:
-    """`schema.load(data)`, with failures as 422 and per-field messages."""
+@functools.cache
+def schema_instance(cls: type[Schema]) -> Schema:
+    """One instance per schema class: schemas hold no per-load state, and building one
+    binds every field again (a tenth of a small write request's CPU, measured)."""
+    return cls()
+
+
+def validate(schema: Schema | type[Schema], data: Any) -> Any:
+    """`schema.load(data)`, with failures as 422 and per-field messages. Pass the class:
+    its one instance is reused."""
+    if isinstance(schema, type):
+        schema = schema_instance(schema)
     if not isinstance(data, dict):
         raise ValidationFailed("The body must be a JSON object.",
                                errors={"_body": ["Must be a JSON object."]})
@@ -57,7 +68,7 @@ def validate(schema: Schema, data: Any) -> Any:
                                errors=_flatten(exc.messages)) from exc
 
 
-async def load_body(request: web.Request, schema: Schema) -> Any:
+async def load_body(request: web.Request, schema: Schema | type[Schema]) -> Any:
     return validate(schema, await read_json(request))
 
 

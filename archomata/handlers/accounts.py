@@ -91,7 +91,7 @@ async def get_account(request: web.Request) -> web.Response:
      response=AccountSchema, status=201)
 async def create_account(request: web.Request) -> web.Response:
     org_id, _ = caller(request)
-    body = await load_body(request, AccountCreateSchema())
+    body = await load_body(request, AccountCreateSchema)
     account_id = uuid.uuid4()
     body["credentials"] = _sealed(request, account_id, body["credentials"])
     try:
@@ -116,7 +116,7 @@ async def create_account(request: web.Request) -> web.Response:
 async def update_account(request: web.Request) -> web.Response:
     org_id, _ = caller(request)
     account_id = uuid_param(request, "account_id")
-    body = await load_body(request, AccountPatchSchema())
+    body = await load_body(request, AccountPatchSchema)
     if not body:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
     if "credentials" in body:
@@ -158,7 +158,7 @@ async def delete_account(request: web.Request) -> web.Response:
 async def list_positions(request: web.Request) -> web.Response:
     org_id, _ = caller(request)
     account_id = uuid_param(request, "account_id")
-    page, filters = page_of(request, HistoryQuerySchema())
+    page, filters = page_of(request, HistoryQuerySchema)
     async with org_tx(request) as tx:
         await _account_or_404(tx, org_id, account_id)
         found = await market.list_positions(tx, org_id, account_id, filters, after(page),
@@ -173,7 +173,7 @@ async def list_positions(request: web.Request) -> web.Response:
 async def list_deals(request: web.Request) -> web.Response:
     org_id, _ = caller(request)
     account_id = uuid_param(request, "account_id")
-    page, filters = page_of(request, HistoryQuerySchema())
+    page, filters = page_of(request, HistoryQuerySchema)
     async with org_tx(request) as tx:
         await _account_or_404(tx, org_id, account_id)
         found = await market.list_deals(tx, org_id, account_id, filters, after(page),
@@ -201,7 +201,7 @@ async def get_risk_limits(request: web.Request) -> web.Response:
 async def put_risk_limits(request: web.Request) -> web.Response:
     org_id, _ = caller(request)
     account_id = uuid_param(request, "account_id")
-    wanted = RiskLimits(**await load_body(request, RiskLimitsSchema()))
+    wanted = RiskLimits(**await load_body(request, RiskLimitsSchema))
     async with org_tx(request) as tx:
         before = await accounts.get_limits(tx, org_id, account_id)
         limits = await accounts.set_limits(tx, org_id, account_id, wanted)

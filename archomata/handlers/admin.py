@@ -97,7 +97,7 @@ async def enable_org(request: web.Request) -> web.Response:
      response=UserSchema)
 async def update_user(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
-    body = await load_body(request, UserPatchSchema())
+    body = await load_body(request, UserPatchSchema)
     if not body:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
     role = PlatformRole(body["platform_role"]) if "platform_role" in body else None

@@ -66,7 +66,7 @@ async def get_agent(request: web.Request) -> web.Response:
      request=AgentCreateSchema, response=AgentCreatedSchema, status=201)
 async def create_agent(request: web.Request) -> web.Response:
     org_id, _ = caller(request)
-    body = await load_body(request, AgentCreateSchema())
+    body = await load_body(request, AgentCreateSchema)
     key_id, secret, api_key = api_keys.new_key()
     key_hash = await request.app[keys.PASSWORDS].hash(secret)
     async with org_tx(request) as tx:

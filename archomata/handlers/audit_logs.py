@@ -138,7 +138,7 @@ def _listing(found: list[AuditEntry], page: Page) -> web.Response:
 @doc("The org's audit log, newest first", query=AuditLogPageSchema,
      response=AuditEntryListSchema)
 async def list_audit_logs(request: web.Request) -> web.Response:
-    page, query = page_of(request, AuditLogQuerySchema())
+    page, query = page_of(request, AuditLogQuerySchema)
     async with org_tx(request) as tx:
         found = await _page(tx, query, tx.org_id, page)
     return _listing(found, page)
@@ -149,7 +149,7 @@ async def list_audit_logs(request: web.Request) -> web.Response:
 @doc("Every org's audit log, and entries without an org, newest first",
      query=AdminAuditLogPageSchema, response=AuditEntryListSchema)
 async def list_all_audit_logs(request: web.Request) -> web.Response:
-    page, query = page_of(request, AdminAuditLogQuerySchema())
+    page, query = page_of(request, AdminAuditLogQuerySchema)
     async with platform_tx(request) as tx:
         found = await _page(tx, query, query.get("org_id"), page)
     return _listing(found, page)

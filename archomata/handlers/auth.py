@@ -71,7 +71,7 @@ def _principal(request: web.Request) -> Principal:
 @doc("Create an account and its org", request=RegisterSchema, response=RegisteredSchema,
      status=201)
 async def register(request: web.Request) -> web.Response:
-    body = await load_body(request, RegisterSchema())
+    body = await load_body(request, RegisterSchema)
     app = request.app
     password_hash = await app[keys.PASSWORDS].hash(body["password"])
     account, token = await onboarding.register(
@@ -87,7 +87,7 @@ async def register(request: web.Request) -> web.Response:
 @doc("Confirm an email address with the mailed token", request=TokenSchema,
      response=UserSchema)
 async def verify_email(request: web.Request) -> web.Response:
-    body = await load_body(request, TokenSchema())
+    body = await load_body(request, TokenSchema)
     async with service_tx(request.app[keys.DB_POOL]) as tx:
         user_id = await mail_tokens.consume(tx, body["token"], Purpose.VERIFY_EMAIL)
         if user_id is None:
@@ -104,7 +104,7 @@ async def verify_email(request: web.Request) -> web.Response:
 @doc("Send the verification mail again (202 whether or not the email exists)",
      request=EmailOnlySchema, status=202)
 async def resend_verification(request: web.Request) -> web.Response:
-    body = await load_body(request, EmailOnlySchema())
+    body = await load_body(request, EmailOnlySchema)
     app = request.app
     return await _mail_link(request, body["email"], Purpose.VERIFY_EMAIL,
                             app[keys.CONFIG].mail_token_ttl_seconds,
@@ -136,7 +136,7 @@ async def _mail_link(request: web.Request, email: str, purpose: Purpose, ttl: in
 @public
 @doc("Sign in with email and password", request=LoginSchema, response=LoginResultSchema)
 async def login(request: web.Request) -> web.Response:
-    body = await load_body(request, LoginSchema())
+    body = await load_body(request, LoginSchema)
     user = await check_password(request, body["email"], body["password"])
     return await start_session(request, user, body["org_id"], AuditAction.AUTH_LOGIN_SUCCEEDED)
 
@@ -242,7 +242,7 @@ async def logout_all(request: web.Request) -> web.Response:
 @doc("Mail a password reset link (202 whether or not the email exists)",
      request=EmailOnlySchema, status=202)
 async def request_password_reset(request: web.Request) -> web.Response:
-    body = await load_body(request, EmailOnlySchema())
+    body = await load_body(request, EmailOnlySchema)
     app = request.app
     return await _mail_link(request, body["email"], Purpose.PASSWORD_RESET,
                             app[keys.CONFIG].password_reset_ttl_seconds,
@@ -255,7 +255,7 @@ async def request_password_reset(request: web.Request) -> web.Response:
 @doc("Set a new password with a reset token; every session ends", request=ResetConfirmSchema,
      status=204)
 async def confirm_password_reset(request: web.Request) -> web.Response:
-    body = await load_body(request, ResetConfirmSchema())
+    body = await load_body(request, ResetConfirmSchema)
     app = request.app
     pool = app[keys.DB_POOL]
     async with service_tx(pool) as tx:
@@ -283,7 +283,7 @@ async def confirm_password_reset(request: web.Request) -> web.Response:
 @doc("Change the password; every other session ends", request=PasswordChangeSchema,
      status=204)
 async def change_password(request: web.Request) -> web.Response:
-    body = await load_body(request, PasswordChangeSchema())
+    body = await load_body(request, PasswordChangeSchema)
     principal = _principal(request)
     app = request.app
     pool = app[keys.DB_POOL]
@@ -308,7 +308,7 @@ async def change_password(request: web.Request) -> web.Response:
 @doc("Move this session to another org the caller belongs to", request=SwitchOrgSchema,
      response=LoginResultSchema)
 async def switch_org(request: web.Request) -> web.Response:
-    body = await load_body(request, SwitchOrgSchema())
+    body = await load_body(request, SwitchOrgSchema)
     principal = _principal(request)
     app = request.app
     sessions = app[keys.SESSIONS]

@@ -58,7 +58,7 @@ def _agent(request: web.Request) -> tuple[UUID, UUID]:
      response=HeartbeatResultSchema)
 async def heartbeat(request: web.Request) -> web.Response:
     org_id, agent_id = _agent(request)
-    body = await load_body(request, HeartbeatSchema())
+    body = await load_body(request, HeartbeatSchema)
     async with org_tx(request) as tx:
         await agents.touch(tx, org_id, agent_id, body["version"], body["terminals"])
     return json_response({"server_time": datetime.now(UTC)})
@@ -103,7 +103,7 @@ async def list_bridge_accounts(request: web.Request) -> web.Response:
 async def put_account_state(request: web.Request) -> web.Response:
     org_id, agent_id = _agent(request)
     login = int_param(request, "login")
-    state = await load_body(request, AccountStateSchema())
+    state = await load_body(request, AccountStateSchema)
     async with org_tx(request) as tx:
         account_id = await accounts.set_state(tx, org_id, agent_id, login, state)
         if account_id is None:
@@ -119,7 +119,7 @@ async def put_account_state(request: web.Request) -> web.Response:
 async def post_deals(request: web.Request) -> web.Response:
     org_id, agent_id = _agent(request)
     login = int_param(request, "login")
-    columns = (await load_body(request, DealBatchSchema()))["deals"]
+    columns = (await load_body(request, DealBatchSchema))["deals"]
     async with org_tx(request) as tx:
         inserted = await market.insert_deals(tx, org_id, agent_id, login, columns)
     if inserted is None:
@@ -139,7 +139,7 @@ def _gone(request: web.Request) -> bool:
      query=CommandsQuerySchema, response=CommandListSchema)
 async def poll_commands(request: web.Request) -> web.Response:
     org_id, agent_id = _agent(request)
-    wait = validate(CommandsQuerySchema(), dict(request.query))["wait"]
+    wait = validate(CommandsQuerySchema, dict(request.query))["wait"]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     claimed: list[orders.Command] = []
@@ -166,7 +166,7 @@ async def poll_commands(request: web.Request) -> web.Response:
 async def post_command_result(request: web.Request) -> web.Response:
     org_id, agent_id = _agent(request)
     command_id = uuid_param(request, "command_id")
-    result = await load_body(request, CommandResultSchema())
+    result = await load_body(request, CommandResultSchema)
     async with org_tx(request) as tx:
         completion = await orders.complete(tx, org_id, agent_id, command_id, result)
         order = completion.order

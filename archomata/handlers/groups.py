@@ -62,7 +62,7 @@ async def list_groups(request: web.Request) -> web.Response:
 @require_write
 @doc("Create a group", request=GroupCreateSchema, response=GroupSchema, status=201)
 async def create_group(request: web.Request) -> web.Response:
-    body = await load_body(request, GroupCreateSchema())
+    body = await load_body(request, GroupCreateSchema)
     org_id = _org_id(request)
     async with org_tx(request) as tx:
         group_id = await groups.insert(tx, org_id, body["name"], body["description"])
@@ -90,7 +90,7 @@ async def get_group(request: web.Request) -> web.Response:
 @doc("Rename or describe a group", request=GroupPatchSchema, response=GroupSchema)
 async def update_group(request: web.Request) -> web.Response:
     group_id = uuid_param(request, "group_id")
-    body = await load_body(request, GroupPatchSchema())
+    body = await load_body(request, GroupPatchSchema)
     if not body:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
     org_id = _org_id(request)
@@ -134,7 +134,7 @@ def _ids(refs: tuple[dict[str, Any], ...]) -> list[str]:
 @doc("Set who is in a group", request=UserIdsSchema, response=GroupSchema)
 async def set_group_members(request: web.Request) -> web.Response:
     group_id = uuid_param(request, "group_id")
-    body = await load_body(request, UserIdsSchema())
+    body = await load_body(request, UserIdsSchema)
     user_ids = list(dict.fromkeys(body["user_ids"]))
     org_id = _org_id(request)
     async with org_tx(request) as tx:
@@ -159,7 +159,7 @@ async def set_group_members(request: web.Request) -> web.Response:
 @doc("Set the roles a group grants", request=RoleIdsSchema, response=GroupSchema)
 async def set_group_roles(request: web.Request) -> web.Response:
     group_id = uuid_param(request, "group_id")
-    body = await load_body(request, RoleIdsSchema())
+    body = await load_body(request, RoleIdsSchema)
     role_ids = list(dict.fromkeys(body["role_ids"]))
     org_id = _org_id(request)
     async with org_tx(request) as tx:

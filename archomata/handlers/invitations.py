@@ -72,7 +72,7 @@ async def _create_invitee(tx: Tx, request: web.Request, invitation: Invitation, 
 @doc("Join an org with an invitation token", request=AcceptInvitationSchema,
      response=LoginResultSchema)
 async def accept_invitation(request: web.Request) -> web.Response:
-    body = await load_body(request, AcceptInvitationSchema())
+    body = await load_body(request, AcceptInvitationSchema)
     org_id = invitations.org_of(body["token"])
     if org_id is None:
         raise _invalid()

@@ -92,7 +92,7 @@ async def _created(request: web.Request, agent_id: UUID, order: orders.Order) ->
 async def place_order(request: web.Request) -> web.Response:
     org_id, principal = caller(request)
     account_id = uuid_param(request, "account_id")
-    draft = await load_body(request, OrderDraftSchema())
+    draft = await load_body(request, OrderDraftSchema)
     async with org_tx(request) as tx:
         assigned, limits = await _lock_account(tx, org_id, account_id)
         first = await _replay(tx, org_id, account_id, draft)
@@ -145,7 +145,7 @@ async def close_position(request: web.Request) -> web.Response:
 @doc("The org's orders, newest first", query=OrderQuerySchema, response=OrderListSchema)
 async def list_orders(request: web.Request) -> web.Response:
     org_id, _ = caller(request)
-    page, filters = page_of(request, OrderQuerySchema())
+    page, filters = page_of(request, OrderQuerySchema)
     async with org_tx(request) as tx:
         found = await orders.list_page(tx, org_id, filters, after(page), page.limit + 1)
     return json_response(listing(found, len(found), page))

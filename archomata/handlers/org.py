@@ -50,7 +50,7 @@ async def get_org(request: web.Request) -> web.Response:
 @require_write
 @doc("Rename the org", request=OrgPatchSchema, response=OrgSchema)
 async def update_org(request: web.Request) -> web.Response:
-    body = await load_body(request, OrgPatchSchema())
+    body = await load_body(request, OrgPatchSchema)
     org_id, _ = caller(request)
     async with org_tx(request) as tx:
         before = await orgs.get(tx, org_id)
@@ -93,7 +93,7 @@ async def check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
 @doc("Invite someone by mail", request=InvitationCreateSchema, response=InvitationSchema,
      status=201)
 async def create_invitation(request: web.Request) -> web.Response:
-    body = await load_body(request, InvitationCreateSchema())
+    body = await load_body(request, InvitationCreateSchema)
     org_id, principal = caller(request)
     app = request.app
     async with org_tx(request) as tx:
@@ -133,7 +133,7 @@ def _refuse_last_admin(admins: list[UUID], user_id: UUID) -> None:
 @doc("Change a member's org role", request=MemberPatchSchema, response=MemberSchema)
 async def update_member(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
-    body = await load_body(request, MemberPatchSchema())
+    body = await load_body(request, MemberPatchSchema)
     org_id, _ = caller(request)
     new_role = OrgRole(body["org_role"])
     async with org_tx(request) as tx:
@@ -176,7 +176,7 @@ async def remove_member(request: web.Request) -> web.Response:
 @doc("Set a member's directly held roles", request=RoleIdsSchema, response=MemberSchema)
 async def set_member_roles(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
-    body = await load_body(request, RoleIdsSchema())
+    body = await load_body(request, RoleIdsSchema)
     org_id, _ = caller(request)
     role_ids = list(dict.fromkeys(body["role_ids"]))
     async with org_tx(request) as tx:

@@ -66,7 +66,7 @@ async def get_strategy(request: web.Request) -> web.Response:
 @doc("Create a strategy", request=StrategyCreateSchema, response=StrategySchema, status=201)
 async def create_strategy(request: web.Request) -> web.Response:
     org_id, _ = caller(request)
-    body = await load_body(request, StrategyCreateSchema())
+    body = await load_body(request, StrategyCreateSchema)
     try:
         async with org_tx(request) as tx:
             await _check_accounts(tx, org_id, body["account_ids"])
@@ -86,7 +86,7 @@ async def create_strategy(request: web.Request) -> web.Response:
 async def update_strategy(request: web.Request) -> web.Response:
     org_id, _ = caller(request)
     strategy_id = uuid_param(request, "strategy_id")
-    body = await load_body(request, StrategyPatchSchema())
+    body = await load_body(request, StrategyPatchSchema)
     if not body:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
     try:
