@@ -41,8 +41,16 @@ async def read_json(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge("The request body is too large.") from exc
     try:
-        return json.loads(raw.decode(request.charset or "utf-8"))
-    except (UnicodeDecodeError, LookupError, json.JSONDecodeError) as exc:
+        text = raw.decode(request.charset or "utf-8")
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise BadRequest("The body is not valid JSON.", code="malformed_json") from exc
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass  # orjson refuses a few things the stdlib reads (integers past 64 bits): ask it
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
         raise BadRequest("The body is not valid JSON.", code="malformed_json") from exc
 
 

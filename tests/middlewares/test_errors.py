@@ -70,6 +70,15 @@ class TestProblems:
                                           headers={"Content-Type": "application/json"})
         await problem(response, 400, "malformed_json")
 
+    async def test_json_beyond_the_fast_parser_is_still_read(self, test_client: Any) -> None:
+        # orjson refuses integers past 64 bits; the stdlib reads them, so the body gets
+        # as far as validation (422 on `name`), not 400 malformed_json.
+        response = await test_client.post(
+            "/api/v1/_test/echo", data=b'{"name": 5, "count": %d}' % 2 ** 70,
+            headers={"Content-Type": "application/json"})
+        body = await problem(response, 422, "validation_failed")
+        assert list(body["errors"]) == ["name"]
+
     @pytest.mark.parametrize("content_type", [
         "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
     async def test_wrong_content_type_is_415(self, test_client: Any, content_type: str) -> None:
