@@ -18,6 +18,7 @@ order they asked (the app's `DB_TURNS`); the rarer service and system doors do n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -114,9 +115,8 @@ async def _scoped_tx(pool: asyncpg.Pool, *, turns: asyncio.Semaphore | None = No
     they asked. asyncpg's own wait lets a newcomer take a connection just freed for the
     longest waiter, who then queues again at the back: under load a few requests waited
     seconds while most were served at once (measured: p99 2.4x a fair queue's)."""
-    if turns is not None:
-        await turns.acquire()  # asyncio's Semaphore hands a freed turn to its first waiter
-    try:
+    # asyncio's Semaphore hands a freed turn to its first waiter, newcomers queue behind.
+    async with turns if turns is not None else contextlib.nullcontext():
         try:
             conn = await pool.acquire()
         except (OSError, asyncpg.PostgresConnectionError,
@@ -133,9 +133,6 @@ async def _scoped_tx(pool: asyncpg.Pool, *, turns: asyncio.Semaphore | None = No
             await conn.execute("COMMIT")
         finally:
             await pool.release(conn)
-    finally:
-        if turns is not None:
-            turns.release()
 
 
 def org_tx(request: web.Request) -> Any:
