@@ -30,9 +30,6 @@ class PageQuerySchema(Schema):
     cursor = fields.String(load_default=None, validate=validate.Length(max=200))
 
 
-_PAGE_QUERY = PageQuerySchema()  # schemas hold no per-load state: one serves every request
-
-
 @dataclass(frozen=True, slots=True)
 class Position:
     at: datetime
@@ -65,7 +62,7 @@ def page_of(request: web.Request,
     """The page asked for, and the other query parameters as `schema` loads them."""
     query = dict(request.query)
     page_args = {k: query.pop(k) for k in ("limit", "cursor") if k in query}
-    loaded = validate_body(_PAGE_QUERY, page_args)
+    loaded = validate_body(PageQuerySchema, page_args)
     filters = validate_body(schema, query) if schema is not None else {}
     if schema is None and query:
         raise ValidationFailed("Unknown query parameters.",

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import ipaddress
 from enum import StrEnum
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
 from archomata import keys
 from archomata.config import RateLimit
-from archomata.errors import ApiError, RateLimited
+from archomata.errors import ApiError, RateLimited, ServiceUnavailable
 from archomata.guards import access_rule
 from archomata.routing import route_name
+from archomata.security.ratelimit import PendingHit, optional_hit_call
 
 AUTH_PREFIX = "/api/v1/auth/"
 BRIDGE_PREFIX = "/api/v1/bridge/"
@@ -77,6 +81,35 @@ def rate_target(request: web.Request) -> tuple[str, RateLimit] | None:
              RouteClass.API: config.rate_limit_api}[cls]
     client = request.get(keys.CLIENT_IP) or request.remote or "unknown"
     return f"rl:{cls}:{_bucket(client)}", limit
+
+
+async def call_gate(script: AsyncScript, request: web.Request | None, own_keys: list[str],
+                    *, refuse_now: bool = False) -> list[Any]:
+    """Runs a Redis script that starts with OPTIONAL_HIT (archomata.security.ratelimit),
+    counting `request`'s rate limit in the same call (none when `request` is None or not
+    limited), and returns the script's own reply. The decision goes to
+    `request[keys.RATE_DECISION]` for the middleware below; with `refuse_now` a refusal is
+    raised here, before the caller spends anything on the request. If Redis fails, the
+    decision comes from memory and ServiceUnavailable is raised: the callers check
+    revocation with the reply, so without it no credential passes (fail closed)."""
+    target = rate_target(request) if request is not None else None
+    limiter = request.app.get(keys.RATE_LIMITER) if request is not None else None
+    if limiter is None:
+        target = None
+    script_keys, args = optional_hit_call(target, own_keys)
+    failure: BaseException | None = None
+    try:
+        reply = await script(keys=script_keys, args=args)
+    except (RedisError, OSError) as exc:
+        failure, reply = exc, [exc]
+    if request is not None and limiter is not None and target is not None:
+        decision = limiter.result_from(PendingHit(*target), reply[0])
+        request[keys.RATE_DECISION] = decision
+        if refuse_now:
+            decision.raise_if_refused()
+    if failure is not None:
+        raise ServiceUnavailable("The session store is unavailable.") from failure
+    return list(reply[1:])
 
 
 @web.middleware

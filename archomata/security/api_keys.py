@@ -34,13 +34,12 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from archomata import keys
 from archomata.db import system_tx
 from archomata.errors import ServiceUnavailable, Unauthorized
-from archomata.middlewares.ratelimit import rate_target
+from archomata.middlewares.ratelimit import call_gate
 from archomata.security.passwords import PasswordHasher
 from archomata.security.principal import ActorType, Principal
-from archomata.security.ratelimit import OPTIONAL_HIT, PendingHit, optional_hit_call
+from archomata.security.ratelimit import OPTIONAL_HIT
 from archomata.security.revocation import READY, Revocation
 from archomata.store import agents
 
@@ -191,24 +190,10 @@ class ApiKeyAuthenticator:
                      rate: bool = True) -> _State:
         """One script call: the bridge rate limit (counted on every attempt, good or bad)
         and the revocation state."""
-        limiter = request.app.get(keys.RATE_LIMITER) if rate else None
-        target = rate_target(request) if limiter is not None else None
-        gate_keys, gate_args = optional_hit_call(target, [
+        reply = await call_gate(self._gate, request if rate else None, [
             READY, f"rv:org:{org_id}" if org_id else "rv:org:-",
-            revoked_marker(key_id) if key_id else "rv:apikey:-"])
-        try:
-            reply = await self._gate(keys=gate_keys, args=gate_args)
-        except (RedisError, OSError) as exc:
-            if limiter is not None and target is not None:
-                request[keys.RATE_DECISION] = limiter.result_from(PendingHit(*target), exc)
-                request[keys.RATE_DECISION].raise_if_refused()
-            # Fail closed: without Redis neither revocation nor the org can be checked.
-            raise ServiceUnavailable("The session store is unavailable.") from exc
-        if limiter is not None and target is not None:
-            decision = limiter.result_from(PendingHit(*target), reply[0])
-            request[keys.RATE_DECISION] = decision
-            decision.raise_if_refused()
-        return _State(bool(reply[1]), bool(reply[2]), bool(reply[3]))
+            revoked_marker(key_id) if key_id else "rv:apikey:-"], refuse_now=True)
+        return _State(bool(reply[0]), bool(reply[1]), bool(reply[2]))
 
     async def _rebuild(self) -> None:
         # Redis lost its state: revocation markers may be gone with it, so trust no cache.

@@ -10,16 +10,13 @@ import logging
 import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from archomata import keys
 from archomata.config import Config
 from archomata.errors import ServiceUnavailable, Unauthorized
-from archomata.middlewares.ratelimit import rate_target
+from archomata.middlewares.ratelimit import call_gate
 from archomata.security import authz, tokens
 from archomata.security.principal import ActorType, OrgRole, Principal
-from archomata.security.ratelimit import PendingHit
-from archomata.security.revocation import GATE, CheckResult, Revocation, gate_call, judge
+from archomata.security.revocation import GATE, CheckResult, Revocation, gate_keys, judge
 from archomata.security.tokens import Claims
 
 log = logging.getLogger(__name__)
@@ -62,16 +59,4 @@ class Authenticator:
     async def _check(self, claims: Claims, request: web.Request | None = None) -> CheckResult:
         """Revocation and the permission cache in one script call, with the request's rate
         limit folded in (its decision is left for the rate-limit middleware)."""
-        target = rate_target(request) if request is not None else None
-        limiter = request.app[keys.RATE_LIMITER] if target is not None else None
-        gate_keys, gate_args = gate_call(claims, target)
-        try:
-            reply = await self._gate(keys=gate_keys, args=gate_args)
-        except (RedisError, OSError) as exc:
-            if limiter is not None and target is not None and request is not None:
-                request[keys.RATE_DECISION] = limiter.result_from(PendingHit(*target), exc)
-            # Fail closed: without Redis no revocation can be checked, so no token passes.
-            raise ServiceUnavailable("The session store is unavailable.") from exc
-        if limiter is not None and target is not None and request is not None:
-            request[keys.RATE_DECISION] = limiter.result_from(PendingHit(*target), reply[0])
-        return judge(claims, reply[1:])
+        return judge(claims, await call_gate(self._gate, request, gate_keys(claims)))

@@ -116,7 +116,8 @@ SLIDING_WINDOW = SLIDING_WINDOW_FUNCTION + \
 # The start of a script that counts a request's hit, if it is limited, before its own
 # reads (so that one call does both): with a limit in ARGV[1] (its window in ms in
 # ARGV[2]) KEYS[1] is the bucket; `first` is the index of the script's own first key and
-# `rate` the hit's reply, or false. Build its KEYS and ARGV with `optional_hit_call`.
+# `rate` the hit's reply, or false. Run such a script with
+# archomata.middlewares.ratelimit.call_gate.
 OPTIONAL_HIT = SLIDING_WINDOW_FUNCTION + """
 local first = 1
 local rate = false
@@ -129,8 +130,7 @@ end
 
 def optional_hit_call(target: tuple[str, RateLimit] | None,
                       own_keys: list[str]) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV for a script starting with OPTIONAL_HIT; its reply's first element
-    then goes to `RateLimiter.result_from(PendingHit(*target), ...)`."""
+    """KEYS and ARGV for a script starting with OPTIONAL_HIT, given its own KEYS."""
     if target is None:
         return own_keys, ["", ""]
     bucket, limit = target

@@ -28,10 +28,9 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from archomata.config import RateLimit
 from archomata.db import system_tx
 from archomata.errors import ServiceUnavailable, Unauthorized
-from archomata.security.ratelimit import OPTIONAL_HIT, optional_hit_call
+from archomata.security.ratelimit import OPTIONAL_HIT
 from archomata.security.tokens import Claims
 
 READY = "rv:ready"
@@ -79,13 +78,13 @@ return reply
 """
 
 
-def gate_call(claims: Claims, rate: tuple[str, RateLimit] | None) -> tuple[list[str], list[Any]]:
-    """The KEYS and ARGV of GATE for `claims`, with the rate-limit hit when `rate` is set."""
+def gate_keys(claims: Claims) -> list[str]:
+    """GATE's own KEYS for `claims` (the rate-limit bucket, if any, goes before them)."""
     keys = [READY, f"sess:{claims.session_id}", f"rv:user:{claims.user_id}"]
     if claims.org_id is not None:
         keys += [f"rv:org:{claims.org_id}", f"authz:{claims.org_id}:{claims.user_id}",
                  f"authzv:{claims.org_id}"]
-    return optional_hit_call(rate, keys)
+    return keys
 
 
 def judge(claims: Claims, reply: Sequence[Any]) -> CheckResult:
