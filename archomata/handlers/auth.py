@@ -24,6 +24,7 @@ from archomata.identity import (
     client_ip,
     login_result,
     open_session,
+    password_proves,
     refresh_token_of,
     set_refresh_cookie,
     user_agent,
@@ -290,7 +291,9 @@ async def change_password(request: web.Request) -> web.Response:
     async with service_tx(pool) as tx:
         user = await users.get(tx, principal.actor_id)
     assert user is not None
-    if not await app[keys.PASSWORDS].verify(body["current_password"], user.password_hash):
+    # A stolen access token must not become a password oracle: the account's login
+    # backoff counts these guesses too, and refuses them (429) while it backs off.
+    if not await password_proves(request, user, user.email, body["current_password"]):
         raise ValidationFailed("The current password is wrong.", code="invalid_current_password",
                                errors={"current_password": ["Wrong password."]})
     password_hash = await app[keys.PASSWORDS].hash(body["new_password"])
