@@ -159,6 +159,10 @@ class PasswordHasher:
             self._dummy_hash = await self.hash("archomata-dummy-password")
         return self._dummy_hash
 
+    def load(self, lane: Lane) -> int:
+        """Jobs of `lane` running or waiting now."""
+        return self._lanes[lane].held
+
     @property
     def calls(self) -> int:
         """bcrypt computations started so far (hash and verify), whatever their lane."""
