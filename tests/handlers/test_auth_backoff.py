@@ -120,3 +120,26 @@ class TestInvitationCounts:
         accepted = await strict.post("/api/v1/auth/accept-invitation",
                                      json={"token": token, "password": password})
         assert accepted.status == 429
+
+
+class TestMailLinksPerAccount:
+    @pytest.mark.parametrize(("path", "action", "verified"), [
+        ("/api/v1/auth/password-reset/request", "auth.password_reset.requested", True),
+        ("/api/v1/auth/resend-verification", "auth.email.verification_sent", False)])
+    async def test_one_link_a_minute_per_account_whatever_the_spelling(
+            self, client: Any, mail_sink: Any, owner_conn: Any, path: str, action: str,
+            verified: bool) -> None:
+        local = secrets.token_hex(4)
+        email = f"strasse-{local}@example.test"
+        _, _, user = await register(client, mail_sink, email=email, verify=verified)
+        _, _, bystander = await register(client, mail_sink, verify=verified)
+        for spelling in [email, *spellings(local)]:
+            response = await client.post(path, json={"email": spelling})
+            assert response.status == 202
+        assert (await client.post(path, json={"email": bystander["email"]})).status == 202
+        counts = {row["resource_id"]: row["n"] for row in await owner_conn.fetch(
+            "select resource_id, count(*) as n from audit_log where action = $1 "
+            "and resource_id = any($2::text[]) group by resource_id",
+            action, [user["id"], bystander["id"]])}
+        assert {str(k): v for k, v in counts.items()} == {user["id"]: 1, bystander["id"]: 1}
+        await wait_for_mail(mail_sink, email, "reset" if verified else "verify")
