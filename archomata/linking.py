@@ -2,7 +2,7 @@
 
     (provider, subject) already linked         -> its user signs in
     else the provider vouches for the email, and an account has it
-    (spelled the same, see same_mailbox):
+    (spelled the same, see users.same_mailbox):
         the account's email was verified       -> the identity is linked to it
         it never was (someone may have
         registered an address not theirs)      -> the identity takes the account over:
@@ -20,7 +20,6 @@ anyone's account. Every new link writes `auth.sso.linked` in the same transactio
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
@@ -35,29 +34,7 @@ from archomata.security.sso import Assertion, SsoError
 from archomata.store import identities, mail_tokens, orgs, users
 from archomata.store.identities import Identity
 from archomata.store.mail_tokens import Purpose
-from archomata.store.users import User
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def _mailbox(email: str) -> str:
-    return unicodedata.normalize("NFC", email.strip()).translate(_ASCII_LOWER)
-
-
-def same_mailbox(ours: str, theirs: str) -> bool:
-    """Whether the provider's email surely names the mailbox of our account's email.
-
-    The user lookup (users.normalize_email: NFKC and full case folding) is deliberately
-    loose, so that one person cannot hold two accounts by varying the spelling. Too loose
-    to hand an account over: `straße@` and `strasse@` are different mailboxes (and
-    different domains since IDNA 2008), as can be a fullwidth or ligature spelling
-    and its ASCII look-alike, or `İ` and `i̇`; a provider vouching for one says nothing
-    about the other. So linking (and the takeover of an unverified account) also asks for the
-    same address up to what mail systems really treat as equal: canonically equivalent
-    Unicode (NFC) and the case of ASCII letters, which every provider normalises on its
-    own. Anything else is refused, and the person signs in with their password.
-    """
-    return _mailbox(ours) == _mailbox(theirs)
+from archomata.store.users import User, same_mailbox
 
 
 class How(StrEnum):
@@ -99,6 +76,8 @@ async def resolve(request: web.Request, assertion: Assertion) -> SignIn:
         if not request.app[keys.CONFIG].sso_allow_signup:
             raise SsoError("signup_disabled", "no_account_signup_disabled")
         return await _sign_up(request, assertion)
+    # Found through the lookup's folding (`ß`/`ss`, fullwidth...): possibly another
+    # person's mailbox, so the provider's word is no proof of this account.
     if not same_mailbox(user.email, assertion.email):
         raise SsoError("email_conflict", "email_spelled_differently", user_id=user.id)
     return await _link(request, _enabled(user), assertion)

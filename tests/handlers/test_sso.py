@@ -23,6 +23,7 @@ from archomata import keys, linking
 from archomata.app import create_app
 from archomata.config import load_config
 from archomata.devservers import free_port
+from archomata.store.users import same_mailbox
 from tests.browser import Browser, Visit
 from tests.factories import FRONTEND, login, register, strong_password, unique_email
 from tests.oidc_provider import IdpUser, OidcProvider
@@ -552,15 +553,15 @@ def _fullwidth(text: str) -> str:
 
 class TestLinkingSpelling:
     """The lookup folds `ß` to `ss`, fullwidth to ASCII and case; a link needs the same
-    mailbox (linking.same_mailbox)."""
+    mailbox (users.same_mailbox)."""
 
     def test_same_mailbox_is_ascii_case_and_canonical_equivalence_only(self) -> None:
-        assert linking.same_mailbox("Ann.Lee@Example.TEST", " ann.lee@example.test")
-        assert linking.same_mailbox("jos\u00e9@example.test", "jose\u0301@example.test")  # NFC
+        assert same_mailbox("Ann.Lee@Example.TEST", " ann.lee@example.test")
+        assert same_mailbox("jos\u00e9@example.test", "jose\u0301@example.test")  # NFC
         for other in ("straße@example.test", _fullwidth("strasse@example.test"),
                       "\ufb06rasse@example.test"):  # the `st` ligature
-            assert not linking.same_mailbox("strasse@example.test", other), other
-        assert not linking.same_mailbox("\u0130lk@example.test", "i\u0307lk@example.test")
+            assert not same_mailbox("strasse@example.test", other), other
+        assert not same_mailbox("\u0130lk@example.test", "i\u0307lk@example.test")
 
     @pytest.mark.parametrize("spelling", [
         lambda local: f"straße-{local}@example.test",
