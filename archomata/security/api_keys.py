@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import re
 import secrets
 import time
@@ -100,7 +101,7 @@ def addresses_key(key_id: str) -> str:
 
 
 def _throttled(wait_ms: int) -> RateLimited:
-    error = RateLimited(-(-max(wait_ms, 1) // 1000),
+    error = RateLimited(math.ceil(max(wait_ms, 1) / 1000),
                         "Too many wrong secrets for this API key; retry later.")
     error.code = "api_key_throttled"
     return error
@@ -308,7 +309,6 @@ class ApiKeyAuthenticator:
         identity = AgentIdentity(record.agent_id, record.org_id, key_id)
         self.cache.put(digest, identity, stamp)
         return identity
-
 
     async def _reserve_try(self, key_id: str, address: str) -> None:
         """Takes one of the key id's free tries (or refuses without bcrypt)."""
