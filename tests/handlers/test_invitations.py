@@ -8,6 +8,7 @@ import json
 from typing import Any
 from uuid import UUID
 
+from archomata.audit_chain import verify
 from archomata.config import Config
 from tests.factories import (
     Session,
@@ -195,6 +196,7 @@ class TestInviterAuthority:
         insider = await second_admin(client, mail_sink, owner_conn, owner)
         # An address the insider controls, invited to come back as an administrator.
         backdoor, token = await invite(client, mail_sink, insider, org_role="administrator")
+        other, _ = await invite(client, mail_sink, insider)
         removed = await client.delete(f"/api/v1/org/members/{insider.user_id}",
                                       headers=owner.auth)
         assert removed.status == 204
@@ -209,6 +211,9 @@ class TestInviterAuthority:
         # Written by the removal itself, in its transaction.
         assert (entry["actor_id"], entry["request_id"]) == (
             owner.user_id, removed.headers["X-Request-ID"])
+        assert len(await revocations(owner_conn, other["id"])) == 1
+        # Both entries written in one batch, each linked into the org's hash chain.
+        assert (await verify(owner_conn, owner.org_id)).breaks == []
 
     async def test_a_demoted_administrators_invitations_die_too(
             self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
@@ -335,3 +340,17 @@ class TestInviterAuthority:
         await client.delete(f"/api/v1/org/members/{insider.user_id}", headers=owner.auth)
         assert await revocations(owner_conn, joined["id"]) == []
         assert await membership(owner_conn, owner.org_id, joined["email"]) == "member"
+
+
+class TestDocument:
+    async def test_the_routes_are_in_the_openapi_document(self, client: Any) -> None:
+        spec = await (await client.get("/api/v1/openapi.json")).json()
+        listing = spec["paths"][INVITATIONS]["get"]
+        assert listing["x-access"].startswith("org-admin")
+        assert {p["name"] for p in listing["parameters"]} == {"limit", "cursor"}
+        schema = listing["responses"]["200"]["content"]["application/json"]["schema"]
+        ref = schema["$ref"].rsplit("/", 1)[-1]
+        assert set(spec["components"]["schemas"][ref]["properties"]) == {"items", "next_cursor"}
+        revoke = spec["paths"][f"{INVITATIONS}/{{invitation_id}}"]["delete"]
+        assert revoke["x-access"].startswith("org-admin")
+        assert "204" in revoke["responses"]
