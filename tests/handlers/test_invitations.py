@@ -188,6 +188,25 @@ class TestRevoke:
         assert (await accept_as_new(client, second_token)).status == 200
         assert await membership(owner_conn, admin.org_id, email.upper()) == "member"
 
+    async def test_concurrent_invitations_of_one_address_leave_one_open(
+            self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        admin = await signed_up(client, mail_sink)
+        email = unique_email("racing")
+        responses = await asyncio.gather(*[
+            client.post(INVITATIONS, headers=admin.auth, json={"email": email})
+            for _ in range(6)])
+        statuses = [r.status for r in responses]
+        assert set(statuses) <= {201, 409} and 201 in statuses, statuses
+        for response in responses:
+            if response.status == 409:
+                assert (await response.json())["code"] == "invitation_pending"
+        created = {(await r.json())["id"] for r in responses if r.status == 201}
+        [open_one] = (await listed(client, admin))["items"]
+        assert open_one["id"] in created
+        assert await owner_conn.fetchval(
+            "select count(*) from invitations where org_id = $1 and revoked_at is null",
+            admin.org_id) == 1
+
 
 class TestInviterAuthority:
     async def test_a_removed_administrators_invitations_die_with_their_membership(
