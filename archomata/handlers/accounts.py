@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 from aiohttp import web
 
-from archomata import audit, credentials, keys
+from archomata import audit, credentials, custody, keys
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
@@ -35,15 +35,49 @@ from archomata.schemas.trading import (
     RiskLimitsSchema,
 )
 from archomata.schemas.values import with_decimal_texts
+from archomata.security.principal import Principal
 from archomata.store import accounts, agents, market
 from archomata.web_json import json_response, load_body
 
 routes = web.RouteTableDef()
 
 
-async def _check_agent(tx: Tx, org_id: UUID, agent_id: UUID | None) -> None:
-    if agent_id is not None and not await agents.exists(tx, org_id, agent_id):
+async def _lock_agent(tx: Tx, org_id: UUID, agent_id: UUID | None) -> None:
+    """The agent an account is to be assigned to, locked (shared) so that no rotation of
+    its key decides at the same time (archomata.custody)."""
+    if agent_id is not None and not await agents.lock(tx, org_id, agent_id, for_key=False):
         raise ValidationFailed("No such agent.", errors={"agent_id": ["No such agent."]})
+
+
+async def _guard_handover(tx: Tx, principal: Principal, before: custody.Holding | None,
+                          after: custody.Holding, credentials_set: bool) -> None:
+    if custody.hands_over(before, after, credentials_set):
+        await custody.require_administrator(
+            tx, principal, "Giving an agent an account with credentials")
+
+
+async def _lock_for_change(tx: Tx, org_id: UUID, account_id: UUID, body: dict[str, Any],
+                           credentials_set: bool) -> custody.Holding:
+    """Locks the agent the account will have, when the change could hand it credentials,
+    then the account. Agent first, account second: the order in which deleting an agent
+    unassigns its accounts, so the two never deadlock. Setting credentials alone names no
+    agent: the account's is read, locked, and checked unchanged once the account is."""
+    for _ in range(3):
+        target: UUID | None = None
+        if "agent_id" in body:
+            target = body["agent_id"]
+            await _lock_agent(tx, org_id, target)
+        elif credentials_set:
+            target = await accounts.agent_of(tx, org_id, account_id)
+            if target is not None and not await agents.lock(tx, org_id, target,
+                                                             for_key=False):
+                continue  # deleted meanwhile: the account is unassigned now
+        before = await accounts.lock_holding(tx, org_id, account_id)
+        if before is None:
+            raise NotFound("No such account.")
+        if "agent_id" in body or not credentials_set or before.agent_id == target:
+            return before
+    raise Conflict("The account is being changed by another request; retry.")
 
 
 def _sealed(request: web.Request, account_id: UUID, secret: dict[str, Any] | None) -> bytes | None:
@@ -90,13 +124,15 @@ async def get_account(request: web.Request) -> web.Response:
 @doc("Add an account (trading enabled, no other risk limit)", request=AccountCreateSchema,
      response=AccountSchema, status=201)
 async def create_account(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id, principal = caller(request)
     body = await load_body(request, AccountCreateSchema)
     account_id = uuid.uuid4()
     body["credentials"] = _sealed(request, account_id, body["credentials"])
+    after = custody.Holding(body["agent_id"], body["credentials"] is not None)
     try:
         async with org_tx(request) as tx:
-            await _check_agent(tx, org_id, body["agent_id"])
+            await _lock_agent(tx, org_id, body["agent_id"])
+            await _guard_handover(tx, principal, None, after, after.has_credentials)
             account = await accounts.insert(tx, account_id, org_id, body)
             await audit.record(tx, request, AuditAction.ACCOUNT_CREATED,
                                resource_type="account", resource_id=account.id,
@@ -114,16 +150,21 @@ async def create_account(request: web.Request) -> web.Response:
 @doc("Change an account; `credentials: null` removes them", request=AccountPatchSchema,
      response=AccountSchema)
 async def update_account(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id, principal = caller(request)
     account_id = uuid_param(request, "account_id")
     body = await load_body(request, AccountPatchSchema)
     if not body:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
     if "credentials" in body:
         body["credentials"] = _sealed(request, account_id, body["credentials"])
+    credentials_set = body.get("credentials") is not None
     try:
         async with org_tx(request) as tx:
-            await _check_agent(tx, org_id, body.get("agent_id"))
+            before = await _lock_for_change(tx, org_id, account_id, body, credentials_set)
+            after = custody.Holding(
+                body.get("agent_id", before.agent_id),
+                credentials_set if "credentials" in body else before.has_credentials)
+            await _guard_handover(tx, principal, before, after, credentials_set)
             account = await accounts.update(tx, org_id, account_id, body)
             if account is None:
                 raise NotFound("No such account.")

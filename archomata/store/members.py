@@ -83,6 +83,19 @@ async def lock_administrators(tx: Tx, org_id: UUID) -> list[UUID]:
     return [r["user_id"] for r in await tx.fetch(LOCK_ADMINS, org_id)]
 
 
+IS_ADMINISTRATOR = """
+    select 1 from memberships
+    where org_id = $1 and user_id = $2 and org_role = 'administrator'
+    for share
+"""
+
+
+async def lock_if_administrator(tx: Tx, org_id: UUID, user_id: UUID) -> bool:
+    """Whether the user is an administrator of the org now, keeping their membership row
+    from being demoted or removed until the transaction ends."""
+    return await tx.fetchval(IS_ADMINISTRATOR, org_id, user_id) is not None
+
+
 SET_ROLE = """
     update memberships set org_role = $3 where org_id = $1 and user_id = $2
 """
