@@ -1,7 +1,8 @@
 """/accounts: MT5 accounts, their positions and deals, and their risk limits.
 
 Credentials are write-only: sealed with AES-256-GCM before they reach SQL, answered only
-as `has_credentials`, and opened for nobody but the agent the account is assigned to.
+as `has_credentials`, and opened for nobody but the agent the account is assigned to;
+who may put them within that agent's reach is archomata.custody's rule.
 """
 
 from __future__ import annotations
@@ -121,8 +122,9 @@ async def get_account(request: web.Request) -> web.Response:
 @routes.post("/api/v1/accounts")
 @require_permission(Permission.ACCOUNTS_CREATE)
 @require_write
-@doc("Add an account (trading enabled, no other risk limit)", request=AccountCreateSchema,
-     response=AccountSchema, status=201)
+@doc("Add an account (trading enabled, no other risk limit). With both `agent_id` and "
+     "`credentials`, the org administrator only (403 permission_denied)",
+     request=AccountCreateSchema, response=AccountSchema, status=201)
 async def create_account(request: web.Request) -> web.Response:
     org_id, principal = caller(request)
     body = await load_body(request, AccountCreateSchema)
@@ -147,7 +149,9 @@ async def create_account(request: web.Request) -> web.Response:
 @routes.patch("/api/v1/accounts/{account_id}")
 @require_permission(Permission.ACCOUNTS_UPDATE)
 @require_write
-@doc("Change an account; `credentials: null` removes them", request=AccountPatchSchema,
+@doc("Change an account; `credentials: null` removes them. Pointing an account with "
+     "credentials at another agent, or setting credentials on an account with an agent, "
+     "the org administrator only (403 permission_denied)", request=AccountPatchSchema,
      response=AccountSchema)
 async def update_account(request: web.Request) -> web.Response:
     org_id, principal = caller(request)

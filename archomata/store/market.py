@@ -155,12 +155,31 @@ async def list_deals(tx: Tx, org_id: UUID, account_id: UUID, filters: dict[str, 
     return rows.from_records(Deal, found)
 
 
+# Counted as archomata.risk describes `Exposure.held`, in one snapshot taken under the
+# account row lock (accounts.lock_for_order), which state pushes and fills also take.
+# "Since the push": recorded at or after the moment the last push arrived.
 EXPOSURE = """
+    with pushed as (
+        select state_updated_at as at from accounts where org_id = $1 and id = $2
+    ), since_push as (
+        select o.position_ticket, o.broker_ticket from orders o, pushed
+        where o.org_id = $1 and o.account_id = $2 and o.status = 'filled'
+          and (pushed.at is null or o.executed_at >= pushed.at)
+    )
     select (select count(*) from positions where org_id = $1 and account_id = $2)
                as open_positions,
            (select count(*) from orders
             where org_id = $1 and account_id = $2 and status in ('pending', 'sent')
               and position_ticket is null) as orders_in_flight,
+           (select count(*) from since_push f
+            where f.position_ticket is null
+              and not exists (select 1 from positions p
+                              where p.org_id = $1 and p.account_id = $2
+                                and p.ticket = f.broker_ticket)) as fills_unreported,
+           (select count(distinct f.position_ticket) from since_push f
+            where exists (select 1 from positions p
+                          where p.org_id = $1 and p.account_id = $2
+                            and p.ticket = f.position_ticket)) as closes_unreported,
            (select coalesce(sum(profit + commission + swap), 0) from deals
             where org_id = $1 and account_id = $2
               and executed_at >= date_trunc('day', now() at time zone 'UTC') at time zone 'UTC')
@@ -172,4 +191,5 @@ async def exposure(tx: Tx, org_id: UUID, account_id: UUID) -> Exposure:
     row = await tx.fetchrow(EXPOSURE, org_id, account_id)
     assert row is not None
     return Exposure(int(row["open_positions"]), int(row["orders_in_flight"]),
-                    row["realised_today"])
+                    row["realised_today"], int(row["fills_unreported"]),
+                    int(row["closes_unreported"]))

@@ -187,10 +187,22 @@ COMPLETE = """
     returning order_id
 """
 COMMAND_STATE = "select status from commands where org_id = $1 and id = $2 and claimed_by = $3"
+# The account row is held (shared) while the result is written, and the fill stamped
+# once it is: a state push (which updates that row) and an order being checked (which
+# locks it) come wholly before or after, and a push that came before is never taken to
+# post-date the fill (archomata.risk, `Exposure.held`).
 RECORD_RESULT = f"""
+    with account as (
+        select a.id as locked_id from accounts a
+        join orders o on o.org_id = a.org_id and o.account_id = a.id
+        where o.org_id = $1 and o.id = $2
+        for share of a
+    )
     update orders set status = $3, broker_ticket = $4, fill_price = $5, message = $6,
-                      executed_at = case when $3 = 'filled' then now() end, updated_at = now()
-    where org_id = $1 and id = $2
+                      executed_at = case when $3 = 'filled' then clock_timestamp() end,
+                      updated_at = now()
+    from account
+    where org_id = $1 and id = $2 and account_id = account.locked_id
     returning {COLUMNS}
 """
 
@@ -215,14 +227,20 @@ async def complete(tx: Tx, org_id: UUID, agent_id: UUID, command_id: UUID,
     return Completion(True, order)
 
 
-CLOSE_IN_FLIGHT = """
-    select 1 from orders
-    where org_id = $1 and account_id = $2 and position_ticket = $3
-      and status in ('pending', 'sent')
+# A close is under way from the moment it is placed until a state push arrives after it
+# filled (then the push says whether the position is still open); a rejected or failed
+# close ends it at once.
+CLOSING = """
+    select 1 from orders o join accounts a on a.org_id = o.org_id and a.id = o.account_id
+    where o.org_id = $1 and o.account_id = $2 and o.position_ticket = $3
+      and (o.status in ('pending', 'sent')
+           or (o.status = 'filled'
+               and (a.state_updated_at is null or o.executed_at >= a.state_updated_at)))
     limit 1
 """
 
 
-async def close_in_flight(tx: Tx, org_id: UUID, account_id: UUID, ticket: int) -> bool:
-    """Whether an order closing this position is already on its way."""
-    return await tx.fetchval(CLOSE_IN_FLIGHT, org_id, account_id, ticket) is not None
+async def closing(tx: Tx, org_id: UUID, account_id: UUID, ticket: int) -> bool:
+    """Whether an order closing this position is on its way, or filled and not yet
+    reflected by a state push. Call it with the account locked (accounts.lock_for_order)."""
+    return await tx.fetchval(CLOSING, org_id, account_id, ticket) is not None
