@@ -7,7 +7,11 @@ that is, and each needs the org administrator, whatever `agents:update` or
 
 - issuing a new key (rotation) for an agent that serves an account with credentials;
 - pointing an account with credentials at an agent (`agent_id` on create or update);
-- setting credentials on an account that has an agent.
+- setting credentials on an account that has an agent;
+- and, beyond the contract's list, changing where an assigned account's credentials are
+  sent: its `server` or `broker`. The agent logs in wherever the account says with the
+  stored password, so pointing it at a trade server of one's own would hand the
+  password to whoever runs that server.
 
 Moves that only take credentials out of reach (unassigning, clearing credentials,
 deleting the account or the agent) need nothing more than their own permission.
@@ -34,22 +38,24 @@ from archomata.store import members
 
 @dataclass(frozen=True, slots=True)
 class Holding:
-    """What an account is, for this rule: the agent it is assigned to, and whether it has
-    credentials."""
+    """What an account is, for this rule: the agent it is assigned to, whether it has
+    credentials, and where the agent takes them (broker, server)."""
 
     agent_id: UUID | None
     has_credentials: bool
+    destination: tuple[str, str]
 
 
 def hands_over(before: Holding | None, after: Holding, credentials_set: bool) -> bool:
     """Whether a change from `before` (None: a new account) to `after` puts credentials
-    within reach of an agent key that could not reach them. `credentials_set`: the change
-    writes new credentials (a replacement counts: the agent gets what it did not have)."""
+    within reach of an agent key, or of a server, that could not reach them.
+    `credentials_set`: the change writes new credentials (a replacement counts: the agent
+    gets what it did not have)."""
     if after.agent_id is None or not after.has_credentials:
         return False
-    if credentials_set:
+    if credentials_set or before is None:
         return True
-    return before is None or before.agent_id != after.agent_id
+    return before.agent_id != after.agent_id or before.destination != after.destination
 
 
 async def require_administrator(tx: Tx, principal: Principal, what: str) -> None:

@@ -130,7 +130,8 @@ async def create_account(request: web.Request) -> web.Response:
     body = await load_body(request, AccountCreateSchema)
     account_id = uuid.uuid4()
     body["credentials"] = _sealed(request, account_id, body["credentials"])
-    after = custody.Holding(body["agent_id"], body["credentials"] is not None)
+    after = custody.Holding(body["agent_id"], body["credentials"] is not None,
+                            (body["broker"], body["server"]))
     try:
         async with org_tx(request) as tx:
             await _lock_agent(tx, org_id, body["agent_id"])
@@ -150,8 +151,9 @@ async def create_account(request: web.Request) -> web.Response:
 @require_permission(Permission.ACCOUNTS_UPDATE)
 @require_write
 @doc("Change an account; `credentials: null` removes them. Pointing an account with "
-     "credentials at another agent, or setting credentials on an account with an agent, "
-     "the org administrator only (403 permission_denied)", request=AccountPatchSchema,
+     "credentials at another agent, setting credentials on an account with an agent, or "
+     "changing the broker or server of an assigned account with credentials: the org "
+     "administrator only (403 permission_denied)", request=AccountPatchSchema,
      response=AccountSchema)
 async def update_account(request: web.Request) -> web.Response:
     org_id, principal = caller(request)
@@ -167,7 +169,9 @@ async def update_account(request: web.Request) -> web.Response:
             before = await _lock_for_change(tx, org_id, account_id, body, credentials_set)
             after = custody.Holding(
                 body.get("agent_id", before.agent_id),
-                credentials_set if "credentials" in body else before.has_credentials)
+                credentials_set if "credentials" in body else before.has_credentials,
+                (body.get("broker", before.destination[0]),
+                 body.get("server", before.destination[1])))
             await _guard_handover(tx, principal, before, after, credentials_set)
             account = await accounts.update(tx, org_id, account_id, body)
             if account is None:

@@ -153,16 +153,17 @@ async def agent_of(tx: Tx, org_id: UUID, account_id: UUID) -> UUID | None:
 
 
 LOCK_HOLDING = """
-    select agent_id, credentials is not null as has_credentials from accounts
+    select agent_id, credentials is not null as has_credentials, broker, server from accounts
     where org_id = $1 and id = $2 and deleted_at is null
     for update
 """
 
 
 async def lock_holding(tx: Tx, org_id: UUID, account_id: UUID) -> Holding | None:
-    """Locks the account row; returns its agent and whether it has credentials."""
+    """Locks the account row; returns who and where its credentials reach."""
     row = await tx.fetchrow(LOCK_HOLDING, org_id, account_id)
-    return None if row is None else Holding(row["agent_id"], row["has_credentials"])
+    return None if row is None else Holding(row["agent_id"], row["has_credentials"],
+                                            (row["broker"], row["server"]))
 
 
 CREDENTIALED_FOR_AGENT = """

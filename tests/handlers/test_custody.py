@@ -209,6 +209,53 @@ class TestAssignment:
         assert {"password": "mt5-pw-added"} in await fetched_credentials(client, key)
 
 
+    @pytest.mark.parametrize("field", ["server", "broker"])
+    async def test_sending_assigned_credentials_elsewhere_needs_the_administrator(
+            self, client: Any, mail_sink: Any, owner_conn: Any, field: str) -> None:
+        """The agent logs in where the account says: a server of one's own would receive
+        the stored password."""
+        admin = await signed_up(client, mail_sink)
+        operations = await staff(client, mail_sink, owner_conn, admin, "Operations")
+        agent, _ = await agent_with_key(client, admin)
+        account = await trading_account(client, admin, agent_id=agent["id"],
+                                        password="mt5-pw-where")
+        url = f"/api/v1/accounts/{account['id']}"
+        before = await owner_conn.fetchrow(f"select {field} from accounts where id = $1::uuid",
+                                           account["id"])
+        await assert_refused(await client.patch(url, json={field: "Attacker-Live"},
+                                                headers=operations.auth))
+        assert await owner_conn.fetchrow(f"select {field} from accounts where id = $1::uuid",
+                                         account["id"]) == before
+        unchanged = await client.patch(url, json={field: account[field], "name": "Same"},
+                                       headers=operations.auth)
+        assert unchanged.status == 200, await unchanged.text()
+        # Without an agent, or without credentials, there is nothing to send anywhere.
+        for other in (await trading_account(client, admin, password="mt5-pw-idle"),
+                      await trading_account(client, admin, agent_id=agent["id"])):
+            moved = await client.patch(f"/api/v1/accounts/{other['id']}",
+                                       json={field: "Elsewhere"}, headers=operations.auth)
+            assert moved.status == 200, await moved.text()
+        done = await client.patch(url, json={field: "Broker-Live-2"}, headers=admin.auth)
+        assert done.status == 200 and (await done.json())[field] == "Broker-Live-2"
+
+    async def test_deleting_and_recreating_the_agent_leads_nowhere(
+            self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        admin = await signed_up(client, mail_sink)
+        operations = await staff(client, mail_sink, owner_conn, admin, "Operations")
+        agent, _ = await agent_with_key(client, admin)
+        account = await trading_account(client, admin, agent_id=agent["id"],
+                                        password="mt5-pw-again")
+        deleted = await client.delete(f"/api/v1/agents/{agent['id']}", headers=operations.auth)
+        assert deleted.status == 204
+        url = f"/api/v1/accounts/{account['id']}"
+        got = await (await client.get(url, headers=operations.auth)).json()
+        assert (got["agent_id"], got["has_credentials"]) == (None, True)
+        again, again_key = await agent_with_key(client, operations, "Same name")
+        await assert_refused(await client.patch(url, json={"agent_id": again["id"]},
+                                                headers=operations.auth))
+        assert await fetched_credentials(client, again_key) == []
+
+
 class TestRaces:
     """The decision waits for the other move on the same agent and sees what it did."""
 
