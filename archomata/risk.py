@@ -20,9 +20,9 @@ not reported yet is never lost between two pushes:
          - closing orders filled since that push whose position it still shows
            (`closes_unreported`)
 
-"Since that push": the fill was recorded after the push arrived (orders.executed_at
-against accounts.state_updated_at). A push that arrives after a fill was recorded is
-taken to show it, open or already closed: an agent sends an account's state after the
+"Since that push": the fill was recorded after the push arrived. A push that arrives
+after a fill was recorded is taken to show it, open or already closed, and marks it
+`reflected` (archomata.store.market): an agent sends an account's state after the
 results it has reported for that account (one loop per terminal). A filled opening
 order whose broker ticket is a position of the push is already counted there, and a
 closing order pending or sent does not reduce yet (it may be rejected). Errs high,

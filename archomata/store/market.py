@@ -62,7 +62,17 @@ def _unnest(fields: Sequence[str], types: Sequence[str], first: int) -> str:
     return f"unnest({arrays}) as r({', '.join(fields)})"
 
 
-DELETE_POSITIONS = "delete from positions where org_id = $1 and account_id = $2"
+# The push accounts for every fill recorded before it arrived (now(): when its transaction
+# began; fills are stamped under the account lock this push holds, orders.RECORD_RESULT),
+# and replaces the positions, in one statement.
+DELETE_POSITIONS = """
+    with reflected as (
+        update orders set reflected = true
+        where org_id = $1 and account_id = $2 and status = 'filled' and not reflected
+          and executed_at < now()
+    )
+    delete from positions where org_id = $1 and account_id = $2
+"""
 INSERT_POSITIONS = f"""
     insert into positions (org_id, account_id, {", ".join(POSITION_FIELDS)})
     select $1, $2, {", ".join(f"r.{f}" for f in POSITION_FIELDS)}
@@ -72,8 +82,9 @@ INSERT_POSITIONS = f"""
 
 async def replace_positions(tx: Tx, org_id: UUID, account_id: UUID,
                             columns: Sequence[Sequence[Any]]) -> None:
-    """Replaces the account's open positions with `columns` (one list per POSITION_FIELD).
-    Call it in the transaction that locked the account (accounts.set_state)."""
+    """Replaces the account's open positions with `columns` (one list per POSITION_FIELD),
+    and marks the fills recorded before this push as reflected in them. Call it in the
+    transaction that locked the account (accounts.set_state)."""
     await tx.execute(DELETE_POSITIONS, org_id, account_id)
     if columns and columns[0]:
         await tx.execute(INSERT_POSITIONS, org_id, account_id, *columns)
@@ -157,29 +168,27 @@ async def list_deals(tx: Tx, org_id: UUID, account_id: UUID, filters: dict[str, 
 
 # Counted as archomata.risk describes `Exposure.held`, in one snapshot taken under the
 # account row lock (accounts.lock_for_order), which state pushes and fills also take.
-# "Since the push": recorded at or after the moment the last push arrived.
+# `unsettled` is what orders_unsettled_idx holds: in flight, or filled and not reflected.
 EXPOSURE = """
-    with pushed as (
-        select state_updated_at as at from accounts where org_id = $1 and id = $2
-    ), since_push as (
-        select o.position_ticket, o.broker_ticket from orders o, pushed
-        where o.org_id = $1 and o.account_id = $2 and o.status = 'filled'
-          and (pushed.at is null or o.executed_at >= pushed.at)
+    with unsettled as (
+        select status, position_ticket, broker_ticket from orders
+        where org_id = $1 and account_id = $2
+          and (status in ('pending', 'sent') or (status = 'filled' and not reflected))
     )
     select (select count(*) from positions where org_id = $1 and account_id = $2)
                as open_positions,
-           (select count(*) from orders
-            where org_id = $1 and account_id = $2 and status in ('pending', 'sent')
-              and position_ticket is null) as orders_in_flight,
-           (select count(*) from since_push f
-            where f.position_ticket is null
+           (select count(*) from unsettled
+            where status <> 'filled' and position_ticket is null) as orders_in_flight,
+           (select count(*) from unsettled u
+            where u.status = 'filled' and u.position_ticket is null
               and not exists (select 1 from positions p
                               where p.org_id = $1 and p.account_id = $2
-                                and p.ticket = f.broker_ticket)) as fills_unreported,
-           (select count(distinct f.position_ticket) from since_push f
-            where exists (select 1 from positions p
+                                and p.ticket = u.broker_ticket)) as fills_unreported,
+           (select count(distinct u.position_ticket) from unsettled u
+            where u.status = 'filled'
+              and exists (select 1 from positions p
                           where p.org_id = $1 and p.account_id = $2
-                            and p.ticket = f.position_ticket)) as closes_unreported,
+                            and p.ticket = u.position_ticket)) as closes_unreported,
            (select coalesce(sum(profit + commission + swap), 0) from deals
             where org_id = $1 and account_id = $2
               and executed_at >= date_trunc('day', now() at time zone 'UTC') at time zone 'UTC')

@@ -189,8 +189,8 @@ COMPLETE = """
 COMMAND_STATE = "select status from commands where org_id = $1 and id = $2 and claimed_by = $3"
 # The account row is held (shared) while the result is written, and the fill stamped
 # once it is: a state push (which updates that row) and an order being checked (which
-# locks it) come wholly before or after, and a push that came before is never taken to
-# post-date the fill (archomata.risk, `Exposure.held`).
+# locks it) come wholly before or after, and a push that began before the stamp never
+# marks the fill reflected (market.DELETE_POSITIONS; archomata.risk, `Exposure.held`).
 RECORD_RESULT = f"""
     with account as (
         select a.id as locked_id from accounts a
@@ -229,13 +229,11 @@ async def complete(tx: Tx, org_id: UUID, agent_id: UUID, command_id: UUID,
 
 # A close is under way from the moment it is placed until a state push arrives after it
 # filled (then the push says whether the position is still open); a rejected or failed
-# close ends it at once.
+# close ends it at once. Served by orders_unsettled_idx.
 CLOSING = """
-    select 1 from orders o join accounts a on a.org_id = o.org_id and a.id = o.account_id
-    where o.org_id = $1 and o.account_id = $2 and o.position_ticket = $3
-      and (o.status in ('pending', 'sent')
-           or (o.status = 'filled'
-               and (a.state_updated_at is null or o.executed_at >= a.state_updated_at)))
+    select 1 from orders
+    where org_id = $1 and account_id = $2 and position_ticket = $3
+      and (status in ('pending', 'sent') or (status = 'filled' and not reflected))
     limit 1
 """
 
