@@ -62,9 +62,9 @@ def _unnest(fields: Sequence[str], types: Sequence[str], first: int) -> str:
     return f"unnest({arrays}) as r({', '.join(fields)})"
 
 
-# The push accounts for every fill recorded before it arrived (now(): when its transaction
-# began; fills are stamped under the account lock this push holds, orders.RECORD_RESULT),
-# and replaces the positions, in one statement.
+# The push accounts for every fill recorded before it arrived (now(): when its
+# transaction began; a fill still being recorded then is left for the next push), and
+# replaces the positions, in one statement.
 DELETE_POSITIONS = """
     with reflected as (
         update orders set reflected = true
@@ -167,7 +167,8 @@ async def list_deals(tx: Tx, org_id: UUID, account_id: UUID, filters: dict[str, 
 
 
 # Counted as archomata.risk describes `Exposure.held`, in one snapshot taken under the
-# account row lock (accounts.lock_for_order), which state pushes and fills also take.
+# account row lock (accounts.lock_for_order), which state pushes also take. A fill
+# committing meanwhile moves an order from in flight to filled: counted either way.
 # `unsettled` is what orders_unsettled_idx holds: in flight, or filled and not reflected.
 EXPOSURE = """
     with unsettled as (

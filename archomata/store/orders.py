@@ -187,22 +187,10 @@ COMPLETE = """
     returning order_id
 """
 COMMAND_STATE = "select status from commands where org_id = $1 and id = $2 and claimed_by = $3"
-# The account row is held (shared) while the result is written, and the fill stamped
-# once it is: a state push (which updates that row) and an order being checked (which
-# locks it) come wholly before or after, and a push that began before the stamp never
-# marks the fill reflected (market.DELETE_POSITIONS; archomata.risk, `Exposure.held`).
 RECORD_RESULT = f"""
-    with account as (
-        select a.id as locked_id from accounts a
-        join orders o on o.org_id = a.org_id and o.account_id = a.id
-        where o.org_id = $1 and o.id = $2
-        for share of a
-    )
     update orders set status = $3, broker_ticket = $4, fill_price = $5, message = $6,
-                      executed_at = case when $3 = 'filled' then clock_timestamp() end,
-                      updated_at = now()
-    from account
-    where org_id = $1 and id = $2 and account_id = account.locked_id
+                      executed_at = case when $3 = 'filled' then now() end, updated_at = now()
+    where org_id = $1 and id = $2
     returning {COLUMNS}
 """
 
