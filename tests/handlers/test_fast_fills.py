@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from uuid import UUID
 
+from archomata.store import market
 from tests.factories import Session, agent_auth
 from tests.handlers.test_bridge import position, state
 from tests.handlers.test_orders import desk, place
@@ -93,6 +95,22 @@ class TestFilledOrdersCount:
         terminal.positions.pop(ticket)
         await terminal.push()
         assert (await place(client, admin, account)).status == 201
+
+    async def test_a_push_already_under_way_when_the_fill_is_recorded_leaves_it_counted(
+            self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        admin, account, key = await desk(client, mail_sink)
+        terminal = Terminal(client, key, account["login"])
+        await set_limits(client, admin, account, max_open_positions=1)
+        assert (await place(client, admin, account)).status == 201
+        [command] = await terminal.poll()
+        push = owner_conn.transaction()
+        await push.start()  # a push that began before the fill: it cannot show it
+        await owner_conn.execute("update accounts set state_updated_at = now() "
+                                 "where id = $1::uuid", account["id"])
+        await terminal.fill(command)
+        await owner_conn.execute(market.DELETE_POSITIONS, admin.org_id, UUID(account["id"]))
+        await push.commit()
+        await assert_open_positions_breach(await place(client, admin, account))
 
     async def test_four_fast_fills_at_a_limit_of_one_leave_one_open(
             self, client: Any, mail_sink: Any) -> None:
