@@ -181,7 +181,7 @@ def runnable_bin_dir(bin_dir: Path, binary: str, user: RunAs | None) -> Path:
         return bin_dir
     digest = hashlib.sha256((bin_dir / binary).read_bytes()).hexdigest()[:16]
     base = shared_dir(user)
-    copy = base / f"{binary}-{digest}"
+    copy = base / f"build-{binary}-{digest}"  # data folders are named for their server
     prefix = bin_dir.parent
     wheel = _wheel_libs(prefix)
     inside = prefix.relative_to(wheel[0]) if wheel else Path()
