@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -56,6 +57,7 @@ class AuditAction(StrEnum):
     GROUP_MEMBERS_SET = "group.members_set"
     GROUP_ROLES_SET = "group.roles_set"
     GROUP_UPDATED = "group.updated"
+    MEMBER_INVITATION_REVOKED = "member.invitation_revoked"
     MEMBER_INVITED = "member.invited"
     MEMBER_JOINED = "member.joined"
     MEMBER_REMOVED = "member.removed"
@@ -167,3 +169,22 @@ async def record(
         scrub(details or {}),
     )
     return entry_id
+
+
+async def record_each(
+    tx: Tx,
+    who: web.Request | AuditContext,
+    action: AuditAction,
+    resource_type: str,
+    entries: Sequence[tuple[UUID, UUID | str, dict[str, Any]]],
+) -> None:
+    """One entry per `(org_id, resource_id, details)`, the same action and actor for all,
+    written in `tx` in one pipelined batch: for a change that ends many things at once."""
+    if not entries:
+        return
+    context = who if isinstance(who, AuditContext) else context_of(who)
+    await tx.executemany(INSERT_ENTRY, [
+        (uuid.uuid4(), org_id, context.actor_type.value, context.actor_id, action.value,
+         resource_type, str(resource_id), context.ip, context.user_agent, context.request_id,
+         scrub(details))
+        for org_id, resource_id, details in entries])

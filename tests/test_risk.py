@@ -53,3 +53,32 @@ class TestCheck:
     def test_breach_message_names_the_limit_value(self) -> None:
         breach = check(RiskLimits(max_order_volume=Decimal("2.5")), FLAT, Decimal(3))
         assert breach is not None and "2.5" in breach.message
+
+
+class TestHeld:
+    """What the account holds: the last push, plus what was ordered or filled since."""
+
+    @pytest.mark.parametrize(("exposure", "held"), [
+        (Exposure(2, 0, Decimal(0)), 2),  # the push alone
+        (Exposure(0, 1, Decimal(0)), 1),  # an opening order in flight
+        (Exposure(0, 0, Decimal(0), fills_unreported=3), 3),  # filled since the push
+        (Exposure(1, 1, Decimal(0), fills_unreported=1), 3),
+        (Exposure(2, 0, Decimal(0), closes_unreported=1), 1),  # closed since the push
+        (Exposure(1, 0, Decimal(0), fills_unreported=1, closes_unreported=1), 1),
+    ])
+    def test_held_adds_fills_since_the_push_and_takes_off_closes(
+            self, exposure: Exposure, held: int) -> None:
+        assert exposure.held == held
+
+    def test_a_fill_not_yet_pushed_counts_against_max_open_positions(self) -> None:
+        limits = RiskLimits(max_open_positions=1)
+        filled = Exposure(0, 0, Decimal(0), fills_unreported=1)
+        breach = check(limits, filled, Decimal(1))
+        assert breach is not None and breach.limit is Limit.MAX_OPEN_POSITIONS
+        assert check(limits, FLAT, Decimal(1)) is None
+
+    def test_a_filled_close_frees_its_place(self) -> None:
+        limits = RiskLimits(max_open_positions=1)
+        assert check(limits, Exposure(1, 0, Decimal(0)), Decimal(1)) is not None
+        closed = Exposure(1, 0, Decimal(0), closes_unreported=1)
+        assert check(limits, closed, Decimal(1)) is None

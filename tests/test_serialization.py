@@ -32,7 +32,9 @@ REF = {"id": str(uuid.uuid4()), "name": "Trader"}
     (Group(uuid.uuid4(), "Desk", "", (REF,), (REF,), NOW, NOW), GroupSchema),
     (Org(uuid.uuid4(), "Acme", False, NOW), OrgSchema),
     (Invitation(uuid.uuid4(), uuid.uuid4(), "a@b.c", OrgRole.ADMINISTRATOR,
-                (uuid.uuid4(),), (), NOW, NOW), InvitationSchema),
+                (uuid.uuid4(),), (), uuid.uuid4(), NOW, NOW), InvitationSchema),
+    (Invitation(uuid.uuid4(), uuid.uuid4(), "a@b.c", OrgRole.MEMBER, (), (), None, NOW, NOW),
+     InvitationSchema),
     (Role(uuid.uuid4(), "Viewer", "Reads", ("accounts:read",)), RoleSchema),
 ])
 def test_dataclass_serialises_as_its_schema_documents(value: Any, schema: type[Schema]) -> None:

@@ -16,6 +16,7 @@ from tests.factories import (
     member_with_roles,
     signed_up,
     trading_account,
+    unique_email,
 )
 from tests.test_guards import api_routes
 
@@ -49,7 +50,8 @@ SNAPSHOT = """
            (select json_agg(a order by a.id) from agents a where a.org_id = $1),
            (select json_agg(a order by a.id) from accounts a where a.org_id = $1),
            (select json_agg(o order by o.id) from orders o where o.org_id = $1),
-           (select json_agg(s order by s.id) from strategies s where s.org_id = $1)
+           (select json_agg(s order by s.id) from strategies s where s.org_id = $1),
+           (select json_agg(i order by i.id) from invitations i where i.org_id = $1)
 """
 
 
@@ -65,8 +67,12 @@ async def org_b(client: Any, mail_sink: Any, owner_conn: Any) -> tuple[Any, dict
     identity_id = await owner_conn.fetchval(
         "insert into user_identities (user_id, provider, subject, email) "
         "values ($1, 'google', $2, $3) returning id", member.user_id, sid, member.email)
+    invited = await client.post("/api/v1/org/invitations", headers=admin.auth,
+                                json={"email": unique_email("b-invitee")})
+    assert invited.status == 201, await invited.text()
     return admin, {"user_id": str(member.user_id), "group_id": group["id"], "session_id": sid,
-                   "identity_id": str(identity_id), **await trading_of(client, admin)}
+                   "identity_id": str(identity_id), "invitation_id": (await invited.json())["id"],
+                   **await trading_of(client, admin)}
 
 
 async def trading_of(client: Any, admin: Any) -> dict[str, str]:

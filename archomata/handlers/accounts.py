@@ -1,7 +1,8 @@
 """/accounts: MT5 accounts, their positions and deals, and their risk limits.
 
 Credentials are write-only: sealed with AES-256-GCM before they reach SQL, answered only
-as `has_credentials`, and opened for nobody but the agent the account is assigned to.
+as `has_credentials`, and opened for nobody but the agent the account is assigned to;
+who may put them within that agent's reach is archomata.custody's rule.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from uuid import UUID
 import asyncpg
 from aiohttp import web
 
-from archomata import audit, credentials, keys
+from archomata import audit, credentials, custody, keys
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
@@ -35,15 +36,49 @@ from archomata.schemas.trading import (
     RiskLimitsSchema,
 )
 from archomata.schemas.values import with_decimal_texts
+from archomata.security.principal import Principal
 from archomata.store import accounts, agents, market
 from archomata.web_json import json_response, load_body
 
 routes = web.RouteTableDef()
 
 
-async def _check_agent(tx: Tx, org_id: UUID, agent_id: UUID | None) -> None:
-    if agent_id is not None and not await agents.exists(tx, org_id, agent_id):
+async def _lock_agent(tx: Tx, org_id: UUID, agent_id: UUID | None) -> None:
+    """The agent an account is to be assigned to, locked (shared) so that no rotation of
+    its key decides at the same time (archomata.custody)."""
+    if agent_id is not None and not await agents.lock(tx, org_id, agent_id, for_key=False):
         raise ValidationFailed("No such agent.", errors={"agent_id": ["No such agent."]})
+
+
+async def _guard_handover(tx: Tx, principal: Principal, before: custody.Holding | None,
+                          after: custody.Holding, credentials_set: bool) -> None:
+    if custody.hands_over(before, after, credentials_set):
+        await custody.require_administrator(
+            tx, principal, "Giving an agent an account with credentials")
+
+
+async def _lock_for_change(tx: Tx, org_id: UUID, account_id: UUID, body: dict[str, Any],
+                           credentials_set: bool) -> custody.Holding:
+    """Locks the agent the account will have, when the change could hand it credentials,
+    then the account. Agent first, account second: the order in which deleting an agent
+    unassigns its accounts, so the two never deadlock. Setting credentials alone names no
+    agent: the account's is read, locked, and checked unchanged once the account is."""
+    for _ in range(3):
+        target: UUID | None = None
+        if "agent_id" in body:
+            target = body["agent_id"]
+            await _lock_agent(tx, org_id, target)
+        elif credentials_set:
+            target = await accounts.agent_of(tx, org_id, account_id)
+            if target is not None and not await agents.lock(tx, org_id, target,
+                                                             for_key=False):
+                continue  # deleted meanwhile: the account is unassigned now
+        before = await accounts.lock_holding(tx, org_id, account_id)
+        if before is None:
+            raise NotFound("No such account.")
+        if "agent_id" in body or not credentials_set or before.agent_id == target:
+            return before
+    raise Conflict("The account is being changed by another request; retry.")
 
 
 def _sealed(request: web.Request, account_id: UUID, secret: dict[str, Any] | None) -> bytes | None:
@@ -87,16 +122,20 @@ async def get_account(request: web.Request) -> web.Response:
 @routes.post("/api/v1/accounts")
 @require_permission(Permission.ACCOUNTS_CREATE)
 @require_write
-@doc("Add an account (trading enabled, no other risk limit)", request=AccountCreateSchema,
-     response=AccountSchema, status=201)
+@doc("Add an account (trading enabled, no other risk limit). With both `agent_id` and "
+     "`credentials`, the org administrator only (403 permission_denied)",
+     request=AccountCreateSchema, response=AccountSchema, status=201)
 async def create_account(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id, principal = caller(request)
     body = await load_body(request, AccountCreateSchema)
     account_id = uuid.uuid4()
     body["credentials"] = _sealed(request, account_id, body["credentials"])
+    after = custody.Holding(body["agent_id"], body["credentials"] is not None,
+                            (body["broker"], body["server"]))
     try:
         async with org_tx(request) as tx:
-            await _check_agent(tx, org_id, body["agent_id"])
+            await _lock_agent(tx, org_id, body["agent_id"])
+            await _guard_handover(tx, principal, None, after, after.has_credentials)
             account = await accounts.insert(tx, account_id, org_id, body)
             await audit.record(tx, request, AuditAction.ACCOUNT_CREATED,
                                resource_type="account", resource_id=account.id,
@@ -111,19 +150,29 @@ async def create_account(request: web.Request) -> web.Response:
 @routes.patch("/api/v1/accounts/{account_id}")
 @require_permission(Permission.ACCOUNTS_UPDATE)
 @require_write
-@doc("Change an account; `credentials: null` removes them", request=AccountPatchSchema,
+@doc("Change an account; `credentials: null` removes them. Pointing an account with "
+     "credentials at another agent, setting credentials on an account with an agent, or "
+     "changing the broker or server of an assigned account with credentials: the org "
+     "administrator only (403 permission_denied)", request=AccountPatchSchema,
      response=AccountSchema)
 async def update_account(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id, principal = caller(request)
     account_id = uuid_param(request, "account_id")
     body = await load_body(request, AccountPatchSchema)
     if not body:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
     if "credentials" in body:
         body["credentials"] = _sealed(request, account_id, body["credentials"])
+    credentials_set = body.get("credentials") is not None
     try:
         async with org_tx(request) as tx:
-            await _check_agent(tx, org_id, body.get("agent_id"))
+            before = await _lock_for_change(tx, org_id, account_id, body, credentials_set)
+            after = custody.Holding(
+                body.get("agent_id", before.agent_id),
+                credentials_set if "credentials" in body else before.has_credentials,
+                (body.get("broker", before.destination[0]),
+                 body.get("server", before.destination[1])))
+            await _guard_handover(tx, principal, before, after, credentials_set)
             account = await accounts.update(tx, org_id, account_id, body)
             if account is None:
                 raise NotFound("No such account.")

@@ -11,11 +11,13 @@ from archomata.db import platform_tx
 from archomata.errors import NotFound, ValidationFailed
 from archomata.guards import require_platform_admin
 from archomata.identity import user_body
+from archomata.invitation_revocation import revoke_with_inviter
 from archomata.openapi import doc
 from archomata.pagination import listing, page_of
 from archomata.schemas.common import OrgSchema, UserSchema
 from archomata.security.principal import PlatformRole
 from archomata.store import orgs, users
+from archomata.store.invitations import RevokeReason
 from archomata.web_json import json_response, load_body, uuid_param
 
 routes = web.RouteTableDef()
@@ -112,6 +114,12 @@ async def update_user(request: web.Request) -> web.Response:
                    for k in ("platform_role", "disabled") if getattr(before, k) != getattr(user, k)}
         await audit.record(tx, request, AuditAction.USER_UPDATED, resource_type="user",
                            resource_id=user_id, details={"changes": changes})
+        if user.disabled and not before.disabled:
+            # An account disabled, as one taken over, keeps none of its invitations
+            # (enabling it again does not bring them back).
+            await revoke_with_inviter(tx, request, None, user_id,
+                                      request[keys.PRINCIPAL].actor_id,
+                                      RevokeReason.INVITER_DISABLED)
         if user.disabled:
             await app[keys.REVOCATION].set_user_disabled(user_id, True)
             await app[keys.SESSIONS].revoke_user(user_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from archomata import audit, keys
+from archomata import audit, custody, keys
 from archomata.audit import AuditAction
 from archomata.db import org_tx
 from archomata.errors import NotFound
@@ -21,7 +21,7 @@ from archomata.schemas.trading import (
     ApiKeySchema,
 )
 from archomata.security import api_keys
-from archomata.store import agents
+from archomata.store import accounts, agents
 from archomata.web_json import json_response, load_body
 
 routes = web.RouteTableDef()
@@ -79,19 +79,28 @@ async def create_agent(request: web.Request) -> web.Response:
 @routes.post("/api/v1/agents/{agent_id}/rotate-key")
 @require_permission(Permission.AGENTS_UPDATE)
 @require_write
-@doc("Replace the agent's API key: the old one fails at once on every instance",
-     response=ApiKeySchema)
+@doc("Replace the agent's API key: the old one fails at once on every instance. For an "
+     "agent that serves an account with credentials, the org administrator only (403 "
+     "permission_denied): the new key can fetch them", response=ApiKeySchema)
 async def rotate_agent_key(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id, principal = caller(request)
     agent_id = uuid_param(request, "agent_id")
     key_id, secret, api_key = api_keys.new_key()
     key_hash = await request.app[keys.PASSWORDS].hash(secret)
     async with org_tx(request) as tx:
+        if not await agents.lock(tx, org_id, agent_id, for_key=True):
+            raise NotFound("No such agent.")
+        # Read after the lock: an assignment to this agent holds it until it commits.
+        credentialed = await accounts.credentialed_for_agent(tx, org_id, agent_id)
+        if credentialed:
+            await custody.require_administrator(tx, principal, "Rotating this agent's key")
         rotated = await agents.rotate_key(tx, org_id, agent_id, key_id, key_hash)
         if rotated is None:
             raise NotFound("No such agent.")
         await audit.record(tx, request, AuditAction.AGENT_KEY_ROTATED, resource_type="agent",
-                           resource_id=agent_id)
+                           resource_id=agent_id,
+                           details={"name": rotated[1].name, "rotated_by": str(principal.actor_id),
+                                    "sensitive_accounts": credentialed})
         await _revoke(request, rotated[0])
     await request.app[keys.BROADCAST].key_revoked(rotated[0])
     return json_response({"api_key": api_key})

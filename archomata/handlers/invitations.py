@@ -9,10 +9,11 @@ from aiohttp import web
 from archomata import audit, keys
 from archomata.audit import AuditAction
 from archomata.db import Tx, service_tx
-from archomata.errors import BadRequest, Conflict, Unauthorized, ValidationFailed
+from archomata.errors import BadRequest, Conflict, Forbidden, Unauthorized, ValidationFailed
 from archomata.guards import public
 from archomata.handlers.auth import start_session
 from archomata.identity import password_proves
+from archomata.invitation_revocation import revoke_if_orphaned
 from archomata.openapi import doc
 from archomata.schemas.auth import LoginResultSchema
 from archomata.schemas.org import AcceptInvitationSchema
@@ -69,31 +70,24 @@ async def _create_invitee(tx: Tx, request: web.Request, invitation: Invitation, 
     return user
 
 
-@routes.post("/api/v1/auth/accept-invitation")
-@public
-@doc("Join an org with an invitation token", request=AcceptInvitationSchema,
-     response=LoginResultSchema)
-async def accept_invitation(request: web.Request) -> web.Response:
-    body = await load_body(request, AcceptInvitationSchema)
-    org_id = invitations.org_of(body["token"])
-    if org_id is None:
-        raise _invalid()
-    pool = request.app[keys.DB_POOL]
-    # The scope comes from the token, but only a token whose hash matches an invitation of
-    # that org finds anything, so a forged org id yields nothing.
-    async with service_tx(pool, org_id=org_id) as tx:
-        invitation = await invitations.pending(tx, org_id, body["token"])
-    if invitation is None:
-        raise _invalid()
-    invitee = await _invitee(request, invitation, body)
-    async with service_tx(pool, org_id=org_id) as tx:
+class _Gone(Exception):
+    """The invitation stopped being acceptable between its lookup and its use."""
+
+
+async def _join(request: web.Request, invitation: Invitation,
+                invitee: users.User | str, body: dict[str, Any]) -> users.User:
+    """The invitee's account (created if new) joins the org as invited, in one
+    transaction that also marks the invitation used, if it is still pending and its
+    inviter still an administrator of the org."""
+    org_id = invitation.org_id
+    async with service_tx(request.app[keys.DB_POOL], org_id=org_id) as tx:
         user = invitee if isinstance(invitee, users.User) else \
             await _create_invitee(tx, request, invitation, body["name"], invitee)
         if await members.get(tx, org_id, user.id) is not None:
             raise Conflict("You are already a member of this organisation.",
                            code="already_member")
         if not await invitations.accept(tx, org_id, invitation.id, user.id):
-            raise _invalid()
+            raise _Gone
         await orgs.add_member(tx, org_id, user.id, invitation.org_role)
         await roles.set_for_member(tx, org_id, user.id, list(invitation.role_ids))
         await groups.add_user_to(tx, org_id, user.id, list(invitation.group_ids))
@@ -101,8 +95,46 @@ async def accept_invitation(request: web.Request) -> web.Response:
                            resource_id=user.id, actor_id=user.id,
                            details={"invitation_id": str(invitation.id),
                                     "org_role": invitation.org_role})
+    return user
+
+
+async def _refuse(request: web.Request, invitation: Invitation) -> BadRequest:
+    """The answer for an invitation that cannot be used; one whose inviter lost their
+    authority dies on the way (the same 400 as a revoked one: the holder of a link
+    learns nothing of the org's administrators)."""
+    async with service_tx(request.app[keys.DB_POOL], org_id=invitation.org_id) as tx:
+        await revoke_if_orphaned(tx, request, invitation)
+    return _invalid()
+
+
+@routes.post("/api/v1/auth/accept-invitation")
+@public
+@doc("Join an org with an invitation token; 400 invalid_token once it is used, expired "
+     "or revoked, or its inviter is no longer an administrator of the org; 403 "
+     "org_disabled while the org is disabled", request=AcceptInvitationSchema,
+     response=LoginResultSchema)
+async def accept_invitation(request: web.Request) -> web.Response:
+    body = await load_body(request, AcceptInvitationSchema)
+    org_id = invitations.org_of(body["token"])
+    if org_id is None:
+        raise _invalid()
+    # The scope comes from the token, but only a token whose hash matches an invitation of
+    # that org finds anything, so a forged org id yields nothing.
+    async with service_tx(request.app[keys.DB_POOL], org_id=org_id) as tx:
+        found = await invitations.pending(tx, org_id, body["token"])
+    if found is None:
+        raise _invalid()
+    invitation = found.invitation
+    if found.org_disabled:
+        # Not consumed: the link works again if the platform enables the org in time.
+        raise Forbidden("This organisation is disabled.", code="org_disabled")
+    if not found.inviter_is_admin:
+        raise await _refuse(request, invitation)
+    invitee = await _invitee(request, invitation, body)
+    try:
+        user = await _join(request, invitation, invitee, body)
+    except _Gone:
+        raise await _refuse(request, invitation) from None
     await request.app[keys.REVOCATION].bump_authz(org_id)
     return await start_session(request, user, org_id, AuditAction.AUTH_LOGIN_SUCCEEDED,
                                details={"via": "invitation"})
-
-

@@ -117,7 +117,9 @@ async def place_order(request: web.Request) -> web.Response:
 @require_permission(Permission.ORDERS_CREATE)
 @require_write
 @doc("Close an open position with a market order of its volume (closing only reduces "
-     "exposure, so no risk limit applies)", response=OrderSchema, status=201)
+     "exposure, so no risk limit applies). 409 position_closing while a close of it is "
+     "pending, sent, or filled and not yet reflected by a state push",
+     response=OrderSchema, status=201)
 async def close_position(request: web.Request) -> web.Response:
     org_id, principal = caller(request)
     account_id = uuid_param(request, "account_id")
@@ -127,9 +129,8 @@ async def close_position(request: web.Request) -> web.Response:
         position = await market.get_position(tx, org_id, account_id, ticket)
         if position is None:
             raise NotFound("No such open position.")
-        if await orders.close_in_flight(tx, org_id, account_id, ticket):
-            raise Conflict("An order closing this position is on its way.",
-                           code="close_in_progress")
+        if await orders.closing(tx, org_id, account_id, ticket):
+            raise Conflict("This position is already being closed.", code="position_closing")
         draft = {"symbol": position.symbol, "side": OPPOSITE[position.side], "type": "market",
                  "volume": position.volume, "position_ticket": ticket}
         order = await orders.insert(tx, org_id, account_id, draft, principal.user_id,

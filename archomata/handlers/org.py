@@ -10,15 +10,17 @@ from aiohttp import web
 from archomata import audit, keys
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
-from archomata.errors import Conflict, NotFound, ValidationFailed
+from archomata.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from archomata.guards import authenticated, require_org_admin, require_permission, require_write
 from archomata.handlers.params import caller
+from archomata.invitation_revocation import audit_revoked, revoke_with_inviter
 from archomata.openapi import doc
-from archomata.pagination import listing, page_of
+from archomata.pagination import PageQuerySchema, listing, page_of
 from archomata.permissions import Permission
 from archomata.schemas.common import OrgSchema
 from archomata.schemas.org import (
     InvitationCreateSchema,
+    InvitationListSchema,
     InvitationSchema,
     MemberListSchema,
     MemberPatchSchema,
@@ -28,6 +30,7 @@ from archomata.schemas.org import (
 )
 from archomata.security.principal import OrgRole
 from archomata.store import groups, invitations, members, orgs, roles
+from archomata.store.invitations import RevokeReason
 from archomata.web_json import json_response, load_body, uuid_param
 
 routes = web.RouteTableDef()
@@ -100,9 +103,17 @@ async def create_invitation(request: web.Request) -> web.Response:
         await check_refs(tx, org_id, body["role_ids"], body["group_ids"])
         if await orgs.has_member_with_email(tx, org_id, body["email"]):
             raise Conflict("This person is already a member.", code="already_member")
-        invitation, token = await invitations.insert(
+        await _lock_inviter(tx, org_id, principal.actor_id)
+        # Inviting an address again replaces its open invitation: the old link dies.
+        await audit_revoked(tx, request, await invitations.supersede(
+            tx, org_id, body["email"], principal.actor_id), RevokeReason.SUPERSEDED)
+        created = await invitations.insert(
             tx, org_id, body["email"], OrgRole(body["org_role"]), body["role_ids"],
             body["group_ids"], principal.actor_id, app[keys.CONFIG].mail_token_ttl_seconds)
+        if created is None:
+            raise Conflict("An invitation to this address was just sent.",
+                           code="invitation_pending")
+        invitation, token = created
         org = await orgs.get(tx, org_id)
         assert org is not None
         await audit.record(tx, request, AuditAction.MEMBER_INVITED, resource_type="invitation",
@@ -112,6 +123,41 @@ async def create_invitation(request: web.Request) -> web.Response:
                                "group_ids": [str(g) for g in invitation.group_ids]})
     await app[keys.MAILER].send_invitation(invitation.email, org.name, token)
     return json_response(invitation, status=201)
+
+
+async def _lock_inviter(tx: Tx, org_id: UUID, user_id: UUID) -> None:
+    """The caller is still an administrator, and stays one until this transaction ends:
+    a demotion or removal racing this invitation then waits, and revokes it."""
+    if not await members.lock_administrator(tx, org_id, user_id):
+        raise Forbidden("Organisation administrators only.", code="org_admin_required")
+
+
+@routes.get("/api/v1/org/invitations")
+@require_org_admin
+@doc("Pending invitations (not accepted, revoked or expired), newest first",
+     query=PageQuerySchema, response=InvitationListSchema)
+async def list_invitations(request: web.Request) -> web.Response:
+    page, _ = page_of(request)
+    org_id, _ = caller(request)
+    async with org_tx(request) as tx:
+        found = await invitations.list_pending(tx, org_id, page.after, page.limit + 1)
+    return json_response(listing(found, len(found), page))
+
+
+@routes.delete("/api/v1/org/invitations/{invitation_id}")
+@require_org_admin
+@require_write
+@doc("Revoke a pending invitation: its link then answers 400 invalid_token; 404 for one "
+     "that is not pending", status=204)
+async def revoke_invitation(request: web.Request) -> web.Response:
+    invitation_id = uuid_param(request, "invitation_id")
+    org_id, principal = caller(request)
+    async with org_tx(request) as tx:
+        invitation = await invitations.revoke(tx, org_id, invitation_id, principal.actor_id)
+        if invitation is None:
+            raise NotFound("No such pending invitation.")
+        await audit_revoked(tx, request, [invitation], RevokeReason.REVOKED)
+    return web.Response(status=204)
 
 
 async def _member_or_404(tx: Tx, org_id: UUID, user_id: UUID) -> members.Member:
@@ -134,7 +180,7 @@ def _refuse_last_admin(admins: list[UUID], user_id: UUID) -> None:
 async def update_member(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
     body = await load_body(request, MemberPatchSchema)
-    org_id, _ = caller(request)
+    org_id, principal = caller(request)
     new_role = OrgRole(body["org_role"])
     async with org_tx(request) as tx:
         admins = await members.lock_administrators(tx, org_id)
@@ -146,6 +192,9 @@ async def update_member(request: web.Request) -> web.Response:
         await audit.record(tx, request, AuditAction.MEMBER_UPDATED, resource_type="member",
                            resource_id=user_id, details={
                                "org_role": {"from": before.org_role, "to": after.org_role}})
+        if new_role is not OrgRole.ADMINISTRATOR:
+            await revoke_with_inviter(tx, request, org_id, user_id, principal.actor_id,
+                                      RevokeReason.INVITER_DEMOTED)
     await request.app[keys.REVOCATION].bump_authz(org_id)
     return json_response(after)
 
@@ -156,7 +205,7 @@ async def update_member(request: web.Request) -> web.Response:
 @doc("Remove a member: their tokens for this org die at once", status=204)
 async def remove_member(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
-    org_id, _ = caller(request)
+    org_id, principal = caller(request)
     async with org_tx(request) as tx:
         admins = await members.lock_administrators(tx, org_id)
         member = await _member_or_404(tx, org_id, user_id)
@@ -166,6 +215,8 @@ async def remove_member(request: web.Request) -> web.Response:
                            resource_id=user_id, details={
                                "email": member.email, "org_role": member.org_role,
                                "roles": [r["name"] for r in member.roles]})
+        await revoke_with_inviter(tx, request, org_id, user_id, principal.actor_id,
+                                  RevokeReason.INVITER_REMOVED)
     await request.app[keys.REVOCATION].bump_authz(org_id)
     return web.Response(status=204)
 

@@ -50,8 +50,14 @@ class InvitationSchema(Schema):
     org_role = fields.String(required=True)
     role_ids = fields.List(fields.UUID(), required=True)
     group_ids = fields.List(fields.UUID(), required=True)
+    invited_by = fields.UUID(required=True, allow_none=True)
     expires_at = fields.DateTime(required=True)
     created_at = fields.DateTime(required=True)
+
+
+class InvitationListSchema(Schema):
+    items = fields.List(fields.Nested(InvitationSchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
 
 
 class AcceptInvitationSchema(Schema):

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import asyncpg
 
+from archomata.custody import Holding
 from archomata.db import Tx
 from archomata.risk import RiskLimits
 from archomata.store import rows
@@ -141,6 +142,39 @@ CREDENTIALS_OF = """
 
 async def credentials_of(tx: Tx, org_id: UUID, account_id: UUID) -> bytes | None:
     return await tx.fetchval(CREDENTIALS_OF, org_id, account_id)
+
+
+AGENT_OF = "select agent_id from accounts where org_id = $1 and id = $2 and deleted_at is null"
+
+
+async def agent_of(tx: Tx, org_id: UUID, account_id: UUID) -> UUID | None:
+    """The account's agent, unlocked (None also when there is no such account)."""
+    return await tx.fetchval(AGENT_OF, org_id, account_id)
+
+
+LOCK_HOLDING = """
+    select agent_id, credentials is not null as has_credentials, broker, server from accounts
+    where org_id = $1 and id = $2 and deleted_at is null
+    for update
+"""
+
+
+async def lock_holding(tx: Tx, org_id: UUID, account_id: UUID) -> Holding | None:
+    """Locks the account row; returns who and where its credentials reach."""
+    row = await tx.fetchrow(LOCK_HOLDING, org_id, account_id)
+    return None if row is None else Holding(row["agent_id"], row["has_credentials"],
+                                            (row["broker"], row["server"]))
+
+
+CREDENTIALED_FOR_AGENT = """
+    select count(*) from accounts
+    where org_id = $1 and agent_id = $2 and credentials is not null and deleted_at is null
+"""
+
+
+async def credentialed_for_agent(tx: Tx, org_id: UUID, agent_id: UUID) -> int:
+    """How many accounts with credentials the agent serves (lock the agent first)."""
+    return int(await tx.fetchval(CREDENTIALED_FOR_AGENT, org_id, agent_id))
 
 
 GET_LIMITS = f"""

@@ -62,7 +62,17 @@ def _unnest(fields: Sequence[str], types: Sequence[str], first: int) -> str:
     return f"unnest({arrays}) as r({', '.join(fields)})"
 
 
-DELETE_POSITIONS = "delete from positions where org_id = $1 and account_id = $2"
+# The push accounts for every fill recorded before it arrived (now(): when its
+# transaction began; a fill still being recorded then is left for the next push), and
+# replaces the positions, in one statement.
+DELETE_POSITIONS = """
+    with reflected as (
+        update orders set reflected = true
+        where org_id = $1 and account_id = $2 and status = 'filled' and not reflected
+          and executed_at < now()
+    )
+    delete from positions where org_id = $1 and account_id = $2
+"""
 INSERT_POSITIONS = f"""
     insert into positions (org_id, account_id, {", ".join(POSITION_FIELDS)})
     select $1, $2, {", ".join(f"r.{f}" for f in POSITION_FIELDS)}
@@ -72,8 +82,9 @@ INSERT_POSITIONS = f"""
 
 async def replace_positions(tx: Tx, org_id: UUID, account_id: UUID,
                             columns: Sequence[Sequence[Any]]) -> None:
-    """Replaces the account's open positions with `columns` (one list per POSITION_FIELD).
-    Call it in the transaction that locked the account (accounts.set_state)."""
+    """Replaces the account's open positions with `columns` (one list per POSITION_FIELD),
+    and marks the fills recorded before this push as reflected in them. Call it in the
+    transaction that locked the account (accounts.set_state)."""
     await tx.execute(DELETE_POSITIONS, org_id, account_id)
     if columns and columns[0]:
         await tx.execute(INSERT_POSITIONS, org_id, account_id, *columns)
@@ -155,12 +166,30 @@ async def list_deals(tx: Tx, org_id: UUID, account_id: UUID, filters: dict[str, 
     return rows.from_records(Deal, found)
 
 
+# Counted as archomata.risk describes `Exposure.held`, in one snapshot taken under the
+# account row lock (accounts.lock_for_order), which state pushes also take. A fill
+# committing meanwhile moves an order from in flight to filled: counted either way.
+# `unsettled` is what orders_unsettled_idx holds: in flight, or filled and not reflected.
 EXPOSURE = """
+    with unsettled as (
+        select status, position_ticket, broker_ticket from orders
+        where org_id = $1 and account_id = $2
+          and (status in ('pending', 'sent') or (status = 'filled' and not reflected))
+    )
     select (select count(*) from positions where org_id = $1 and account_id = $2)
                as open_positions,
-           (select count(*) from orders
-            where org_id = $1 and account_id = $2 and status in ('pending', 'sent')
-              and position_ticket is null) as orders_in_flight,
+           (select count(*) from unsettled
+            where status <> 'filled' and position_ticket is null) as orders_in_flight,
+           (select count(*) from unsettled u
+            where u.status = 'filled' and u.position_ticket is null
+              and not exists (select 1 from positions p
+                              where p.org_id = $1 and p.account_id = $2
+                                and p.ticket = u.broker_ticket)) as fills_unreported,
+           (select count(distinct u.position_ticket) from unsettled u
+            where u.status = 'filled'
+              and exists (select 1 from positions p
+                          where p.org_id = $1 and p.account_id = $2
+                            and p.ticket = u.position_ticket)) as closes_unreported,
            (select coalesce(sum(profit + commission + swap), 0) from deals
             where org_id = $1 and account_id = $2
               and executed_at >= date_trunc('day', now() at time zone 'UTC') at time zone 'UTC')
@@ -172,4 +201,5 @@ async def exposure(tx: Tx, org_id: UUID, account_id: UUID) -> Exposure:
     row = await tx.fetchrow(EXPOSURE, org_id, account_id)
     assert row is not None
     return Exposure(int(row["open_positions"]), int(row["orders_in_flight"]),
-                    row["realised_today"])
+                    row["realised_today"], int(row["fills_unreported"]),
+                    int(row["closes_unreported"]))

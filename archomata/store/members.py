@@ -83,6 +83,21 @@ async def lock_administrators(tx: Tx, org_id: UUID) -> list[UUID]:
     return [r["user_id"] for r in await tx.fetch(LOCK_ADMINS, org_id)]
 
 
+LOCK_ADMIN = """
+    select 1 from memberships m join users u on u.id = m.user_id
+    where m.org_id = $1 and m.user_id = $2 and m.org_role = 'administrator'
+      and u.disabled_at is null
+    for share
+"""
+
+
+async def lock_administrator(tx: Tx, org_id: UUID, user_id: UUID) -> bool:
+    """Whether the user is an administrator of the org with an enabled account, holding
+    both rows until the transaction ends: a demotion, removal or disabling of them waits
+    for it, and then sees what it wrote."""
+    return await tx.fetchval(LOCK_ADMIN, org_id, user_id) is not None
+
+
 SET_ROLE = """
     update memberships set org_role = $3 where org_id = $1 and user_id = $2
 """

@@ -215,14 +215,18 @@ async def complete(tx: Tx, org_id: UUID, agent_id: UUID, command_id: UUID,
     return Completion(True, order)
 
 
-CLOSE_IN_FLIGHT = """
+# A close is under way from the moment it is placed until a state push arrives after it
+# filled (then the push says whether the position is still open); a rejected or failed
+# close ends it at once. Served by orders_unsettled_idx.
+CLOSING = """
     select 1 from orders
     where org_id = $1 and account_id = $2 and position_ticket = $3
-      and status in ('pending', 'sent')
+      and (status in ('pending', 'sent') or (status = 'filled' and not reflected))
     limit 1
 """
 
 
-async def close_in_flight(tx: Tx, org_id: UUID, account_id: UUID, ticket: int) -> bool:
-    """Whether an order closing this position is already on its way."""
-    return await tx.fetchval(CLOSE_IN_FLIGHT, org_id, account_id, ticket) is not None
+async def closing(tx: Tx, org_id: UUID, account_id: UUID, ticket: int) -> bool:
+    """Whether an order closing this position is on its way, or filled and not yet
+    reflected by a state push. Call it with the account locked (accounts.lock_for_order)."""
+    return await tx.fetchval(CLOSING, org_id, account_id, ticket) is not None

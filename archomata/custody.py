@@ -1,0 +1,70 @@
+"""Who may put broker credentials within reach of an agent key (API.md, Trading).
+
+GET /bridge/accounts hands an agent the plaintext credentials of every account assigned
+to it, so whoever holds an agent's key holds those credentials. Three moves decide who
+that is, and each needs the org administrator, whatever `agents:update` or
+`accounts:update` allow (403 `permission_denied` otherwise):
+
+- issuing a new key (rotation) for an agent that serves an account with credentials;
+- pointing an account with credentials at an agent (`agent_id` on create or update);
+- setting credentials on an account that has an agent;
+- and, beyond the contract's list, changing where an assigned account's credentials are
+  sent: its `server` or `broker`. The agent logs in wherever the account says with the
+  stored password, so pointing it at a trade server of one's own would hand the
+  password to whoever runs that server.
+
+Moves that only take credentials out of reach (unassigning, clearing credentials,
+deleting the account or the agent) need nothing more than their own permission.
+
+The decision is made inside the transaction that makes the change, on rows it has
+locked: the agent's row (FOR UPDATE by a rotation, FOR SHARE by an assignment) and the
+account's. A rotation and an assignment to the same agent therefore run one after the
+other, and the later one sees what the earlier one committed: a concurrent PATCH cannot
+slip credentials under a rotation that checked a moment before. The administrator's own
+membership row is read FOR SHARE too, so a demotion committed in between is seen (it
+takes that row FOR UPDATE, archomata.store.members.lock_administrators).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from archomata.db import Tx
+from archomata.errors import Forbidden
+from archomata.security.principal import Principal
+from archomata.store import members
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """What an account is, for this rule: the agent it is assigned to, whether it has
+    credentials, and where the agent takes them (broker, server)."""
+
+    agent_id: UUID | None
+    has_credentials: bool
+    destination: tuple[str, str]
+
+
+def hands_over(before: Holding | None, after: Holding, credentials_set: bool) -> bool:
+    """Whether a change from `before` (None: a new account) to `after` puts credentials
+    within reach of an agent key, or of a server, that could not reach them.
+    `credentials_set`: the change writes new credentials (a replacement counts: the agent
+    gets what it did not have)."""
+    if after.agent_id is None or not after.has_credentials:
+        return False
+    if credentials_set or before is None:
+        return True
+    return before.agent_id != after.agent_id or before.destination != after.destination
+
+
+async def require_administrator(tx: Tx, principal: Principal, what: str) -> None:
+    """403 `permission_denied` unless the caller is, in this transaction, an administrator
+    of the org; call it after locking the rows the decision rests on."""
+    user_id = principal.user_id
+    org_id = principal.org_id
+    if (principal.is_org_admin and user_id is not None and org_id is not None
+            and await members.lock_administrator(tx, org_id, user_id)):
+        return
+    raise Forbidden(f"{what} needs the organisation administrator: the agent's key "
+                    "can fetch the account's broker credentials.")
