@@ -70,7 +70,7 @@ def _read_new_password() -> str:
 
 def create_admin(email: str) -> None:
     from archomata.db import create_pool
-    from archomata.onboarding import ensure_platform_admin
+    from archomata.onboarding import MailboxMismatchError, ensure_platform_admin
     from archomata.security.passwords import PasswordHasher
 
     password = _read_new_password()
@@ -87,7 +87,10 @@ def create_admin(email: str) -> None:
             await pool.close()
         print(f"platform administrator ready: {user.email} ({user.id})")
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except MailboxMismatchError as exc:
+        raise SystemExit(f"archomata: {exc}") from None
 
 
 def audit(args: argparse.Namespace) -> int:

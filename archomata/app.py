@@ -52,8 +52,9 @@ from archomata.openapi import build_spec
 from archomata.security.api_keys import ApiKeyAuthenticator
 from archomata.security.authenticator import Authenticator
 from archomata.security.crypto import DataKeys
+from archomata.security.login_throttle import LoginThrottle
 from archomata.security.passwords import PasswordHasher
-from archomata.security.ratelimit import LoginThrottle, RateLimiter
+from archomata.security.ratelimit import RateLimiter
 from archomata.security.revocation import Revocation
 from archomata.security.sessions import SessionStore
 
@@ -101,7 +102,8 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 async def _security(app: web.Application) -> AsyncIterator[None]:
     config, redis, pool = app[keys.CONFIG], app[keys.REDIS], app[keys.DB_POOL]
-    hasher = PasswordHasher(config.bcrypt_rounds, config.bcrypt_threads)
+    hasher = PasswordHasher(config.bcrypt_rounds, config.bcrypt_threads,
+                            config.bcrypt_queue)
     revocation = Revocation(redis, pool)
     app[keys.PASSWORDS] = hasher
     app[keys.SESSIONS] = SessionStore(redis, config)

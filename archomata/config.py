@@ -121,6 +121,9 @@ class Config:
     db_pool_min: int = 2
     db_pool_max: int = 10
     bcrypt_threads: int = field(default_factory=lambda: default_bcrypt_threads())
+    # Jobs that may wait for the bcrypt pool in each lane (people, API keys) before the
+    # next is refused with 503 `busy` (archomata.security.passwords).
+    bcrypt_queue: int = 16
     # Older data keys that still open stored secrets while `rotate-data-key` runs.
     data_key_previous: tuple[Secret[bytes], ...] = ()
     refresh_cookie_samesite: SameSite = SameSite.STRICT
@@ -360,6 +363,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         db_pool_min=reader.int("DB_POOL_MIN", 2, 0, 100),
         db_pool_max=reader.int("DB_POOL_MAX", 10, 1, 500),
         bcrypt_threads=reader.int("BCRYPT_THREADS", default_bcrypt_threads(), 1, 64),
+        bcrypt_queue=reader.int("BCRYPT_QUEUE", 16, 1, 10_000),
         data_key_previous=_previous_data_keys(reader),
         refresh_cookie_samesite=_samesite(reader),
         header_timeout_seconds=reader.int("HEADER_TIMEOUT_SECONDS", 10, 1, 300),

@@ -128,6 +128,31 @@ async def _login_failed(request: web.Request, user: User | None, reason: str) ->
                            details={"reason": reason})
 
 
+def throttle_subject(user: User | None, email: str) -> str:
+    """The login backoff's name for an account: the resolved user, else the email exactly
+    as the user lookup normalises it (users.normalize_email). Never the typed spelling, or
+    a fullwidth, `ß` or upper-case variant of a locked account's email would escape it."""
+    return f"user:{user.id}" if user is not None else f"email:{users.normalize_email(email)}"
+
+
+async def password_proves(request: web.Request, user: User | None, email: str,
+                          password: str) -> bool:
+    """Whether `password` is `user`'s (None: an unknown `email`, costing the same bcrypt),
+    under the account's login backoff: RateLimited while it backs off; a wrong password,
+    an unknown email or a disabled account counts against it, a right one clears it.
+    Every handler that checks a password goes through here."""
+    app = request.app
+    throttle = app[keys.LOGIN_THROTTLE]
+    subject = throttle_subject(user, email)
+    await throttle.check(subject)
+    matches = await app[keys.PASSWORDS].verify(password, user.password_hash if user else None)
+    if user is None or not matches or user.disabled:
+        await throttle.record_failure(subject)
+    else:
+        await throttle.reset(subject)
+    return matches
+
+
 async def check_password(request: web.Request, email: str, password: str) -> User:
     """The user whose password this is, or Unauthorized `invalid_credentials`.
 
@@ -135,17 +160,14 @@ async def check_password(request: web.Request, email: str, password: str) -> Use
     and get the same answer. A hash of a lower cost than configured is upgraded.
     """
     app = request.app
-    hasher, throttle = app[keys.PASSWORDS], app[keys.LOGIN_THROTTLE]
-    await throttle.check(email)
+    hasher = app[keys.PASSWORDS]
     async with service_tx(app[keys.DB_POOL]) as tx:
         user = await users.get_by_email(tx, email)
-    matches = await hasher.verify(password, user.password_hash if user else None)
+    matches = await password_proves(request, user, email, password)
     if user is None or not matches or user.disabled:
         reason = "unknown_email" if user is None else "disabled" if matches else "bad_password"
-        await throttle.record_failure(email)
         await _login_failed(request, user, reason)
         raise Unauthorized("Wrong email or password.", code="invalid_credentials")
-    await throttle.reset(email)
     if not user.email_verified:
         await _login_failed(request, user, "email_not_verified")
         raise Forbidden("Verify your email address first.", code="email_not_verified")

@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from archomata.security.api_keys import ApiKeyAuthenticator
     from archomata.security.authenticator import Authenticator
     from archomata.security.crypto import DataKeys
+    from archomata.security.login_throttle import LoginThrottle
     from archomata.security.passwords import PasswordHasher
     from archomata.security.principal import Principal
-    from archomata.security.ratelimit import LoginThrottle, RateDecision, RateLimiter
+    from archomata.security.ratelimit import RateDecision, RateLimiter
     from archomata.security.revocation import Revocation
     from archomata.security.sessions import SessionStore
 

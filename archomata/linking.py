@@ -1,12 +1,15 @@
 """Which account an SSO sign-in opens, and when a provider identity is linked to one.
 
     (provider, subject) already linked         -> its user signs in
-    else the provider vouches for the email, and an account has it:
+    else the provider vouches for the email, and an account has it
+    (spelled the same, see users.same_mailbox):
         the account's email was verified       -> the identity is linked to it
         it never was (someone may have
         registered an address not theirs)      -> the identity takes the account over:
                                                   password, sessions, access tokens and
                                                   mail links are wiped first
+    an account found only through a looser
+    spelling (`ß` for `ss`, fullwidth...)      -> refused (`email_conflict`)
     else no account, sign-up allowed           -> a new verified user and org
     anything else                              -> refused (SsoError)
 
@@ -31,7 +34,7 @@ from archomata.security.sso import Assertion, SsoError
 from archomata.store import identities, mail_tokens, orgs, users
 from archomata.store.identities import Identity
 from archomata.store.mail_tokens import Purpose
-from archomata.store.users import User
+from archomata.store.users import User, same_mailbox
 
 
 class How(StrEnum):
@@ -73,6 +76,10 @@ async def resolve(request: web.Request, assertion: Assertion) -> SignIn:
         if not request.app[keys.CONFIG].sso_allow_signup:
             raise SsoError("signup_disabled", "no_account_signup_disabled")
         return await _sign_up(request, assertion)
+    # Found through the lookup's folding (`ß`/`ss`, fullwidth...): possibly another
+    # person's mailbox, so the provider's word is no proof of this account.
+    if not same_mailbox(user.email, assertion.email):
+        raise SsoError("email_conflict", "email_spelled_differently", user_id=user.id)
     return await _link(request, _enabled(user), assertion)
 
 

@@ -73,6 +73,10 @@ async def _make_admin(tx: Tx, org_id: UUID, user_id: UUID) -> None:
     await roles.assign_by_name(tx, org_id, user_id, ADMINISTRATOR)
 
 
+class MailboxMismatchError(ValueError):
+    """An existing account matches the email only through a looser spelling."""
+
+
 async def ensure_platform_admin(pool: asyncpg.Pool, hasher: PasswordHasher, *, email: str,
                                 password: str, name: str = "Platform administrator") -> User:
     """Creates a verified platform administrator with no org, or promotes and re-keys an
@@ -85,6 +89,10 @@ async def ensure_platform_admin(pool: asyncpg.Pool, hasher: PasswordHasher, *, e
         if user is None:
             existing = await users.get_by_email(tx, email)
             assert existing is not None
+            if not users.same_mailbox(existing.email, email):
+                raise MailboxMismatchError(
+                    f"an account exists as {existing.email!r}, which the lookup takes for "
+                    f"{email!r} but may be another mailbox: give its exact address")
             await users.set_password_hash(tx, existing.id, password_hash)
             user = await users.make_verified_with_role(tx, existing.id,
                                                        PlatformRole.PLATFORM_ADMINISTRATOR)

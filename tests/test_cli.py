@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import subprocess
 import sys
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from archomata.devservers import PostgresServer
 from tests.conftest import make_database
-from tests.factories import login, strong_password, unique_email
+from tests.factories import login, register, strong_password, unique_email
 
 
 def archomata(*args: str, env: dict[str, str],
@@ -66,6 +67,19 @@ class TestCreateAdmin:
         session = await login(client, email, password)
         assert session.body["org"] is None
         assert session.body["user"]["platform_role"] == "platform_administrator"
+
+    async def test_does_not_re_key_an_account_that_only_folds_to_the_email(
+            self, client: Any, environ: dict[str, str], mail_sink: Any) -> None:
+        local = secrets.token_hex(4)
+        email, password, _ = await register(client, mail_sink,
+                                            email=f"strasse-{local}@example.test")
+        result = await asyncio.to_thread(
+            archomata, "create-admin", "--email", f"straße-{local}@example.test",
+            env={**environ, "ARCHOMATA_ADMIN_PASSWORD": strong_password()})
+        assert result.returncode == 1
+        assert "exact address" in result.stderr and "Traceback" not in result.stderr
+        session = await login(client, email, password)  # the owner's password still works
+        assert session.body["user"]["platform_role"] == "user"
 
     async def test_refuses_a_short_password(self, environ: dict[str, str]) -> None:
         result = await asyncio.to_thread(

@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from archomata import audit, keys, onboarding
 from archomata.audit import AuditAction
@@ -24,6 +25,7 @@ from archomata.identity import (
     client_ip,
     login_result,
     open_session,
+    password_proves,
     refresh_token_of,
     set_refresh_cookie,
     user_agent,
@@ -50,6 +52,7 @@ from archomata.store.mail_tokens import Purpose
 from archomata.web_json import json_response, load_body
 
 routes = web.RouteTableDef()
+MAIL_COOLDOWN_SECONDS = 60
 _background: set[asyncio.Task[Any]] = set()
 
 
@@ -122,7 +125,8 @@ async def _mail_link(request: web.Request, email: str, purpose: Purpose, ttl: in
     token = None
     async with service_tx(request.app[keys.DB_POOL]) as tx:
         user = await users.get_by_email(tx, email)
-        if user is not None and eligible(user):
+        if user is not None and eligible(user) and await _first_mail_in_a_while(
+                request, user.id, purpose):
             await mail_tokens.retire_all(tx, user.id, purpose)
             token = await mail_tokens.issue(tx, user.id, purpose, ttl)
             await audit.record(tx, request, action, resource_type="user",
@@ -130,6 +134,18 @@ async def _mail_link(request: web.Request, email: str, purpose: Purpose, ttl: in
     if user is not None and token is not None:
         _later(send(user.email, token))
     return json_response({"status": "accepted"}, status=202)
+
+
+async def _first_mail_in_a_while(request: web.Request, user_id: UUID, purpose: Purpose) -> bool:
+    """One link per account and purpose per MAIL_COOLDOWN_SECONDS, whatever address or
+    spelling of the email asks (keyed on the account), so that many IPs together cannot
+    flood a mailbox; the link already sent stays good. Redis down: as before, the per-IP
+    limit alone bounds it, rather than no one getting their link."""
+    try:
+        return bool(await request.app[keys.REDIS].set(
+            f"mailed:{purpose.value}:{user_id}", 1, nx=True, ex=MAIL_COOLDOWN_SECONDS))
+    except (RedisError, OSError):
+        return True
 
 
 @routes.post("/api/v1/auth/login")
@@ -290,7 +306,9 @@ async def change_password(request: web.Request) -> web.Response:
     async with service_tx(pool) as tx:
         user = await users.get(tx, principal.actor_id)
     assert user is not None
-    if not await app[keys.PASSWORDS].verify(body["current_password"], user.password_hash):
+    # A stolen access token must not become a password oracle: the account's login
+    # backoff counts these guesses too, and refuses them (429) while it backs off.
+    if not await password_proves(request, user, user.email, body["current_password"]):
         raise ValidationFailed("The current password is wrong.", code="invalid_current_password",
                                errors={"current_password": ["Wrong password."]})
     password_hash = await app[keys.PASSWORDS].hash(body["new_password"])

@@ -12,6 +12,7 @@ from archomata.db import Tx, service_tx
 from archomata.errors import BadRequest, Conflict, Forbidden, Unauthorized, ValidationFailed
 from archomata.guards import public
 from archomata.handlers.auth import start_session
+from archomata.identity import password_proves
 from archomata.invitation_revocation import revoke_if_orphaned
 from archomata.openapi import doc
 from archomata.schemas.auth import LoginResultSchema
@@ -42,8 +43,9 @@ async def _invitee(request: web.Request, invitation: Invitation,
         if "password" not in body:
             raise Unauthorized("Sign in or give your password to accept.",
                                code="invalid_credentials")
-        if existing.disabled or not await app[keys.PASSWORDS].verify(body["password"],
-                                                                     existing.password_hash):
+        # Under the account's login backoff: an invitation token is no licence to guess.
+        if not await password_proves(request, existing, existing.email, body["password"]) \
+                or existing.disabled:
             raise Unauthorized("Wrong email or password.", code="invalid_credentials")
         return existing
     errors = {f: ["Required for a new account."] for f in ("name", "password") if f not in body}

@@ -79,12 +79,17 @@ def rate_target(request: web.Request) -> tuple[str, RateLimit] | None:
     limit = {RouteClass.LOGIN: config.rate_limit_login,
              RouteClass.BRIDGE: config.rate_limit_bridge,
              RouteClass.API: config.rate_limit_api}[cls]
-    client = request.get(keys.CLIENT_IP) or request.remote or "unknown"
-    return f"rl:{cls}:{_bucket(client)}", limit
+    return f"rl:{cls}:{client_bucket(request)}", limit
+
+
+def client_bucket(request: web.Request) -> str:
+    """The client as the limits count it: its address, or its /64 for IPv6."""
+    return _bucket(request.get(keys.CLIENT_IP) or request.remote or "unknown")
 
 
 async def call_gate(script: AsyncScript, request: web.Request | None, own_keys: list[str],
-                    *, refuse_now: bool = False) -> list[Any]:
+                    *, refuse_now: bool = False, extra_args: list[Any] | None = None
+                    ) -> list[Any]:
     """Runs a Redis script that starts with OPTIONAL_HIT (archomata.security.ratelimit),
     counting `request`'s rate limit in the same call (none when `request` is None or not
     limited), and returns the script's own reply. The decision goes to
@@ -97,6 +102,7 @@ async def call_gate(script: AsyncScript, request: web.Request | None, own_keys: 
     if limiter is None:
         target = None
     script_keys, args = optional_hit_call(target, own_keys)
+    args += extra_args or []  # the script's own ARGV, from ARGV[3]
     failure: BaseException | None = None
     try:
         reply = await script(keys=script_keys, args=args)

@@ -12,15 +12,29 @@ one bcrypt at most. A verified key is then served from a small in-memory cache:
   instance even if a broadcast is lost.
 
 Every bridge request costs one Redis call (a script): the bridge rate limit of the client IP,
-`rv:ready`, `rv:org:{org}` (a disabled org stops its agents at once) and the key marker.
-A malformed key or an unknown key id is refused without hashing; every attempt counts
-against the bridge rate limit first, so a flood of wrong keys cannot burn bcrypt.
+`rv:ready`, `rv:org:{org}` (a disabled org stops its agents at once), the key marker and
+the key id's throttle state. A malformed key or an unknown key id is refused without
+hashing; every attempt counts against the bridge rate limit first.
+
+A known key id with wrong secrets would still cost one bcrypt each (the cache and the
+in-flight sharing are keyed on the whole key). So each key id has, in Redis for every
+instance, a count of secrets not yet proven right (`ak:{key id}:tries`): a bcrypt is
+spent only after reserving one of KEY_FREE_TRIES in a KEY_TRIES_WINDOW_SECONDS window
+(a match gives its reservation back). Once they are used up, further unknown secrets for
+that key id get 429 `api_key_throttled` without bcrypt, even before the database is read,
+except from a client address the key was proven from lately (`ak:{key id}:ips`), so an
+agent whose entry is not cached (a new instance, a restart) still gets in. A valid key in
+the cache never meets the throttle, which is why the cache may live for minutes: the
+revocation marker is read on every request anyway. bcrypt itself runs in the hasher's
+API-key lane, bounded apart from logins (archomata.security.passwords).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import math
 import re
 import secrets
 import time
@@ -35,9 +49,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from archomata.db import system_tx
-from archomata.errors import ServiceUnavailable, Unauthorized
-from archomata.middlewares.ratelimit import call_gate
-from archomata.security.passwords import PasswordHasher
+from archomata.errors import RateLimited, ServiceUnavailable, Unauthorized
+from archomata.middlewares.ratelimit import call_gate, client_bucket
+from archomata.security.passwords import Lane, PasswordHasher
 from archomata.security.principal import ActorType, Principal
 from archomata.security.ratelimit import OPTIONAL_HIT
 from archomata.security.revocation import READY, Revocation
@@ -47,10 +61,18 @@ PREFIX = "amk_"
 KEY_ID_HEX = 16
 SECRET_BYTES = 32
 KEY_PATTERN = re.compile(rf"{PREFIX}([0-9a-f]{{{KEY_ID_HEX}}})_([A-Za-z0-9_-]{{43}})")
-CACHE_TTL_SECONDS = 10.0
+# Long, since every request reads the revocation marker whatever the cache says; the TTL
+# only bounds a revocation whose marker Redis lost without losing `rv:ready` (a failover
+# to a replica that missed the write), and each expiry costs the agent one bcrypt.
+CACHE_TTL_SECONDS = 300.0
 CACHE_MAX_ENTRIES = 10_000
 # Outlives any cache entry made before the key was revoked (see KeyCache.put).
 REVOKED_MARKER_SECONDS = int(CACHE_TTL_SECONDS) + 20
+# Wrong secrets a key id may cost bcrypt for, per window, before it is throttled.
+KEY_FREE_TRIES = 5
+KEY_TRIES_WINDOW_SECONDS = 60
+# How long a client address the key was proven from may still spend bcrypt on it.
+KEY_KNOWN_ADDRESS_SECONDS = 86_400
 
 
 def new_key() -> tuple[str, str, str]:
@@ -68,6 +90,21 @@ def parse(key: str) -> tuple[str, str] | None:
 
 def revoked_marker(key_id: str) -> str:
     return f"rv:apikey:{key_id}"
+
+
+def tries_key(key_id: str) -> str:
+    return f"ak:{{{key_id}}}:tries"
+
+
+def addresses_key(key_id: str) -> str:
+    return f"ak:{{{key_id}}}:ips"
+
+
+def _throttled(wait_ms: int) -> RateLimited:
+    error = RateLimited(math.ceil(max(wait_ms, 1) / 1000),
+                        "Too many wrong secrets for this API key; retry later.")
+    error.code = "api_key_throttled"
+    return error
 
 
 def _invalid() -> Unauthorized:
@@ -129,11 +166,36 @@ class KeyCache:
         return len(self._entries)
 
 
-# KEYS (after OPTIONAL_HIT's): rv:ready, rv:org:{org}, rv:apikey:{key id}.
-# Returns {rate reply or false, ready, org disabled, key revoked}.
+# KEYS (after OPTIONAL_HIT's): rv:ready, rv:org:{org}, rv:apikey:{key id}, the key id's
+# tries and addresses. ARGV[3]: the client's address. Returns {rate reply or false, ready,
+# org disabled, key revoked, tries, tries' ms to live, address known}.
 BRIDGE_GATE = OPTIONAL_HIT + """
 return {rate, redis.call('EXISTS', KEYS[first]), redis.call('EXISTS', KEYS[first + 1]),
-        redis.call('EXISTS', KEYS[first + 2])}
+        redis.call('EXISTS', KEYS[first + 2]),
+        tonumber(redis.call('GET', KEYS[first + 3]) or '0'), redis.call('PTTL', KEYS[first + 3]),
+        redis.call('SISMEMBER', KEYS[first + 4], ARGV[3])}
+"""
+# KEYS: tries, addresses. ARGV: free tries, window ms, the client's address.
+# Returns {reserved 0|1, ms until the window ends}.
+RESERVE_TRY = """
+local tries = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tries >= tonumber(ARGV[1]) and redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 0 then
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return {1, 0}
+"""
+# KEYS: tries, addresses. ARGV: the client's address, how long to remember it in ms.
+PROVEN_TRY = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
 """
 
 
@@ -142,6 +204,13 @@ class _State:
     ready: bool
     org_disabled: bool
     key_revoked: bool
+    tries: int = 0
+    tries_ms_left: int = 0
+    address_known: bool = False
+
+    @property
+    def throttled(self) -> bool:
+        return self.tries >= KEY_FREE_TRIES and not self.address_known
 
 
 class ApiKeyAuthenticator:
@@ -155,6 +224,8 @@ class ApiKeyAuthenticator:
         self._inflight: dict[bytes, asyncio.Future[AgentIdentity]] = {}
         self._rebuilding = asyncio.Lock()
         self._gate = redis.register_script(BRIDGE_GATE)  # EVALSHA, reloaded if flushed
+        self._reserve = redis.register_script(RESERVE_TRY)
+        self._proven = redis.register_script(PROVEN_TRY)
 
     async def principal(self, request: web.Request, key: str) -> Principal:
         parsed = parse(key)
@@ -171,7 +242,9 @@ class ApiKeyAuthenticator:
             raise _invalid()
         identity = cached
         if identity is None or not state.ready:
-            identity = await self._verified(digest, *parsed)
+            if state.throttled and state.ready:
+                raise _throttled(state.tries_ms_left)
+            identity = await self._verified(digest, *parsed, client_bucket(request))
             state = await self._check(request, None, identity.org_id, rate=False)
         if state.org_disabled:
             raise Unauthorized("This organisation is disabled.", code="org_disabled")
@@ -192,8 +265,11 @@ class ApiKeyAuthenticator:
         and the revocation state."""
         reply = await call_gate(self._gate, request if rate else None, [
             READY, f"rv:org:{org_id}" if org_id else "rv:org:-",
-            revoked_marker(key_id) if key_id else "rv:apikey:-"], refuse_now=True)
-        return _State(bool(reply[0]), bool(reply[1]), bool(reply[2]))
+            revoked_marker(key_id) if key_id else "rv:apikey:-",
+            tries_key(key_id or "-"), addresses_key(key_id or "-")],
+            refuse_now=True, extra_args=[client_bucket(request) if request else "-"])
+        return _State(bool(reply[0]), bool(reply[1]), bool(reply[2]), int(reply[3]),
+                      int(reply[4]), bool(reply[5]))
 
     async def _rebuild(self) -> None:
         # Redis lost its state: revocation markers may be gone with it, so trust no cache.
@@ -202,19 +278,21 @@ class ApiKeyAuthenticator:
             if not await self.redis.exists(READY):
                 await self.revocation.rebuild()
 
-    async def _verified(self, digest: bytes, key_id: str, secret: str) -> AgentIdentity:
+    async def _verified(self, digest: bytes, key_id: str, secret: str,
+                        address: str) -> AgentIdentity:
         """The key's agent after one bcrypt; concurrent requests with the same key share it."""
         cached = self.cache.get(digest)  # filled while this request waited for Redis?
         if cached is not None:
             return cached
         future = self._inflight.get(digest)
         if future is None:
-            future = asyncio.ensure_future(self._lookup(digest, key_id, secret))
+            future = asyncio.ensure_future(self._lookup(digest, key_id, secret, address))
             self._inflight[digest] = future
             future.add_done_callback(lambda _: self._inflight.pop(digest, None))
         return await asyncio.shield(future)
 
-    async def _lookup(self, digest: bytes, key_id: str, secret: str) -> AgentIdentity:
+    async def _lookup(self, digest: bytes, key_id: str, secret: str,
+                      address: str) -> AgentIdentity:
         stamp = self.cache.stamp()
         # The key id is the caller's, but only this one row is read, and nothing is
         # trusted before bcrypt has matched the secret against it: the org comes from it.
@@ -222,11 +300,30 @@ class ApiKeyAuthenticator:
             record = await agents.find_key(tx, key_id)
         if record is None:
             raise _invalid()
-        if not await self.hasher.verify(secret, record.key_hash):
+        await self._reserve_try(key_id, address)
+        if not await self.hasher.verify(secret, record.key_hash, Lane.API_KEYS):
             raise _invalid()
+        await self._proven_try(key_id, address)
         if record.org_disabled:
             raise Unauthorized("This organisation is disabled.", code="org_disabled")
         identity = AgentIdentity(record.agent_id, record.org_id, key_id)
         self.cache.put(digest, identity, stamp)
         return identity
 
+    async def _reserve_try(self, key_id: str, address: str) -> None:
+        """Takes one of the key id's free tries (or refuses without bcrypt)."""
+        try:
+            reserved, wait_ms = await self._reserve(
+                keys=[tries_key(key_id), addresses_key(key_id)],
+                args=[KEY_FREE_TRIES, KEY_TRIES_WINDOW_SECONDS * 1000, address])
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("The session store is unavailable.") from exc
+        if not reserved:
+            raise _throttled(int(wait_ms))
+
+    async def _proven_try(self, key_id: str, address: str) -> None:
+        """Gives the try back and remembers the address: the secret matched."""
+        # The key is good: what Redis misses here only throttles this id a little early.
+        with contextlib.suppress(RedisError, OSError):
+            await self._proven(keys=[tries_key(key_id), addresses_key(key_id)],
+                               args=[address, KEY_KNOWN_ADDRESS_SECONDS * 1000])

@@ -4,22 +4,48 @@ bcrypt reads at most 72 bytes, so the password is first condensed with HMAC-SHA-
 base64 (44 bytes): a 128-character password differs from its 72-byte prefix. Hashing
 runs in a dedicated thread pool sized to the cores, so bcrypt neither blocks the event
 loop nor queues behind unrelated work in the default executor.
+
+The pool is shared by two lanes, people (logins, registration, password changes and
+resets, invitations, hashing new agent keys) and agent API-key checks. Each lane may keep
+at most `threads` jobs in the pool, so neither can fill it: a job of the other lane waits
+for one bcrypt at most. Each lane also holds at most `queue` waiting jobs; past that, a
+job is refused at once with 503 `busy` and Retry-After, rather than queueing without end
+behind work nobody will wait for. A lane's slot is freed when the thread's bcrypt ends,
+not when the request gives up, so a cancelled request cannot stack work in the pool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from enum import StrEnum
+from typing import TypeVar
 
 import bcrypt
+
+from archomata.errors import ServiceUnavailable
+
+T = TypeVar("T")
 
 MIN_LENGTH = 12
 MAX_LENGTH = 128
 # A fixed, public key: the HMAC only condenses length here, it is not a pepper.
 _PREHASH_KEY = b"archomata.password.v1"
+BUSY_RETRY_AFTER_SECONDS = 1
+# Waiting jobs per lane when not configured: 16 logins is about one storm of 16 clients,
+# a few seconds of bcrypt on one core at cost 12, well inside the request timeout.
+DEFAULT_QUEUE = 16
+
+
+class Lane(StrEnum):
+    PEOPLE = "people"
+    API_KEYS = "api_keys"
 
 
 def _prehash(password: str) -> bytes:
@@ -44,26 +70,86 @@ def verify_sync(password: str, password_hash: str) -> bool:
         return False
 
 
-class PasswordHasher:
-    """bcrypt at the configured cost, in its own thread pool."""
+class _LaneGate:
+    """How many jobs of one lane may run in the pool, and wait for it."""
 
-    def __init__(self, rounds: int, threads: int) -> None:
-        self.rounds = rounds
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bcrypt")
-        self._dummy_hash: str | None = None
+    def __init__(self, running: int, waiting: int) -> None:
+        self.running = running
+        self.capacity = running + waiting
+        self.held = 0        # running + waiting
+        self.in_pool = 0     # submitted to the pool, not finished
+        self._waiters: list[asyncio.Future[None]] = []
 
-    async def hash(self, password: str) -> str:
+    def _busy(self) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            "The service is busy; retry shortly.", code="busy",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)})
+
+    async def run(self, executor: ThreadPoolExecutor, fn: Callable[..., T],
+                  *args: object) -> T:
+        if self.held >= self.capacity:
+            raise self._busy()
+        self.held += 1
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, hash_sync, password, self.rounds)
+        try:
+            while self.in_pool >= self.running:
+                waiter = loop.create_future()
+                self._waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+            job: Future[T] = executor.submit(fn, *args)
+        except BaseException:
+            self.held -= 1
+            self._wake()
+            raise
+        self.in_pool += 1
+        job.add_done_callback(lambda _: _call_soon(loop, self._finished))
+        return await asyncio.wrap_future(job, loop=loop)
 
-    async def verify(self, password: str, password_hash: str | None) -> bool:
+    def _finished(self) -> None:
+        self.in_pool -= 1
+        self.held -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nothing waits for the slot
+        loop.call_soon_threadsafe(callback)
+
+
+class PasswordHasher:
+    """bcrypt at the configured cost, in its own thread pool, in two bounded lanes."""
+
+    def __init__(self, rounds: int, threads: int, queue: int = DEFAULT_QUEUE) -> None:
+        self.rounds = rounds
+        self.threads = threads
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bcrypt")
+        self._lanes = {lane: _LaneGate(threads, queue) for lane in Lane}
+        self._dummy_hash: str | None = None
+        self._calls = 0
+        self._calls_lock = threading.Lock()
+
+    async def hash(self, password: str, lane: Lane = Lane.PEOPLE) -> str:
+        return await self._run(lane, hash_sync, password, self.rounds)
+
+    async def verify(self, password: str, password_hash: str | None,
+                     lane: Lane = Lane.PEOPLE) -> bool:
         """Checks a password; with no hash (unknown user) spends the same bcrypt work and
         answers False, so timing does not tell which emails exist."""
         if password_hash is None:
             password_hash = await self._dummy()
-            await self._run(verify_sync, password, password_hash)
+            await self._run(lane, verify_sync, password, password_hash)
             return False
-        return await self._run(verify_sync, password, password_hash)
+        return await self._run(lane, verify_sync, password, password_hash)
 
     def needs_rehash(self, password_hash: str) -> bool:
         return rounds_of(password_hash) < self.rounds
@@ -73,9 +159,22 @@ class PasswordHasher:
             self._dummy_hash = await self.hash("archomata-dummy-password")
         return self._dummy_hash
 
-    async def _run(self, fn: object, *args: str) -> bool:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)  # type: ignore[arg-type]
+    def load(self, lane: Lane) -> int:
+        """Jobs of `lane` running or waiting now."""
+        return self._lanes[lane].held
+
+    @property
+    def calls(self) -> int:
+        """bcrypt computations started so far (hash and verify), whatever their lane."""
+        return self._calls
+
+    async def _run(self, lane: Lane, fn: Callable[..., T], *args: object) -> T:
+        return await self._lanes[lane].run(self._executor, self._counted, fn, *args)
+
+    def _counted(self, fn: Callable[..., T], *args: object) -> T:
+        with self._calls_lock:
+            self._calls += 1
+        return fn(*args)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

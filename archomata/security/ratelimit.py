@@ -1,5 +1,4 @@
-"""Rate limits kept in Redis: a sliding window per client IP and route class, and a backoff
-on failed logins per account.
+"""Rate limits kept in Redis: a sliding window per client IP and route class.
 
 Sliding window (`RateLimiter`)
 ------------------------------
@@ -38,22 +37,7 @@ unlimited; with N instances a client may get up to N times the limit meanwhile).
 such decision counts in `archomata_ratelimit_fallback_total`; a warning is logged at most
 once a minute.
 
-Failed logins per account (`LoginThrottle`)
--------------------------------------------
-For the login handler, so that many IPs together cannot brute-force one account::
-
-    throttle = request.app[keys.LOGIN_THROTTLE]
-    await throttle.check(email)           # RateLimited while the account is backing off
-    ...verify the password...
-    await throttle.record_failure(email)  # on every failed attempt, unknown email included
-    await throttle.reset(email)           # on success
-
-The first `free_failures` failures cost nothing; each further one makes the account wait
-`base * 2 ** n` seconds, capped at `max_seconds` (five minutes by default), before the next
-attempt is even checked. An attacker can therefore slow the owner down by the cap at
-most, never lock them out for long; the per-IP login limit bounds each attacker anyway.
-Failures are forgotten `memory_seconds` after the last one. The key is a SHA-256 of the
-trimmed, lower-cased email, never the email itself; nothing here logs either.
+The per-account backoff on failed logins is archomata.security.login_throttle.
 """
 
 from __future__ import annotations
@@ -135,22 +119,6 @@ def optional_hit_call(target: tuple[str, RateLimit] | None,
         return own_keys, ["", ""]
     bucket, limit = target
     return [bucket, *own_keys], [limit.limit, limit.window_seconds * 1000]
-
-# KEYS: failure counter, lock. ARGV: free failures, base ms, max ms, memory ms.
-# Returns the lock now imposed, in ms (0: none).
-LOGIN_FAILURE = """
-local failures = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-local over = failures - tonumber(ARGV[1])
-if over <= 0 then
-  return 0
-end
-local wait = math.floor(math.min(tonumber(ARGV[2]) * 2 ^ math.min(over - 1, 30),
-                                 tonumber(ARGV[3])))
-redis.call('SET', KEYS[2], 1, 'PX', wait)
-return wait
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class RateDecision:
@@ -245,7 +213,7 @@ class _LocalWindows:
         self._entries = dict(live[-(self._max_keys * 3 // 4):])  # most recently hit last
 
 
-class _FallbackReporter:
+class FallbackReporter:
     """Counts every decision served from memory and logs the outage at most once a minute."""
 
     def __init__(self, on_fallback: Callable[[], None]) -> None:
@@ -277,7 +245,7 @@ class RateLimiter:
         self._sha = hashlib.sha1(SLIDING_WINDOW.encode(), usedforsecurity=False).hexdigest()
         self._script_loaded = False
         self._local = _LocalWindows(clock)
-        self._reporter = _FallbackReporter(on_fallback)
+        self._reporter = FallbackReporter(on_fallback)
         self._skip_redis_until = -math.inf
 
     def queue(self, pipe: Pipeline, key: str, limit: RateLimit) -> PendingHit:
@@ -328,91 +296,3 @@ class RateLimiter:
         # Fail to memory, never open: a Redis outage must not lift the limits.
         self._reporter.report("rate limits", exc)
         return self._local.hit(pending.key, pending.limit)
-
-
-def account_key(email: str) -> str:
-    """The throttle's name for an account: no email in Redis, logs or memory dumps."""
-    digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()
-    return f"login:{{{digest}}}"
-
-
-@dataclass
-class _LocalAccount:
-    failures: int = 0
-    forget_at: float = 0.0
-    locked_until: float = 0.0
-
-
-class LoginThrottle:
-    """Per-account backoff on failed logins (see the module doc for how to call it)."""
-
-    def __init__(self, redis: Redis, *, free_failures: int, max_seconds: float,
-                 base_seconds: float = 1.0, memory_seconds: float | None = None,
-                 on_fallback: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._redis = redis
-        self._free = free_failures
-        self._base_ms = int(base_seconds * 1000)
-        self._max_ms = int(max_seconds * 1000)
-        self._memory_ms = int((memory_seconds or max(900.0, 2 * max_seconds)) * 1000)
-        self._script = redis.register_script(LOGIN_FAILURE)
-        self._reporter = _FallbackReporter(on_fallback)
-        self._clock = clock
-        self._local: dict[str, _LocalAccount] = {}
-
-    async def check(self, email: str) -> None:
-        """Raises RateLimited (with Retry-After) while the account is backing off."""
-        key = account_key(email)
-        try:
-            wait_ms = int(await self._redis.pttl(f"{key}:lock"))
-        except (RedisError, OSError) as exc:
-            # To memory, not open: an outage must not reopen brute force on one account.
-            self._reporter.report("login throttle", exc)
-            wait_ms = self._local_wait_ms(key)
-        if wait_ms > 0:
-            raise RateLimited(math.ceil(wait_ms / 1000),
-                              "Too many failed sign-ins for this account; retry later.")
-
-    async def record_failure(self, email: str) -> float:
-        """Counts a failed attempt; returns the seconds the account must now wait (0: none)."""
-        key = account_key(email)
-        try:
-            wait_ms = int(await self._script(
-                keys=[f"{key}:failures", f"{key}:lock"],
-                args=[self._free, self._base_ms, self._max_ms, self._memory_ms]))
-        except (RedisError, OSError) as exc:
-            self._reporter.report("login throttle", exc)
-            wait_ms = self._local_failure(key)
-        return wait_ms / 1000
-
-    async def reset(self, email: str) -> None:
-        """Forgets the failures: call it after a successful login."""
-        key = account_key(email)
-        self._local.pop(key, None)
-        try:
-            await self._redis.delete(f"{key}:failures", f"{key}:lock")
-        except (RedisError, OSError) as exc:
-            # The login itself succeeded; what Redis keeps only slows later failures down.
-            self._reporter.report("login throttle", exc)
-
-    def _local_wait_ms(self, key: str) -> int:
-        account = self._local.get(key)
-        if account is None:
-            return 0
-        return max(0, math.ceil((account.locked_until - self._clock()) * 1000))
-
-    def _local_failure(self, key: str) -> int:
-        now = self._clock()
-        account = self._local.get(key)
-        if account is None or account.forget_at <= now:
-            if len(self._local) >= MAX_LOCAL_KEYS:
-                self._local = {k: v for k, v in self._local.items() if v.forget_at > now}
-            account = self._local[key] = _LocalAccount()
-        account.failures += 1
-        account.forget_at = now + self._memory_ms / 1000
-        over = account.failures - self._free
-        if over <= 0:
-            return 0
-        wait_ms = min(self._base_ms * 2 ** min(over - 1, 30), self._max_ms)
-        account.locked_until = now + wait_ms / 1000
-        return wait_ms

@@ -18,6 +18,31 @@ def normalize_email(email: str) -> str:
     return unicodedata.normalize("NFKC", email).strip().casefold()
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _mailbox(email: str) -> str:
+    return unicodedata.normalize("NFC", email.strip()).translate(_ASCII_LOWER)
+
+
+def same_mailbox(ours: str, theirs: str) -> bool:
+    """Whether `theirs` (an identity provider's email, an operator's) surely names the
+    mailbox of our account's email `ours`.
+
+    The user lookup (normalize_email: NFKC and full case folding) is deliberately loose,
+    so that one person cannot hold two accounts by varying the spelling. Too loose to
+    hand an account over: `straße@` and `strasse@` are different mailboxes (and different
+    domains since IDNA 2008), as can be a fullwidth or ligature spelling and its ASCII
+    look-alike, or `İ` and `i̇`; whoever vouches for one says nothing about the other. So
+    what hands an account over (an SSO link, the takeover of an unverified account,
+    `create-admin` re-keying an existing one) also asks for the same address up to what
+    mail systems really treat as equal: canonically equivalent Unicode (NFC) and the case
+    of ASCII letters, which every provider normalises on its own. Anything else is
+    refused, and the person signs in with their password.
+    """
+    return _mailbox(ours) == _mailbox(theirs)
+
+
 @dataclass(frozen=True)
 class User:
     id: UUID

@@ -23,6 +23,7 @@ from archomata import keys, linking
 from archomata.app import create_app
 from archomata.config import load_config
 from archomata.devservers import free_port
+from archomata.store.users import same_mailbox
 from tests.browser import Browser, Visit
 from tests.factories import FRONTEND, login, register, strong_password, unique_email
 from tests.oidc_provider import IdpUser, OidcProvider
@@ -544,3 +545,53 @@ class TestIdentities:
 
     async def test_identities_need_authentication(self, client: Any) -> None:
         assert (await client.get("/api/v1/me/identities")).status == 401
+
+
+def _fullwidth(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+class TestLinkingSpelling:
+    """The lookup folds `ß` to `ss`, fullwidth to ASCII and case; a link needs the same
+    mailbox (users.same_mailbox)."""
+
+    def test_same_mailbox_is_ascii_case_and_canonical_equivalence_only(self) -> None:
+        assert same_mailbox("Ann.Lee@Example.TEST", " ann.lee@example.test")
+        assert same_mailbox("jos\u00e9@example.test", "jose\u0301@example.test")  # NFC
+        for other in ("straße@example.test", _fullwidth("strasse@example.test"),
+                      "\ufb06rasse@example.test"):  # the `st` ligature
+            assert not same_mailbox("strasse@example.test", other), other
+        assert not same_mailbox("\u0130lk@example.test", "i\u0307lk@example.test")
+
+    @pytest.mark.parametrize("spelling", [
+        lambda local: f"straße-{local}@example.test",
+        lambda local: _fullwidth(f"strasse-{local}@example.test"),
+    ])
+    async def test_a_verified_account_is_not_linked_to_a_look_alike_mailbox(
+            self, world: World, client: Any, mail_sink: Any, owner_conn: Any,
+            spelling: Any) -> None:
+        local = secrets.token_hex(4)
+        email, password, user = await register(client, mail_sink,
+                                                email=f"strasse-{local}@example.test")
+        world.google.user = google_user(email=spelling(local))
+        since = await mark(owner_conn)
+        refused((await world.sign_in())[0], "email_conflict")
+        assert await owner_conn.fetchval("select count(*) from user_identities "
+                                         "where user_id = $1", UUID(user["id"])) == 0
+        failed = await entries(owner_conn, since, "auth.login.failed")
+        assert [r["details"]["reason"] for r in failed] == ["email_spelled_differently"]
+        await login(client, email, password)
+
+    async def test_an_unverified_account_is_not_taken_over_by_a_look_alike_mailbox(
+            self, world: World, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        local = secrets.token_hex(4)
+        email = f"strasse-{local}@example.test"
+        _, password, user = await register(client, mail_sink, email=email, verify=False)
+        world.google.user = google_user(email=f"STRAßE-{local}@example.test")
+        refused((await world.sign_in())[0], "email_conflict")
+        row = await owner_conn.fetchrow("select password_hash, email_verified_at from users "
+                                        "where id = $1", UUID(user["id"]))
+        assert row["password_hash"] is not None and row["email_verified_at"] is None
+        answer = await client.post("/api/v1/auth/login",
+                                   json={"email": email, "password": password})
+        assert (await answer.json())["code"] == "email_not_verified"  # nothing was wiped

@@ -19,11 +19,10 @@ from archomata.devservers import RedisServer, free_port
 from archomata.errors import RateLimited, Unauthorized
 from archomata.guards import public
 from archomata.security import ratelimit
+from archomata.security.login_throttle import LoginThrottle, account_key
 from archomata.security.ratelimit import (
-    LoginThrottle,
     RateLimiter,
     _LocalWindows,
-    account_key,
     decide,
 )
 from archomata.web_json import read_json
@@ -165,16 +164,16 @@ class TestRateLimiter:
 class TestLoginThrottle:
     async def test_backoff_after_free_failures_then_reset(self, redis: Redis) -> None:
         throttle = LoginThrottle(redis, free_failures=2, max_seconds=300, base_seconds=30)
-        email = "Someone@Example.TEST"
+        email = "email:someone@example.test"  # the subject, as identity.throttle_subject names it
         assert await throttle.record_failure(email) == 0
-        assert await throttle.record_failure(" someone@example.test ") == 0
+        assert await throttle.record_failure(email) == 0
         await throttle.check(email)
         assert await throttle.record_failure(email) == 30
         with pytest.raises(RateLimited) as caught:
-            await throttle.check("someone@example.test")
+            await throttle.check(email)
         assert 29 <= int(caught.value.headers["Retry-After"]) <= 30
         assert await throttle.record_failure(email) == 60
-        await throttle.check("other@example.test")
+        await throttle.check("email:other@example.test")
         await throttle.reset(email)
         await throttle.check(email)
 
