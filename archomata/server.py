@@ -9,6 +9,10 @@ a connection. `serve` and the tests both start the service through `start` here.
   75 s: longer than the usual 60 s of a load balancer, so it never reuses a connection
   we just closed). A body is bounded by the request timeout (middlewares/timeout.py),
   an unread one by the lingering time.
+- A response the client takes nothing of for ARCHOMATA_STREAM_STALL_SECONDS (default
+  30 s) is cut: the connection is aborted, unsent bytes dropped. Against clients that
+  open a stream (an audit export) or ask for a large answer and never read it, to hold
+  what the response holds; the handler's next write fails, and it ends.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -56,24 +60,52 @@ def connection_settings(config: Config) -> dict[str, Any]:
     }
 
 
-class HeadDeadlineHandler(RequestHandler):
+class ConnectionHandler(RequestHandler):
     """aiohttp's connection handler, closing a connection whose request head is not
     complete `head_timeout` seconds after its first byte arrived on an idle connection,
+    aborting one whose client takes no byte of a response for `stall_timeout` seconds,
     and logging a malformed request without quoting it.
 
     Idle means every request parsed so far has been answered, so body bytes of a request
     in progress never start the clock. Relies on `_request_count`, which aiohttp's
     handler increments once per parsed request head (tests/test_server.py would notice
     a change).
+
+    The stall clock runs while the transport has paused writing (its buffer is past the
+    high-water mark: the client is not keeping up); any byte leaving the buffer restarts
+    it, so a slow reader is never cut, one that reads nothing is.
     """
 
-    __slots__ = ("_answered", "_head_timeout", "_head_timer")
+    __slots__ = ("_answered", "_conn", "_head_timeout", "_head_timer", "_progress_at",
+                 "_stall_timeout", "_stall_timer", "_unsent")
 
-    def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, head_timeout: float, stall_timeout: float,
+                 **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timeout = head_timeout
         self._head_timer: asyncio.TimerHandle | None = None
         self._answered = 0
+        self._stall_timeout = stall_timeout
+        self._stall_timer: asyncio.TimerHandle | None = None
+        # Our own reference: aiohttp drops its `transport` on close(), which for a paused
+        # transport would wait for the client to read the rest; abort() must reach it.
+        self._conn: asyncio.Transport | None = None
+        self._unsent = 0
+        self._progress_at = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._conn = cast(asyncio.Transport, transport)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._unsent = self._buffered()
+        self._progress_at = self._loop.time()
+        self._watch_stall()
+
+    def resume_writing(self) -> None:
+        self._stop_stall_timer()
+        super().resume_writing()
 
     def data_received(self, data: bytes) -> None:
         heads_before = self._request_count
@@ -92,6 +124,8 @@ class HeadDeadlineHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_head_timer()
+        self._stop_stall_timer()
+        self._conn = None
         super().connection_lost(exc)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
@@ -115,28 +149,58 @@ class HeadDeadlineHandler(RequestHandler):
                  extra={"timeout_seconds": self._head_timeout})
         self.force_close()
 
+    def _buffered(self) -> int:
+        return self._conn.get_write_buffer_size() if self._conn is not None else 0
+
+    def _watch_stall(self) -> None:
+        # Checked a few times per period, so a cut comes at most a quarter period late.
+        self._stall_timer = self._loop.call_later(min(1.0, self._stall_timeout / 4),
+                                                  self._check_stall)
+
+    def _stop_stall_timer(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _check_stall(self) -> None:
+        self._stall_timer = None
+        unsent, now = self._buffered(), self._loop.time()
+        if unsent < self._unsent:
+            self._unsent, self._progress_at = unsent, now
+        elif now - self._progress_at >= self._stall_timeout:
+            log.info("connection cut: the client took nothing of the response",
+                     extra={"stall_seconds": self._stall_timeout})
+            if self._conn is not None:
+                self._conn.abort()
+            return
+        self._watch_stall()
+
 
 class _Server(web.Server):
-    """aiohttp's Server, making HeadDeadlineHandler connections."""
+    """aiohttp's Server, making ConnectionHandler connections."""
 
-    def __init__(self, *args: Any, head_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, head_timeout: float, stall_timeout: float,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head_timeout = head_timeout
+        self.stall_timeout = stall_timeout
 
     def __call__(self) -> RequestHandler:
-        return HeadDeadlineHandler(self, loop=self._loop, head_timeout=self.head_timeout,
-                                   **self._kwargs)
+        return ConnectionHandler(self, loop=self._loop, head_timeout=self.head_timeout,
+                                 stall_timeout=self.stall_timeout, **self._kwargs)
 
 
 class Runner(web.AppRunner):
-    """An AppRunner whose connections follow `connection_settings` and the head deadline."""
+    """An AppRunner whose connections follow `connection_settings`, the head deadline and
+    the stall cut-off."""
 
-    __slots__ = ("_head_timeout", "_settings")
+    __slots__ = ("_head_timeout", "_settings", "_stall_timeout")
 
     def __init__(self, app: web.Application, config: Config, *,
                  handle_signals: bool = False) -> None:
         self._settings = connection_settings(config)
         self._head_timeout = config.header_timeout_seconds
+        self._stall_timeout = config.stream_stall_seconds
         super().__init__(app, handle_signals=handle_signals,
                          shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS, **self._settings)
 
@@ -146,7 +210,8 @@ class Runner(web.AppRunner):
         made = await super()._make_server()
         return _Server(made.request_handler, request_factory=made.request_factory,
                        handler_cancellation=made.handler_cancellation,
-                       head_timeout=self._head_timeout, **self._settings)
+                       head_timeout=self._head_timeout, stall_timeout=self._stall_timeout,
+                       **self._settings)
 
 
 async def start(app: web.Application, config: Config, *, host: str | None = None,
