@@ -33,6 +33,7 @@ from archomata.handlers.params import caller, client_gone
 from archomata.openapi import doc
 from archomata.pagination import Page, PageQuerySchema, listing, page_of
 from archomata.permissions import Permission
+from archomata.server import cut
 from archomata.store import audit_logs
 from archomata.store.audit_logs import AuditEntry, AuditFilter
 from archomata.web_json import json_response
@@ -249,4 +250,4 @@ def _abort(request: web.Request) -> None:
     # The status line is gone: cut the connection so that the client sees a broken
     # transfer (no final chunk), never a complete-looking file with entries missing.
     if request.transport is not None:
-        request.transport.abort()
+        cut(request.transport)
