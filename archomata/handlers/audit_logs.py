@@ -235,7 +235,7 @@ async def _respond(request: web.Request, encoder: Encoder, pages: AsyncIterator[
         async for page in pages:
             await response.write(encoder.encode(page))
         await response.write_eof()
-    except ConnectionResetError:
+    except ConnectionError:  # reset, or lost while a write waited for the client
         log.info("audit export abandoned by the client")
     except _Cut:
         log.info("audit export stopped: its client is gone or its slot was lost")
