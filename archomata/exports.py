@@ -15,11 +15,12 @@ fewer than EXPORTS_PER_ORG remain, in one script. A running export renews its le
 every LEASE_SECONDS / 3 and gives it back when it ends: an instance that crashes frees
 its slots when their leases end, LEASE_SECONDS at most.
 
-When Redis cannot be reached the export is not refused for it: each instance then counts
-its own exports of the org (at most EXPORTS_PER_ORG per org per instance, and the
-instance cap always). Fail open on purpose: the caps are there to share an instance
-fairly, which local counts still do, while an audit export is what a compliance officer
-needs most when things are going wrong.
+While Redis cannot be reached no authenticated request gets this far (authn answers 503:
+it checks revocation there). If Redis fails in between, or while an export runs, the
+export is not refused or stopped for it: the instance then counts its own exports of the
+org (at most EXPORTS_PER_ORG per org per instance, and the instance cap always). Fail
+open on purpose: the caps share an instance fairly, which local counts still do, and the
+pool is safe without them (an export holds no connection while it writes).
 """
 
 from __future__ import annotations
