@@ -54,6 +54,7 @@ class TestMetrics:
         assert "archomata_http_request_duration_seconds_bucket" in text
         assert "archomata_db_pool_size" in text
         assert "archomata_db_pool_free" in text
+        assert "archomata_exports_running 0.0" in text
 
 
 class TestOpenApi:
