@@ -88,34 +88,42 @@ class ExportSlots:
 
     @contextlib.asynccontextmanager
     async def hold(self, org_id: UUID) -> AsyncIterator[Lease]:
-        """A slot for one export of `org_id` while the block runs. Raises ServiceUnavailable
-        (`exports_busy`) when this instance runs its cap, RateLimited
-        (`too_many_exports`) when the org runs EXPORTS_PER_ORG."""
-        if self.running >= self._per_instance:
-            raise ServiceUnavailable("This server is running as many exports as it can; "
-                                     "retry shortly.", code="exports_busy",
-                                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-        self._by_org[org_id] += 1  # counted before any await: racing requests see it
+        """A slot for one export of `org_id` while the block runs. Raises RateLimited
+        (`too_many_exports`) when the org runs EXPORTS_PER_ORG, ServiceUnavailable
+        (`exports_busy`) when this instance runs its cap."""
+        self._check_instance()  # before asking Redis: a busy instance answers at once
+        token = secrets.token_hex(16)
+        shared = await self._claim(org_id, token)
+        # From here to the count, no await: concurrent requests see each other's.
+        if shared is False or (shared is None and self._by_org[org_id] >= EXPORTS_PER_ORG):
+            raise RateLimited(RETRY_AFTER_SECONDS, f"At most {EXPORTS_PER_ORG} exports of "
+                              "an organisation run at once; retry when one has ended.",
+                              code="too_many_exports")
         try:
-            token = secrets.token_hex(16)
-            shared = await self._claim(org_id, token)
-            if shared is False or (shared is None and self._by_org[org_id] > EXPORTS_PER_ORG):
-                raise RateLimited(RETRY_AFTER_SECONDS, f"At most {EXPORTS_PER_ORG} exports of "
-                                  "an organisation run at once; retry when one has ended.",
-                                  code="too_many_exports")
-            lease = Lease()
-            renewal = asyncio.create_task(self._renew(org_id, token, lease)) if shared else None
-            try:
-                yield lease
-            finally:
-                if renewal is not None:
-                    renewal.cancel()
-                    await asyncio.wait({renewal})
-                    await self._give_back(org_id, token)
+            self._check_instance()
+        except ServiceUnavailable:
+            if shared:
+                await self._give_back(org_id, token)
+            raise
+        self._by_org[org_id] += 1
+        lease = Lease()
+        renewal = asyncio.create_task(self._renew(org_id, token, lease)) if shared else None
+        try:
+            yield lease
         finally:
             self._by_org[org_id] -= 1
             if self._by_org[org_id] <= 0:
                 del self._by_org[org_id]
+            if renewal is not None:
+                renewal.cancel()
+                await asyncio.wait({renewal})
+                await self._give_back(org_id, token)
+
+    def _check_instance(self) -> None:
+        if self.running >= self._per_instance:
+            raise ServiceUnavailable("This server is running as many exports as it can; "
+                                     "retry shortly.", code="exports_busy",
+                                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     async def _claim(self, org_id: UUID, token: str) -> bool | None:
         """Whether `token` holds one of the org's slots in Redis; None if Redis failed."""

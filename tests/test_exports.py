@@ -88,6 +88,29 @@ class TestPerOrg:
 
 
 class TestPerInstance:
+    async def test_exports_refused_for_their_org_never_count_against_the_instance(
+            self, redis: Redis) -> None:
+        slots, org = ExportSlots(redis, 3), uuid.uuid4()
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def export() -> str:
+            try:
+                async with slots.hold(org):
+                    entered.set()
+                    await release.wait()
+            except (RateLimited, ServiceUnavailable) as refused:
+                return refused.code
+            return "ran"
+
+        running = [asyncio.create_task(export()) for _ in range(20)]
+        await asyncio.wait_for(entered.wait(), 5)
+        await asyncio.sleep(0.1)  # every request has been answered or is running
+        release.set()
+        outcomes = await asyncio.gather(*running)
+        assert sorted(outcomes) == ["ran"] * 2 + ["too_many_exports"] * 18
+        async with slots.hold(uuid.uuid4()), slots.hold(uuid.uuid4()), slots.hold(org):
+            assert slots.running == 3
+
     async def test_an_instance_at_its_cap_answers_exports_busy(self, redis: Redis) -> None:
         slots = ExportSlots(redis, 1)
         async with slots.hold(uuid.uuid4()):

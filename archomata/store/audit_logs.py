@@ -169,6 +169,14 @@ async def list_page(tx: Tx, where: AuditFilter, after: tuple[datetime, UUID] | N
     return [_entry(r) for r in await tx.fetch(sql, *params)]
 
 
+# An export page walks an index in the list's order and stops after a page. Left to
+# itself the planner, which row-level security leaves guessing, may instead collect every
+# entry past the position and sort them, for each page: quadratic over an export
+# (measured on 100k fresh entries: 10-35 s instead of 1 s). Every filter has an index in
+# that order (sql/004), so the sort is never needed; for this transaction only.
+ORDERED_WALK = "set local enable_sort = off"
+
+
 async def export_page(tx: Tx, where: AuditFilter, after: tuple[datetime, UUID] | None,
                       limit: int, json_lines: bool = False
                       ) -> tuple[list[Sequence[str | None]], tuple[datetime, UUID] | None]:
@@ -177,6 +185,7 @@ async def export_page(tx: Tx, where: AuditFilter, after: tuple[datetime, UUID] |
     sequences, as the encoders take them), and the position of the last one."""
     sql, params = select_sql(where, after, limit,
                              columns=JSON_COLUMNS if json_lines else CSV_COLUMNS)
+    await tx.execute(ORDERED_WALK)
     found = await tx.fetch(sql, *params)
     if not found:
         return [], None
