@@ -14,6 +14,7 @@ from archomata import db, keys, migrations
 from archomata.broadcast import Broadcast
 from archomata.config import Config
 from archomata.cors import setup_cors
+from archomata.exports import ExportSlots
 from archomata.guards import unguarded_api_routes
 from archomata.handlers import (
     accounts,
@@ -121,6 +122,7 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
     app[keys.LOGIN_THROTTLE] = LoginThrottle(
         redis, free_failures=config.login_backoff_after,
         max_seconds=config.login_backoff_max_seconds, on_fallback=on_fallback)
+    app[keys.EXPORTS] = ExportSlots(redis, config.exports_per_instance)
     yield
 
 

@@ -70,7 +70,7 @@ class CsvEncoder:
 
 
 class JsonlEncoder:
-    """Rows of one JSON text each (PostgreSQL built them) to JSON Lines."""
+    """Rows whose first column is one JSON text (PostgreSQL built it) to JSON Lines."""
 
     content_type = "application/x-ndjson"
 

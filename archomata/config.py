@@ -131,6 +131,9 @@ class Config:
     keepalive_timeout_seconds: float = 75.0
     login_backoff_after: int = 5
     login_backoff_max_seconds: int = 300
+    # A response the client takes nothing of for this long is cut (archomata.server).
+    stream_stall_seconds: float = 30.0
+    exports_per_instance: int = 8
 
     @property
     def is_production(self) -> bool:
@@ -370,4 +373,6 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         keepalive_timeout_seconds=reader.int("KEEPALIVE_TIMEOUT_SECONDS", 75, 1, 3600),
         login_backoff_after=reader.int("LOGIN_BACKOFF_AFTER", 5, 1, 1000),
         login_backoff_max_seconds=reader.int("LOGIN_BACKOFF_MAX_SECONDS", 300, 1, 3600),
+        stream_stall_seconds=reader.int("STREAM_STALL_SECONDS", 30, 1, 3600),
+        exports_per_instance=reader.int("EXPORTS_PER_INSTANCE", 8, 1, 1000),
     )

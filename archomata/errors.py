@@ -12,9 +12,9 @@
      ├── PayloadTooLarge        413  payload_too_large
      ├── UnsupportedMediaType   415  unsupported_media_type
      ├── ValidationFailed       422  validation_failed (+ per-field `errors`)
-     ├── RateLimited            429  rate_limited (+ Retry-After)
+     ├── RateLimited            429  rate_limited, too_many_exports (+ Retry-After)
      ├── InternalError          500  internal_error
-     ├── ServiceUnavailable     503  service_unavailable
+     ├── ServiceUnavailable     503  service_unavailable, exports_busy
      └── GatewayTimeout         504  timeout
 
 Handlers raise these; the errors middleware renders them as RFC 9457 problem+json.
@@ -102,8 +102,9 @@ class RateLimited(ApiError):
     status = 429
     default_code = "rate_limited"
 
-    def __init__(self, retry_after: int, detail: str | None = None) -> None:
-        super().__init__(detail or "Too many requests; retry later.",
+    def __init__(self, retry_after: int, detail: str | None = None, *,
+                 code: str | None = None) -> None:
+        super().__init__(detail or "Too many requests; retry later.", code=code,
                          headers={"Retry-After": str(max(1, retry_after))})
 
 

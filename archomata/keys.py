@@ -13,6 +13,7 @@ from archomata.config import Config
 
 if TYPE_CHECKING:
     from archomata.broadcast import Broadcast
+    from archomata.exports import ExportSlots
     from archomata.mail import Mailer
     from archomata.metrics import Metrics
     from archomata.security.api_keys import ApiKeyAuthenticator
@@ -43,6 +44,7 @@ DATA_KEYS: web.AppKey[DataKeys] = web.AppKey("data_keys")
 BROADCAST: web.AppKey[Broadcast] = web.AppKey("broadcast")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 LOGIN_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle")
+EXPORTS: web.AppKey[ExportSlots] = web.AppKey("exports")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_IP = web.RequestKey("client_ip", str)

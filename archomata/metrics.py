@@ -18,6 +18,8 @@ from archomata.routing import route_name
 
 
 class _PoolCollector(Collector):
+    """The pool's connections, and the audit exports that share it (archomata.exports)."""
+
     def __init__(self, app: web.Application) -> None:
         self.app = app
 
@@ -28,8 +30,14 @@ class _PoolCollector(Collector):
         if pool is not None:
             size.add_metric([], pool.get_size())
             free.add_metric([], pool.get_idle_size())
+        exports = GaugeMetricFamily("archomata_exports_running",
+                                    "Audit exports this instance is streaming")
+        slots = self.app.get(keys.EXPORTS)
+        if slots is not None:
+            exports.add_metric([], slots.running)
         yield size
         yield free
+        yield exports
 
 
 class Metrics:

@@ -7,7 +7,7 @@ archomata.guards) becomes its security requirement and an `x-access` note.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,13 +31,18 @@ class RouteDoc:
     status: int = 200
     query: type[Schema] | None = None
     many: bool = False
+    problems: tuple[tuple[int, str], ...] = ()
 
 
 def doc(summary: str, *, request: type[Schema] | None = None,
         response: type[Schema] | None = None, status: int = 200,
-        query: type[Schema] | None = None) -> Callable[[F], F]:
+        query: type[Schema] | None = None,
+        problems: Mapping[int, str] | None = None) -> Callable[[F], F]:
+    """`problems`: the statuses particular to this route, each with what it means (every
+    route may answer any problem, documented as the default response)."""
     def decorate(handler: F) -> F:
-        setattr(handler, DOC_ATTR, RouteDoc(summary, request, response, status, query))
+        setattr(handler, DOC_ATTR, RouteDoc(summary, request, response, status, query,
+                                            problems=tuple(sorted((problems or {}).items()))))
         return handler
     return decorate
 
@@ -91,6 +96,8 @@ def _operation(route: web.AbstractRoute) -> dict[str, Any]:
             "application/json": {"schema": route_doc.response}}}
     else:
         operation["responses"][status] = {"description": "OK"}
+    for code, meaning in route_doc.problems if route_doc else ():
+        operation["responses"][str(code)] = {**_PROBLEM, "description": meaning}
     return operation
 
 

@@ -9,15 +9,23 @@ a connection. `serve` and the tests both start the service through `start` here.
   75 s: longer than the usual 60 s of a load balancer, so it never reuses a connection
   we just closed). A body is bounded by the request timeout (middlewares/timeout.py),
   an unread one by the lingering time.
+- A response the client takes nothing of for ARCHOMATA_STREAM_STALL_SECONDS (default
+  30 s) is cut: the connection is aborted, unsent bytes dropped. Against clients that
+  open a stream (an audit export) or ask for a large answer and never read it, to hold
+  what the response holds; the handler's next write fails, and it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import socket
 import ssl
-from typing import Any
+import struct
+import termios
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -32,6 +40,7 @@ MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 100
 LINGERING_SECONDS = 5.0
 SHUTDOWN_TIMEOUT_SECONDS = 10.0
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # SIOCOUTQ on a socket
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -56,24 +65,63 @@ def connection_settings(config: Config) -> dict[str, Any]:
     }
 
 
-class HeadDeadlineHandler(RequestHandler):
+def cut(transport: asyncio.BaseTransport) -> None:
+    """Ends a connection at once, unsent bytes dropped: a reset, not a close. A plain
+    close (asyncio's abort too) leaves the kernel delivering its send queue, megabytes,
+    for as long as the client cares to take it, and the client a file that looks whole."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+class ConnectionHandler(RequestHandler):
     """aiohttp's connection handler, closing a connection whose request head is not
     complete `head_timeout` seconds after its first byte arrived on an idle connection,
+    aborting one whose client takes no byte of a response for `stall_timeout` seconds,
     and logging a malformed request without quoting it.
 
     Idle means every request parsed so far has been answered, so body bytes of a request
     in progress never start the clock. Relies on `_request_count`, which aiohttp's
     handler increments once per parsed request head (tests/test_server.py would notice
     a change).
+
+    The stall clock runs while the transport has paused writing (its buffer is past the
+    high-water mark: the client is not keeping up); any byte leaving the buffer restarts
+    it, so a slow reader is never cut, one that reads nothing is.
     """
 
-    __slots__ = ("_answered", "_head_timeout", "_head_timer")
+    __slots__ = ("_answered", "_conn", "_head_timeout", "_head_timer", "_progress_at",
+                 "_stall_timeout", "_stall_timer", "_unsent")
 
-    def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, head_timeout: float, stall_timeout: float,
+                 **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timeout = head_timeout
         self._head_timer: asyncio.TimerHandle | None = None
         self._answered = 0
+        self._stall_timeout = stall_timeout
+        self._stall_timer: asyncio.TimerHandle | None = None
+        # Our own reference: aiohttp drops its `transport` on close(), which for a paused
+        # transport would wait for the client to read the rest; abort() must reach it.
+        self._conn: asyncio.Transport | None = None
+        self._unsent = 0
+        self._progress_at = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._conn = cast(asyncio.Transport, transport)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._unsent = self._buffered()
+        self._progress_at = self._loop.time()
+        self._watch_stall()
+
+    def resume_writing(self) -> None:
+        self._stop_stall_timer()
+        super().resume_writing()
 
     def data_received(self, data: bytes) -> None:
         heads_before = self._request_count
@@ -92,6 +140,8 @@ class HeadDeadlineHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_head_timer()
+        self._stop_stall_timer()
+        self._conn = None
         super().connection_lost(exc)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
@@ -115,28 +165,69 @@ class HeadDeadlineHandler(RequestHandler):
                  extra={"timeout_seconds": self._head_timeout})
         self.force_close()
 
+    def _buffered(self) -> int:
+        """Bytes of responses the client has not yet acknowledged: in the transport's
+        buffer and, where the system tells (Linux), in the socket's send queue. A reader
+        taking a few bytes frees the kernel's queue long before the kernel asks the
+        transport for more, so the transport's buffer alone would miss its progress."""
+        if self._conn is None:
+            return 0
+        unsent = self._conn.get_write_buffer_size()
+        sock = self._conn.get_extra_info("socket")
+        if sock is not None and _OUTQ is not None:
+            with contextlib.suppress(OSError, ValueError):
+                unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, bytes(4)))[0]
+        return unsent
+
+    def _watch_stall(self) -> None:
+        # Checked a few times per period, so a cut comes at most a quarter period late.
+        self._stall_timer = self._loop.call_later(min(1.0, self._stall_timeout / 4),
+                                                  self._check_stall)
+
+    def _stop_stall_timer(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _check_stall(self) -> None:
+        self._stall_timer = None
+        unsent, now = self._buffered(), self._loop.time()
+        if unsent < self._unsent:
+            self._unsent, self._progress_at = unsent, now
+        elif now - self._progress_at >= self._stall_timeout:
+            log.info("connection cut: the client took nothing of the response",
+                     extra={"stall_seconds": self._stall_timeout})
+            if self._conn is not None:
+                cut(self._conn)
+            return
+        self._watch_stall()
+
 
 class _Server(web.Server):
-    """aiohttp's Server, making HeadDeadlineHandler connections."""
+    """aiohttp's Server, making ConnectionHandler connections."""
 
-    def __init__(self, *args: Any, head_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, head_timeout: float, stall_timeout: float,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head_timeout = head_timeout
+        self.stall_timeout = stall_timeout
 
     def __call__(self) -> RequestHandler:
-        return HeadDeadlineHandler(self, loop=self._loop, head_timeout=self.head_timeout,
-                                   **self._kwargs)
+        return ConnectionHandler(self, loop=self._loop, head_timeout=self.head_timeout,
+                                 stall_timeout=self.stall_timeout, **self._kwargs)
 
 
 class Runner(web.AppRunner):
-    """An AppRunner whose connections follow `connection_settings` and the head deadline."""
+    """An AppRunner whose connections follow `connection_settings`, the head deadline and
+    the stall cut-off."""
 
-    __slots__ = ("_head_timeout", "_settings")
+    __slots__ = ("_head_timeout", "_settings", "_stall_timeout")
 
     def __init__(self, app: web.Application, config: Config, *,
                  handle_signals: bool = False) -> None:
         self._settings = connection_settings(config)
         self._head_timeout = config.header_timeout_seconds
+        self._stall_timeout = config.stream_stall_seconds
         super().__init__(app, handle_signals=handle_signals,
                          shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS, **self._settings)
 
@@ -146,7 +237,8 @@ class Runner(web.AppRunner):
         made = await super()._make_server()
         return _Server(made.request_handler, request_factory=made.request_factory,
                        handler_cancellation=made.handler_cancellation,
-                       head_timeout=self._head_timeout, **self._settings)
+                       head_timeout=self._head_timeout, stall_timeout=self._stall_timeout,
+                       **self._settings)
 
 
 async def start(app: web.Application, config: Config, *, host: str | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["bench.login_storm", "bench.org_members", "bench.bridge"]
+BENCHMARKS = ["bench.login_storm", "bench.org_members", "bench.bridge", "bench.audit_export"]
 
 
 def main() -> int:

@@ -20,6 +20,7 @@ class TestEdgeConfig:
         assert str(config.refresh_cookie_samesite) == "Strict"
         assert (config.header_timeout_seconds, config.keepalive_timeout_seconds) == (10, 75)
         assert (config.login_backoff_after, config.login_backoff_max_seconds) == (5, 300)
+        assert (config.stream_stall_seconds, config.exports_per_instance) == (30, 8)
 
     @pytest.mark.parametrize(("text", "value"), [("lax", SameSite.LAX), ("Lax", SameSite.LAX),
                                                  ("STRICT", SameSite.STRICT)])
@@ -34,6 +35,8 @@ class TestEdgeConfig:
         ("ARCHOMATA_KEEPALIVE_TIMEOUT_SECONDS", "forever"),
         ("ARCHOMATA_LOGIN_BACKOFF_AFTER", "0"),
         ("ARCHOMATA_LOGIN_BACKOFF_MAX_SECONDS", "86400"),
+        ("ARCHOMATA_STREAM_STALL_SECONDS", "0"),
+        ("ARCHOMATA_EXPORTS_PER_INSTANCE", "none"),
     ])
     def test_bad_values_stop_start_naming_the_variable(self, variable: str,
                                                        value: str) -> None:
@@ -44,6 +47,9 @@ class TestEdgeConfig:
         config = load_config({**GOOD, "ARCHOMATA_HEADER_TIMEOUT_SECONDS": "5",
                               "ARCHOMATA_KEEPALIVE_TIMEOUT_SECONDS": "30",
                               "ARCHOMATA_LOGIN_BACKOFF_AFTER": "3",
-                              "ARCHOMATA_LOGIN_BACKOFF_MAX_SECONDS": "120"})
+                              "ARCHOMATA_LOGIN_BACKOFF_MAX_SECONDS": "120",
+                              "ARCHOMATA_STREAM_STALL_SECONDS": "5",
+                              "ARCHOMATA_EXPORTS_PER_INSTANCE": "2"})
         assert (config.header_timeout_seconds, config.keepalive_timeout_seconds) == (5, 30)
         assert (config.login_backoff_after, config.login_backoff_max_seconds) == (3, 120)
+        assert (config.stream_stall_seconds, config.exports_per_instance) == (5, 2)

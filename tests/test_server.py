@@ -26,6 +26,7 @@ from archomata import keys, server
 from archomata.config import Config
 from archomata.devservers import free_port
 from archomata.guards import public
+from tests import sockets
 from tests.conftest import app_with_routes
 
 routes = web.RouteTableDef()
@@ -35,6 +36,17 @@ routes = web.RouteTableDef()
 @public
 async def upload(request: web.Request) -> web.Response:
     return web.json_response({"bytes": len(await request.read())})
+
+
+@routes.get("/api/v1/_test/stream")
+@public
+async def endless(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionError):  # until the client leaves or is cut
+        while True:
+            await response.write(b"x" * 2**16)
+    return response
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -94,6 +106,13 @@ async def read_response(reader: asyncio.StreamReader) -> bytes:
 
 
 GET_LIVE = b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+@pytest.fixture
+async def stalling(config: Config) -> AsyncIterator[int]:
+    runner, port = await serving(dataclasses.replace(config, stream_stall_seconds=1))
+    yield port
+    await runner.cleanup()
 
 
 class TestTls:
@@ -204,6 +223,24 @@ class TestSlowClients:
         assert response.split(b" ", 2)[1] == b"400"
         assert "malformed request refused" in caplog.text
         assert "secret" not in caplog.text
+
+    async def test_a_response_nobody_reads_is_cut_and_a_slow_reader_is_not(
+            self, stalling: int) -> None:
+        idle = await sockets.request(stalling, "/api/v1/_test/stream")
+        slow = await sockets.request(stalling, "/api/v1/_test/stream")
+        try:
+            assert (await idle.head())[0] == (await slow.head())[0] == 200
+            started, received = time.monotonic(), 0
+            while time.monotonic() - started < 4:  # four times the stall cut-off
+                received += len(await asyncio.wait_for(slow.reader.read(4096), 5))
+                await asyncio.sleep(0.05)
+            assert received > 100_000
+            assert await asyncio.wait_for(slow.reader.read(4096), 5)  # still streaming
+            # The endless stream ended: the service cut the client that took nothing.
+            assert len(await idle.until_cut()) < 2**20
+        finally:
+            idle.close()
+            slow.close()
 
     async def test_start_on_a_taken_port_fails_and_cleans_up(self, config: Config) -> None:
         runner, port = await serving(config)

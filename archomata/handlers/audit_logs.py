@@ -3,11 +3,14 @@
 Lists are newest first with keyset cursors on (occurred_at, id): an entry that arrives
 while a client pages sorts before its cursor, so pages never shift or repeat. An export
 is audited, and that entry committed, before the first entry leaves, so an interrupted
-export still shows; it then streams from a server-side cursor in constant memory.
+export still shows; it then streams a keyset page at a time, in constant memory, with no
+database connection held while it writes (see _pages), and only as many at once as
+archomata.exports allows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -19,15 +22,18 @@ from uuid import UUID
 from aiohttp import web
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
-from archomata import audit
+from archomata import audit, keys
 from archomata.audit import AuditAction
-from archomata.audit_export import ExportFormat, Row, encoder_for
+from archomata.audit_export import Encoder, ExportFormat, Row, encoder_for
 from archomata.db import Tx, org_tx, platform_tx
 from archomata.errors import ValidationFailed
+from archomata.exports import Lease
 from archomata.guards import require_permission, require_platform_admin
+from archomata.handlers.params import caller, client_gone
 from archomata.openapi import doc
 from archomata.pagination import Page, PageQuerySchema, listing, page_of
 from archomata.permissions import Permission
+from archomata.server import cut
 from archomata.store import audit_logs
 from archomata.store.audit_logs import AuditEntry, AuditFilter
 from archomata.web_json import json_response
@@ -158,30 +164,64 @@ async def list_all_audit_logs(request: web.Request) -> web.Response:
 @routes.get("/api/v1/audit-logs/export")
 @require_permission(Permission.AUDIT_LOGS_READ)
 @doc("The org's audit log as CSV or JSON Lines (streamed), newest first, with the "
-     "filters of the list", query=ExportQuerySchema)
+     "filters of the list. At most 2 exports of an org run at once; a client that reads "
+     "nothing for ARCHOMATA_STREAM_STALL_SECONDS (30) is cut off.", query=ExportQuerySchema,
+     problems={429: "`too_many_exports`: 2 exports of this org are running (Retry-After)",
+               503: "`exports_busy`: this server runs as many exports as it may "
+                    "(Retry-After)"})
 async def export_audit_logs(request: web.Request) -> web.StreamResponse:
     query = validate_query(ExportQuerySchema(), dict(request.query))
     export_format = ExportFormat(query.pop("format"))
-    async with org_tx(request) as tx:
-        where = await _filter(tx, query, tx.org_id)  # first: a bad `q` is a 422, unaudited
-        await audit.record(tx, request, AuditAction.AUDIT_EXPORTED, resource_type="audit_log",
-                           details={"format": export_format.value,
-                                    "filters": AuditLogQuerySchema().dump(query)})
-    async with org_tx(request) as tx:
-        return await _stream(request, tx, where, export_format)
+    org_id, _ = caller(request)
+    async with request.app[keys.EXPORTS].hold(org_id) as lease:
+        async with org_tx(request) as tx:
+            where = await _filter(tx, query, tx.org_id)  # first: a bad `q` is a 422, unaudited
+            await audit.record(tx, request, AuditAction.AUDIT_EXPORTED,
+                               resource_type="audit_log",
+                               details={"format": export_format.value,
+                                        "filters": AuditLogQuerySchema().dump(query)})
+        return await _stream(request, lease, where, export_format)
 
 
-async def _nothing() -> AsyncIterator[list[Row]]:
-    for _ in ():
-        yield []
+class _Cut(Exception):
+    """The export must stop before its end: the client sees a broken transfer."""
 
 
-async def _stream(request: web.Request, tx: Tx, where: AuditFilter | None,
+async def _pages(request: web.Request, lease: Lease, where: AuditFilter | None,
+                 json_lines: bool) -> AsyncIterator[list[Row]]:
+    """The export's entries a page at a time, each page read in a transaction of its own:
+    between pages, while the client takes its time, the export holds no connection.
+
+    Keyset pages on the list's order, (occurred_at, id) descending. Within an org an
+    entry's occurred_at is stamped under its chain's lock (sql/004), so time order is
+    commit order: an entry committed after the first page sorts before it and is never
+    reached. The export therefore holds every entry committed before its first page (its
+    own audit.exported entry included) exactly once, and none committed later, as the
+    single snapshot of a long transaction did."""
+    after = None
+    while where is not None:
+        async with org_tx(request) as tx:
+            page, after = await audit_logs.export_page(tx, where, after, EXPORT_CHUNK,
+                                                       json_lines)
+        if page:
+            yield page
+        if len(page) < EXPORT_CHUNK:
+            return
+        if lease.lost or client_gone(request):
+            raise _Cut
+
+
+async def _stream(request: web.Request, lease: Lease, where: AuditFilter | None,
                   export_format: ExportFormat) -> web.StreamResponse:
     encoder = encoder_for(export_format)
-    chunks = _nothing() if where is None else audit_logs.stream(
-        tx, where, EXPORT_CHUNK, json_lines=export_format is ExportFormat.JSONL)
-    first = await anext(chunks, [])  # before the headers: a failure here is still a problem+json
+    async with contextlib.aclosing(_pages(request, lease, where, json_lines=export_format
+                                          is ExportFormat.JSONL)) as pages:
+        return await _respond(request, encoder, pages, export_format)
+
+
+async def _respond(request: web.Request, encoder: Encoder, pages: AsyncIterator[list[Row]],
+                   export_format: ExportFormat) -> web.StreamResponse:
+    first = await anext(pages, [])  # before the headers: a failure here is still a problem+json
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     response = web.StreamResponse(headers={
         "Content-Type": f"{encoder.content_type}; charset=utf-8",
@@ -189,16 +229,25 @@ async def _stream(request: web.Request, tx: Tx, where: AuditFilter | None,
         "Cache-Control": "no-store"})
     await response.prepare(request)
     try:
+        # A client that stops reading blocks these writes; the connection handler cuts it
+        # after ARCHOMATA_STREAM_STALL_SECONDS without progress (archomata.server).
         await response.write(encoder.header() + encoder.encode(first))
-        async for chunk in chunks:
-            await response.write(encoder.encode(chunk))
+        async for page in pages:
+            await response.write(encoder.encode(page))
         await response.write_eof()
-    except ConnectionResetError:
+    except ConnectionError:  # reset, or lost while a write waited for the client
         log.info("audit export abandoned by the client")
+    except _Cut:
+        log.info("audit export stopped: its client is gone or its slot was lost")
+        _abort(request)
     except BaseException:
-        # The status line is gone: cut the connection so that the client sees a broken
-        # transfer (no final chunk), never a complete-looking file with entries missing.
-        if request.transport is not None:
-            request.transport.abort()
+        _abort(request)
         raise
     return response
+
+
+def _abort(request: web.Request) -> None:
+    # The status line is gone: cut the connection so that the client sees a broken
+    # transfer (no final chunk), never a complete-looking file with entries missing.
+    if request.transport is not None:
+        cut(request.transport)

@@ -23,7 +23,7 @@ from archomata.audit import AuditAction
 from archomata.db import org_tx
 from archomata.errors import Conflict, NotFound
 from archomata.guards import agent_only
-from archomata.handlers.params import caller, int_param, uuid_param
+from archomata.handlers.params import caller, client_gone, int_param, uuid_param
 from archomata.openapi import doc
 from archomata.schemas.bridge import (
     AccountStateSchema,
@@ -127,11 +127,6 @@ async def post_deals(request: web.Request) -> web.Response:
     return json_response({"inserted": inserted, "duplicates": len(columns[0]) - inserted})
 
 
-def _gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
 @routes.get("/api/v1/bridge/commands")
 @agent_only
 @doc("Commands for this agent's accounts; with `wait`, holds the request up to that many "
@@ -146,7 +141,7 @@ async def poll_commands(request: web.Request) -> web.Response:
     with request.app[keys.BROADCAST].waiter(agent_id) as woken:
         while True:
             woken.clear()  # before claiming: a wake-up from here on is not lost
-            if _gone(request):  # nobody to hand commands to: leave them queued
+            if client_gone(request):  # nobody to hand commands to: leave them queued
                 break
             async with org_tx(request) as tx:
                 claimed = await orders.claim(tx, org_id, agent_id, MAX_COMMANDS)

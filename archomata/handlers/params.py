@@ -14,7 +14,7 @@ from archomata.pagination import Page
 from archomata.security.principal import Principal
 from archomata.web_json import uuid_param
 
-__all__ = ["after", "caller", "int_param", "uuid_param"]
+__all__ = ["after", "caller", "client_gone", "int_param", "uuid_param"]
 
 MAX_BIGINT = 2**63 - 1
 
@@ -24,6 +24,12 @@ def caller(request: web.Request) -> tuple[UUID, Principal]:
     principal = request[keys.PRINCIPAL]
     assert principal is not None and principal.org_id is not None  # the guard ran
     return principal.org_id, principal
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether the client has hung up (or its connection was cut)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def int_param(request: web.Request, name: str) -> int:

@@ -1,4 +1,10 @@
-"""Answers 504 when a request runs past its time; the bridge long poll gets longer."""
+"""Answers 504 when a request runs past its time; the bridge long poll gets longer.
+
+Whatever runs longer than ARCHOMATA_REQUEST_TIMEOUT_SECONDS holds no database connection
+while it waits: the long poll claims in short transactions and waits with none
+(handlers/bridge.py); an export reads each page in a transaction of its own and writes
+with none (handlers/audit_logs.py).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,9 @@ from archomata import keys
 from archomata.errors import GatewayTimeout
 
 LONG_POLL_PATH = "/api/v1/bridge/commands"
-# Streamed exports run as long as the data lasts; their pace is bounded by the client
-# reading, and the connection's own limits cut a stalled one.
+# Streamed exports run as long as the data lasts, at the pace the client reads; one that
+# reads nothing is cut by the connection handler (archomata.server, stall cut-off), and
+# archomata.exports bounds how many run at once.
 UNTIMED_PATHS = frozenset({"/api/v1/audit-logs/export"})
 
 

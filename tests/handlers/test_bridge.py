@@ -4,6 +4,7 @@ its accounts, state and deals, and the command queue."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -275,6 +276,24 @@ class TestCommands:
         response = await poll
         assert len((await response.json())["commands"]) == 1
         assert time.monotonic() - started < 2.0
+
+    async def test_a_waiting_long_poll_holds_no_database_connection(
+            self, aiohttp_client: Any, config: Config, mail_sink: Any) -> None:
+        # One connection: a poll that kept it while waiting would hold up every request.
+        client = await aiohttp_client(create_app(dataclasses.replace(
+            config, db_pool_min=1, db_pool_max=1)))
+        admin = await signed_up(client, mail_sink)
+        _, key = await agent_with_key(client, admin)
+        polls = [asyncio.create_task(client.get("/api/v1/bridge/commands?wait=3",
+                                                headers=agent_auth(key))) for _ in range(3)]
+        await asyncio.sleep(0.5)  # each has claimed nothing and waits
+        pool = client.app[keys.DB_POOL]
+        assert pool.get_idle_size() == pool.get_size() == 1
+        listed = await client.get("/api/v1/agents", headers=admin.auth)
+        assert listed.status == 200
+        assert not any(p.done() for p in polls)  # answered while every poll still waits
+        for poll in polls:
+            assert await (await poll).json() == {"commands": []}
 
     async def test_empty_poll_waits_then_answers_empty(self, client: Any, mail_sink: Any) -> None:
         admin = await signed_up(client, mail_sink)

@@ -54,6 +54,7 @@ class TestMetrics:
         assert "archomata_http_request_duration_seconds_bucket" in text
         assert "archomata_db_pool_size" in text
         assert "archomata_db_pool_free" in text
+        assert "archomata_exports_running 0.0" in text
 
 
 class TestOpenApi:
@@ -67,3 +68,12 @@ class TestOpenApi:
         documented = {(method, path) for path, ops in spec["paths"].items() for method in ops}
         assert routes <= documented
         assert routes
+
+    async def test_a_routes_own_problems_are_documented(self, client: Any) -> None:
+        spec = await (await client.get("/api/v1/openapi.json")).json()
+        responses = spec["paths"]["/api/v1/audit-logs/export"]["get"]["responses"]
+        assert "too_many_exports" in responses["429"]["description"]
+        assert "exports_busy" in responses["503"]["description"]
+        problem = responses["429"]["content"]["application/problem+json"]["schema"]
+        assert problem == {"$ref": "#/components/schemas/Problem"}
+        assert set(spec["paths"]["/api/v1/audit-logs"]["get"]["responses"]) == {"default", "200"}
