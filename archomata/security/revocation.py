@@ -148,8 +148,8 @@ class Revocation:
                     if user["cut"] is not None:
                         # Never lowered: a cut made while this ran may not be committed
                         # (so not read above) but is already in force.
-                        self._raise_cut(keys=[f"rv:user:{user['id']}"], args=[user["cut"]],
-                                        client=pipe)
+                        await self._raise_cut(keys=[f"rv:user:{user['id']}"],
+                                              args=[user["cut"]], client=pipe)
                 pipe.set(READY, int(time.time()))
                 await pipe.execute()
         except (RedisError, OSError) as exc:
