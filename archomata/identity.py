@@ -169,6 +169,6 @@ async def check_password(request: web.Request, email: str, password: str) -> Use
     if hasher.needs_rehash(user.password_hash):
         upgraded = await hasher.hash(password)
         async with service_tx(app[keys.DB_POOL]) as tx:
-            user = await users.upgrade_password_hash(tx, user.id, user.password_hash,
+            user = await users.replace_password_hash(tx, user.id, user.password_hash,
                                                      upgraded) or user
     return user

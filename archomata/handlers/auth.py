@@ -300,8 +300,15 @@ async def change_password(request: web.Request) -> web.Response:
         raise ValidationFailed("The current password is wrong.", code="invalid_current_password",
                                errors={"current_password": ["Wrong password."]})
     password_hash = await app[keys.PASSWORDS].hash(body["new_password"])
+    assert user.password_hash is not None  # it verified
     async with service_tx(pool, org_id=principal.org_id, user_id=user.id) as tx:
-        await users.set_password_hash(tx, user.id, password_hash)
+        # Only over the hash just verified: a reset (or another change) committed since
+        # is not undone by a proof of the password it replaced.
+        if await users.replace_password_hash(tx, user.id, user.password_hash,
+                                             password_hash) is None:
+            raise ValidationFailed("The current password is wrong.",
+                                   code="invalid_current_password",
+                                   errors={"current_password": ["Wrong password."]})
         await mail_tokens.retire_all(tx, user.id, Purpose.PASSWORD_RESET)
         await app[keys.SESSIONS].revoke_user(user.id, keep=principal.session_id)
         await audit.record(tx, request, AuditAction.AUTH_PASSWORD_CHANGED, resource_type="user",

@@ -320,13 +320,6 @@ class SessionStore:
             raise _unavailable() from exc
         return _session(str(sid), result[1], int(result[0])) if result else None
 
-    async def get(self, sid: UUID) -> Session | None:
-        try:
-            data = await self.redis.hgetall(f"sess:{sid}")
-        except (RedisError, OSError) as exc:
-            raise _unavailable() from exc
-        return _session(str(sid), data) if data else None
-
     async def list_for_user(self, user_id: UUID) -> list[Session]:
         sids = [_text(s) for s in await self.redis.smembers(f"usess:{user_id}")]
         async with self.redis.pipeline(transaction=False) as pipe:

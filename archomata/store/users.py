@@ -87,18 +87,18 @@ async def set_password_hash(tx: Tx, user_id: UUID, password_hash: str) -> User |
     return _user(await tx.fetchrow(SET_PASSWORD, user_id, password_hash))
 
 
-UPGRADE_PASSWORD = f"""
+REPLACE_PASSWORD = f"""
     update users set password_hash = $3, updated_at = now()
     where id = $1 and password_hash = $2 returning {COLUMNS}
 """
 
 
-async def upgrade_password_hash(tx: Tx, user_id: UUID, verified_hash: str,
-                                stronger_hash: str) -> User | None:
-    """Replaces the hash a login just verified by a stronger one of the same password;
-    None (nothing written) when the password changed meanwhile, which the upgrade must
-    not undo."""
-    return _user(await tx.fetchrow(UPGRADE_PASSWORD, user_id, verified_hash, stronger_hash))
+async def replace_password_hash(tx: Tx, user_id: UUID, verified_hash: str,
+                                new_hash: str) -> User | None:
+    """Replaces the hash a caller just verified a password against (by a stronger one,
+    or a new password's); None, writing nothing, when the password changed meanwhile:
+    a proof of the old password must not undo that change."""
+    return _user(await tx.fetchrow(REPLACE_PASSWORD, user_id, verified_hash, new_hash))
 
 
 PROMOTE = f"""

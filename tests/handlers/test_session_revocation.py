@@ -23,6 +23,7 @@ from tests.factories import (
     refresh_cookie_of,
     signed_up,
     strong_password,
+    wait_for_mail,
 )
 from tests.handlers.test_auth import _second_org_for, audit_actions, refresh
 
@@ -265,3 +266,22 @@ class TestLoginRacingAPasswordChange:
                               json={"email": me.email, "password": me.password})
         assert old.status == 401
         await login(weak, me.email, new_password)
+
+    async def test_a_change_proven_by_the_old_password_never_undoes_a_reset(
+            self, aiohttp_client: Any, config: Config, mail_sink: Any) -> None:
+        client = await aiohttp_client(create_app(dataclasses.replace(
+            config, login_backoff_after=1000)))
+        for _ in range(3):
+            me = await signed_up(client, mail_sink)
+            await client.post("/api/v1/auth/password-reset/request", json={"email": me.email})
+            token = await wait_for_mail(mail_sink, me.email, "reset")
+            by_mail, by_change = strong_password(), strong_password()
+            reset, change = await asyncio.gather(
+                client.post("/api/v1/auth/password-reset/confirm",
+                            json={"token": token, "new_password": by_mail}),
+                client.post("/api/v1/auth/password/change", headers=me.auth, json={
+                    "current_password": me.password, "new_password": by_change}))
+            assert reset.status == 204
+            assert change.status in (204, 401, 422), await change.text()
+            # Whichever came first, the mailbox owner's password is the one that holds.
+            await login(client, me.email, by_mail)
