@@ -100,16 +100,17 @@ async def open_session(request: web.Request, user: User, requested_org: UUID | N
     session, refresh = await sessions.create(user.id, org_id, client_ip(request),
                                              user_agent(request))
     async with service_tx(pool, org_id=org_id, user_id=user.id) as tx:
-        now = await users.get(tx, user.id, settled=True)
-        stale = now is None or now.disabled or now.password_hash != user.password_hash
+        current = await users.get(tx, user.id, settled=True)
+        stale = (current is None or current.disabled
+                 or current.password_hash != user.password_hash)
         if not stale:
             await audit.record(tx, request, action, resource_type="session",
                                resource_id=session.id, actor_id=user.id, details=details)
-    if stale or now is None:
+    if stale or current is None:
         await sessions.revoke(session.id)
         await _login_failed(request, user, "credentials_changed")
         raise Unauthorized("Wrong email or password.", code="invalid_credentials")
-    return OpenedSession(membership, session, refresh, now)
+    return OpenedSession(membership, session, refresh, current)
 
 
 def set_refresh_cookie(response: web.StreamResponse, config: Config, token: str) -> None:
