@@ -12,7 +12,7 @@ from aiohttp import web
 from archomata import audit, keys
 from archomata.audit import AuditAction
 from archomata.config import Config
-from archomata.db import service_tx
+from archomata.db import Tx, service_tx
 from archomata.errors import Forbidden, Unauthorized
 from archomata.schemas.auth import LoginResultSchema
 from archomata.security import tokens
@@ -170,6 +170,37 @@ async def check_password(request: web.Request, email: str, password: str) -> Use
     if hasher.needs_rehash(user.password_hash):
         upgraded = await hasher.hash(password)
         async with service_tx(app[keys.DB_POOL]) as tx:
-            user = await users.replace_password_hash(tx, user.id, user.password_hash,
-                                                     upgraded) or user
+            # The hash may have moved since it was read: another login's upgrade of this
+            # same password (kept as it is, so the logins do not move it under one
+            # another), or a change of password (the row checked stays: open_session
+            # refuses the login).
+            user = (await users.replace_password_hash(tx, user.id, user.password_hash,
+                                                      upgraded)
+                    or await _proven_now(request, tx, user.id, password) or user)
     return user
+
+
+async def _proven_now(request: web.Request, tx: Tx, user_id: UUID,
+                      password: str) -> User | None:
+    """The user's row if `password` verifies against the hash it holds now (one that
+    moved under a caller: another login's upgrade of the same password), else None."""
+    moved = await users.get(tx, user_id)
+    if moved is None or moved.password_hash is None:
+        return None
+    ok = await request.app[keys.PASSWORDS].verify(password, moved.password_hash)
+    return moved if ok else None
+
+
+async def replace_password(request: web.Request, tx: Tx, user: User, password: str,
+                           new_hash: str) -> User | None:
+    """Writes `new_hash` over the hash `password` was verified against (`user`'s). When
+    that hash moved meanwhile, only over a stronger hash of the same password (a login's
+    upgrade), never over another password: a reset or change committed since is not
+    undone by a proof of the password it replaced. None when nothing was written."""
+    assert user.password_hash is not None  # the password verified against it
+    written = await users.replace_password_hash(tx, user.id, user.password_hash, new_hash)
+    if written is None and (moved := await _proven_now(request, tx, user.id, password)):
+        assert moved.password_hash is not None
+        written = await users.replace_password_hash(tx, user.id, moved.password_hash,
+                                                    new_hash)
+    return written

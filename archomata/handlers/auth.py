@@ -25,6 +25,7 @@ from archomata.identity import (
     login_result,
     open_session,
     refresh_token_of,
+    replace_password,
     set_refresh_cookie,
     user_agent,
     user_body,
@@ -300,12 +301,9 @@ async def change_password(request: web.Request) -> web.Response:
         raise ValidationFailed("The current password is wrong.", code="invalid_current_password",
                                errors={"current_password": ["Wrong password."]})
     password_hash = await app[keys.PASSWORDS].hash(body["new_password"])
-    assert user.password_hash is not None  # it verified
     async with service_tx(pool, org_id=principal.org_id, user_id=user.id) as tx:
-        # Only over the hash just verified: a reset (or another change) committed since
-        # is not undone by a proof of the password it replaced.
-        if await users.replace_password_hash(tx, user.id, user.password_hash,
-                                             password_hash) is None:
+        if await replace_password(request, tx, user, body["current_password"],
+                                  password_hash) is None:
             raise ValidationFailed("The current password is wrong.",
                                    code="invalid_current_password",
                                    errors={"current_password": ["Wrong password."]})

@@ -267,6 +267,21 @@ class TestLoginRacingAPasswordChange:
         assert old.status == 401
         await login(weak, me.email, new_password)
 
+    async def test_logins_upgrading_the_same_hash_at_once_all_get_in(
+            self, aiohttp_client: Any, config: Config, mail_sink: Any) -> None:
+        """Their upgrades move the hash under one another: no change of password, so
+        none of them is refused for it."""
+        weak = await aiohttp_client(create_app(config))
+        stronger = await aiohttp_client(create_app(dataclasses.replace(
+            config, bcrypt_rounds=config.bcrypt_rounds + 2)))
+        me = await signed_up(weak, mail_sink)
+        results = await asyncio.gather(*(stronger.post("/api/v1/auth/login", json={
+            "email": me.email, "password": me.password}) for _ in range(8)))
+        assert [r.status for r in results] == [200] * 8
+        for response in results:
+            access, _ = await _tokens_of(response)
+            assert access is not None and await _me(stronger, access) == 200
+
     async def test_a_change_proven_by_the_old_password_never_undoes_a_reset(
             self, aiohttp_client: Any, config: Config, mail_sink: Any) -> None:
         client = await aiohttp_client(create_app(dataclasses.replace(
