@@ -55,7 +55,8 @@ async def _tokens_of(response: Any) -> tuple[str | None, str | None]:
 
 
 async def _until_early_in_a_second() -> None:
-    """So that what follows runs within one wall-clock second."""
+    """So that what follows most likely runs within one wall-clock second, where whole
+    seconds cannot tell before from after (the checks hold whatever the timing)."""
     fraction = time.time() % 1
     if fraction > 0.2:
         await asyncio.sleep(1.0 - fraction)
@@ -170,7 +171,6 @@ class TestCutOffs:
         assert before.refresh is not None
         refreshed, _ = await _tokens_of(await refresh(client, before.refresh))
         assert refreshed is not None
-        assert time.time() % 1 < 0.9, "the test ran past its second; timings are off"
         assert await _me(client, before.access) == 401  # same second, minted before
         assert await _me(client, member.access) == 401
         assert await _me(client, after.access) == 200  # same second, minted after
