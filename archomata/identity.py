@@ -12,7 +12,7 @@ from aiohttp import web
 from archomata import audit, keys
 from archomata.audit import AuditAction
 from archomata.config import Config
-from archomata.db import service_tx
+from archomata.db import Tx, service_tx
 from archomata.errors import Forbidden, Unauthorized
 from archomata.schemas.auth import LoginResultSchema
 from archomata.security import tokens
@@ -63,7 +63,8 @@ def login_result(config: Config, user: User, membership: Membership | None,
                  session: Session) -> dict[str, Any]:
     access_token, _ = tokens.issue(config, user_id=user.id,
                                    org_id=membership.org.id if membership else None,
-                                   session_id=session.id, platform_role=user.platform_role)
+                                   session_id=session.id, platform_role=user.platform_role,
+                                   issued_us=session.issued_us)
     return LoginResultSchema().dump({
         "access_token": access_token, "token_type": "Bearer",
         "expires_in": config.access_token_ttl_seconds,
@@ -76,24 +77,40 @@ class OpenedSession:
     membership: Membership | None
     session: Session
     refresh_token: str
+    user: User  # as it stands once the session exists: what its tokens carry
 
 
 async def open_session(request: web.Request, user: User, requested_org: UUID | None,
                        action: AuditAction, details: dict[str, Any] | None = None
                        ) -> OpenedSession:
     """Opens a session for a user whose identity is proven and audits it; the caller
-    answers (the login shape, or a redirect carrying the refresh cookie)."""
+    answers (the login shape, or a redirect carrying the refresh cookie).
+
+    `user` is the row the proof was checked against. A password change, reset or wipe
+    committed since then must not leave this session alive: such a change revokes the
+    sessions it finds, and one created after that finds, reading the row once the session
+    exists (waiting for a change under way to settle), another password hash, so the new
+    session is ended here and nothing of it reaches the client."""
     app = request.app
     pool = app[keys.DB_POOL]
     async with service_tx(pool, user_id=user.id) as tx:
         membership = choose_org(await orgs.memberships_of(tx, user.id), requested_org)
     org_id = membership.org.id if membership else None
-    session, refresh = await app[keys.SESSIONS].create(user.id, org_id, client_ip(request),
-                                                       user_agent(request))
+    sessions = app[keys.SESSIONS]
+    session, refresh = await sessions.create(user.id, org_id, client_ip(request),
+                                             user_agent(request))
     async with service_tx(pool, org_id=org_id, user_id=user.id) as tx:
-        await audit.record(tx, request, action, resource_type="session",
-                           resource_id=session.id, actor_id=user.id, details=details)
-    return OpenedSession(membership, session, refresh)
+        current = await users.get(tx, user.id, settled=True)
+        stale = (current is None or current.disabled
+                 or current.password_hash != user.password_hash)
+        if not stale:
+            await audit.record(tx, request, action, resource_type="session",
+                               resource_id=session.id, actor_id=user.id, details=details)
+    if stale or current is None:
+        await sessions.revoke(session.id)
+        await _login_failed(request, user, "credentials_changed")
+        raise Unauthorized("Wrong email or password.", code="invalid_credentials")
+    return OpenedSession(membership, session, refresh, current)
 
 
 def set_refresh_cookie(response: web.StreamResponse, config: Config, token: str) -> None:
@@ -175,5 +192,37 @@ async def check_password(request: web.Request, email: str, password: str) -> Use
     if hasher.needs_rehash(user.password_hash):
         upgraded = await hasher.hash(password)
         async with service_tx(app[keys.DB_POOL]) as tx:
-            user = await users.set_password_hash(tx, user.id, upgraded) or user
+            # The hash may have moved since it was read: another login's upgrade of this
+            # same password (kept as it is, so the logins do not move it under one
+            # another), or a change of password (the row checked stays: open_session
+            # refuses the login).
+            user = (await users.replace_password_hash(tx, user.id, user.password_hash,
+                                                      upgraded)
+                    or await _proven_now(request, tx, user.id, password) or user)
     return user
+
+
+async def _proven_now(request: web.Request, tx: Tx, user_id: UUID,
+                      password: str) -> User | None:
+    """The user's row if `password` verifies against the hash it holds now (one that
+    moved under a caller: another login's upgrade of the same password), else None."""
+    moved = await users.get(tx, user_id)
+    if moved is None or moved.password_hash is None:
+        return None
+    ok = await request.app[keys.PASSWORDS].verify(password, moved.password_hash)
+    return moved if ok else None
+
+
+async def replace_password(request: web.Request, tx: Tx, user: User, password: str,
+                           new_hash: str) -> User | None:
+    """Writes `new_hash` over the hash `password` was verified against (`user`'s). When
+    that hash moved meanwhile, only over a stronger hash of the same password (a login's
+    upgrade), never over another password: a reset or change committed since is not
+    undone by a proof of the password it replaced. None when nothing was written."""
+    assert user.password_hash is not None  # the password verified against it
+    written = await users.replace_password_hash(tx, user.id, user.password_hash, new_hash)
+    if written is None and (moved := await _proven_now(request, tx, user.id, password)):
+        assert moved.password_hash is not None
+        written = await users.replace_password_hash(tx, user.id, moved.password_hash,
+                                                    new_hash)
+    return written

@@ -132,9 +132,8 @@ async def _wipe_access(request: web.Request, tx: Tx, user_id: UUID) -> None:
     app = request.app
     for purpose in Purpose:
         await mail_tokens.retire_all(tx, user_id, purpose)
-    cut_off = await users.cut_off_tokens(tx, user_id)
-    await app[keys.REVOCATION].set_tokens_valid_after(user_id, cut_off)
-    await app[keys.SESSIONS].revoke_user(user_id)
+    cut = await app[keys.SESSIONS].cut_off(user_id, end_sessions=True)
+    await users.set_tokens_valid_after(tx, user_id, cut)
 
 
 async def _audit_link(tx: Tx, request: web.Request, identity: Identity, how: How,

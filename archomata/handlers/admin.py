@@ -124,9 +124,10 @@ async def update_user(request: web.Request) -> web.Response:
             await app[keys.REVOCATION].set_user_disabled(user_id, True)
             await app[keys.SESSIONS].revoke_user(user_id)
         if "platform_role" in changes:
-            # Tokens carry the platform role: cut them off so the next refresh re-reads it.
-            cut_off = await users.cut_off_tokens(tx, user_id, this_second_too=True)
-            await app[keys.REVOCATION].set_tokens_valid_after(user_id, cut_off)
+            # Tokens carry the platform role: those minted so far die, and the next refresh
+            # mints from the row this transaction leaves (it waits for it).
+            cut = await app[keys.SESSIONS].cut_off(user_id, end_sessions=False)
+            await users.set_tokens_valid_after(tx, user_id, cut)
     if not user.disabled:
         await app[keys.REVOCATION].set_user_disabled(user_id, False)
     return json_response(user_body(user))

@@ -27,6 +27,7 @@ from archomata.identity import (
     open_session,
     password_proves,
     refresh_token_of,
+    replace_password,
     set_refresh_cookie,
     user_agent,
     user_body,
@@ -163,7 +164,8 @@ async def start_session(request: web.Request, user: users.User, requested_org: U
     """Opens a session for a user whose identity is proven, answering the login shape."""
     config = request.app[keys.CONFIG]
     opened = await open_session(request, user, requested_org, action, details)
-    response = json_response(login_result(config, user, opened.membership, opened.session))
+    response = json_response(login_result(config, opened.user, opened.membership,
+                                          opened.session))
     set_refresh_cookie(response, config, opened.refresh_token)
     return response
 
@@ -178,16 +180,13 @@ async def refresh(request: web.Request) -> web.Response:
         raise Unauthorized("No refresh cookie.", code="session_revoked")
     rotation = await app[keys.SESSIONS].rotate(token, client_ip(request), user_agent(request))
     if rotation.outcome is Outcome.REUSE:
-        async with service_tx(app[keys.DB_POOL], org_id=rotation.revoked_org_id,
-                              user_id=rotation.revoked_user_id) as tx:
-            await audit.record(tx, request, AuditAction.AUTH_REFRESH_REUSE_DETECTED,
-                               resource_type="session", resource_id=rotation.revoked_session_id,
-                               actor_id=rotation.revoked_user_id)
+        await _audit_reuse(request, rotation.revoked_session_id, rotation.revoked_user_id,
+                           rotation.revoked_org_id, "refresh")
     if rotation.session is None or rotation.token is None:
         raise Unauthorized("This session has ended; sign in again.", code="session_revoked")
     session = rotation.session
     async with service_tx(app[keys.DB_POOL], user_id=session.user_id) as tx:
-        user = await users.get(tx, session.user_id)
+        user = await users.get(tx, session.user_id, settled=True)
         memberships = await orgs.memberships_of(tx, session.user_id)
     membership = next((m for m in memberships if m.org.id == session.org_id), None)
     problem = _refresh_problem(user, session.org_id, membership)
@@ -198,6 +197,15 @@ async def refresh(request: web.Request) -> web.Response:
     response = json_response(login_result(app[keys.CONFIG], user, membership, session))
     set_refresh_cookie(response, app[keys.CONFIG], rotation.token)
     return response
+
+
+async def _audit_reuse(request: web.Request, session_id: UUID | None, user_id: UUID | None,
+                       org_id: UUID | None, via: str) -> None:
+    """A replayed refresh token revoked its family: audited on whichever route saw it."""
+    async with service_tx(request.app[keys.DB_POOL], org_id=org_id, user_id=user_id) as tx:
+        await audit.record(tx, request, AuditAction.AUTH_REFRESH_REUSE_DETECTED,
+                           resource_type="session", resource_id=session_id, actor_id=user_id,
+                           details={"via": via})
 
 
 def _refresh_problem(user: users.User | None, org_id: UUID | None,
@@ -220,16 +228,17 @@ async def logout(request: web.Request) -> web.Response:
     principal = request[keys.PRINCIPAL]
     sid = principal.session_id if principal is not None else None
     token = refresh_token_of(request)
-    if sid is None and token is not None:
-        sid = await app[keys.SESSIONS].sid_of(token)
-    if sid is not None:
-        session = await app[keys.SESSIONS].get(sid)
-        if session is not None:
-            await app[keys.SESSIONS].revoke(sid)
-            async with service_tx(app[keys.DB_POOL], org_id=session.org_id,
-                                  user_id=session.user_id) as tx:
-                await audit.record(tx, request, AuditAction.AUTH_LOGOUT, resource_type="session",
-                                   resource_id=sid, actor_id=session.user_id)
+    ended = None
+    if sid is not None or token is not None:
+        # One script finds, judges and ends it: two logouts racing audit one of them.
+        ended = await app[keys.SESSIONS].end(sid, token=token)
+    if ended is not None and ended.stale_token:
+        await _audit_reuse(request, ended.session_id, ended.user_id, ended.org_id, "logout")
+    elif ended is not None:
+        async with service_tx(app[keys.DB_POOL], org_id=ended.org_id,
+                              user_id=ended.user_id) as tx:
+            await audit.record(tx, request, AuditAction.AUTH_LOGOUT, resource_type="session",
+                               resource_id=ended.session_id, actor_id=ended.user_id)
     response = web.Response(status=204)
     clear_refresh_cookie(response, app[keys.CONFIG])
     return response
@@ -243,9 +252,8 @@ async def logout_all(request: web.Request) -> web.Response:
     app = request.app
     user_id = principal.actor_id
     async with service_tx(app[keys.DB_POOL], org_id=principal.org_id, user_id=user_id) as tx:
-        cut_off = await users.cut_off_tokens(tx, user_id)
-        await app[keys.REVOCATION].set_tokens_valid_after(user_id, cut_off)
-        await app[keys.SESSIONS].revoke_user(user_id)
+        cut = await app[keys.SESSIONS].cut_off(user_id, end_sessions=True)
+        await users.set_tokens_valid_after(tx, user_id, cut)
         await audit.record(tx, request, AuditAction.AUTH_LOGOUT_ALL, resource_type="user",
                            resource_id=user_id)
     response = web.Response(status=204)
@@ -286,9 +294,8 @@ async def confirm_password_reset(request: web.Request) -> web.Response:
         await users.set_password_hash(tx, user_id, password_hash)
         await users.mark_verified(tx, user_id)  # the mailbox answered: the address is real
         await mail_tokens.retire_all(tx, user_id, Purpose.PASSWORD_RESET)
-        cut_off = await users.cut_off_tokens(tx, user_id)
-        await app[keys.REVOCATION].set_tokens_valid_after(user_id, cut_off)
-        await app[keys.SESSIONS].revoke_user(user_id)
+        cut = await app[keys.SESSIONS].cut_off(user_id, end_sessions=True)
+        await users.set_tokens_valid_after(tx, user_id, cut)
         await audit.record(tx, request, AuditAction.AUTH_PASSWORD_RESET_COMPLETED,
                            resource_type="user", resource_id=user_id, actor_id=user_id)
     return web.Response(status=204)
@@ -313,7 +320,11 @@ async def change_password(request: web.Request) -> web.Response:
                                errors={"current_password": ["Wrong password."]})
     password_hash = await app[keys.PASSWORDS].hash(body["new_password"])
     async with service_tx(pool, org_id=principal.org_id, user_id=user.id) as tx:
-        await users.set_password_hash(tx, user.id, password_hash)
+        if await replace_password(request, tx, user, body["current_password"],
+                                  password_hash) is None:
+            raise ValidationFailed("The current password is wrong.",
+                                   code="invalid_current_password",
+                                   errors={"current_password": ["Wrong password."]})
         await mail_tokens.retire_all(tx, user.id, Purpose.PASSWORD_RESET)
         await app[keys.SESSIONS].revoke_user(user.id, keep=principal.session_id)
         await audit.record(tx, request, AuditAction.AUTH_PASSWORD_CHANGED, resource_type="user",
@@ -331,30 +342,35 @@ async def switch_org(request: web.Request) -> web.Response:
     app = request.app
     sessions = app[keys.SESSIONS]
     async with service_tx(app[keys.DB_POOL], user_id=principal.actor_id) as tx:
-        user = await users.get(tx, principal.actor_id)
         membership = choose_org(await orgs.memberships_of(tx, principal.actor_id),
                                 body["org_id"])
-    assert user is not None and membership is not None and principal.session_id is not None
+    assert membership is not None and principal.session_id is not None
     token = refresh_token_of(request)
-    new_refresh = None
-    if token is not None and await sessions.sid_of(token) == principal.session_id:
+    rotation = None
+    if token is not None:
         rotation = await sessions.rotate(token, client_ip(request), user_agent(request),
-                                         new_org=membership.org.id)
-        if rotation.outcome is Outcome.ROTATED:
-            new_refresh = rotation.token
-    if new_refresh is None:
-        await sessions.move_to_org(principal.session_id, membership.org.id)
-    session = await sessions.get(principal.session_id)
+                                         new_org=membership.org.id, only=principal.session_id)
+        if rotation.outcome is Outcome.REUSE:
+            await _audit_reuse(request, rotation.revoked_session_id,
+                               rotation.revoked_user_id, rotation.revoked_org_id, "switch_org")
+            raise Unauthorized("This session has ended; sign in again.",
+                               code="session_revoked")
+    session = rotation.session if rotation is not None else None
+    if session is None:  # no cookie, or one of another (or no) family: nothing to rotate
+        session = await sessions.move_to_org(principal.session_id, membership.org.id)
     if session is None:
         raise Unauthorized("This session has been revoked.", code="session_revoked")
-    async with service_tx(app[keys.DB_POOL], org_id=membership.org.id, user_id=user.id) as tx:
+    async with service_tx(app[keys.DB_POOL], org_id=membership.org.id,
+                          user_id=principal.actor_id) as tx:
+        user = await users.get(tx, principal.actor_id, settled=True)
+        assert user is not None
         await audit.record(tx, request, AuditAction.AUTH_ORG_SWITCHED, resource_type="org",
                            resource_id=membership.org.id,
                            details={"from_org_id": str(principal.org_id)
                                     if principal.org_id else None})
     response = json_response(login_result(app[keys.CONFIG], user, membership, session))
-    if new_refresh is not None:
-        set_refresh_cookie(response, app[keys.CONFIG], new_refresh)
+    if rotation is not None and rotation.token is not None:
+        set_refresh_cookie(response, app[keys.CONFIG], rotation.token)
     return response
 
 
@@ -385,10 +401,8 @@ async def delete_session(request: web.Request) -> web.Response:
         sid = UUID(request.match_info["session_id"])
     except ValueError:
         raise NotFound("No such session.") from None
-    session = await app[keys.SESSIONS].get(sid)
-    if session is None or session.user_id != principal.actor_id:
+    if await app[keys.SESSIONS].end(sid, owner=principal.actor_id) is None:
         raise NotFound("No such session.")
-    await app[keys.SESSIONS].revoke(sid)
     async with service_tx(app[keys.DB_POOL], org_id=principal.org_id,
                           user_id=principal.actor_id) as tx:
         await audit.record(tx, request, AuditAction.AUTH_SESSION_REVOKED,

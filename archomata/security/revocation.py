@@ -2,9 +2,10 @@
 
 PostgreSQL is the source of truth; Redis holds what every request must check:
 
-    rv:ready            set once the state below was rebuilt from PostgreSQL
+    rv:ready:v2         set once the state below was rebuilt from PostgreSQL
     rv:org:{org}        the org is disabled
-    rv:user:{uid}       hash: disabled (1), tva (tokens issued before this epoch are dead)
+    rv:user:{uid}       hash: disabled (1), cut (access tokens whose `iat_us` is below it
+                        are dead: microseconds on Redis's clock, see sessions.py)
     authz:{org}:{uid}   JSON cache of the membership and permissions, tagged with ...
     authzv:{org}        ... the org's authorisation version; any change bumps it
     sess:{sid}          the session (see sessions.py): gone means revoked
@@ -33,7 +34,9 @@ from archomata.errors import ServiceUnavailable, Unauthorized
 from archomata.security.ratelimit import OPTIONAL_HIT
 from archomata.security.tokens import Claims
 
-READY = "rv:ready"
+# v2: cut-offs became microseconds under a new field; a new name makes the first instance
+# of this version rebuild them from PostgreSQL instead of trusting the old ones.
+READY = "rv:ready:v2"
 REBUILD_LOCK = "rv:rebuilding"
 AUTHZ_TTL_SECONDS = 300
 
@@ -64,9 +67,9 @@ def _text(value: Any) -> str:
 # KEYS: [the rate-limit bucket,] rv:ready, sess:{sid}, rv:user:{uid}
 #       [, rv:org:{org}, authz:{org}:{uid}, authzv:{org}] for a token with an org.
 # ARGV: the limit and its window in ms, or two empty strings when not limited.
-# Returns {rate reply or false, ready, session, disabled, tva[, org, authz, authzv]}.
+# Returns {rate reply or false, ready, session, disabled, cut[, org, authz, authzv]}.
 GATE = OPTIONAL_HIT + """
-local user = redis.call('HMGET', KEYS[first + 2], 'disabled', 'tva')
+local user = redis.call('HMGET', KEYS[first + 2], 'disabled', 'cut')
 local reply = {rate, redis.call('EXISTS', KEYS[first]), redis.call('EXISTS', KEYS[first + 1]),
                user[1], user[2]}
 if #KEYS > first + 2 then
@@ -90,14 +93,14 @@ def gate_keys(claims: Claims) -> list[str]:
 def judge(claims: Claims, reply: Sequence[Any]) -> CheckResult:
     """Raises Unauthorized for a revoked token; else says what the cache holds. `reply`
     is GATE's, without its first element (the rate limit's)."""
-    ready, session, disabled, tva, *org = reply
+    ready, session, disabled, cut, *org = reply
     if not ready:
         return CheckResult(False, None, 0, True)
     if not session:
         raise Unauthorized("This session has been revoked.", code="session_revoked")
     if disabled:
         raise Unauthorized("This account is disabled.", code="user_disabled")
-    if tva is not None and claims.issued_at < float(_text(tva)):
+    if cut is not None and claims.issued_us < int(_text(cut)):
         raise Unauthorized("This token has been revoked.", code="token_revoked")
     if claims.org_id is None:
         return CheckResult(True, None, 0, False)
@@ -114,10 +117,18 @@ def judge(claims: Claims, reply: Sequence[Any]) -> CheckResult:
     return CheckResult(True, Authz(cached["role"], frozenset(cached["perms"])), version, False)
 
 
+_RAISE_CUT = """
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'cut') or '0') then
+    redis.call('HSET', KEYS[1], 'cut', ARGV[1])
+end
+"""
+
+
 class Revocation:
     def __init__(self, redis: Redis, pool: asyncpg.Pool) -> None:
         self.redis = redis
         self.pool = pool
+        self._raise_cut = redis.register_script(_RAISE_CUT)
 
     async def rebuild(self) -> None:
         """Re-reads disabled orgs and users and token cut-offs from PostgreSQL."""
@@ -125,19 +136,20 @@ class Revocation:
             orgs = await tx.fetch("select id from orgs where disabled_at is not null")
             users = await tx.fetch(
                 "select id, disabled_at is not null as disabled, "
-                "extract(epoch from tokens_valid_after) as tva from users "
+                "(extract(epoch from tokens_valid_after) * 1000000)::bigint as cut from users "
                 "where disabled_at is not null or tokens_valid_after is not null")
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 for org in orgs:
                     pipe.set(f"rv:org:{org['id']}", 1)
                 for user in users:
-                    mapping: dict[str, Any] = {}
                     if user["disabled"]:
-                        mapping["disabled"] = 1
-                    if user["tva"] is not None:
-                        mapping["tva"] = float(user["tva"])
-                    pipe.hset(f"rv:user:{user['id']}", mapping=mapping)
+                        pipe.hset(f"rv:user:{user['id']}", "disabled", 1)
+                    if user["cut"] is not None:
+                        # Never lowered: a cut made while this ran may not be committed
+                        # (so not read above) but is already in force.
+                        await self._raise_cut(keys=[f"rv:user:{user['id']}"],
+                                              args=[user["cut"]], client=pipe)
                 pipe.set(READY, int(time.time()))
                 await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -150,9 +162,6 @@ class Revocation:
     async def set_user_disabled(self, user_id: UUID, disabled: bool) -> None:
         await self._write(lambda p: p.hset(f"rv:user:{user_id}", "disabled", 1) if disabled
                           else p.hdel(f"rv:user:{user_id}", "disabled"))
-
-    async def set_tokens_valid_after(self, user_id: UUID, epoch: float) -> None:
-        await self._write(lambda p: p.hset(f"rv:user:{user_id}", "tva", epoch))
 
     async def bump_authz(self, org_id: UUID) -> None:
         """Any change to who may do what in `org_id`: every instance reloads on the next

@@ -2,6 +2,11 @@
 
 Only HS256 is accepted: the algorithm list is fixed, so `alg: none` or an asymmetric
 algorithm confusion cannot slip through; `iss`, `aud`, `exp`, `iat` are required.
+
+`iat` is whole seconds on this instance's clock, too coarse to tell a token minted just
+after a revocation from one minted just before it in the same second; `iat_us` is the
+issue instant the revocation check compares (sessions.py: microseconds on the session
+store's clock, never before the user's last cut-off).
 """
 
 from __future__ import annotations
@@ -34,18 +39,20 @@ class Claims:
     issued_at: int
     expires_at: int
     token_id: str
+    issued_us: int
 
 
 def issue(config: Config, *, user_id: UUID, org_id: UUID | None, session_id: UUID,
-          platform_role: PlatformRole, now: float | None = None) -> tuple[str, Claims]:
+          platform_role: PlatformRole, issued_us: int,
+          now: float | None = None) -> tuple[str, Claims]:
     issued = int(now if now is not None else time.time())
     claims = Claims(user_id, org_id, session_id, platform_role, issued,
-                    issued + config.access_token_ttl_seconds, uuid.uuid4().hex)
+                    issued + config.access_token_ttl_seconds, uuid.uuid4().hex, issued_us)
     kid, secret = config.signing_key
     payload = {
         "sub": str(user_id), "org": str(org_id) if org_id else None, "sid": str(session_id),
         "prole": platform_role.value, "iat": claims.issued_at, "exp": claims.expires_at,
-        "jti": claims.token_id, "iss": ISSUER, "aud": AUDIENCE,
+        "jti": claims.token_id, "iss": ISSUER, "aud": AUDIENCE, "iat_us": issued_us,
     }
     token = jwt.encode(payload, secret.reveal().encode(), algorithm=ALGORITHM,
                        headers={"kid": kid})
@@ -76,9 +83,14 @@ def verify(config: Config, token: str) -> Claims:
         raise _invalid() from None
     try:
         org = payload.get("org")
+        # A token minted before iat_us existed counts from the start of its second: at
+        # worst it dies with a cut later in that second, never outlives an earlier one.
+        issued_us = payload.get("iat_us", int(payload["iat"]) * 1_000_000)
+        if not isinstance(issued_us, int) or isinstance(issued_us, bool):
+            raise _invalid()
         return Claims(UUID(payload["sub"]), UUID(org) if org else None, UUID(payload["sid"]),
                       PlatformRole(payload["prole"]), int(payload["iat"]),
-                      int(payload["exp"]), str(payload["jti"]))
+                      int(payload["exp"]), str(payload["jti"]), issued_us)
     except (ValueError, TypeError, KeyError):
         raise _invalid() from None
 

@@ -93,10 +93,14 @@ async def get_by_email(tx: Tx, email: str) -> User | None:
 
 
 GET = f"select {COLUMNS} from users where id = $1"
+GET_SHARED = GET + " for share"
 
 
-async def get(tx: Tx, user_id: UUID) -> User | None:
-    return _user(await tx.fetchrow(GET, user_id))
+async def get(tx: Tx, user_id: UUID, *, settled: bool = False) -> User | None:
+    """With `settled`, waits for a change of the row under way to commit or roll back
+    and answers what it left (so what a token is minted from is never older than a
+    revocation that the token passed)."""
+    return _user(await tx.fetchrow(GET_SHARED if settled else GET, user_id))
 
 
 SET_PASSWORD = f"""
@@ -106,6 +110,20 @@ SET_PASSWORD = f"""
 
 async def set_password_hash(tx: Tx, user_id: UUID, password_hash: str) -> User | None:
     return _user(await tx.fetchrow(SET_PASSWORD, user_id, password_hash))
+
+
+REPLACE_PASSWORD = f"""
+    update users set password_hash = $3, updated_at = now()
+    where id = $1 and password_hash = $2 returning {COLUMNS}
+"""
+
+
+async def replace_password_hash(tx: Tx, user_id: UUID, verified_hash: str,
+                                new_hash: str) -> User | None:
+    """Replaces the hash a caller just verified a password against (by a stronger one,
+    or a new password's); None, writing nothing, when the password changed meanwhile:
+    a proof of the old password must not undo that change."""
+    return _user(await tx.fetchrow(REPLACE_PASSWORD, user_id, verified_hash, new_hash))
 
 
 PROMOTE = f"""
@@ -129,17 +147,18 @@ async def mark_verified(tx: Tx, user_id: UUID) -> User | None:
     return _user(await tx.fetchrow(MARK_VERIFIED, user_id))
 
 
-CUT_OFF_TOKENS = """
-    update users set tokens_valid_after = date_trunc('second', now()) + make_interval(secs => $2),
+SET_TOKENS_VALID_AFTER = """
+    update users set tokens_valid_after = greatest(tokens_valid_after,
+                         timestamptz 'epoch' + $2::bigint * interval '1 microsecond'),
                      updated_at = now()
-    where id = $1 returning extract(epoch from tokens_valid_after)
+    where id = $1
 """
 
 
-async def cut_off_tokens(tx: Tx, user_id: UUID, this_second_too: bool = False) -> float:
-    """Access tokens of the user issued before this second (or, with `this_second_too`,
-    up to the end of it) are dead; returns the cut-off as an epoch."""
-    return float(await tx.fetchval(CUT_OFF_TOKENS, user_id, 1.0 if this_second_too else 0.0))
+async def set_tokens_valid_after(tx: Tx, user_id: UUID, cut_us: int) -> None:
+    """Keeps the cut SessionStore.cut_off made in Redis (µs, exact), for the revocation
+    state to be rebuilt from; never moves it back."""
+    await tx.execute(SET_TOKENS_VALID_AFTER, user_id, cut_us)
 
 
 LIST_PAGE = f"""

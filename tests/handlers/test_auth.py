@@ -446,7 +446,7 @@ class TestRevocationState:
         # Sessions lived only in Redis: the token is refused, and so is the disabled user.
         assert (await client.get("/api/v1/me", headers=me.auth)).status == 401
         assert await redis.hget(f"rv:user:{me.user_id}", "disabled") == b"1"
-        assert await redis.exists("rv:ready")
+        assert await redis.exists("rv:ready:v2")
 
     async def test_redis_down_fails_closed(self, aiohttp_client: Any, config: Config,
                                            mail_sink: Any, workdir: Any) -> None:

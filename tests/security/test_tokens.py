@@ -17,7 +17,8 @@ from archomata.security.principal import PlatformRole
 
 def _issue(config: Config, now: float | None = None) -> tuple[str, tokens.Claims]:
     return tokens.issue(config, user_id=uuid.uuid4(), org_id=uuid.uuid4(),
-                        session_id=uuid.uuid4(), platform_role=PlatformRole.USER, now=now)
+                        session_id=uuid.uuid4(), platform_role=PlatformRole.USER,
+                        issued_us=int((now or time.time()) * 1_000_000), now=now)
 
 
 def _token(config: Config, now: float | None = None) -> str:
