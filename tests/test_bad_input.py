@@ -90,7 +90,7 @@ class TestControlCharacters:
             "name": "Grid", "parameters": {"levels": [1, {"note": "a\x00"}]}},
             headers=admin.auth)
         await refused_field(response, "parameters.levels.1.note")
-        agent, key = await agent_with_key(client, admin)
+        _, key = await agent_with_key(client, admin)
         beat = await client.post("/api/v1/bridge/heartbeat", json={
             "version": "1.0", "terminals": [{"path": "C:\\MT5\x00"}]}, headers=agent_auth(key))
         await refused_field(beat, "terminals.0.path")

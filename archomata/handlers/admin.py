@@ -14,6 +14,7 @@ from archomata.identity import user_body
 from archomata.openapi import doc
 from archomata.pagination import listing, page_of
 from archomata.schemas.common import OrgSchema, UserSchema
+from archomata.schemas.text import Text
 from archomata.security.principal import PlatformRole
 from archomata.store import orgs, users
 from archomata.web_json import json_response, load_body, uuid_param
@@ -32,7 +33,7 @@ class UserListSchema(Schema):
 
 
 class UserPatchSchema(Schema):
-    platform_role = fields.String(validate=validate.OneOf([r.value for r in PlatformRole]))
+    platform_role = Text(validate=validate.OneOf([r.value for r in PlatformRole]))
     disabled = fields.Boolean()
 
 
