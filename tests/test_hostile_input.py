@@ -58,7 +58,9 @@ def deep(levels: int) -> Raw:
 HOSTILE = st.one_of(
     st.sampled_from(ODD_TEXT), st.sampled_from(HUGE_NUMBERS), st.sampled_from(WRONG_TYPES),
     st.sampled_from([deep(63), deep(65), deep(1100), deep(5000)]),
-    st.text(max_size=40), st.integers(), st.floats(allow_nan=False),
+    # No 1..30: a long poll would wait that many seconds.
+    st.text(max_size=40), st.integers(max_value=0) | st.integers(min_value=31),
+    st.floats(allow_nan=False),
 )
 
 
