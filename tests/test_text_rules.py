@@ -55,3 +55,20 @@ class TestTextRules:
         for bad in ("\t", "\n", "\r", "\x85", "\u2028", "\u2029", "\x9f"):
             assert text_problem(f"a{bad}b", multiline=False)
         assert text_problem("Zoë Ünïcödé ✓ 名前", multiline=False) is None
+
+
+class TestProviderClaims:
+    """An identity provider's text reaches the database and mail headers as a client's."""
+
+    def test_a_claim_with_a_control_character_is_not_taken(self) -> None:
+        from archomata.security.sso import _text_claim
+        assert _text_claim({"email": "a@b.test"}, "email") == "a@b.test"
+        for bad in ("a\x00@b.test", "a@b.test\r\nBcc: c@d.test", "a\t@b.test"):
+            assert _text_claim({"email": bad}, "email") is None
+
+    def test_a_display_name_keeps_its_words_on_one_line(self) -> None:
+        from archomata.security.sso import _display_name
+        assert _display_name({"name": "Ada\r\nBcc: x@y.test\x00 Lovelace"}) == \
+            "Ada Bcc: x@y.test Lovelace"
+        assert _display_name({"name": "\x00\n"}) is None
+        assert _display_name({"name": 5}) is None
