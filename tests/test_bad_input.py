@@ -4,6 +4,8 @@ the real API on real PostgreSQL, Redis and SMTP, and the siblings of each."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -112,6 +114,17 @@ class TestControlCharacters:
         await refused_field(odd_name, "_query")
         path = await client.get("/api/v1/accounts/abc%00def/positions", headers=admin.auth)
         await refused_field(path, "account_id")
+
+
+    @pytest.mark.parametrize("inside", [["2026-01-01T00:00:00+00:00", 5],
+                                        ["2026-01-01T00:00:00+00:00", [1]], [1, 2, 3]])
+    async def test_a_cursor_holding_other_json_is_refused(
+            self, client: Any, mail_sink: Any, inside: list[Any]) -> None:
+        admin = await signed_up(client, mail_sink)
+        cursor = base64.urlsafe_b64encode(json.dumps(inside).encode()).decode().rstrip("=")
+        response = await client.get("/api/v1/groups", params={"cursor": cursor},
+                                    headers=admin.auth)
+        await refused_field(response, "cursor")
 
 
 class TestJsonLimits:
