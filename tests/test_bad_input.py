@@ -114,6 +114,13 @@ class TestControlCharacters:
         await refused_field(odd_name, "_query")
         path = await client.get("/api/v1/accounts/abc%00def/positions", headers=admin.auth)
         await refused_field(path, "account_id")
+        public = await client.get("/api/v1/auth/sso/goo%0Agle/login")
+        await refused_field(public, "provider")
+
+    async def test_an_anonymous_caller_of_a_guarded_route_hears_401_first(
+            self, client: Any) -> None:
+        response = await client.get("/api/v1/orders?status=%00")
+        await problem(response, 401, "not_authenticated")
 
 
     @pytest.mark.parametrize("inside", [["2026-01-01T00:00:00+00:00", 5],
