@@ -22,7 +22,9 @@ import pytest
 from archomata.devservers import free_port
 from tests.factories import agent_with_key, signed_up, trading_account
 
-BUDGET_SECONDS = 20  # per run; two runs at once (user routes, bridge routes)
+# Per run; two runs at once (user routes, bridge routes). ARCHOMATA_FUZZ_SECONDS=300 for
+# a longer hunt.
+BUDGET_SECONDS = int(os.environ.get("ARCHOMATA_FUZZ_SECONDS", "20"))
 # One worker each: on CPython 3.11, ast.parse (which hypothesis calls to describe a
 # lambda) fails across threads ("AST constructor recursion depth mismatch").
 # Routes that end the caller's session: fuzzing them first would leave the rest a 401.
