@@ -42,6 +42,7 @@ from archomata.middlewares.body_limit import body_limit_middleware
 from archomata.middlewares.client_ip import client_ip_middleware
 from archomata.middlewares.csrf import csrf_middleware
 from archomata.middlewares.errors import errors_middleware
+from archomata.middlewares.params import params_middleware
 from archomata.middlewares.ratelimit import ratelimit_middleware
 from archomata.middlewares.request_id import request_id_middleware
 from archomata.middlewares.security_headers import (
@@ -110,7 +111,8 @@ async def _security(app: web.Application) -> AsyncIterator[None]:
     app[keys.SESSIONS] = SessionStore(redis, config)
     app[keys.REVOCATION] = revocation
     app[keys.AUTHENTICATOR] = Authenticator(config, redis, pool, revocation)
-    app[keys.MAILER] = Mailer(config)
+    app[keys.MAILER] = Mailer(
+        config, on_failure=lambda stage: app[keys.METRICS].mail_failures.labels(stage).inc())
     yield
     hasher.close()
 
@@ -156,6 +158,7 @@ def create_app(config: Config) -> web.Application:
             csrf_middleware,
             authn_middleware,
             ratelimit_middleware,
+            params_middleware,
         ],
         client_max_size=config.max_body_bytes,
     )

@@ -97,7 +97,7 @@ class Config:
     frontend_origins: tuple[str, ...]
     frontend_url: str
     public_url: str
-    smtp_url: str
+    smtp_url: Secret[str]
     mail_from: str
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     bcrypt_rounds: int
@@ -344,8 +344,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         frontend_url=frontend_url,
         public_url=_check_url("PUBLIC_URL", reader.str("PUBLIC_URL", "http://127.0.0.1:8080"),
                               {"http", "https"}, production),
-        smtp_url=_check_url("SMTP_URL", reader.str("SMTP_URL", "smtp://127.0.0.1:25"),
-                            {"smtp", "smtps"}, production=False),
+        smtp_url=Secret(_check_url("SMTP_URL", reader.str("SMTP_URL", "smtp://127.0.0.1:25"),
+                                   {"smtp", "smtps"}, production=False)),
         mail_from=reader.str("MAIL_FROM", "Archomata <no-reply@archomata.local>"),
         trusted_proxies=_trusted_proxies(reader),
         bcrypt_rounds=reader.int("BCRYPT_ROUNDS", 12, 4, 31),

@@ -1,7 +1,8 @@
 """The errors a client can see, each with an HTTP status and a stable `code`.
 
     ApiError
-     ├── BadRequest             400  malformed_json, invalid_token, ...
+     ├── BadRequest             400  malformed_json, json_too_deep, number_out_of_range,
+     │                               invalid_token, ...
      ├── Unauthorized           401  not_authenticated, invalid_credentials, token_invalid,
      │                               session_revoked, org_disabled, ...
      ├── Forbidden              403  permission_denied, no_org, email_not_verified,
@@ -19,7 +20,9 @@
 
 Handlers raise these; the errors middleware renders them as RFC 9457 problem+json.
 Foreign errors (asyncpg, redis, marshmallow) are translated once, at the boundary that
-meets them, with `raise ... from exc`. A `detail` is shown to the client: it must never
+meets them, with `raise ... from exc`: PostgreSQL's refusals (a unique violation is a 409
+with the constraint's code, a value it cannot store a 422) at the transaction door,
+archomata.db. A `detail` is shown to the client: it must never
 hold a secret, SQL, a path or a stack trace.
 """
 

@@ -51,6 +51,10 @@ class Metrics:
         self.ratelimit_fallback = Counter(
             "archomata_ratelimit_fallback", "Rate-limit checks served from memory while "
             "Redis was unreachable", registry=self.registry)
+        self.mail_failures = Counter(
+            "archomata_mail_failures", "Mails not sent, by the stage that failed (build or "
+            "send); the request that sent them had committed", ["stage"],
+            registry=self.registry)
         self.registry.register(_PoolCollector(app))
 
 

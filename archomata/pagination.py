@@ -50,8 +50,12 @@ def encode(at: datetime, item_id: UUID) -> str:
 def decode(cursor: str) -> Position:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        at, item_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return Position(datetime.fromisoformat(at), UUID(item_id))
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        # A client can hand back any JSON here: only the two strings encode() writes.
+        if not isinstance(value, list) or len(value) != 2 \
+                or not all(isinstance(part, str) for part in value):
+            raise ValueError("not a cursor")
+        return Position(datetime.fromisoformat(value[0]), UUID(value[1]))
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
         raise ValidationFailed("The cursor is not valid.",
                                errors={"cursor": ["Not a valid cursor."]}) from None

@@ -63,3 +63,25 @@ class TestLoadConfig:
         assert "a" * 32 not in text
         assert "pw@" not in text
         assert "AAECAwQF" not in text
+
+    def test_no_secret_of_any_setting_prints(self) -> None:
+        # Every setting that can carry a secret, each with a distinctive one.
+        secrets = {
+            "ARCHOMATA_DATABASE_URL": ("postgresql://app:{}@127.0.0.1/archomata", "dbpass1x"),
+            "ARCHOMATA_DATABASE_OWNER_URL": ("postgresql://own:{}@127.0.0.1/a", "ownpass2x"),
+            "ARCHOMATA_REDIS_URL": ("redis://:{}@127.0.0.1:6379/0", "redispass3x"),
+            "ARCHOMATA_SMTP_URL": ("smtp://mailer:{}@127.0.0.1:25", "smtppass4x"),
+            "ARCHOMATA_JWT_SECRETS": ("k1:{}", "jwtsecret5x" + "j" * 32),
+            "ARCHOMATA_DATA_KEY": ("{}", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            "ARCHOMATA_DATA_KEY_PREVIOUS": ("{}", "Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA="),
+            "ARCHOMATA_SSO_GOOGLE_CLIENT_SECRET": ("{}", "googlesecret6x"),
+            "ARCHOMATA_SSO_AZURE_CLIENT_SECRET": ("{}", "azuresecret7x"),
+        }
+        config = config_with(ARCHOMATA_SSO_GOOGLE_CLIENT_ID="g-id",
+                             ARCHOMATA_SSO_AZURE_CLIENT_ID="a-id",
+                             **{name: form.format(secret)
+                                for name, (form, secret) in secrets.items()})
+        for text in (repr(config), str(config)):
+            for name, (_, secret) in secrets.items():
+                assert secret[:10] not in text, name
+        assert config.smtp_url.reveal() == "smtp://mailer:smtppass4x@127.0.0.1:25"

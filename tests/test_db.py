@@ -11,6 +11,7 @@ import pytest
 from archomata.audit import AuditContext
 from archomata.config import Config
 from archomata.db import _scoped_tx, create_pool, service_tx, system_tx
+from archomata.errors import Conflict, ValidationFailed
 from archomata.onboarding import NewAccount, create_user_with_org
 from tests.factories import unique_email
 
@@ -138,3 +139,46 @@ class TestPoolRelease:
             await pool.close()
         # asyncpg alone lets the newcomer take the connection freed for the one waiting.
         assert order == ["waiting", "newcomer"]
+
+
+class TestDatabaseRefusals:
+    """Foreign errors become client errors at the transaction door, nowhere else."""
+
+    async def test_a_unique_violation_is_a_409_with_the_constraints_code(
+            self, pool: asyncpg.Pool) -> None:
+        account = await _account(pool)
+        insert = "insert into groups (org_id, name) values ($1, 'Twins')"
+        async with service_tx(pool, org_id=account.org.id) as tx:
+            await tx.execute(insert, account.org.id)
+        with pytest.raises(Conflict) as raised:
+            async with service_tx(pool, org_id=account.org.id) as tx:
+                await tx.execute(insert, account.org.id)
+        assert raised.value.code == "group_name_taken"
+        assert "groups" not in raised.value.detail  # no constraint or table named
+        assert isinstance(raised.value.__cause__, asyncpg.UniqueViolationError)
+
+    async def test_an_unlisted_unique_violation_is_a_plain_conflict(
+            self, pool: asyncpg.Pool) -> None:
+        account = await _account(pool)
+        with pytest.raises(Conflict) as raised:
+            async with service_tx(pool, org_id=account.org.id) as tx:
+                await tx.execute("insert into memberships (org_id, user_id, org_role) "
+                                 "values ($1, $2, 'member')", account.org.id, account.user.id)
+        assert raised.value.code == "conflict"
+
+    @pytest.mark.parametrize(("sql", "args"), [
+        ("select $1::text", ("nul\x00",)),           # PostgreSQL refuses NUL in text
+        ("select $1::jsonb", ({"a": "\x00"},)),  # and in jsonb
+        ("select $1::bigint", (2**63,)),            # asyncpg refuses it before sending
+        ("select 'x'::int", ()),
+    ])
+    async def test_a_value_the_database_refuses_is_a_422(
+            self, pool: asyncpg.Pool, sql: str, args: tuple[object, ...]) -> None:
+        with pytest.raises(ValidationFailed):
+            async with system_tx(pool) as tx:
+                await tx.fetchval(sql, *args)
+
+    async def test_the_servers_own_errors_stay_its_own(self, pool: asyncpg.Pool) -> None:
+        with pytest.raises(asyncpg.UndefinedTableError):
+            async with system_tx(pool) as tx:
+                await tx.fetchval("select 1 from no_such_table")

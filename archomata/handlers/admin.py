@@ -15,6 +15,7 @@ from archomata.invitation_revocation import revoke_with_inviter
 from archomata.openapi import doc
 from archomata.pagination import listing, page_of
 from archomata.schemas.common import OrgSchema, UserSchema
+from archomata.schemas.text import Text
 from archomata.security.principal import PlatformRole
 from archomata.store import orgs, users
 from archomata.store.invitations import RevokeReason
@@ -34,7 +35,7 @@ class UserListSchema(Schema):
 
 
 class UserPatchSchema(Schema):
-    platform_role = fields.String(validate=validate.OneOf([r.value for r in PlatformRole]))
+    platform_role = Text(validate=validate.OneOf([r.value for r in PlatformRole]))
     disabled = fields.Boolean()
 
 

@@ -96,9 +96,7 @@ async def update_group(request: web.Request) -> web.Response:
     org_id = _org_id(request)
     async with org_tx(request) as tx:
         before = await _group_or_404(tx, org_id, group_id)
-        if body.get("name") not in (None, before.name) and \
-                await groups.name_taken(tx, org_id, body["name"]):
-            raise _taken(body["name"])
+        # A name taken, even by a rename racing this one, is the db's 409 group_name_taken.
         await groups.update(tx, org_id, group_id, body.get("name"), body.get("description"))
         after = await _group_or_404(tx, org_id, group_id)
         changes = {k: {"from": getattr(before, k), "to": getattr(after, k)}

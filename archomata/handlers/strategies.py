@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-import asyncpg
 from aiohttp import web
 
 from archomata import audit
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
-from archomata.errors import Conflict, NotFound, ValidationFailed
+from archomata.errors import NotFound, ValidationFailed
 from archomata.guards import require_permission, require_write
 from archomata.handlers.params import after, caller, uuid_param
 from archomata.openapi import doc
@@ -31,10 +30,6 @@ routes = web.RouteTableDef()
 async def _check_accounts(tx: Tx, org_id: UUID, account_ids: list[UUID] | None) -> None:
     if account_ids and not await strategies.accounts_exist(tx, org_id, account_ids):
         raise ValidationFailed("No such account.", errors={"account_ids": ["No such account."]})
-
-
-def _name_taken() -> Conflict:
-    return Conflict("A strategy with this name exists.", code="name_taken")
 
 
 @routes.get("/api/v1/strategies")
@@ -67,15 +62,12 @@ async def get_strategy(request: web.Request) -> web.Response:
 async def create_strategy(request: web.Request) -> web.Response:
     org_id, _ = caller(request)
     body = await load_body(request, StrategyCreateSchema)
-    try:
-        async with org_tx(request) as tx:
-            await _check_accounts(tx, org_id, body["account_ids"])
-            strategy = await strategies.insert(tx, org_id, body)
-            await audit.record(tx, request, AuditAction.STRATEGY_CREATED,
-                               resource_type="strategy", resource_id=strategy.id,
-                               details={"name": strategy.name, "enabled": strategy.enabled})
-    except asyncpg.UniqueViolationError as exc:
-        raise _name_taken() from exc
+    async with org_tx(request) as tx:  # a name taken is the db's 409 name_taken
+        await _check_accounts(tx, org_id, body["account_ids"])
+        strategy = await strategies.insert(tx, org_id, body)
+        await audit.record(tx, request, AuditAction.STRATEGY_CREATED,
+                           resource_type="strategy", resource_id=strategy.id,
+                           details={"name": strategy.name, "enabled": strategy.enabled})
     return json_response(strategy, status=201)
 
 
@@ -89,17 +81,14 @@ async def update_strategy(request: web.Request) -> web.Response:
     body = await load_body(request, StrategyPatchSchema)
     if not body:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
-    try:
-        async with org_tx(request) as tx:
-            await _check_accounts(tx, org_id, body.get("account_ids"))
-            strategy = await strategies.update(tx, org_id, strategy_id, body)
-            if strategy is None:
-                raise NotFound("No such strategy.")
-            await audit.record(tx, request, AuditAction.STRATEGY_UPDATED,
-                               resource_type="strategy", resource_id=strategy_id,
-                               details={"fields": sorted(body)})
-    except asyncpg.UniqueViolationError as exc:
-        raise _name_taken() from exc
+    async with org_tx(request) as tx:  # a name taken is the db's 409 name_taken
+        await _check_accounts(tx, org_id, body.get("account_ids"))
+        strategy = await strategies.update(tx, org_id, strategy_id, body)
+        if strategy is None:
+            raise NotFound("No such strategy.")
+        await audit.record(tx, request, AuditAction.STRATEGY_UPDATED,
+                           resource_type="strategy", resource_id=strategy_id,
+                           details={"fields": sorted(body)})
     return json_response(strategy)
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from archomata.schemas.common import Email, MemberOrgSchema, Name, Password, UserSchema
+from archomata.schemas.text import Text
 
 
 class RegisterSchema(Schema):
     email = Email
     password = Password
     name = Name
-    org_name = fields.String(required=True, validate=validate.Length(1, 200))
+    org_name = Text(required=True, validate=validate.Length(1, 200))
 
 
 class RegisteredSchema(Schema):
@@ -19,26 +20,26 @@ class RegisteredSchema(Schema):
 
 
 class TokenSchema(Schema):
-    token = fields.String(required=True, validate=validate.Length(1, 200))
+    token = Text(required=True, validate=validate.Length(1, 200))
 
 
 class EmailOnlySchema(Schema):
-    email = fields.String(required=True, validate=validate.Length(1, 254))
+    email = Text(required=True, validate=validate.Length(1, 254))
 
 
 class LoginSchema(Schema):
-    email = fields.String(required=True, validate=validate.Length(1, 254))
-    password = fields.String(required=True, validate=validate.Length(1, 1024))
+    email = Text(required=True, validate=validate.Length(1, 254))
+    password = Text(multiline=True, required=True, validate=validate.Length(1, 1024))
     org_id = fields.UUID(load_default=None)
 
 
 class ResetConfirmSchema(Schema):
-    token = fields.String(required=True, validate=validate.Length(1, 200))
+    token = Text(required=True, validate=validate.Length(1, 200))
     new_password = Password
 
 
 class PasswordChangeSchema(Schema):
-    current_password = fields.String(required=True, validate=validate.Length(1, 1024))
+    current_password = Text(multiline=True, required=True, validate=validate.Length(1, 1024))
     new_password = Password
 
 

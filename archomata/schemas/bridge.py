@@ -16,6 +16,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from archomata.schemas.text import Text
 from archomata.schemas.trading import CredentialsSchema
 from archomata.schemas.values import (
     SIDES,
@@ -50,11 +51,12 @@ class Rows(fields.List):
     """A list of flat objects, loaded as one list per column (in `columns` order)."""
 
     def __init__(self, inner: fields.Nested, columns: tuple[Column, ...], max_rows: int,
-                 **kwargs: Any) -> None:
+                 unique: str | None = None, **kwargs: Any) -> None:
         super().__init__(inner, validate=validate.Length(max=max_rows), **kwargs)
         self.columns = columns
         self.max_rows = max_rows
         self.names = frozenset(c.name for c in columns)
+        self.unique = unique
 
     def _deserialize(self, value: Any, attr: str | None, data: Any,
                      **kwargs: Any) -> list[list[Any]]:
@@ -70,9 +72,25 @@ class Rows(fields.List):
                 errors[index] = problems
                 if len(errors) >= MAX_ROW_ERRORS:
                     break
+        if not errors and self.unique is not None:
+            errors = self._repeats(columns)
         if errors:
             raise ValidationError(errors)  # type: ignore[arg-type]
         return columns
+
+    def _repeats(self, columns: list[list[Any]]) -> dict[int, dict[str, list[str]]]:
+        """Rows repeating the `unique` column's value: the table's unique index would
+        refuse the whole batch, so the client hears which rows, as a 422."""
+        name = self.unique
+        assert name is not None
+        values = columns[[c.name for c in self.columns].index(name)]
+        first: dict[Any, int] = {}
+        errors: dict[int, dict[str, list[str]]] = {}
+        for index, value in enumerate(values):
+            seen = first.setdefault(value, index)
+            if seen != index and len(errors) < MAX_ROW_ERRORS:
+                errors[index] = {name: [f"Repeats the {name} of item {seen}."]}
+        return errors
 
     def _row(self, item: Any, columns: list[list[Any]]) -> dict[str, list[str]]:
         if not isinstance(item, dict):
@@ -119,7 +137,7 @@ DEAL_COLUMNS = tuple(_BY_NAME[name] if name not in ("profit", "commission", "swa
 class PositionInSchema(Schema):
     ticket = Ticket(required=True)
     symbol = Symbol(required=True)
-    side = fields.String(required=True, validate=validate.OneOf(SIDES))
+    side = Text(required=True, validate=validate.OneOf(SIDES))
     volume = DecimalString(required=True)
     open_price = DecimalString(required=True)
     current_price = DecimalString(allow_none=True)
@@ -134,7 +152,7 @@ class DealInSchema(Schema):
     order_ticket = Ticket(allow_none=True)
     position_id = Ticket(allow_none=True)
     symbol = Symbol(required=True)
-    side = fields.String(required=True, validate=validate.OneOf(SIDES))
+    side = Text(required=True, validate=validate.OneOf(SIDES))
     volume = DecimalString(required=True)
     price = DecimalString(required=True)
     profit = DecimalString(allow_none=True)
@@ -149,7 +167,7 @@ def _bounded_terminals(value: list[Any]) -> None:
 
 
 class HeartbeatSchema(Schema):
-    version = fields.String(required=True, validate=validate.Length(1, 100))
+    version = Text(required=True, validate=validate.Length(1, 100))
     terminals = fields.List(fields.Raw(), load_default=None, allow_none=True,
                             validate=[validate.Length(max=64), _bounded_terminals])
 
@@ -178,9 +196,9 @@ class AccountStateSchema(Schema):
     equity = DecimalString(required=True)
     margin = DecimalString(required=True)
     free_margin = DecimalString(required=True)
-    currency = fields.String(required=True, validate=validate.Length(1, 16))
+    currency = Text(required=True, validate=validate.Length(1, 16))
     positions = Rows(fields.Nested(PositionInSchema), POSITION_COLUMNS, MAX_POSITIONS,
-                     required=True)
+                     unique="ticket", required=True)
 
 
 class DealBatchSchema(Schema):
@@ -209,9 +227,9 @@ class CommandListSchema(Schema):
 
 
 class CommandResultSchema(Schema):
-    status = fields.String(required=True, validate=validate.OneOf(COMMAND_RESULTS))
+    status = Text(required=True, validate=validate.OneOf(COMMAND_RESULTS))
     broker_ticket = Ticket(load_default=None, allow_none=True)
     price = DecimalString(load_default=None, allow_none=True, positive=True)
-    message = fields.String(load_default=None, allow_none=True,
+    message = Text(multiline=True, load_default=None, allow_none=True,
                             validate=validate.Length(max=1000))
 

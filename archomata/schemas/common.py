@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from archomata.schemas.text import EmailText, Text
 from archomata.security.passwords import MAX_LENGTH, MIN_LENGTH
 
-Password = fields.String(required=True, validate=validate.Length(MIN_LENGTH, MAX_LENGTH))
-Name = fields.String(required=True, validate=validate.Length(1, 200))
-Email = fields.Email(required=True, validate=validate.Length(3, 254))
+Password = Text(multiline=True, required=True, validate=validate.Length(MIN_LENGTH, MAX_LENGTH))
+Name = Text(required=True, validate=validate.Length(1, 200))
+Email = EmailText(required=True, validate=validate.Length(3, 254))
 
 
 class UserSchema(Schema):

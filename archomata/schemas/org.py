@@ -5,14 +5,15 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from archomata.schemas.common import Email
+from archomata.schemas.text import Text
 from archomata.security.principal import OrgRole
 
-OrgRoleField = fields.String(required=True, validate=validate.OneOf([r.value for r in OrgRole]))
+OrgRoleField = Text(required=True, validate=validate.OneOf([r.value for r in OrgRole]))
 IdList = fields.List(fields.UUID(), validate=validate.Length(max=100), load_default=list)
 
 
 class OrgPatchSchema(Schema):
-    name = fields.String(required=True, validate=validate.Length(1, 200))
+    name = Text(required=True, validate=validate.Length(1, 200))
 
 
 class RefSchema(Schema):
@@ -37,7 +38,7 @@ class MemberListSchema(Schema):
 
 class InvitationCreateSchema(Schema):
     email = Email
-    org_role = fields.String(load_default=OrgRole.MEMBER.value,
+    org_role = Text(load_default=OrgRole.MEMBER.value,
                              validate=validate.OneOf([r.value for r in OrgRole]))
     role_ids = IdList
     group_ids = IdList
@@ -61,9 +62,9 @@ class InvitationListSchema(Schema):
 
 
 class AcceptInvitationSchema(Schema):
-    token = fields.String(required=True, validate=validate.Length(1, 200))
-    name = fields.String(validate=validate.Length(1, 200))
-    password = fields.String(validate=validate.Length(1, 1024))
+    token = Text(required=True, validate=validate.Length(1, 200))
+    name = Text(validate=validate.Length(1, 200))
+    password = Text(multiline=True, validate=validate.Length(1, 1024))
 
 
 class MemberPatchSchema(Schema):
@@ -100,13 +101,13 @@ class PermissionListSchema(Schema):
 
 
 class GroupCreateSchema(Schema):
-    name = fields.String(required=True, validate=validate.Length(1, 200))
-    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    name = Text(required=True, validate=validate.Length(1, 200))
+    description = Text(multiline=True, load_default="", validate=validate.Length(max=2000))
 
 
 class GroupPatchSchema(Schema):
-    name = fields.String(validate=validate.Length(1, 200))
-    description = fields.String(validate=validate.Length(max=2000))
+    name = Text(validate=validate.Length(1, 200))
+    description = Text(multiline=True, validate=validate.Length(max=2000))
 
 
 class GroupSchema(Schema):

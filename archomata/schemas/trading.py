@@ -10,6 +10,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from archomata.schemas.common import Name
+from archomata.schemas.text import Text
 from archomata.schemas.values import SIDES, DecimalString, Symbol, Ticket, Timestamp
 
 MAX_LOGIN = 2**63 - 1
@@ -17,7 +18,7 @@ MAX_PARAMETERS_BYTES = 16 * 1024
 MAX_PARAMETERS_DEPTH = 8
 CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")  # Regexp only matches the start
 ORDER_STATUSES = ("pending", "sent", "filled", "rejected", "error", "cancelled")
-Text200 = fields.String(required=True, validate=validate.Length(1, 200))
+Text200 = Text(required=True, validate=validate.Length(1, 200))
 
 
 def _page_of(item: type[Schema]) -> type[Schema]:
@@ -58,7 +59,7 @@ AgentListSchema = _page_of(AgentSchema)
 # --- accounts and risk limits ----------------------------------------------------------
 
 class CredentialsSchema(Schema):
-    password = fields.String(required=True, validate=validate.Length(1, 256))
+    password = Text(multiline=True, required=True, validate=validate.Length(1, 256))
 
 
 class AccountCreateSchema(Schema):
@@ -66,17 +67,17 @@ class AccountCreateSchema(Schema):
     broker = Text200
     server = Text200
     login = fields.Integer(required=True, strict=True, validate=validate.Range(1, MAX_LOGIN))
-    environment = fields.String(required=True, validate=validate.OneOf(["demo", "live"]))
+    environment = Text(required=True, validate=validate.OneOf(["demo", "live"]))
     agent_id = fields.UUID(load_default=None, allow_none=True)
     credentials = fields.Nested(CredentialsSchema, load_default=None, allow_none=True)
 
 
 class AccountPatchSchema(Schema):
-    name = fields.String(validate=validate.Length(1, 200))
-    broker = fields.String(validate=validate.Length(1, 200))
-    server = fields.String(validate=validate.Length(1, 200))
+    name = Text(validate=validate.Length(1, 200))
+    broker = Text(validate=validate.Length(1, 200))
+    server = Text(validate=validate.Length(1, 200))
     login = fields.Integer(strict=True, validate=validate.Range(1, MAX_LOGIN))
-    environment = fields.String(validate=validate.OneOf(["demo", "live"]))
+    environment = Text(validate=validate.OneOf(["demo", "live"]))
     agent_id = fields.UUID(allow_none=True)
     credentials = fields.Nested(CredentialsSchema, allow_none=True,
                                 metadata={"description": "null removes them"})
@@ -156,14 +157,14 @@ HistoryQuerySchema = Schema.from_dict({
 
 class OrderDraftSchema(Schema):
     symbol = Symbol(required=True)
-    side = fields.String(required=True, validate=validate.OneOf(SIDES))
-    type = fields.String(required=True, validate=validate.OneOf(["market", "limit", "stop"]))
+    side = Text(required=True, validate=validate.OneOf(SIDES))
+    type = Text(required=True, validate=validate.OneOf(["market", "limit", "stop"]))
     volume = DecimalString(required=True, positive=True)
     price = DecimalString(load_default=None, allow_none=True, positive=True,
                           metadata={"description": "required for limit and stop orders"})
     sl = DecimalString(load_default=None, allow_none=True, positive=True)
     tp = DecimalString(load_default=None, allow_none=True, positive=True)
-    client_order_id = fields.String(
+    client_order_id = Text(
         load_default=None, allow_none=True, validate=validate.Regexp(CLIENT_ORDER_ID),
         metadata={"description": "a retry with the same id returns the first order (200)"})
 
@@ -202,7 +203,7 @@ OrderListSchema = _page_of(OrderSchema)
 
 class OrderQuerySchema(Schema):
     account_id = fields.UUID(load_default=None)
-    status = fields.String(load_default=None, validate=validate.OneOf(ORDER_STATUSES))
+    status = Text(load_default=None, validate=validate.OneOf(ORDER_STATUSES))
 
 
 # --- strategies ------------------------------------------------------------------------
@@ -227,21 +228,21 @@ def _account_ids(**kwargs: Any) -> fields.List:
 
 
 def _parameters(**kwargs: Any) -> fields.Dict:
-    return fields.Dict(keys=fields.String(validate=validate.Length(1, 200)),
+    return fields.Dict(keys=Text(validate=validate.Length(1, 200)),
                        validate=_bounded_object, **kwargs)
 
 
 class StrategyCreateSchema(Schema):
     name = Name
-    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    description = Text(multiline=True, load_default="", validate=validate.Length(max=2000))
     account_ids = _account_ids(load_default=list)
     parameters = _parameters(load_default=dict)
     enabled = fields.Boolean(load_default=False)
 
 
 class StrategyPatchSchema(Schema):
-    name = fields.String(validate=validate.Length(1, 200))
-    description = fields.String(validate=validate.Length(max=2000))
+    name = Text(validate=validate.Length(1, 200))
+    description = Text(multiline=True, validate=validate.Length(max=2000))
     account_ids = _account_ids()
     parameters = _parameters()
     enabled = fields.Boolean()

@@ -42,6 +42,7 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 from archomata.config import Config, SsoProvider
+from archomata.schemas.text import NOT_SINGLE_LINE, text_problem
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,23 @@ def asserted(value: Any) -> bool:
 
 
 def _text_claim(claims: dict[str, Any], name: str, max_length: int = 255) -> str | None:
+    """A single-line claim under the text rules (archomata.schemas.text), else None: a
+    provider's text reaches the database and mail headers as a client's would."""
     value = claims.get(name)
-    if isinstance(value, str) and 0 < len(value.strip()) <= max_length:
+    if isinstance(value, str) and 0 < len(value.strip()) <= max_length \
+            and text_problem(value, multiline=False) is None:
         return value.strip()
     return None
+
+
+def _display_name(claims: dict[str, Any]) -> str | None:
+    """The `name` claim with any line break or control character made a space: a display
+    name the person typed at their provider is theirs, not a reason to refuse them."""
+    value = claims.get("name")
+    if not isinstance(value, str):
+        return None
+    return _text_claim({"name": " ".join(NOT_SINGLE_LINE.sub(" ", value).split())}, "name",
+                       200)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +284,7 @@ class OidcClient:
         if subject is None:
             raise SsoError("sso_failed", "invalid_id_token:subject_missing")
         email = _text_claim(claims, "email", 254)
-        name = _text_claim(claims, "name", 200) or (email.split("@")[0] if email else None)
+        name = _display_name(claims) or (email.split("@")[0] if email else None)
         return Assertion(self.name, subject, email,
                          email is not None and self.flavour.email_verified(claims),
                          (name or "Single sign-on user")[:200])

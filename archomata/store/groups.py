@@ -138,10 +138,3 @@ ADD_USER_TO = """
 async def add_user_to(tx: Tx, org_id: UUID, user_id: UUID, group_ids: list[UUID]) -> None:
     """Puts a member into those of `group_ids` that still exist."""
     await tx.execute(ADD_USER_TO, org_id, user_id, group_ids)
-
-
-NAME_TAKEN = "select 1 from groups where org_id = $1 and name = $2"
-
-
-async def name_taken(tx: Tx, org_id: UUID, name: str) -> bool:
-    return await tx.fetchval(NAME_TAKEN, org_id, name) is not None
