@@ -12,7 +12,6 @@ from dataclasses import asdict
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 from aiohttp import web
 
 from archomata import audit, credentials, custody, keys
@@ -87,9 +86,6 @@ def _sealed(request: web.Request, account_id: UUID, secret: dict[str, Any] | Non
     return credentials.seal(request.app[keys.DATA_KEYS], account_id, secret)
 
 
-def _login_taken() -> Conflict:
-    return Conflict("The agent already has an account with this login.", code="login_taken")
-
 
 async def _account_or_404(tx: Tx, org_id: UUID, account_id: UUID) -> accounts.Account:
     account = await accounts.get(tx, org_id, account_id)
@@ -132,18 +128,15 @@ async def create_account(request: web.Request) -> web.Response:
     body["credentials"] = _sealed(request, account_id, body["credentials"])
     after = custody.Holding(body["agent_id"], body["credentials"] is not None,
                             (body["broker"], body["server"]))
-    try:
-        async with org_tx(request) as tx:
-            await _lock_agent(tx, org_id, body["agent_id"])
-            await _guard_handover(tx, principal, None, after, after.has_credentials)
-            account = await accounts.insert(tx, account_id, org_id, body)
-            await audit.record(tx, request, AuditAction.ACCOUNT_CREATED,
-                               resource_type="account", resource_id=account.id,
-                               details={"name": account.name, "login": account.login,
-                                        "environment": account.environment,
-                                        "agent_id": account.agent_id and str(account.agent_id)})
-    except asyncpg.UniqueViolationError as exc:
-        raise _login_taken() from exc
+    async with org_tx(request) as tx:
+        await _lock_agent(tx, org_id, body["agent_id"])
+        await _guard_handover(tx, principal, None, after, after.has_credentials)
+        account = await accounts.insert(tx, account_id, org_id, body)
+        await audit.record(tx, request, AuditAction.ACCOUNT_CREATED,
+                           resource_type="account", resource_id=account.id,
+                           details={"name": account.name, "login": account.login,
+                                    "environment": account.environment,
+                                    "agent_id": account.agent_id and str(account.agent_id)})
     return json_response(account, status=201)
 
 
@@ -164,23 +157,20 @@ async def update_account(request: web.Request) -> web.Response:
     if "credentials" in body:
         body["credentials"] = _sealed(request, account_id, body["credentials"])
     credentials_set = body.get("credentials") is not None
-    try:
-        async with org_tx(request) as tx:
-            before = await _lock_for_change(tx, org_id, account_id, body, credentials_set)
-            after = custody.Holding(
-                body.get("agent_id", before.agent_id),
-                credentials_set if "credentials" in body else before.has_credentials,
-                (body.get("broker", before.destination[0]),
-                 body.get("server", before.destination[1])))
-            await _guard_handover(tx, principal, before, after, credentials_set)
-            account = await accounts.update(tx, org_id, account_id, body)
-            if account is None:
-                raise NotFound("No such account.")
-            await audit.record(tx, request, AuditAction.ACCOUNT_UPDATED,
-                               resource_type="account", resource_id=account_id,
-                               details={"fields": sorted(body)})
-    except asyncpg.UniqueViolationError as exc:
-        raise _login_taken() from exc
+    async with org_tx(request) as tx:
+        before = await _lock_for_change(tx, org_id, account_id, body, credentials_set)
+        after = custody.Holding(
+            body.get("agent_id", before.agent_id),
+            credentials_set if "credentials" in body else before.has_credentials,
+            (body.get("broker", before.destination[0]),
+             body.get("server", before.destination[1])))
+        await _guard_handover(tx, principal, before, after, credentials_set)
+        account = await accounts.update(tx, org_id, account_id, body)
+        if account is None:
+            raise NotFound("No such account.")
+        await audit.record(tx, request, AuditAction.ACCOUNT_UPDATED,
+                           resource_type="account", resource_id=account_id,
+                           details={"fields": sorted(body)})
     return json_response(account)
 
 

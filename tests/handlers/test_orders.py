@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,6 +74,17 @@ class TestPlacing:
         commands = await (await client.get("/api/v1/bridge/commands",
                                            headers=agent_auth(key))).json()
         assert commands["commands"] == []  # unassigned: the agent no longer sees the account
+        orders = await (await client.get("/api/v1/orders", headers=admin.auth)).json()
+        assert len(orders["items"]) == 1
+
+    async def test_concurrent_retries_with_one_client_order_id_make_one_order(
+            self, client: Any, mail_sink: Any) -> None:
+        admin, account, _ = await desk(client, mail_sink)
+        answers = await asyncio.gather(*(place(client, admin, account, client_order_id="race-1")
+                                         for _ in range(10)))
+        statuses = sorted(a.status for a in answers)
+        assert statuses == [200] * 9 + [201]
+        assert len({(await a.json())["id"] for a in answers}) == 1
         orders = await (await client.get("/api/v1/orders", headers=admin.auth)).json()
         assert len(orders["items"]) == 1
 
