@@ -8,12 +8,12 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from archomata import keys
 from archomata.guards import public
 from archomata.migrations import current_version
 from archomata.openapi import doc
+from archomata.redis_boundary import REDIS_FAILURES
 
 routes = web.RouteTableDef()
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -35,7 +35,7 @@ async def _check_postgres(app: web.Application) -> tuple[str, int | None]:
 async def _check_redis(app: web.Application) -> str:
     try:
         await app[keys.REDIS].ping()
-    except (OSError, TimeoutError, RedisError):
+    except REDIS_FAILURES:  # readiness reports the outage, it does not answer it
         return "unavailable"
     return "ok"
 
