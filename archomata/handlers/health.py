@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from archomata import keys
 from archomata.guards import public
+from archomata.metrics import METRICS
 from archomata.migrations import current_version
 from archomata.openapi import doc
 from archomata.redis_boundary import REDIS_FAILURES
@@ -60,7 +61,7 @@ async def ready(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[keys.METRICS].registry)
+    body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

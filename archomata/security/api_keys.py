@@ -325,3 +325,7 @@ class ApiKeyAuthenticator:
         with contextlib.suppress(*REDIS_FAILURES):
             await self._proven(keys=[tries_key(key_id), addresses_key(key_id)],
                                args=[address, KEY_KNOWN_ADDRESS_SECONDS * 1000])
+
+
+# This component's app key: beside its class, not in archomata.keys (which says why).
+API_KEYS = web.AppKey("api_keys", ApiKeyAuthenticator)

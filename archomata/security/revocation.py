@@ -26,6 +26,7 @@ from uuid import UUID
 
 import asyncpg
 import orjson
+from aiohttp import web
 from redis.asyncio import Redis
 
 from archomata.db import system_tx
@@ -181,3 +182,7 @@ class Revocation:
             async with self.redis.pipeline(transaction=False) as pipe:
                 queue(pipe)
                 await pipe.execute()
+
+
+# This component's app key: beside its class, not in archomata.keys (which says why).
+REVOCATION = web.AppKey("revocation", Revocation)
