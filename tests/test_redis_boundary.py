@@ -167,7 +167,7 @@ class TestComponentsWithoutRedis:
         finally:
             await pool.close()
 
-    async def test_sso_states_and_api_key_revocation_are_translated(
+    async def test_sso_states_and_api_key_calls_are_translated(
             self, dead_redis: Redis) -> None:
         states = LoginStates(dead_redis)
         login = new_login("google", "/")
@@ -176,6 +176,8 @@ class TestComponentsWithoutRedis:
         api_keys = ApiKeyAuthenticator(dead_redis, cast(Any, None), cast(Any, None),
                                        cast(Any, None))
         await raises_unavailable(api_keys.revoke("ak_test"))
+        # The check a key makes when Redis lost its state (reached between two outages).
+        await raises_unavailable(api_keys._rebuild())
 
     async def test_the_fallbacks_keep_serving(self, dead_redis: Redis) -> None:
         limiter = RateLimiter(dead_redis)
