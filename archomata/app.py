@@ -35,7 +35,7 @@ from archomata.handlers import (
     strategies,
 )
 from archomata.mail import Mailer
-from archomata.metrics import Metrics, metrics_middleware
+from archomata.metrics import METRICS, Metrics, metrics_middleware
 from archomata.middlewares.access_log import access_log_middleware
 from archomata.middlewares.authn import authn_middleware
 from archomata.middlewares.body_limit import body_limit_middleware
@@ -51,13 +51,13 @@ from archomata.middlewares.security_headers import (
 )
 from archomata.middlewares.timeout import timeout_middleware
 from archomata.openapi import build_spec
-from archomata.security.api_keys import ApiKeyAuthenticator
-from archomata.security.authenticator import Authenticator
+from archomata.security.api_keys import API_KEYS, ApiKeyAuthenticator
+from archomata.security.authenticator import AUTHENTICATOR, Authenticator
 from archomata.security.crypto import DataKeys
 from archomata.security.login_throttle import LoginThrottle
 from archomata.security.passwords import PasswordHasher
 from archomata.security.ratelimit import RateLimiter
-from archomata.security.revocation import Revocation
+from archomata.security.revocation import REVOCATION, Revocation
 from archomata.security.sessions import SessionStore
 
 log = logging.getLogger(__name__)
@@ -109,17 +109,17 @@ async def _security(app: web.Application) -> AsyncIterator[None]:
     revocation = Revocation(redis, pool)
     app[keys.PASSWORDS] = hasher
     app[keys.SESSIONS] = SessionStore(redis, config)
-    app[keys.REVOCATION] = revocation
-    app[keys.AUTHENTICATOR] = Authenticator(config, redis, pool, revocation)
+    app[REVOCATION] = revocation
+    app[AUTHENTICATOR] = Authenticator(config, redis, pool, revocation)
     app[keys.MAILER] = Mailer(
-        config, on_failure=lambda stage: app[keys.METRICS].mail_failures.labels(stage).inc())
+        config, on_failure=lambda stage: app[METRICS].mail_failures.labels(stage).inc())
     yield
     hasher.close()
 
 
 async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
     config, redis = app[keys.CONFIG], app[keys.REDIS]
-    on_fallback = app[keys.METRICS].ratelimit_fallback.inc
+    on_fallback = app[METRICS].ratelimit_fallback.inc
     app[keys.RATE_LIMITER] = RateLimiter(redis, on_fallback=on_fallback)
     app[keys.LOGIN_THROTTLE] = LoginThrottle(
         redis, free_failures=config.login_backoff_after,
@@ -134,10 +134,10 @@ async def _bridge(app: web.Application) -> AsyncIterator[None]:
     app[keys.DATA_KEYS] = DataKeys(config.data_key.reveal(),
                                    [k.reveal() for k in config.data_key_previous])
     api_keys = ApiKeyAuthenticator(redis, app[keys.DB_POOL], app[keys.PASSWORDS],
-                                   app[keys.REVOCATION])
+                                   app[REVOCATION])
     broadcast = Broadcast(redis, config.redis_url.reveal(),
                           on_key_revoked=api_keys.cache.drop_key_id)
-    app[keys.API_KEYS] = api_keys
+    app[API_KEYS] = api_keys
     app[keys.BROADCAST] = broadcast
     broadcast.start()
     yield
@@ -163,7 +163,7 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.max_body_bytes,
     )
     app[keys.CONFIG] = config
-    app[keys.METRICS] = Metrics(app)
+    app[METRICS] = Metrics(app)
     app[keys.EXPECTED_SCHEMA_VERSION] = migrations.expected_version()
     app.cleanup_ctx.extend([_database, _redis, _security, _rate_limits])
     app.cleanup_ctx.append(_bridge)

@@ -21,7 +21,8 @@ from typing import Any
 from uuid import UUID
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from archomata.redis_boundary import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Broadcast:
         # Fail open: a lost wake-up only delays the command to the end of the long poll.
         try:
             await self.redis.publish(WAKE_CHANNEL, str(agent_id))
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             log.warning("could not publish a wake-up", extra={"error": type(exc).__name__})
 
     async def key_revoked(self, key_id: str) -> None:
@@ -89,7 +90,7 @@ class Broadcast:
         # frees the other instances' cache entries sooner.
         try:
             await self.redis.publish(KEY_REVOKED_CHANNEL, key_id)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             log.warning("could not publish a key revocation", extra={"error": type(exc).__name__})
 
     def _wake_local(self, agent_id: UUID | None) -> None:
@@ -124,7 +125,7 @@ class Broadcast:
                         if message is not None:
                             backoff = 0.1
                             self._dispatch(message)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:  # a background task: it waits the outage out
                 self.subscribed.clear()
                 log.warning("pub/sub connection lost; reconnecting",
                             extra={"error": type(exc).__name__})

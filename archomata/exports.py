@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from archomata.errors import RateLimited, ServiceUnavailable
+from archomata.redis_boundary import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class ExportSlots:
         try:
             held = await self._take(keys=[slots_key(org_id)],
                                     args=[token, EXPORTS_PER_ORG, int(LEASE_SECONDS * 1000)])
-        except (RedisError, OSError):
+        except REDIS_FAILURES:  # fail open to local counts on purpose (see the module doc)
             log.warning("export slots: Redis unavailable, counting this instance's only")
             return None
         return bool(held)
@@ -147,5 +147,5 @@ class ExportSlots:
 
     async def _give_back(self, org_id: UUID, token: str) -> None:
         # If Redis is unreachable the lease ends on its own.
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_FAILURES):
             await self._redis.zrem(slots_key(org_id), token)

@@ -1,4 +1,13 @@
-"""Every typed key of the app and of a request, in one place."""
+"""The typed keys of the app and of a request.
+
+This module is a leaf: it imports only modules that never import it back, so the
+foundations (db, guards, metrics, the middlewares) read their keys here without a cycle.
+The components built on those foundations (they open transactions, run the rate-limit
+gate) keep their app key beside their class, typed by it: `REVOCATION`
+(security.revocation), `AUTHENTICATOR` (security.authenticator), `API_KEYS`
+(security.api_keys) and `METRICS` (metrics). Typing them here would import them, and
+through them db and this module again.
+"""
 
 from __future__ import annotations
 
@@ -15,15 +24,11 @@ if TYPE_CHECKING:
     from archomata.broadcast import Broadcast
     from archomata.exports import ExportSlots
     from archomata.mail import Mailer
-    from archomata.metrics import Metrics
-    from archomata.security.api_keys import ApiKeyAuthenticator
-    from archomata.security.authenticator import Authenticator
     from archomata.security.crypto import DataKeys
     from archomata.security.login_throttle import LoginThrottle
     from archomata.security.passwords import PasswordHasher
     from archomata.security.principal import Principal
     from archomata.security.ratelimit import RateDecision, RateLimiter
-    from archomata.security.revocation import Revocation
     from archomata.security.sessions import SessionStore
 
 CONFIG = web.AppKey("config", Config)
@@ -33,13 +38,9 @@ DB_TURNS = web.AppKey("db_turns", asyncio.Semaphore)
 REDIS = web.AppKey("redis", Redis)
 EXPECTED_SCHEMA_VERSION = web.AppKey("expected_schema_version", int)
 OPENAPI = web.AppKey("openapi", dict)
-METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 PASSWORDS: web.AppKey[PasswordHasher] = web.AppKey("passwords")
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
-REVOCATION: web.AppKey[Revocation] = web.AppKey("revocation")
-AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 MAILER: web.AppKey[Mailer] = web.AppKey("mailer")
-API_KEYS: web.AppKey[ApiKeyAuthenticator] = web.AppKey("api_keys")
 DATA_KEYS: web.AppKey[DataKeys] = web.AppKey("data_keys")
 BROADCAST: web.AppKey[Broadcast] = web.AppKey("broadcast")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")

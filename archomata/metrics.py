@@ -58,9 +58,13 @@ class Metrics:
         self.registry.register(_PoolCollector(app))
 
 
+# This component's app key: beside its class, not in archomata.keys (which says why).
+METRICS = web.AppKey("metrics", Metrics)
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    metrics = request.app[keys.METRICS]
+    metrics = request.app[METRICS]
     started = time.perf_counter()
     status = 500
     try:

@@ -17,6 +17,7 @@ from archomata.pagination import listing, page_of
 from archomata.schemas.common import OrgSchema, UserSchema
 from archomata.schemas.text import Text
 from archomata.security.principal import PlatformRole
+from archomata.security.revocation import REVOCATION
 from archomata.store import orgs, users
 from archomata.store.invitations import RevokeReason
 from archomata.web_json import json_response, load_body, uuid_param
@@ -63,7 +64,7 @@ async def list_users(request: web.Request) -> web.Response:
 
 async def _set_org_disabled(request: web.Request, disabled: bool) -> web.Response:
     org_id = uuid_param(request, "org_id")
-    revocation = request.app[keys.REVOCATION]
+    revocation = request.app[REVOCATION]
     async with platform_tx(request) as tx:
         org = await orgs.set_disabled(tx, org_id, disabled)
         if org is None:
@@ -122,7 +123,7 @@ async def update_user(request: web.Request) -> web.Response:
                                       request[keys.PRINCIPAL].actor_id,
                                       RevokeReason.INVITER_DISABLED)
         if user.disabled:
-            await app[keys.REVOCATION].set_user_disabled(user_id, True)
+            await app[REVOCATION].set_user_disabled(user_id, True)
             await app[keys.SESSIONS].revoke_user(user_id)
         if "platform_role" in changes:
             # Tokens carry the platform role: those minted so far die, and the next refresh
@@ -130,5 +131,5 @@ async def update_user(request: web.Request) -> web.Response:
             cut = await app[keys.SESSIONS].cut_off(user_id, end_sessions=False)
             await users.set_tokens_valid_after(tx, user_id, cut)
     if not user.disabled:
-        await app[keys.REVOCATION].set_user_disabled(user_id, False)
+        await app[REVOCATION].set_user_disabled(user_id, False)
     return json_response(user_body(user))

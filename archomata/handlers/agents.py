@@ -21,6 +21,7 @@ from archomata.schemas.trading import (
     ApiKeySchema,
 )
 from archomata.security import api_keys
+from archomata.security.api_keys import API_KEYS
 from archomata.store import accounts, agents
 from archomata.web_json import json_response, load_body
 
@@ -31,7 +32,7 @@ async def _revoke(request: web.Request, key_id: str) -> None:
     # Before the commit, as restrictive changes go: if Redis cannot take the mark the
     # change rolls back (503); if the commit fails, the old key is refused a little
     # early, never accepted a little late.
-    await request.app[keys.API_KEYS].revoke(key_id)
+    await request.app[API_KEYS].revoke(key_id)
 
 
 @routes.get("/api/v1/agents")

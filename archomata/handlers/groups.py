@@ -7,7 +7,7 @@ from uuid import UUID
 
 from aiohttp import web
 
-from archomata import audit, keys
+from archomata import audit
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
@@ -25,6 +25,7 @@ from archomata.schemas.org import (
     RoleIdsSchema,
     UserIdsSchema,
 )
+from archomata.security.revocation import REVOCATION
 from archomata.store import groups, members
 from archomata.web_json import json_response, load_body, uuid_param
 
@@ -118,7 +119,7 @@ async def delete_group(request: web.Request) -> web.Response:
         await groups.delete(tx, org_id, group_id)
         await audit.record(tx, request, AuditAction.GROUP_DELETED, resource_type="group",
                            resource_id=group_id, details={"name": group.name})
-    await request.app[keys.REVOCATION].bump_authz(org_id)
+    await request.app[REVOCATION].bump_authz(org_id)
     return web.Response(status=204)
 
 
@@ -147,7 +148,7 @@ async def set_group_members(request: web.Request) -> web.Response:
                            resource_id=group_id, details={
                                "members": {"from": _ids(before.members),
                                            "to": _ids(after.members)}})
-    await request.app[keys.REVOCATION].bump_authz(org_id)
+    await request.app[REVOCATION].bump_authz(org_id)
     return json_response(after)
 
 
@@ -169,5 +170,5 @@ async def set_group_roles(request: web.Request) -> web.Response:
                            resource_id=group_id, details={
                                "roles": {"from": [r["name"] for r in before.roles],
                                          "to": [r["name"] for r in after.roles]}})
-    await request.app[keys.REVOCATION].bump_authz(org_id)
+    await request.app[REVOCATION].bump_authz(org_id)
     return json_response(after)

@@ -8,12 +8,13 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from archomata import keys
 from archomata.guards import public
+from archomata.metrics import METRICS
 from archomata.migrations import current_version
 from archomata.openapi import doc
+from archomata.redis_boundary import REDIS_FAILURES
 
 routes = web.RouteTableDef()
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -35,7 +36,7 @@ async def _check_postgres(app: web.Application) -> tuple[str, int | None]:
 async def _check_redis(app: web.Application) -> str:
     try:
         await app[keys.REDIS].ping()
-    except (OSError, TimeoutError, RedisError):
+    except REDIS_FAILURES:  # readiness reports the outage, it does not answer it
         return "unavailable"
     return "ok"
 
@@ -60,7 +61,7 @@ async def ready(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[keys.METRICS].registry)
+    body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

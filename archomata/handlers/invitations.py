@@ -18,6 +18,7 @@ from archomata.openapi import doc
 from archomata.schemas.auth import LoginResultSchema
 from archomata.schemas.org import AcceptInvitationSchema
 from archomata.security.passwords import MAX_LENGTH, MIN_LENGTH
+from archomata.security.revocation import REVOCATION
 from archomata.store import groups, invitations, members, orgs, roles, users
 from archomata.store.invitations import Invitation
 from archomata.web_json import load_body
@@ -135,6 +136,6 @@ async def accept_invitation(request: web.Request) -> web.Response:
         user = await _join(request, invitation, invitee, body)
     except _Gone:
         raise await _refuse(request, invitation) from None
-    await request.app[keys.REVOCATION].bump_authz(org_id)
+    await request.app[REVOCATION].bump_authz(org_id)
     return await start_session(request, user, org_id, AuditAction.AUTH_LOGIN_SUCCEEDED,
                                details={"via": "invitation"})

@@ -14,6 +14,8 @@ from aiohttp.typedefs import Handler
 from archomata import keys
 from archomata.errors import ApiError, Unauthorized
 from archomata.guards import access_rule
+from archomata.security.api_keys import API_KEYS
+from archomata.security.authenticator import AUTHENTICATOR
 
 BEARER = "bearer"
 API_KEY_HEADER = "X-API-Key"
@@ -34,7 +36,7 @@ async def authn_middleware(request: web.Request, handler: Handler) -> web.Stream
         try:
             if scheme.lower() != BEARER or not token.strip():
                 raise Unauthorized("Use `Authorization: Bearer <token>`.", code="token_invalid")
-            request[keys.PRINCIPAL] = await request.app[keys.AUTHENTICATOR].principal(
+            request[keys.PRINCIPAL] = await request.app[AUTHENTICATOR].principal(
                 request, token.strip())
         except ApiError:
             if not _is_public(request):
@@ -42,7 +44,7 @@ async def authn_middleware(request: web.Request, handler: Handler) -> web.Stream
     api_key = request.headers.get(API_KEY_HEADER)
     if header is None and api_key is not None and request.path.startswith(BRIDGE_PREFIX):
         try:
-            request[keys.PRINCIPAL] = await request.app[keys.API_KEYS].principal(
+            request[keys.PRINCIPAL] = await request.app[API_KEYS].principal(
                 request, api_key)
         except ApiError:
             if not _is_public(request):

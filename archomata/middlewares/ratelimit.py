@@ -20,12 +20,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from archomata import keys
 from archomata.config import RateLimit
-from archomata.errors import ApiError, RateLimited, ServiceUnavailable
+from archomata.errors import ApiError, RateLimited
 from archomata.guards import access_rule
+from archomata.redis_boundary import REDIS_FAILURES, unavailable
 from archomata.routing import route_name
 from archomata.security.ratelimit import PendingHit, optional_hit_call
 
@@ -106,7 +106,7 @@ async def call_gate(script: AsyncScript, request: web.Request | None, own_keys: 
     failure: BaseException | None = None
     try:
         reply = await script(keys=script_keys, args=args)
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:  # the rate limit first, from memory; then the 503
         failure, reply = exc, [exc]
     if request is not None and limiter is not None and target is not None:
         decision = limiter.result_from(PendingHit(*target), reply[0])
@@ -114,7 +114,7 @@ async def call_gate(script: AsyncScript, request: web.Request | None, own_keys: 
         if refuse_now:
             decision.raise_if_refused()
     if failure is not None:
-        raise ServiceUnavailable("The session store is unavailable.") from failure
+        raise unavailable() from failure
     return list(reply[1:])
 
 

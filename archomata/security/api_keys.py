@@ -46,11 +46,11 @@ from uuid import UUID
 import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from archomata.db import system_tx
-from archomata.errors import RateLimited, ServiceUnavailable, Unauthorized
+from archomata.errors import RateLimited, Unauthorized
 from archomata.middlewares.ratelimit import call_gate, client_bucket
+from archomata.redis_boundary import REDIS_FAILURES, redis_call
 from archomata.security.passwords import Lane, PasswordHasher
 from archomata.security.principal import ActorType, Principal
 from archomata.security.ratelimit import OPTIONAL_HIT
@@ -254,10 +254,8 @@ class ApiKeyAuthenticator:
         """Marks the key dead for every instance, for longer than any cache entry lives
         (call inside the transaction that changes the key)."""
         self.cache.drop_key_id(key_id)
-        try:
+        with redis_call():
             await self.redis.set(revoked_marker(key_id), 1, ex=REVOKED_MARKER_SECONDS)
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("The session store is unavailable.") from exc
 
     async def _check(self, request: web.Request, key_id: str | None, org_id: UUID | None,
                      rate: bool = True) -> _State:
@@ -275,7 +273,9 @@ class ApiKeyAuthenticator:
         # Redis lost its state: revocation markers may be gone with it, so trust no cache.
         self.cache.clear()
         async with self._rebuilding:
-            if not await self.redis.exists(READY):
+            with redis_call():
+                ready = await self.redis.exists(READY)
+            if not ready:
                 await self.revocation.rebuild()
 
     async def _verified(self, digest: bytes, key_id: str, secret: str,
@@ -312,18 +312,20 @@ class ApiKeyAuthenticator:
 
     async def _reserve_try(self, key_id: str, address: str) -> None:
         """Takes one of the key id's free tries (or refuses without bcrypt)."""
-        try:
+        with redis_call():
             reserved, wait_ms = await self._reserve(
                 keys=[tries_key(key_id), addresses_key(key_id)],
                 args=[KEY_FREE_TRIES, KEY_TRIES_WINDOW_SECONDS * 1000, address])
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("The session store is unavailable.") from exc
         if not reserved:
             raise _throttled(int(wait_ms))
 
     async def _proven_try(self, key_id: str, address: str) -> None:
         """Gives the try back and remembers the address: the secret matched."""
         # The key is good: what Redis misses here only throttles this id a little early.
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_FAILURES):
             await self._proven(keys=[tries_key(key_id), addresses_key(key_id)],
                                args=[address, KEY_KNOWN_ADDRESS_SECONDS * 1000])
+
+
+# This component's app key: beside its class, not in archomata.keys (which says why).
+API_KEYS = web.AppKey("api_keys", ApiKeyAuthenticator)

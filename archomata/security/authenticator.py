@@ -60,3 +60,7 @@ class Authenticator:
         """Revocation and the permission cache in one script call, with the request's rate
         limit folded in (its decision is left for the rate-limit middleware)."""
         return judge(claims, await call_gate(self._gate, request, gate_keys(claims)))
+
+
+# This component's app key: beside its class, not in archomata.keys (which says why).
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)

@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from archomata.errors import RateLimited
+from archomata.redis_boundary import REDIS_FAILURES
 from archomata.security import ratelimit
 from archomata.security.ratelimit import FallbackReporter
 
@@ -87,7 +87,7 @@ class LoginThrottle:
         key = account_key(subject)
         try:
             wait_ms = int(await self._redis.pttl(f"{key}:lock"))
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             # To memory, not open: an outage must not reopen brute force on one account.
             self._reporter.report("login throttle", exc)
             wait_ms = self._local_wait_ms(key)
@@ -102,7 +102,7 @@ class LoginThrottle:
             wait_ms = int(await self._script(
                 keys=[f"{key}:failures", f"{key}:lock"],
                 args=[self._free, self._base_ms, self._max_ms, self._memory_ms]))
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:  # counted in memory, as `check` reads it
             self._reporter.report("login throttle", exc)
             wait_ms = self._local_failure(key)
         return wait_ms / 1000
@@ -113,7 +113,7 @@ class LoginThrottle:
         self._local.pop(key, None)
         try:
             await self._redis.delete(f"{key}:failures", f"{key}:lock")
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             # The login itself succeeded; what Redis keeps only slows later failures down.
             self._reporter.report("login throttle", exc)
 

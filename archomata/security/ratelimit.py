@@ -24,7 +24,7 @@ limit and, say, the revocation check)::
         try:
             replies = await pipe.execute(raise_on_error=False)
             decision = limiter.result_from(pending, replies[0])
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             decision = limiter.result_from(pending, exc)
     request[keys.RATE_DECISION] = decision           # the middleware then asks no one
     decision.raise_if_refused()                      # or leave that to the middleware
@@ -56,6 +56,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from archomata.config import RateLimit
 from archomata.errors import RateLimited
+from archomata.redis_boundary import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,7 @@ class RateLimiter:
                     raw = await self._redis.eval(SLIDING_WINDOW, 1, key, *args)
             else:
                 raw = await self._redis.eval(SLIDING_WINDOW, 1, key, *args)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:  # to memory (see _fallback), never open
             # Skip Redis for a moment: an unreachable one would add its timeout to each call.
             self._skip_redis_until = time.monotonic() + REDIS_RETRY_SECONDS
             raw = exc

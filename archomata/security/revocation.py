@@ -26,11 +26,12 @@ from uuid import UUID
 
 import asyncpg
 import orjson
+from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from archomata.db import system_tx
-from archomata.errors import ServiceUnavailable, Unauthorized
+from archomata.errors import Unauthorized
+from archomata.redis_boundary import REDIS_FAILURES, redis_call
 from archomata.security.ratelimit import OPTIONAL_HIT
 from archomata.security.tokens import Claims
 
@@ -138,7 +139,7 @@ class Revocation:
                 "select id, disabled_at is not null as disabled, "
                 "(extract(epoch from tokens_valid_after) * 1000000)::bigint as cut from users "
                 "where disabled_at is not null or tokens_valid_after is not null")
-        try:
+        with redis_call():
             async with self.redis.pipeline(transaction=True) as pipe:
                 for org in orgs:
                     pipe.set(f"rv:org:{org['id']}", 1)
@@ -152,8 +153,6 @@ class Revocation:
                                               args=[user["cut"]], client=pipe)
                 pipe.set(READY, int(time.time()))
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("The session store is unavailable.") from exc
 
     async def set_org_disabled(self, org_id: UUID, disabled: bool) -> None:
         await self._write(lambda p: p.set(f"rv:org:{org_id}", 1) if disabled
@@ -174,14 +173,16 @@ class Revocation:
         if authz is not None:
             value.update(role=authz.org_role, perms=sorted(authz.permissions))
         # Only a cache: if it cannot be written, the next request loads from PostgreSQL.
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_FAILURES):
             await self.redis.set(f"authz:{org_id}:{user_id}", orjson.dumps(value),
                                  ex=AUTHZ_TTL_SECONDS)
 
     async def _write(self, queue: Any) -> None:
-        try:
+        with redis_call():
             async with self.redis.pipeline(transaction=False) as pipe:
                 queue(pipe)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("The session store is unavailable.") from exc
+
+
+# This component's app key: beside its class, not in archomata.keys (which says why).
+REVOCATION = web.AppKey("revocation", Revocation)

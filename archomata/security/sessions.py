@@ -36,10 +36,9 @@ from uuid import UUID
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from archomata.config import Config
-from archomata.errors import ServiceUnavailable
+from archomata.redis_boundary import redis_call
 
 TOKEN_BYTES = 32
 
@@ -253,10 +252,6 @@ class Ended:
     stale_token: bool
 
 
-def _unavailable() -> ServiceUnavailable:
-    return ServiceUnavailable("The session store is unavailable.")
-
-
 class SessionStore:
     def __init__(self, redis: Redis, config: Config) -> None:
         self.redis = redis
@@ -276,12 +271,10 @@ class SessionStore:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = time.time()
         sid = uuid.uuid4()
-        try:
+        with redis_call():
             issued = await self._create(args=[
                 str(sid), str(user_id), str(org_id) if org_id else "", repr(now), ip,
                 user_agent[:256], repr(now + self.ttl), token_hash(token), self.ttl])
-        except (RedisError, OSError) as exc:
-            raise _unavailable() from exc
         return Session(sid, user_id, org_id, now, now, ip, user_agent[:256], now + self.ttl,
                        int(issued)), token
 
@@ -291,13 +284,11 @@ class SessionStore:
         another family is left alone (FOREIGN), unless it is a replay: a reuse revokes its
         family wherever it is presented."""
         successor = successor_of(self._successor_key, token)
-        try:
+        with redis_call():
             result = await self._rotate(args=[
                 token_hash(token), token_hash(successor), repr(time.time()), self.grace,
                 str(new_org) if new_org else "", ip, user_agent[:256],
                 str(only) if only else ""])
-        except (RedisError, OSError) as exc:
-            raise _unavailable() from exc
         outcome = Outcome(_text(result[0]))
         if outcome is Outcome.REUSE:
             user, org = _text(result[2]), _text(result[3])
@@ -314,18 +305,17 @@ class SessionStore:
     async def move_to_org(self, sid: UUID, org_id: UUID) -> Session | None:
         """Points a live session at another org (no cookie to rotate at hand); None when
         the session is gone, which stays gone."""
-        try:
+        with redis_call():
             result = await self._move(args=[str(sid), str(org_id), repr(time.time())])
-        except (RedisError, OSError) as exc:
-            raise _unavailable() from exc
         return _session(str(sid), result[1], int(result[0])) if result else None
 
     async def list_for_user(self, user_id: UUID) -> list[Session]:
-        sids = [_text(s) for s in await self.redis.smembers(f"usess:{user_id}")]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sid in sids:
-                pipe.hgetall(f"sess:{sid}")
-            rows = await pipe.execute()
+        with redis_call():
+            sids = [_text(s) for s in await self.redis.smembers(f"usess:{user_id}")]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for sid in sids:
+                    pipe.hgetall(f"sess:{sid}")
+                rows = await pipe.execute()
         sessions = [_session(sid, row) for sid, row in zip(sids, rows, strict=True) if row]
         return sorted((s for s in sessions if s is not None), key=lambda s: -s.created_at)
 
@@ -337,12 +327,10 @@ class SessionStore:
         if token is not None:
             digest = token_hash(token)
             successor = token_hash(successor_of(self._successor_key, token))
-        try:
+        with redis_call():
             result = await self._end(args=[
                 str(sid) if sid else "", digest, successor, repr(time.time()), self.grace,
                 str(owner) if owner else ""])
-        except (RedisError, OSError) as exc:
-            raise _unavailable() from exc
         if not result:
             return None
         org = _text(result[2])
@@ -355,17 +343,13 @@ class SessionStore:
         return ended.user_id if ended else None
 
     async def revoke_user(self, user_id: UUID, keep: UUID | None = None) -> list[UUID]:
-        try:
+        with redis_call():
             sids = await self._revoke_user(args=[str(user_id), str(keep) if keep else ""])
-        except (RedisError, OSError) as exc:
-            raise _unavailable() from exc
         return [UUID(_text(s)) for s in sids]
 
     async def cut_off(self, user_id: UUID, *, end_sessions: bool) -> int:
         """Kills the user's access tokens minted so far (and, with `end_sessions`, every
         session), leaving those minted afterwards alive; returns the cut (µs, Redis's
         clock) for PostgreSQL to keep (users.set_tokens_valid_after)."""
-        try:
+        with redis_call():
             return int(await self._cut(args=[str(user_id), "1" if end_sessions else "0"]))
-        except (RedisError, OSError) as exc:
-            raise _unavailable() from exc

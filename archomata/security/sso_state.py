@@ -23,9 +23,8 @@ from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from archomata.errors import ServiceUnavailable
+from archomata.redis_boundary import redis_call
 from archomata.security.sso import SsoError
 
 STATE_TTL_SECONDS = 600
@@ -91,21 +90,17 @@ class LoginStates:
         self.redis = redis
 
     async def put(self, state: str, pending: PendingLogin) -> None:
-        try:
+        with redis_call():
             await self.redis.set(f"sso:state:{_digest(state)}", json.dumps(asdict(pending)),
                                  ex=STATE_TTL_SECONDS, nx=True)
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("The session store is unavailable.") from exc
 
     async def take(self, state: str) -> PendingLogin | None:
         """The sign-in `state` belongs to, removed in the same step: a second callback
         with it finds nothing."""
         if not state or len(state) > 256:
             return None
-        try:
+        with redis_call():
             raw = await self.redis.getdel(f"sso:state:{_digest(state)}")
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("The session store is unavailable.") from exc
         if raw is None:
             return None
         return PendingLogin(**json.loads(raw))

@@ -14,6 +14,7 @@ import pytest
 from archomata import keys
 from archomata.app import create_app
 from archomata.config import Config, RateLimit
+from archomata.security.api_keys import API_KEYS
 from tests.factories import (
     agent_auth,
     agent_with_key,
@@ -107,7 +108,7 @@ class TestKeys:
         admin = await signed_up(client, mail_sink)
         agent, key = await agent_with_key(client, admin)
         assert await beat(second, key) == 200  # now in the second instance's cache
-        assert len(second.app[keys.API_KEYS].cache) >= 1
+        assert len(second.app[API_KEYS].cache) >= 1
         rotated = await client.post(f"/api/v1/agents/{agent['id']}/rotate-key",
                                     headers=admin.auth)
         new_key = (await rotated.json())["api_key"]
@@ -200,7 +201,7 @@ class TestOrgDisabled:
         refused = await client.post(HEARTBEAT, json=BEAT, headers=agent_auth(key))
         assert refused.status == 401
         assert (await refused.json())["code"] == "org_disabled"
-        client.app[keys.API_KEYS].cache.clear()  # the database says so too
+        client.app[API_KEYS].cache.clear()  # the database says so too
         assert await beat(client, key) == 401
         await client.post(f"/api/v1/admin/orgs/{admin.org_id}/enable", headers=platform.auth)
         assert await beat(client, key) == 200

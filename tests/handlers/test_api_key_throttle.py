@@ -13,7 +13,7 @@ import pytest
 from archomata import keys
 from archomata.app import create_app
 from archomata.config import Config
-from archomata.security.api_keys import KEY_FREE_TRIES, parse
+from archomata.security.api_keys import API_KEYS, KEY_FREE_TRIES, parse
 from tests.factories import agent_with_key, signed_up
 
 HEARTBEAT = "/api/v1/bridge/heartbeat"
@@ -89,7 +89,7 @@ class TestKeyIdThrottle:
         admin = await signed_up(client, mail_sink)
         _, key = await agent_with_key(client, admin)
         for _ in range(KEY_FREE_TRIES * 2):
-            client.app[keys.API_KEYS].cache.clear()  # a restart, another instance...
+            client.app[API_KEYS].cache.clear()  # a restart, another instance...
             assert await beat(client, key, f"198.51.100.{secrets.randbelow(200)}") == (200, None)
         for _ in range(KEY_FREE_TRIES):  # each match gave its try back
             assert await beat(client, wrong_key(key), "203.0.113.7") == (401, "invalid_api_key")
