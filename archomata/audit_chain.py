@@ -181,6 +181,7 @@ class Report:
 
 
 async def _rows(conn: asyncpg.Connection, org_id: UUID | None) -> AsyncIterator[Any]:
+    args: tuple[Any, ...]
     if org_id is None:
         query, args = ALL_ENTRIES, ()
     elif org_id == NIL:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -162,7 +163,8 @@ class _Reader:
             return default
         return value
 
-    def int(self, name: str, default: int, low: int, high: int) -> int:
+    def int(self, name: builtins.str, default: builtins.int, low: builtins.int,
+            high: builtins.int) -> builtins.int:
         text = self.raw(name)
         if text is None:
             return default
@@ -174,7 +176,7 @@ class _Reader:
             raise ConfigError(f"{PREFIX}{name} must be between {low} and {high}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         text = self.raw(name)
         if text is None:
             return default
@@ -184,7 +186,7 @@ class _Reader:
             return False
         raise ConfigError(f"{PREFIX}{name} must be true or false")
 
-    def list(self, name: str, default: str = "") -> tuple[str, ...]:
+    def list(self, name: builtins.str, default: builtins.str = "") -> tuple[builtins.str, ...]:
         text = self.raw(name) or default
         return tuple(item.strip() for item in text.split(",") if item.strip())
 

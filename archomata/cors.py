@@ -52,7 +52,8 @@ def allowed_origins(configured: tuple[str, ...]) -> frozenset[str]:
 
 def setup_cors(app: web.Application, configured: tuple[str, ...]) -> None:
     """Enables CORS on every route registered so far: call it once routes are added."""
-    options = aiohttp_cors.ResourceOptions(
+    # aiohttp-cors ships no type hints.
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=True, allow_methods=ALLOW_METHODS, allow_headers=ALLOW_HEADERS,
         expose_headers=EXPOSE_HEADERS, max_age=PREFLIGHT_MAX_AGE_SECONDS)
     cors = aiohttp_cors.setup(app, defaults={

@@ -26,7 +26,8 @@ def seal(data_keys: DataKeys, account_id: UUID, credentials: dict[str, Any]) -> 
 
 def open_sealed(data_keys: DataKeys, account_id: UUID, blob: bytes) -> dict[str, Any]:
     """Dangerous: the plaintext credentials. Only for the agent the account is assigned to."""
-    return json.loads(data_keys.decrypt(blob, associated_data(account_id)))
+    credentials: dict[str, Any] = json.loads(data_keys.decrypt(blob, associated_data(account_id)))
+    return credentials
 
 
 def reseal(data_keys: DataKeys, account_id: UUID, blob: bytes) -> bytes:

@@ -68,9 +68,10 @@ class _PrintingMailHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message: Message = message_from_bytes(envelope.content)
-        body = message.get_payload(decode=True) if not message.is_multipart() else b""
+        payload = message.get_payload(decode=True) if not message.is_multipart() else b""
+        body = payload if isinstance(payload, bytes) else b""
         print(f"\n--- mail to {', '.join(envelope.rcpt_tos)}: {message['Subject']}\n"
-              f"{(body or b'').decode('utf-8', 'replace')}\n---", flush=True)
+              f"{body.decode('utf-8', 'replace')}\n---", flush=True)
         return "250 Message accepted"
 
 

@@ -70,7 +70,8 @@ async def current_version(conn: asyncpg.Connection) -> int | None:
     exists = await conn.fetchval("select to_regclass('public.schema_migrations') is not null")
     if not exists:
         return None
-    return await conn.fetchval("select coalesce(max(version), 0) from schema_migrations")
+    version: int = await conn.fetchval("select coalesce(max(version), 0) from schema_migrations")
+    return version
 
 
 def _role_of(dsn: str) -> tuple[str, str | None]:
@@ -111,7 +112,8 @@ async def _ensure_roles(conn: asyncpg.Connection, runtime_dsn: str | None) -> No
 
 
 async def _quote_ident(conn: asyncpg.Connection, name: str) -> str:
-    return await conn.fetchval("select quote_ident($1)", name)
+    quoted: str = await conn.fetchval("select quote_ident($1)", name)
+    return quoted
 
 
 async def migrate(owner_dsn: str, runtime_dsn: str | None = None,

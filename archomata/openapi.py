@@ -60,7 +60,7 @@ class ProblemSchema(Schema):
 _PROBLEM = {"description": "Problem", "content": {
     "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
-_SECURITY = {
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "public": [],
     "agent": [{"apiKey": []}],
 }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -188,7 +188,7 @@ class _Cut(Exception):
 
 
 async def _pages(request: web.Request, lease: Lease, where: AuditFilter | None,
-                 json_lines: bool) -> AsyncIterator[list[Row]]:
+                 json_lines: bool) -> AsyncGenerator[list[Row], None]:
     """The export's entries a page at a time, each page read in a transaction of its own:
     between pages, while the client takes its time, the export holds no connection.
 
@@ -221,7 +221,8 @@ async def _stream(request: web.Request, lease: Lease, where: AuditFilter | None,
 
 async def _respond(request: web.Request, encoder: Encoder, pages: AsyncIterator[list[Row]],
                    export_format: ExportFormat) -> web.StreamResponse:
-    first = await anext(pages, [])  # before the headers: a failure here is still a problem+json
+    # Before the headers: a failure here is still a problem+json.
+    first: list[Row] = await anext(pages, [])
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     response = web.StreamResponse(headers={
         "Content-Type": f"{encoder.content_type}; charset=utf-8",

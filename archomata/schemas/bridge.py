@@ -47,7 +47,7 @@ class Column:
     default: Any = None
 
 
-class Rows(fields.List):
+class Rows(fields.List[Any]):
     """A list of flat objects, loaded as one list per column (in `columns` order)."""
 
     def __init__(self, inner: fields.Nested, columns: tuple[Column, ...], max_rows: int,
@@ -58,7 +58,8 @@ class Rows(fields.List):
         self.names = frozenset(c.name for c in columns)
         self.unique = unique
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any,
+    # Loads columns, not items: the list of rows comes back transposed.
+    def _deserialize(self, value: Any, attr: str | None, data: Any,  # type: ignore[override]
                      **kwargs: Any) -> list[list[Any]]:
         if not isinstance(value, list):
             raise ValidationError("Not a valid list.")
@@ -75,7 +76,7 @@ class Rows(fields.List):
         if not errors and self.unique is not None:
             errors = self._repeats(columns)
         if errors:
-            raise ValidationError(errors)  # type: ignore[arg-type]
+            raise ValidationError(errors)
         return columns
 
     def _repeats(self, columns: list[list[Any]]) -> dict[int, dict[str, list[str]]]:

@@ -223,7 +223,7 @@ def _depth(value: Any) -> int:
     return 0
 
 
-def _account_ids(**kwargs: Any) -> fields.List:
+def _account_ids(**kwargs: Any) -> fields.List[Any]:
     return fields.List(fields.UUID(), validate=validate.Length(max=100), **kwargs)
 
 

@@ -75,7 +75,9 @@ class DecimalString(fields.String):
         self.positive = positive
         self.non_negative = non_negative
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
+    # Sent as a string, loaded as a Decimal.
+    def _deserialize(self, value: Any, attr: str | None, data: Any,  # type: ignore[override]
+                     **kwargs: Any) -> Decimal:
         try:
             number = parse_decimal(value)
         except ValueError as exc:

@@ -135,6 +135,6 @@ class LoginThrottle:
         over = account.failures - self._free
         if over <= 0:
             return 0
-        wait_ms = min(self._base_ms * 2 ** min(over - 1, 30), self._max_ms)
+        wait_ms: int = min(self._base_ms * 2 ** min(over - 1, 30), self._max_ms)
         account.locked_until = now + wait_ms / 1000
         return wait_ms

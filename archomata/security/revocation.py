@@ -169,7 +169,7 @@ class Revocation:
 
     async def cache_authz(self, org_id: UUID, user_id: UUID, version: int,
                           authz: Authz | None) -> None:
-        value = {"v": version, "member": authz is not None}
+        value: dict[str, object] = {"v": version, "member": authz is not None}
         if authz is not None:
             value.update(role=authz.org_role, perms=sorted(authz.permissions))
         # Only a cache: if it cannot be written, the next request loads from PostgreSQL.

@@ -152,7 +152,7 @@ def _audience_option(client_id: str) -> dict[str, Any]:
     # Exactly us: a single audience that is our client id. Not "any list holding us"
     # (a token minted for several parties), not "azp names us" (authlib's default).
     def only_us(_claims: Any, value: Any) -> bool:
-        return value == client_id or value == [client_id]
+        return bool(value == client_id or value == [client_id])
     return {"essential": True, "value": client_id, "validate": only_us}
 
 
@@ -221,11 +221,12 @@ class OidcClient:
 
     async def authorization_url(self, *, state: str, nonce: str, code_verifier: str) -> str:
         metadata = await self.metadata()
-        return prepare_grant_uri(
+        uri: str = prepare_grant_uri(
             metadata["authorization_endpoint"], self.provider.client_id, "code",
             redirect_uri=self.redirect_uri, scope=SCOPE, state=state, nonce=nonce,
             code_challenge=create_s256_code_challenge(code_verifier),
             code_challenge_method="S256")
+        return uri
 
     async def exchange(self, code: str, code_verifier: str) -> dict[str, Any]:
         """The token endpoint's answer for `code`. Only its status is ever reported."""
