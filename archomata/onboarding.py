@@ -15,6 +15,7 @@ from archomata.errors import Conflict
 from archomata.permissions import ADMINISTRATOR
 from archomata.security.passwords import PasswordHasher
 from archomata.security.principal import OrgRole, PlatformRole
+from archomata.signin.service import as_user
 from archomata.store import mail_tokens, orgs, roles, users
 from archomata.store.mail_tokens import Purpose
 from archomata.store.orgs import Org
@@ -39,17 +40,21 @@ async def create_user_with_org(pool: asyncpg.Pool, who: AuditContext | web.Reque
 async def create_in(tx: Tx, who: AuditContext | web.Request, *, email: str, name: str,
                     password_hash: str | None, org_name: str, verified: bool) -> NewAccount:
     """As create_user_with_org, inside the caller's transaction (opened with `system_tx`),
-    so that what else the caller writes (an SSO identity) commits with the account."""
+    so that what else the caller writes (an SSO identity) commits with the account. The
+    new user signs themselves up: they are the entry's actor."""
     return await _create(tx, who, email=email, name=name, password_hash=password_hash,
-                         org_name=org_name, verified=verified)
+                         org_name=org_name, verified=verified, by_themselves=True)
 
 
 async def _create(tx: Tx, who: AuditContext | web.Request, *, email: str, name: str,
-                  password_hash: str | None, org_name: str, verified: bool) -> NewAccount:
+                  password_hash: str | None, org_name: str, verified: bool,
+                  by_themselves: bool = False) -> NewAccount:
     user = await users.insert(tx, email=email, name=name, password_hash=password_hash,
                               verified=verified)
     if user is None:
         raise Conflict("An account with this email already exists.", code="email_taken")
+    if by_themselves and isinstance(who, AuditContext):
+        who = as_user(who, user.id)
     org = await orgs.insert(tx, org_name)
     await _make_admin(tx, org.id, user.id)
     await audit.record(tx, who, AuditAction.USER_REGISTERED, resource_type="user",

@@ -19,18 +19,17 @@ from archomata.db import service_tx
 from archomata.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from archomata.guards import authenticated, public
 from archomata.identity import (
-    check_password,
-    choose_org,
     clear_refresh_cookie,
     client_ip,
+    door,
     login_result,
-    open_session,
-    password_proves,
+    problem,
     refresh_token_of,
-    replace_password,
     set_refresh_cookie,
+    signed_in,
     user_agent,
     user_body,
+    who,
 )
 from archomata.openapi import doc
 from archomata.schemas.auth import (
@@ -48,6 +47,13 @@ from archomata.schemas.auth import (
 from archomata.schemas.common import UserSchema
 from archomata.security.principal import Principal
 from archomata.security.sessions import Outcome
+from archomata.signin.service import (
+    SignInRefused,
+    choose_org,
+    password_proves,
+    password_sign_in,
+    replace_password,
+)
 from archomata.store import mail_tokens, orgs, users
 from archomata.store.mail_tokens import Purpose
 from archomata.web_json import json_response, load_body
@@ -154,20 +160,12 @@ async def _first_mail_in_a_while(request: web.Request, user_id: UUID, purpose: P
 @doc("Sign in with email and password", request=LoginSchema, response=LoginResultSchema)
 async def login(request: web.Request) -> web.Response:
     body = await load_body(request, LoginSchema)
-    user = await check_password(request, body["email"], body["password"])
-    return await start_session(request, user, body["org_id"], AuditAction.AUTH_LOGIN_SUCCEEDED)
-
-
-async def start_session(request: web.Request, user: users.User, requested_org: UUID | None,
-                        action: AuditAction, details: dict[str, Any] | None = None
-                        ) -> web.Response:
-    """Opens a session for a user whose identity is proven, answering the login shape."""
-    config = request.app[keys.CONFIG]
-    opened = await open_session(request, user, requested_org, action, details)
-    response = json_response(login_result(config, opened.user, opened.membership,
-                                          opened.session))
-    set_refresh_cookie(response, config, opened.refresh_token)
-    return response
+    try:
+        opened = await password_sign_in(door(request), who(request), body["email"],
+                                        body["password"], body["org_id"])
+    except SignInRefused as exc:
+        raise problem(exc) from None
+    return signed_in(request.app[keys.CONFIG], opened)
 
 
 @routes.post("/api/v1/auth/refresh")
@@ -315,12 +313,12 @@ async def change_password(request: web.Request) -> web.Response:
     assert user is not None
     # A stolen access token must not become a password oracle: the account's login
     # backoff counts these guesses too, and refuses them (429) while it backs off.
-    if not await password_proves(request, user, user.email, body["current_password"]):
+    if not await password_proves(door(request), user, user.email, body["current_password"]):
         raise ValidationFailed("The current password is wrong.", code="invalid_current_password",
                                errors={"current_password": ["Wrong password."]})
     password_hash = await app[keys.PASSWORDS].hash(body["new_password"])
     async with service_tx(pool, org_id=principal.org_id, user_id=user.id) as tx:
-        if await replace_password(request, tx, user, body["current_password"],
+        if await replace_password(door(request), tx, user, body["current_password"],
                                   password_hash) is None:
             raise ValidationFailed("The current password is wrong.",
                                    code="invalid_current_password",
@@ -342,8 +340,11 @@ async def switch_org(request: web.Request) -> web.Response:
     app = request.app
     sessions = app[keys.SESSIONS]
     async with service_tx(app[keys.DB_POOL], user_id=principal.actor_id) as tx:
-        membership = choose_org(await orgs.memberships_of(tx, principal.actor_id),
-                                body["org_id"])
+        memberships = await orgs.memberships_of(tx, principal.actor_id)
+    try:
+        membership = choose_org(memberships, body["org_id"])
+    except SignInRefused as exc:
+        raise problem(exc) from None
     assert membership is not None and principal.session_id is not None
     token = refresh_token_of(request)
     rotation = None
