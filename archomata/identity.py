@@ -110,6 +110,18 @@ def problem(refused: SignInRefused) -> ApiError:
     return error(detail, code=code)
 
 
+_ENDED: dict[Reason, str] = {
+    Reason.USER_DISABLED: "This account is disabled.",
+    Reason.MEMBERSHIP_REVOKED: "You are no longer a member of this organisation.",
+    Reason.ORG_DISABLED: "This organisation is disabled.",
+}
+
+
+def refresh_problem(reason: Reason) -> Unauthorized:
+    """A session that no longer meets signin.service.still_signed_in, as refresh says it."""
+    return Unauthorized(_ENDED[reason], code=reason.value)
+
+
 def signed_in(config: Config, opened: Opened) -> web.Response:
     """The login shape, with the refresh cookie of the session opened."""
     response = json_response(login_result(config, opened.user, opened.membership,

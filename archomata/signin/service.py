@@ -62,6 +62,7 @@ class Reason(StrEnum):
     ORG_DISABLED = "org_disabled"
     EVERY_ORG_DISABLED = "every_org_disabled"
     CREDENTIALS_CHANGED = "credentials_changed"  # the proven password moved meanwhile
+    MEMBERSHIP_REVOKED = "membership_revoked"  # a session's org, left since
 
 
 class SignInRefused(Exception):
@@ -135,6 +136,19 @@ def choose_org(memberships: list[Membership], requested: UUID | None) -> Members
         return enabled[0]
     if memberships:
         raise SignInRefused(Reason.EVERY_ORG_DISABLED)
+    return None
+
+
+def still_signed_in(user: User | None, org_id: UUID | None,
+                    membership: Membership | None) -> Reason | None:
+    """What a session must still meet to be refreshed (`org_id` its org, `membership` the
+    user's in it, if any): the user enabled, a member of an enabled org."""
+    if user is None or user.disabled:
+        return Reason.USER_DISABLED
+    if org_id is not None and membership is None:
+        return Reason.MEMBERSHIP_REVOKED
+    if membership is not None and membership.org.disabled:
+        return Reason.ORG_DISABLED
     return None
 
 
