@@ -31,7 +31,16 @@ from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx, service_tx, system_tx
 from archomata.errors import Conflict
 from archomata.security.sso import Assertion, SsoError
-from archomata.signin.service import Attempt, Door, Via, as_user, sso_details, vet
+from archomata.signin.service import (
+    Attempt,
+    Door,
+    SignInRefused,
+    Via,
+    as_user,
+    choose_org,
+    sso_details,
+    vet,
+)
 from archomata.store import identities, mail_tokens, orgs, users
 from archomata.store.identities import Identity
 from archomata.store.mail_tokens import Purpose
@@ -103,8 +112,11 @@ async def _home_org(door: Door, user_id: UUID) -> UUID | None:
     """The org whose log records the link: the one the session will most likely open in."""
     async with service_tx(door.pool, user_id=user_id) as tx:
         memberships = await orgs.memberships_of(tx, user_id)
-    enabled = [m for m in memberships if not m.org.disabled]
-    return enabled[0].org.id if enabled else None
+    try:
+        home = choose_org(memberships, None)
+    except SignInRefused:  # every org disabled: the door refuses the session anyway
+        return None
+    return home.org.id if home else None
 
 
 async def _link(door: Door, who: AuditContext, user: User, assertion: Assertion) -> SignIn:
