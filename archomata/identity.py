@@ -45,11 +45,12 @@ def login_result(config: Config, user: User, membership: Membership | None,
                                    org_id=membership.org.id if membership else None,
                                    session_id=session.id, platform_role=user.platform_role,
                                    issued_us=session.issued_us)
-    return LoginResultSchema().dump({
+    result: dict[str, Any] = LoginResultSchema().dump({
         "access_token": access_token, "token_type": "Bearer",
         "expires_in": config.access_token_ttl_seconds,
         "user": user_body(user), "org": org_body(membership),
     })
+    return result
 
 
 def set_refresh_cookie(response: web.StreamResponse, config: Config, token: str) -> None:
