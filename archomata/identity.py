@@ -78,12 +78,14 @@ def user_agent(request: web.Request) -> str:
 
 
 def door(request: web.Request) -> Door:
+    """The sign-in door's collaborators, as this app holds them."""
     app = request.app
     return Door(app[keys.DB_POOL], app[keys.SESSIONS], app[keys.PASSWORDS],
                 app[keys.LOGIN_THROTTLE])
 
 
 def who(request: web.Request) -> AuditContext:
+    """Who asks to sign in, and from where, as the door's sessions and entries record it."""
     return audit.context_of(request)
 
 
@@ -102,6 +104,8 @@ _PROBLEMS: dict[Reason, tuple[type[ApiError], str, str]] = {
     Reason.ORG_DISABLED: (Forbidden, "This organisation is disabled.", "org_disabled"),
     Reason.EVERY_ORG_DISABLED: (Forbidden, "Every organisation you belong to is disabled.",
                                 "org_disabled"),
+    Reason.MEMBERSHIP_REVOKED: (Forbidden, "You are not a member of this organisation.",
+                                "not_a_member"),
 }
 
 

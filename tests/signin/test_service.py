@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 from archomata.audit import AuditContext
 from archomata.config import Config
 from archomata.db import create_pool
+from archomata.errors import ApiError
+from archomata.identity import problem
 from archomata.onboarding import NewAccount, create_user_with_org, ensure_platform_admin
 from archomata.security.login_throttle import LoginThrottle
 from archomata.security.passwords import PasswordHasher
@@ -235,3 +237,12 @@ class TestTheRules:
             await vet(door, who, Attempt(disabled, Via.INVITATION, refusal_details=via))
         [entry] = await entries(owner_conn, who)
         assert entry["details"] == {"via": "invitation", "reason": "user_disabled"}
+
+
+def test_every_refusal_has_an_answer_and_hides_an_account_s_state() -> None:
+    answers = {r: problem(SignInRefused(r)) for r in Reason}
+    assert all(isinstance(a, ApiError) for a in answers.values())
+    hidden = {r for r, a in answers.items() if a.code == "invalid_credentials"}
+    assert hidden == {Reason.UNKNOWN_EMAIL, Reason.BAD_PASSWORD, Reason.USER_DISABLED,
+                      Reason.CREDENTIALS_CHANGED}
+    assert len({answers[r].detail for r in hidden}) == 1
