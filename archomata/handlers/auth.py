@@ -80,7 +80,7 @@ async def register(request: web.Request) -> web.Response:
     app = request.app
     password_hash = await app[keys.PASSWORDS].hash(body["password"])
     account, token = await onboarding.register(
-        app[keys.DB_POOL], request, email=body["email"], name=body["name"],
+        app[keys.DB_POOL], who(request), email=body["email"], name=body["name"],
         password_hash=password_hash, org_name=body["org_name"],
         verify_ttl=app[keys.CONFIG].mail_token_ttl_seconds)
     _later(app[keys.MAILER].send_verification(account.user.email, token))
