@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
-from aiohttp import web
 
 from archomata import audit
 from archomata.audit import AuditAction, AuditContext
@@ -15,6 +14,7 @@ from archomata.errors import Conflict
 from archomata.permissions import ADMINISTRATOR
 from archomata.security.passwords import PasswordHasher
 from archomata.security.principal import OrgRole, PlatformRole
+from archomata.signin.service import as_user
 from archomata.store import mail_tokens, orgs, roles, users
 from archomata.store.mail_tokens import Purpose
 from archomata.store.orgs import Org
@@ -27,7 +27,7 @@ class NewAccount:
     org: Org
 
 
-async def create_user_with_org(pool: asyncpg.Pool, who: AuditContext | web.Request, *,
+async def create_user_with_org(pool: asyncpg.Pool, who: AuditContext, *,
                                email: str, name: str, password_hash: str | None,
                                org_name: str, verified: bool) -> NewAccount:
     """A user, an org they administer, and the audit entry, in one transaction."""
@@ -36,34 +36,40 @@ async def create_user_with_org(pool: asyncpg.Pool, who: AuditContext | web.Reque
                              org_name=org_name, verified=verified)
 
 
-async def create_in(tx: Tx, who: AuditContext | web.Request, *, email: str, name: str,
+async def create_in(tx: Tx, who: AuditContext, *, email: str, name: str,
                     password_hash: str | None, org_name: str, verified: bool) -> NewAccount:
     """As create_user_with_org, inside the caller's transaction (opened with `system_tx`),
-    so that what else the caller writes (an SSO identity) commits with the account."""
+    so that what else the caller writes (an SSO identity) commits with the account. The
+    new user signs themselves up: they are the entry's actor."""
     return await _create(tx, who, email=email, name=name, password_hash=password_hash,
-                         org_name=org_name, verified=verified)
+                         org_name=org_name, verified=verified, by_themselves=True)
 
 
-async def _create(tx: Tx, who: AuditContext | web.Request, *, email: str, name: str,
-                  password_hash: str | None, org_name: str, verified: bool) -> NewAccount:
+async def _create(tx: Tx, who: AuditContext, *, email: str, name: str,
+                  password_hash: str | None, org_name: str, verified: bool,
+                  by_themselves: bool = False) -> NewAccount:
     user = await users.insert(tx, email=email, name=name, password_hash=password_hash,
                               verified=verified)
     if user is None:
         raise Conflict("An account with this email already exists.", code="email_taken")
+    if by_themselves:
+        who = as_user(who, user.id)
     org = await orgs.insert(tx, org_name)
     await _make_admin(tx, org.id, user.id)
     await audit.record(tx, who, AuditAction.USER_REGISTERED, resource_type="user",
-                       resource_id=user.id, org_id=org.id, actor_id=user.id,
+                       resource_id=user.id, org_id=org.id,
                        details={"email": user.email, "org_name": org.name})
     return NewAccount(user, org)
 
 
-async def register(pool: asyncpg.Pool, request: web.Request, *, email: str, name: str,
+async def register(pool: asyncpg.Pool, who: AuditContext, *, email: str, name: str,
                    password_hash: str, org_name: str, verify_ttl: int) -> tuple[NewAccount, str]:
-    """A new unverified user with their org, and the token of their verification mail."""
+    """A new unverified user with their org, and the token of their verification mail;
+    the user registers themselves (the entry's actor)."""
     async with system_tx(pool) as tx:
-        account = await _create(tx, request, email=email, name=name,
-                                password_hash=password_hash, org_name=org_name, verified=False)
+        account = await _create(tx, who, email=email, name=name,
+                                password_hash=password_hash, org_name=org_name, verified=False,
+                                by_themselves=True)
         token = await mail_tokens.issue(tx, account.user.id, Purpose.VERIFY_EMAIL, verify_ttl)
     return account, token
 

@@ -18,18 +18,18 @@ from archomata.db import service_tx
 from archomata.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from archomata.guards import authenticated, public
 from archomata.identity import (
-    check_password,
-    choose_org,
     clear_refresh_cookie,
     client_ip,
+    door,
     login_result,
-    open_session,
-    password_proves,
+    problem,
+    refresh_problem,
     refresh_token_of,
-    replace_password,
     set_refresh_cookie,
+    signed_in,
     user_agent,
     user_body,
+    who,
 )
 from archomata.openapi import doc
 from archomata.redis_boundary import REDIS_FAILURES
@@ -48,6 +48,7 @@ from archomata.schemas.auth import (
 from archomata.schemas.common import UserSchema
 from archomata.security.principal import Principal
 from archomata.security.sessions import Outcome
+from archomata.signin import service as signin
 from archomata.store import mail_tokens, orgs, users
 from archomata.store.mail_tokens import Purpose
 from archomata.web_json import json_response, load_body
@@ -79,7 +80,7 @@ async def register(request: web.Request) -> web.Response:
     app = request.app
     password_hash = await app[keys.PASSWORDS].hash(body["password"])
     account, token = await onboarding.register(
-        app[keys.DB_POOL], request, email=body["email"], name=body["name"],
+        app[keys.DB_POOL], who(request), email=body["email"], name=body["name"],
         password_hash=password_hash, org_name=body["org_name"],
         verify_ttl=app[keys.CONFIG].mail_token_ttl_seconds)
     _later(app[keys.MAILER].send_verification(account.user.email, token))
@@ -154,20 +155,12 @@ async def _first_mail_in_a_while(request: web.Request, user_id: UUID, purpose: P
 @doc("Sign in with email and password", request=LoginSchema, response=LoginResultSchema)
 async def login(request: web.Request) -> web.Response:
     body = await load_body(request, LoginSchema)
-    user = await check_password(request, body["email"], body["password"])
-    return await start_session(request, user, body["org_id"], AuditAction.AUTH_LOGIN_SUCCEEDED)
-
-
-async def start_session(request: web.Request, user: users.User, requested_org: UUID | None,
-                        action: AuditAction, details: dict[str, Any] | None = None
-                        ) -> web.Response:
-    """Opens a session for a user whose identity is proven, answering the login shape."""
-    config = request.app[keys.CONFIG]
-    opened = await open_session(request, user, requested_org, action, details)
-    response = json_response(login_result(config, opened.user, opened.membership,
-                                          opened.session))
-    set_refresh_cookie(response, config, opened.refresh_token)
-    return response
+    try:
+        opened = await signin.password_sign_in(door(request), who(request), body["email"],
+                                               body["password"], body["org_id"])
+    except signin.SignInRefused as exc:
+        raise problem(exc) from None
+    return signed_in(request.app[keys.CONFIG], opened)
 
 
 @routes.post("/api/v1/auth/refresh")
@@ -189,10 +182,10 @@ async def refresh(request: web.Request) -> web.Response:
         user = await users.get(tx, session.user_id, settled=True)
         memberships = await orgs.memberships_of(tx, session.user_id)
     membership = next((m for m in memberships if m.org.id == session.org_id), None)
-    problem = _refresh_problem(user, session.org_id, membership)
-    if problem is not None:
+    ended = signin.still_signed_in(user, session.org_id, membership)
+    if ended is not None:
         await app[keys.SESSIONS].revoke(session.id)
-        raise problem
+        raise refresh_problem(ended)
     assert user is not None
     response = json_response(login_result(app[keys.CONFIG], user, membership, session))
     set_refresh_cookie(response, app[keys.CONFIG], rotation.token)
@@ -206,18 +199,6 @@ async def _audit_reuse(request: web.Request, session_id: UUID | None, user_id: U
         await audit.record(tx, request, AuditAction.AUTH_REFRESH_REUSE_DETECTED,
                            resource_type="session", resource_id=session_id, actor_id=user_id,
                            details={"via": via})
-
-
-def _refresh_problem(user: users.User | None, org_id: UUID | None,
-                     membership: orgs.Membership | None) -> Unauthorized | None:
-    if user is None or user.disabled:
-        return Unauthorized("This account is disabled.", code="user_disabled")
-    if org_id is not None and membership is None:
-        return Unauthorized("You are no longer a member of this organisation.",
-                            code="membership_revoked")
-    if membership is not None and membership.org.disabled:
-        return Unauthorized("This organisation is disabled.", code="org_disabled")
-    return None
 
 
 @routes.post("/api/v1/auth/logout")
@@ -315,13 +296,14 @@ async def change_password(request: web.Request) -> web.Response:
     assert user is not None
     # A stolen access token must not become a password oracle: the account's login
     # backoff counts these guesses too, and refuses them (429) while it backs off.
-    if not await password_proves(request, user, user.email, body["current_password"]):
+    if not await signin.password_proves(door(request), user, user.email,
+                                        body["current_password"]):
         raise ValidationFailed("The current password is wrong.", code="invalid_current_password",
                                errors={"current_password": ["Wrong password."]})
     password_hash = await app[keys.PASSWORDS].hash(body["new_password"])
     async with service_tx(pool, org_id=principal.org_id, user_id=user.id) as tx:
-        if await replace_password(request, tx, user, body["current_password"],
-                                  password_hash) is None:
+        if await signin.replace_password(door(request), tx, user, body["current_password"],
+                                         password_hash) is None:
             raise ValidationFailed("The current password is wrong.",
                                    code="invalid_current_password",
                                    errors={"current_password": ["Wrong password."]})
@@ -342,8 +324,11 @@ async def switch_org(request: web.Request) -> web.Response:
     app = request.app
     sessions = app[keys.SESSIONS]
     async with service_tx(app[keys.DB_POOL], user_id=principal.actor_id) as tx:
-        membership = choose_org(await orgs.memberships_of(tx, principal.actor_id),
-                                body["org_id"])
+        memberships = await orgs.memberships_of(tx, principal.actor_id)
+    try:
+        membership = signin.choose_org(memberships, body["org_id"])
+    except signin.SignInRefused as exc:
+        raise problem(exc) from None
     assert membership is not None and principal.session_id is not None
     token = refresh_token_of(request)
     rotation = None

@@ -12,9 +12,9 @@ from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
 from archomata.guards import require_org_admin, require_permission, require_write
-from archomata.handlers.org import check_refs
 from archomata.handlers.params import caller
 from archomata.openapi import doc
+from archomata.orgs.service import check_refs
 from archomata.pagination import listing, page_of
 from archomata.permissions import Permission
 from archomata.schemas.org import (

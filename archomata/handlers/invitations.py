@@ -11,14 +11,21 @@ from archomata.audit import AuditAction
 from archomata.db import Tx, service_tx
 from archomata.errors import BadRequest, Conflict, Forbidden, Unauthorized, ValidationFailed
 from archomata.guards import public
-from archomata.handlers.auth import start_session
-from archomata.identity import password_proves
+from archomata.identity import door, problem, signed_in, who
 from archomata.invitation_revocation import revoke_if_orphaned
 from archomata.openapi import doc
 from archomata.schemas.auth import LoginResultSchema
 from archomata.schemas.org import AcceptInvitationSchema
 from archomata.security.passwords import MAX_LENGTH, MIN_LENGTH
 from archomata.security.revocation import REVOCATION
+from archomata.signin.service import (
+    Attempt,
+    SignInRefused,
+    Via,
+    open_session,
+    password_proves,
+    vet,
+)
 from archomata.store import groups, invitations, members, orgs, roles, users
 from archomata.store.invitations import Invitation
 from archomata.web_json import load_body
@@ -45,8 +52,8 @@ async def _invitee(request: web.Request, invitation: Invitation,
             raise Unauthorized("Sign in or give your password to accept.",
                                code="invalid_credentials")
         # Under the account's login backoff: an invitation token is no licence to guess.
-        if not await password_proves(request, existing, existing.email, body["password"]) \
-                or existing.disabled:
+        if not await password_proves(door(request), existing, existing.email,
+                                     body["password"]):
             raise Unauthorized("Wrong email or password.", code="invalid_credentials")
         return existing
     errors = {f: ["Required for a new account."] for f in ("name", "password") if f not in body}
@@ -133,9 +140,27 @@ async def accept_invitation(request: web.Request) -> web.Response:
         raise await _refuse(request, invitation)
     invitee = await _invitee(request, invitation, body)
     try:
+        return await _sign_in(request, invitation, invitee, body)
+    except SignInRefused as exc:
+        raise problem(exc) from None
+
+
+async def _sign_in(request: web.Request, invitation: Invitation, invitee: users.User | str,
+                   body: dict[str, Any]) -> web.Response:
+    """Through the sign-in door: an existing account is vetted before it joins, and the
+    session opens in the org it joined."""
+    def attempt(user: users.User) -> Attempt:
+        # The token went to the invitation's address, the account's: it proves the mailbox.
+        via = {"via": "invitation"}
+        return Attempt(user, Via.INVITATION, invitation.org_id, details=via,
+                       refusal_details=via, mailbox_proven=True)
+
+    if isinstance(invitee, users.User):
+        await vet(door(request), who(request), attempt(invitee))
+    try:
         user = await _join(request, invitation, invitee, body)
     except _Gone:
         raise await _refuse(request, invitation) from None
-    await request.app[REVOCATION].bump_authz(org_id)
-    return await start_session(request, user, org_id, AuditAction.AUTH_LOGIN_SUCCEEDED,
-                               details={"via": "invitation"})
+    await request.app[REVOCATION].bump_authz(invitation.org_id)
+    opened = await open_session(door(request), who(request), attempt(user))
+    return signed_in(request.app[keys.CONFIG], opened)

@@ -10,11 +10,12 @@ from aiohttp import web
 from archomata import audit, keys
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
-from archomata.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from archomata.errors import Conflict, Forbidden, NotFound
 from archomata.guards import authenticated, require_org_admin, require_permission, require_write
 from archomata.handlers.params import caller
 from archomata.invitation_revocation import audit_revoked, revoke_with_inviter
 from archomata.openapi import doc
+from archomata.orgs.service import check_refs
 from archomata.pagination import PageQuerySchema, listing, page_of
 from archomata.permissions import Permission
 from archomata.schemas.common import OrgSchema
@@ -30,7 +31,7 @@ from archomata.schemas.org import (
 )
 from archomata.security.principal import OrgRole
 from archomata.security.revocation import REVOCATION
-from archomata.store import groups, invitations, members, orgs, roles
+from archomata.store import invitations, members, orgs, roles
 from archomata.store.invitations import RevokeReason
 from archomata.web_json import json_response, load_body, uuid_param
 
@@ -75,20 +76,6 @@ async def list_members(request: web.Request) -> web.Response:
     async with org_tx(request) as tx:
         found = await members.list_page(tx, org_id, page.after, page.limit + 1)
     return json_response(listing(found, len(found), page, key="joined_at", id_key="user_id"))
-
-
-async def check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
-                     group_ids: list[UUID] | None = None) -> None:
-    """422 naming every role id, and every group id of the org, that does not exist."""
-    errors: dict[str, list[str]] = {}
-    missing_roles = await roles.unknown_ids(tx, role_ids)
-    if missing_roles:
-        errors["role_ids"] = [f"Unknown role {r}." for r in missing_roles]
-    missing_groups = await groups.unknown_ids(tx, org_id, group_ids or [])
-    if missing_groups:
-        errors["group_ids"] = [f"Unknown group {g}." for g in missing_groups]
-    if errors:
-        raise ValidationFailed("Some referenced roles or groups do not exist.", errors=errors)
 
 
 @routes.post("/api/v1/org/invitations")

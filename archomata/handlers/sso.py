@@ -24,11 +24,19 @@ from archomata.config import Config
 from archomata.db import service_tx
 from archomata.errors import ApiError, NotFound
 from archomata.guards import public
-from archomata.identity import open_session, set_refresh_cookie
+from archomata.identity import door, set_refresh_cookie, who
 from archomata.openapi import doc
 from archomata.schemas.sso import SsoCallbackQuerySchema, SsoLoginQuerySchema
 from archomata.security.sso import OidcClient, SsoClients, SsoError
 from archomata.security.sso_state import STATE_TTL_SECONDS, LoginStates, new_login, safe_next
+from archomata.signin.service import (
+    Attempt,
+    Reason,
+    SignInRefused,
+    Via,
+    open_session,
+    sso_details,
+)
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -64,14 +72,24 @@ def _to_login_page(config: Config, code: str) -> web.Response:
 def _refusal(exc: Exception, provider: str) -> SsoError:
     if isinstance(exc, SsoError):
         return exc
-    if isinstance(exc, ApiError):  # org disabled, a dependency down: its stable code
+    if isinstance(exc, ApiError):  # a dependency down, say: its stable code
         return SsoError(exc.code, f"api_error:{exc.code}")
     log.exception("SSO sign-in failed unexpectedly", extra={"provider": provider})
     return SsoError("server_error", "internal_error")
 
 
+def _code_of(refused: SignInRefused) -> str:
+    """A refusal of the sign-in door as the login page hears it: after the provider
+    proved who it is, a disabled account may say so."""
+    if refused.reason is Reason.CREDENTIALS_CHANGED:
+        return "invalid_credentials"
+    if refused.reason is Reason.EVERY_ORG_DISABLED:
+        return "org_disabled"
+    return refused.reason.value
+
+
 async def _audit_refusal(request: web.Request, provider: str, refusal: SsoError) -> None:
-    details = {"method": "sso", "provider": provider, "reason": refusal.reason}
+    details = {**sso_details(provider), "reason": refusal.reason}
     try:
         async with service_tx(request.app[keys.DB_POOL]) as tx:
             await audit.record(tx, request, AuditAction.AUTH_LOGIN_FAILED,
@@ -115,6 +133,8 @@ async def sso_callback(request: web.Request) -> web.Response:
     client = _client(request)
     try:
         response = await _complete(request, client)
+    except SignInRefused as refused:  # audited by the sign-in door
+        response = _to_login_page(request.app[keys.CONFIG], _code_of(refused))
     except Exception as exc:  # a navigation: the login page with a code, never a trace
         refusal = _refusal(exc, client.name)
         await _audit_refusal(request, client.name, refusal)
@@ -141,15 +161,14 @@ async def _complete(request: web.Request, client: OidcClient) -> web.Response:
     if not query.get("code"):
         raise SsoError("sso_failed", "code_missing")
     assertion = await client.sign_in(query["code"], pending.code_verifier, pending.nonce)
-    signed_in = await linking.resolve(request, assertion)
-    try:
-        opened = await open_session(
-            request, signed_in.user, None, AuditAction.AUTH_SSO_LOGIN,
-            details={"provider": client.name, "identity_id": str(signed_in.identity.id),
-                     "via": signed_in.how.value})
-    except ApiError as exc:  # every org of the user is disabled
-        raise SsoError(exc.code, f"api_error:{exc.code}", user_id=signed_in.user.id) from exc
     config = request.app[keys.CONFIG]
+    signed_in = await linking.resolve(door(request), who(request), assertion,
+                                      allow_signup=config.sso_allow_signup)
+    opened = await open_session(door(request), who(request), Attempt(
+        signed_in.user, Via.SSO,
+        details={"provider": client.name, "identity_id": str(signed_in.identity.id),
+                 "via": signed_in.how.value},
+        refusal_details=sso_details(client.name)))
     response = _redirect(f"{config.frontend_url}{pending.next}")
     set_refresh_cookie(response, config, opened.refresh_token)
     return response

@@ -11,7 +11,7 @@ import pytest
 
 from archomata.app import create_app
 from archomata.config import Config
-from archomata.identity import throttle_subject
+from archomata.signin.service import throttle_subject
 from archomata.store.users import normalize_email
 from tests.factories import login, register, wait_for_mail
 

@@ -239,7 +239,7 @@ class TestSignIn:
 
     async def test_an_unexpected_failure_is_a_redirect_not_a_trace(
             self, world: World, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
-        async def broken(request: Any, assertion: Any) -> Any:
+        async def broken(*_: Any, **__: Any) -> Any:
             raise RuntimeError("a bug")
         monkeypatch.setattr(linking, "resolve", broken)
         world.google.user = google_user()
