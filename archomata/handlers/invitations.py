@@ -46,6 +46,11 @@ async def _invitee(request: web.Request, invitation: Invitation,
         existing = await users.get_by_email(tx, invitation.email)
     principal = request[keys.PRINCIPAL]
     if existing is not None:
+        # The lookup folds spellings (`ß` and `ss`, fullwidth) onto one account; the
+        # invitation's mail proved only its own mailbox, which may be another one.
+        if not users.same_mailbox(existing.email, invitation.email):
+            raise Conflict("An account with a look-alike address exists: ask for an "
+                           "invitation to its exact address.", code="email_conflict")
         if principal is not None and principal.user_id == existing.id:
             return existing
         if "password" not in body:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from typing import Any
 from uuid import UUID
 
@@ -12,8 +13,10 @@ from archomata.audit_chain import verify
 from archomata.config import Config
 from tests.factories import (
     Session,
+    login,
     member_with_roles,
     platform_admin,
+    register,
     signed_up,
     strong_password,
     token_from_mail,
@@ -362,6 +365,22 @@ class TestInviterAuthority:
 
 
 class TestDocument:
+    async def test_an_invitation_to_a_look_alike_address_does_not_reach_the_account(
+            self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        owner = await signed_up(client, mail_sink)
+        local = secrets.token_hex(4)
+        email, password, _ = await register(client, mail_sink,
+                                            email=f"strasse-{local}@example.test")
+        _, token = await invite(client, mail_sink, owner, email=f"straße-{local}@example.test")
+        refused = await client.post(ACCEPT, json={"token": token, "password": password})
+        assert refused.status == 409
+        assert (await refused.json())["code"] == "email_conflict"
+        assert await membership(owner_conn, owner.org_id, email) is None
+        same = await login(client, email, password)
+        signed_in = await client.post(ACCEPT, json={"token": token}, headers=same.auth)
+        assert signed_in.status == 409
+        assert await membership(owner_conn, owner.org_id, email) is None
+
     async def test_the_routes_are_in_the_openapi_document(self, client: Any) -> None:
         spec = await (await client.get("/api/v1/openapi.json")).json()
         listing = spec["paths"][INVITATIONS]["get"]
