@@ -113,7 +113,9 @@ async def _security(app: web.Application) -> AsyncIterator[None]:
     app[AUTHENTICATOR] = Authenticator(config, redis, pool, revocation)
     app[keys.MAILER] = Mailer(
         config, on_failure=lambda stage: app[METRICS].mail_failures.labels(stage).inc())
-    yield
+    # Every door on the pool then bumps the cache after a committed change to permissions.
+    with db.permission_cache(pool, revocation):
+        yield
     hasher.close()
 
 
