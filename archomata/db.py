@@ -116,7 +116,8 @@ class Tx:
         return hooks
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return await self.conn.fetch(sql, *args)
+        rows: list[asyncpg.Record] = await self.conn.fetch(sql, *args)
+        return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         return await self.conn.fetchrow(sql, *args)
@@ -125,7 +126,8 @@ class Tx:
         return await self.conn.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        return await self.conn.execute(sql, *args)
+        status: str = await self.conn.execute(sql, *args)
+        return status
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         await self.conn.executemany(sql, args)
