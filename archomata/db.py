@@ -7,6 +7,8 @@ carries one request's scope into another's:
 
 - `org_tx(request)`: the org of the verified token. The door handlers use.
 - `platform_tx(request)`: every org, for a platform administrator's request.
+- `user_tx(request)`: the person of the verified token (and its org, if any), for their
+  own rows on personal routes (/me...).
 - `service_tx(pool, org_id=..., user_id=...)`: for flows with no token yet (login,
   registration, refresh) where the scope comes from server-side state. Dangerous if fed
   a client-supplied id: only pass ids the server has itself resolved.
@@ -16,7 +18,7 @@ after a change to who may do what) is scheduled on the `Tx` (`after_commit`,
 `permissions_changed`): the store function that writes the change schedules it, so no
 handler can forget it.
 
-Requests through `org_tx` and `platform_tx` (nearly all) wait for a connection in the
+Requests through `org_tx`, `user_tx` and `platform_tx` (nearly all) wait for a connection in the
 order they asked (the app's `DB_TURNS`); the rarer service and system doors do not queue.
 """
 
@@ -289,6 +291,18 @@ def platform_tx(request: web.Request) -> AbstractAsyncContextManager[Tx]:
         raise Forbidden("Platform administrators only.")
     return _scoped_tx(request.app[keys.DB_POOL], turns=request.app[keys.DB_TURNS],
                       user_id=principal.user_id, platform=True)
+
+
+def user_tx(request: web.Request) -> AbstractAsyncContextManager[Tx]:
+    """The transaction for a person's own rows, scoped to the user of the verified token
+    and to the token's org when it has one (checked a member on this request)."""
+    principal = request[keys.PRINCIPAL]
+    if principal is None:
+        raise Unauthorized("Authentication is required.")
+    if principal.user_id is None:
+        raise Forbidden("This route is for people, not agents.")
+    return _scoped_tx(request.app[keys.DB_POOL], turns=request.app[keys.DB_TURNS],
+                      org_id=principal.org_id, user_id=principal.user_id)
 
 
 def service_tx(pool: asyncpg.Pool, *, org_id: UUID | None = None,
