@@ -261,7 +261,22 @@ async def _scoped_tx(pool: asyncpg.Pool, *, turns: asyncio.Semaphore | None = No
         finally:
             await pool.release(conn)
     # Committed: the connection and the turn are back, the hooks hold neither.
-    for hook in tx.committed_hooks(_PERMISSION_CACHES.get(pool)):
+    hooks = tx.committed_hooks(_PERMISSION_CACHES.get(pool))
+    if hooks:
+        # Shielded: a request cancelled now (its client gone, its deadline passed) is
+        # committed all the same, and so must its hooks run.
+        task = asyncio.ensure_future(_run_hooks(hooks))
+        _RUNNING_HOOKS.add(task)
+        task.add_done_callback(_RUNNING_HOOKS.discard)
+        await asyncio.shield(task)
+
+
+# The loop keeps only weak references to tasks: these hold the hooks' until they end.
+_RUNNING_HOOKS: set[asyncio.Future[None]] = set()
+
+
+async def _run_hooks(hooks: list[AfterCommit]) -> None:
+    for hook in hooks:
         try:
             await hook()
         except Exception:

@@ -4,6 +4,7 @@ and every store function that changes permissions schedules the permission-cache
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 import logging
 import re
@@ -127,6 +128,27 @@ class TestAfterCommit:
         async with system_tx(pool) as tx:
             org = await orgs.get(tx, account.org.id)
         assert org is not None and org.name == "Kept"
+
+    async def test_a_request_cancelled_after_the_commit_still_runs_its_hooks(
+            self, pool: asyncpg.Pool) -> None:
+        started, release, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def slow_hook() -> None:
+            started.set()
+            await release.wait()
+            done.set()
+
+        async def request() -> None:
+            async with system_tx(pool) as tx:
+                tx.after_commit(slow_hook)
+
+        task = asyncio.ensure_future(request())
+        await started.wait()
+        task.cancel()  # the client went away, the deadline passed: the commit stands
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await asyncio.wait_for(done.wait(), 10)
 
     async def test_the_bump_goes_to_the_pools_cache_once_per_org(
             self, pool: asyncpg.Pool) -> None:
