@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from archomata import logs, server
 from archomata.config import Config, ConfigError, load_config
-
-log = logging.getLogger("archomata")
 
 
 def _use_uvloop() -> None:
@@ -27,9 +24,8 @@ def _use_uvloop() -> None:
 def serve(config: Config) -> None:
     from archomata.app import create_app
 
-    if config.database_owner_url_is_default:
-        log.warning("ARCHOMATA_DATABASE_OWNER_URL is not set: the service connects as the schema "
-                    "owner, so row-level security is not enforced on it")
+    # The role it connects as is checked at start-up (app.py): refused in production if
+    # row-level security does not hold for it, a warning in development.
     _use_uvloop()
     # Not web.run_app: archomata.server holds the connection limits and TLS settings
     # that the tests start the service with too.

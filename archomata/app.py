@@ -7,12 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 from types import ModuleType
 
+import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
 from archomata import db, keys, migrations
 from archomata.broadcast import Broadcast
-from archomata.config import Config
+from archomata.config import Config, ConfigError
 from archomata.cors import setup_cors
 from archomata.exports import ExportSlots
 from archomata.guards import unguarded_api_routes
@@ -74,17 +75,35 @@ class SchemaOutdatedError(RuntimeError):
     """The database schema is older than this code: run `archomata migrate`."""
 
 
+class UnsafeDatabaseRoleError(ConfigError):
+    """In production, ARCHOMATA_DATABASE_URL connects as a role row-level security does
+    not hold for."""
+
+
+async def _check_role(conn: asyncpg.Connection, config: Config) -> None:
+    problems = await migrations.role_problems(conn)
+    if not problems:
+        return
+    message = (f"{'; '.join(problems)}: row-level security is not enforced on it. "
+               "Set ARCHOMATA_DATABASE_URL to the runtime role `archomata migrate` makes "
+               "(the owner belongs in ARCHOMATA_DATABASE_OWNER_URL)")
+    if config.is_production:
+        raise UnsafeDatabaseRoleError(message)
+    log.warning("%s", message)
+
+
 async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     pool = await db.create_pool(config.database_url.reveal(), config)
     try:
         async with pool.acquire() as conn:
             version = await migrations.current_version(conn)
-        expected = app[keys.EXPECTED_SCHEMA_VERSION]
-        if version is None or version < expected:
-            raise SchemaOutdatedError(
-                f"database schema is at version {version or 0} but this code needs {expected}: "
-                "run `archomata migrate` first")
+            expected = app[keys.EXPECTED_SCHEMA_VERSION]
+            if version is None or version < expected:
+                raise SchemaOutdatedError(
+                    f"database schema is at version {version or 0} but this code needs "
+                    f"{expected}: run `archomata migrate` first")
+            await _check_role(conn, config)
     except BaseException:
         await pool.close()
         raise
@@ -113,7 +132,9 @@ async def _security(app: web.Application) -> AsyncIterator[None]:
     app[AUTHENTICATOR] = Authenticator(config, redis, pool, revocation)
     app[keys.MAILER] = Mailer(
         config, on_failure=lambda stage: app[METRICS].mail_failures.labels(stage).inc())
-    yield
+    # Every door on the pool then bumps the cache after a committed change to permissions.
+    with db.permission_cache(pool, revocation):
+        yield
     hasher.close()
 
 

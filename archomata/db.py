@@ -7,11 +7,18 @@ carries one request's scope into another's:
 
 - `org_tx(request)`: the org of the verified token. The door handlers use.
 - `platform_tx(request)`: every org, for a platform administrator's request.
+- `user_tx(request)`: the person of the verified token (and its org, if any), for their
+  own rows on personal routes (/me...).
 - `service_tx(pool, org_id=..., user_id=...)`: for flows with no token yet (login,
   registration, refresh) where the scope comes from server-side state. Dangerous if fed
   a client-supplied id: only pass ids the server has itself resolved.
 
-Requests through `org_tx` and `platform_tx` (nearly all) wait for a connection in the
+Work that must follow a commit and never a rollback (the permission cache's version bump
+after a change to who may do what) is scheduled on the `Tx` (`after_commit`,
+`permissions_changed`): the store function that writes the change schedules it, so no
+handler can forget it.
+
+Requests through `org_tx`, `user_tx` and `platform_tx` (nearly all) wait for a connection in the
 order they asked (the app's `DB_TURNS`); the rarer service and system doors do not queue.
 """
 
@@ -19,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -43,10 +51,38 @@ from archomata.errors import (
 log = logging.getLogger(__name__)
 
 
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+class PermissionCache(Protocol):
+    """What keeps cached permissions fresh (security.revocation.Revocation)."""
+
+    async def bump_authz(self, org_id: UUID) -> None: ...
+
+
+# The permission cache of each pool the app opened (registered by the app for its life):
+# every door on that pool, the pool-only ones included, reaches it without being handed it.
+_PERMISSION_CACHES: dict[asyncpg.Pool, PermissionCache] = {}
+
+
+@contextlib.contextmanager
+def permission_cache(pool: asyncpg.Pool, cache: PermissionCache) -> Iterator[None]:
+    """While open, a change to permissions committed on `pool` bumps `cache`."""
+    previous = _PERMISSION_CACHES.get(pool)
+    _PERMISSION_CACHES[pool] = cache
+    try:
+        yield
+    finally:
+        if previous is None:
+            _PERMISSION_CACHES.pop(pool, None)
+        else:
+            _PERMISSION_CACHES[pool] = previous
+
+
 class Tx:
     """An open transaction on one connection, with the scope it was opened with."""
 
-    __slots__ = ("conn", "org_id", "platform", "user_id")
+    __slots__ = ("_after_commit", "_changed_orgs", "conn", "org_id", "platform", "user_id")
 
     def __init__(self, conn: asyncpg.Connection, org_id: UUID | None, user_id: UUID | None,
                  platform: bool) -> None:
@@ -54,9 +90,36 @@ class Tx:
         self.org_id = org_id
         self.user_id = user_id
         self.platform = platform
+        # Made on first use: nearly every transaction schedules nothing.
+        self._after_commit: list[AfterCommit] | None = None
+        self._changed_orgs: set[UUID] | None = None
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        """Runs `callback` once this transaction has committed; never after a rollback.
+        A failing callback is logged: the change it follows is committed all the same."""
+        if self._after_commit is None:
+            self._after_commit = []
+        self._after_commit.append(callback)
+
+    def permissions_changed(self, org_id: UUID) -> None:
+        """Who may do what in `org_id` changes with this transaction: once it commits,
+        every instance reloads its members' permissions (once per org, however many
+        changes the transaction made)."""
+        if self._changed_orgs is None:
+            self._changed_orgs = set()
+        self._changed_orgs.add(org_id)
+
+    def committed_hooks(self, cache: PermissionCache | None) -> list[AfterCommit]:
+        """What to run now that the transaction committed, the cache bumps last."""
+        hooks = list(self._after_commit or ())
+        if cache is not None and self._changed_orgs:
+            hooks += [functools.partial(cache.bump_authz, org)
+                      for org in sorted(self._changed_orgs)]
+        return hooks
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return await self.conn.fetch(sql, *args)
+        rows: list[asyncpg.Record] = await self.conn.fetch(sql, *args)
+        return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         return await self.conn.fetchrow(sql, *args)
@@ -65,7 +128,8 @@ class Tx:
         return await self.conn.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        return await self.conn.execute(sql, *args)
+        status: str = await self.conn.execute(sql, *args)
+        return status
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         await self.conn.executemany(sql, args)
@@ -181,8 +245,9 @@ async def _scoped_tx(pool: asyncpg.Pool, *, turns: asyncio.Semaphore | None = No
             raise ServiceUnavailable("The database is unavailable.") from exc
         try:
             await conn.execute(_begin_sql(org_id, user_id, platform))
+            tx = Tx(conn, org_id, user_id, platform)
             try:
-                yield Tx(conn, org_id, user_id, platform)
+                yield tx
             except BaseException as exc:
                 if not conn.is_closed():
                     await conn.execute("ROLLBACK")
@@ -195,9 +260,33 @@ async def _scoped_tx(pool: asyncpg.Pool, *, turns: asyncio.Semaphore | None = No
                 raise
         finally:
             await pool.release(conn)
+    # Committed: the connection and the turn are back, the hooks hold neither.
+    hooks = tx.committed_hooks(_PERMISSION_CACHES.get(pool))
+    if hooks:
+        # Shielded: a request cancelled now (its client gone, its deadline passed) is
+        # committed all the same, and so must its hooks run.
+        task = asyncio.ensure_future(_run_hooks(hooks))
+        _RUNNING_HOOKS.add(task)
+        task.add_done_callback(_RUNNING_HOOKS.discard)
+        await asyncio.shield(task)
 
 
-def org_tx(request: web.Request) -> Any:
+# The loop keeps only weak references to tasks: these hold the hooks' until they end.
+_RUNNING_HOOKS: set[asyncio.Future[None]] = set()
+
+
+async def _run_hooks(hooks: list[AfterCommit]) -> None:
+    for hook in hooks:
+        try:
+            await hook()
+        except Exception:
+            # The change is committed; answering 5xx would tell the client otherwise. A
+            # missed bump leaves permissions cached until AUTHZ_TTL_SECONDS at worst.
+            log.exception("an after-commit hook failed", extra={
+                "hook": getattr(hook, "__qualname__", None) or type(hook).__name__})
+
+
+def org_tx(request: web.Request) -> AbstractAsyncContextManager[Tx]:
     """The transaction for org-scoped SQL, scoped to the org of the verified token."""
     principal = request[keys.PRINCIPAL]
     if principal is None:
@@ -210,7 +299,7 @@ def org_tx(request: web.Request) -> Any:
                       org_id=principal.org_id)
 
 
-def platform_tx(request: web.Request) -> Any:
+def platform_tx(request: web.Request) -> AbstractAsyncContextManager[Tx]:
     """A transaction that sees every org: only for a platform administrator's request."""
     principal = request[keys.PRINCIPAL]
     if principal is None or not principal.is_platform_admin:
@@ -219,8 +308,20 @@ def platform_tx(request: web.Request) -> Any:
                       user_id=principal.user_id, platform=True)
 
 
+def user_tx(request: web.Request) -> AbstractAsyncContextManager[Tx]:
+    """The transaction for a person's own rows, scoped to the user of the verified token
+    and to the token's org when it has one (checked a member on this request)."""
+    principal = request[keys.PRINCIPAL]
+    if principal is None:
+        raise Unauthorized("Authentication is required.")
+    if principal.user_id is None:
+        raise Forbidden("This route is for people, not agents.")
+    return _scoped_tx(request.app[keys.DB_POOL], turns=request.app[keys.DB_TURNS],
+                      org_id=principal.org_id, user_id=principal.user_id)
+
+
 def service_tx(pool: asyncpg.Pool, *, org_id: UUID | None = None,
-               user_id: UUID | None = None) -> Any:
+               user_id: UUID | None = None) -> AbstractAsyncContextManager[Tx]:
     """A transaction for server-resolved scope (login, refresh, registration, mail links).
 
     Dangerous: `org_id` and `user_id` must come from the server's own records, never
@@ -229,6 +330,6 @@ def service_tx(pool: asyncpg.Pool, *, org_id: UUID | None = None,
     return _scoped_tx(pool, org_id=org_id, user_id=user_id)
 
 
-def system_tx(pool: asyncpg.Pool) -> Any:
+def system_tx(pool: asyncpg.Pool) -> AbstractAsyncContextManager[Tx]:
     """A transaction that sees every org, for command-line tools and background jobs."""
     return _scoped_tx(pool, platform=True)

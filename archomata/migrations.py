@@ -111,6 +111,32 @@ async def _ensure_roles(conn: asyncpg.Connection, runtime_dsn: str | None) -> No
     await conn.execute(f"grant {RUNTIME_GROUP_ROLE} to {ident}")
 
 
+# What makes a role unfit to serve: row-level security does not hold for a superuser, a
+# role with BYPASSRLS, or the owner of a table (FORCE ROW LEVEL SECURITY aside, the owner
+# may also switch it off or drop the policy). A member of the owner role counts as it:
+# with INHERIT it has the owner's rights, without, one SET ROLE away.
+_ROLE_POWERS = """
+    select current_user as name, r.rolsuper, r.rolbypassrls,
+           exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                   where n.nspname = 'public' and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f')
+                     and pg_has_role(current_user, c.relowner, 'MEMBER')) as owns_tables
+    from pg_roles r where r.rolname = current_user
+"""
+
+
+async def role_problems(conn: asyncpg.Connection) -> list[str]:
+    """Why the connection's role must not serve requests (none for the runtime role)."""
+    row = await conn.fetchrow(_ROLE_POWERS)
+    problems = []
+    if row["rolsuper"]:
+        problems.append("is a superuser")
+    if row["rolbypassrls"]:
+        problems.append("has BYPASSRLS")
+    if row["owns_tables"]:
+        problems.append("owns tables of the schema (or is a member of their owner)")
+    return [f"database role {row['name']!r} {problem}" for problem in problems]
+
+
 async def _quote_ident(conn: asyncpg.Connection, name: str) -> str:
     quoted: str = await conn.fetchval("select quote_ident($1)", name)
     return quoted

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import subprocess
 import sys
 from typing import Any
 
+import aiohttp
 import pytest
 
-from archomata.devservers import PostgresServer
+from archomata.devservers import DatabaseUrls, PostgresServer, free_port
 from tests.conftest import make_database
 from tests.factories import login, register, strong_password, unique_email
 
@@ -44,6 +46,32 @@ class TestServe:
         assert result.returncode == 3
         assert "archomata migrate" in result.stderr
 
+    async def test_production_refuses_to_serve_as_the_schema_owner(
+            self, environ: dict[str, str], database: DatabaseUrls) -> None:
+        env = {**environ, "ARCHOMATA_DATABASE_URL": database.owner, "ARCHOMATA_PORT": "0"}
+        result = await asyncio.to_thread(archomata, "serve", env=env)
+        assert result.returncode == 2, result.stderr
+        # The harness's owner, as a typical one: it owns the tables and bypasses RLS.
+        assert "'archomata_owner' owns tables" in result.stderr
+        assert "'archomata_owner' has BYPASSRLS" in result.stderr
+        assert "ARCHOMATA_DATABASE_URL" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    async def test_development_serves_as_the_schema_owner_with_a_warning(
+            self, environ: dict[str, str], database: DatabaseUrls) -> None:
+        live, stderr = await _serve_until_live({
+            **environ, "ARCHOMATA_ENV": "development",
+            "ARCHOMATA_DATABASE_URL": database.owner})
+        assert live, stderr
+        assert "'archomata_owner' owns tables" in stderr
+        assert "row-level security is not enforced" in stderr
+
+    async def test_production_serves_as_the_runtime_role(
+            self, environ: dict[str, str]) -> None:
+        live, stderr = await _serve_until_live(environ)
+        assert live, stderr
+        assert "row-level security is not enforced" not in stderr
+
     @pytest.mark.parametrize(("variable", "value"), [
         ("ARCHOMATA_JWT_SECRETS", ""), ("ARCHOMATA_JWT_SECRETS", "k:short"),
         ("ARCHOMATA_DATA_KEY", ""), ("ARCHOMATA_DATA_KEY", "dG9vIHNob3J0")])
@@ -53,6 +81,30 @@ class TestServe:
         assert result.returncode == 2
         assert variable in result.stderr
         assert "Traceback" not in result.stderr
+
+
+async def _serve_until_live(environ: dict[str, str], seconds: float = 60) -> tuple[bool, str]:
+    """Runs `archomata serve` until /health/live answers 200 (or it ends, or `seconds`
+    pass), then stops it: whether it answered, and what it wrote to stderr."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "archomata", "serve", env={**environ, "ARCHOMATA_PORT": str(port)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    loop, live = asyncio.get_running_loop(), False
+    deadline = loop.time() + seconds
+    try:
+        async with aiohttp.ClientSession() as http:
+            while not live and proc.returncode is None and loop.time() < deadline:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/health/live") as response:
+                        live = response.status == 200
+                if not live:
+                    await asyncio.sleep(0.2)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    return live, stderr.decode()
 
 
 class TestCreateAdmin:

@@ -25,7 +25,6 @@ from archomata.schemas.org import (
     RoleIdsSchema,
     UserIdsSchema,
 )
-from archomata.security.revocation import REVOCATION
 from archomata.store import groups, members
 from archomata.web_json import json_response, load_body, uuid_param
 
@@ -119,7 +118,6 @@ async def delete_group(request: web.Request) -> web.Response:
         await groups.delete(tx, org_id, group_id)
         await audit.record(tx, request, AuditAction.GROUP_DELETED, resource_type="group",
                            resource_id=group_id, details={"name": group.name})
-    await request.app[REVOCATION].bump_authz(org_id)
     return web.Response(status=204)
 
 
@@ -148,7 +146,6 @@ async def set_group_members(request: web.Request) -> web.Response:
                            resource_id=group_id, details={
                                "members": {"from": _ids(before.members),
                                            "to": _ids(after.members)}})
-    await request.app[REVOCATION].bump_authz(org_id)
     return json_response(after)
 
 
@@ -170,5 +167,4 @@ async def set_group_roles(request: web.Request) -> web.Response:
                            resource_id=group_id, details={
                                "roles": {"from": [r["name"] for r in before.roles],
                                          "to": [r["name"] for r in after.roles]}})
-    await request.app[REVOCATION].bump_authz(org_id)
     return json_response(after)

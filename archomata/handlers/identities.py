@@ -9,7 +9,7 @@ from aiohttp import web
 
 from archomata import audit, keys
 from archomata.audit import AuditAction
-from archomata.db import service_tx
+from archomata.db import user_tx
 from archomata.errors import Conflict, NotFound
 from archomata.guards import authenticated
 from archomata.openapi import doc
@@ -38,7 +38,7 @@ def _body(identity: Identity) -> dict[str, object]:
 @doc("The caller's linked sign-in identities (Google, Azure AD)", response=IdentityListSchema)
 async def list_identities(request: web.Request) -> web.Response:
     principal = _principal(request)
-    async with service_tx(request.app[keys.DB_POOL], user_id=principal.actor_id) as tx:
+    async with user_tx(request) as tx:
         linked = await identities.list_for_user(tx, principal.actor_id)
     return json_response({"items": [_body(i) for i in linked]})
 
@@ -54,8 +54,7 @@ async def delete_identity(request: web.Request) -> web.Response:
     except ValueError:
         raise NotFound("No such identity.") from None
     user_id = principal.actor_id
-    async with service_tx(request.app[keys.DB_POOL], org_id=principal.org_id,
-                          user_id=user_id) as tx:
+    async with user_tx(request) as tx:
         methods = await identities.lock_sign_in_methods(tx, user_id)
         identity = await identities.delete(tx, identity_id, user_id)
         if identity is None:

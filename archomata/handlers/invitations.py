@@ -17,7 +17,6 @@ from archomata.openapi import doc
 from archomata.schemas.auth import LoginResultSchema
 from archomata.schemas.org import AcceptInvitationSchema
 from archomata.security.passwords import MAX_LENGTH, MIN_LENGTH
-from archomata.security.revocation import REVOCATION
 from archomata.signin.service import (
     Attempt,
     SignInRefused,
@@ -166,6 +165,5 @@ async def _sign_in(request: web.Request, invitation: Invitation, invitee: users.
         user = await _join(request, invitation, invitee, body)
     except _Gone:
         raise await _refuse(request, invitation) from None
-    await request.app[REVOCATION].bump_authz(invitation.org_id)
     opened = await open_session(door(request), who(request), attempt(user))
     return signed_in(request.app[keys.CONFIG], opened)

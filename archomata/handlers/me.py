@@ -6,7 +6,7 @@ from aiohttp import web
 from marshmallow import Schema, fields
 
 from archomata import keys
-from archomata.db import service_tx
+from archomata.db import user_tx
 from archomata.errors import Unauthorized
 from archomata.guards import authenticated
 from archomata.identity import org_body, user_body
@@ -39,8 +39,7 @@ class MeSchema(Schema):
 async def get_me(request: web.Request) -> web.Response:
     principal = request[keys.PRINCIPAL]
     assert principal is not None
-    async with service_tx(request.app[keys.DB_POOL], org_id=principal.org_id,
-                          user_id=principal.actor_id) as tx:
+    async with user_tx(request) as tx:
         user = await users.get(tx, principal.actor_id)
         memberships = await orgs.memberships_of(tx, principal.actor_id)
         held = (await roles.of_member(tx, principal.org_id, principal.actor_id)

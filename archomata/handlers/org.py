@@ -30,7 +30,6 @@ from archomata.schemas.org import (
     RoleIdsSchema,
 )
 from archomata.security.principal import OrgRole
-from archomata.security.revocation import REVOCATION
 from archomata.store import invitations, members, orgs, roles
 from archomata.store.invitations import RevokeReason
 from archomata.web_json import json_response, load_body, uuid_param
@@ -183,7 +182,6 @@ async def update_member(request: web.Request) -> web.Response:
         if new_role is not OrgRole.ADMINISTRATOR:
             await revoke_with_inviter(tx, request, org_id, user_id, principal.actor_id,
                                       RevokeReason.INVITER_DEMOTED)
-    await request.app[REVOCATION].bump_authz(org_id)
     return json_response(after)
 
 
@@ -205,7 +203,6 @@ async def remove_member(request: web.Request) -> web.Response:
                                "roles": [r["name"] for r in member.roles]})
         await revoke_with_inviter(tx, request, org_id, user_id, principal.actor_id,
                                   RevokeReason.INVITER_REMOVED)
-    await request.app[REVOCATION].bump_authz(org_id)
     return web.Response(status=204)
 
 
@@ -227,7 +224,6 @@ async def set_member_roles(request: web.Request) -> web.Response:
                            resource_id=user_id, details={
                                "roles": {"from": _names(before.roles),
                                          "to": _names(after.roles)}})
-    await request.app[REVOCATION].bump_authz(org_id)
     return json_response(after)
 
 

@@ -1,4 +1,8 @@
-"""Groups of an org: their members and the roles they grant."""
+"""Groups of an org: their members and the roles they grant.
+
+Every function that changes who holds which role through a group tells the transaction
+(`tx.permissions_changed`), which bumps the permission cache once it commits.
+"""
 
 from __future__ import annotations
 
@@ -93,6 +97,8 @@ DELETE = "delete from groups where org_id = $1 and id = $2 returning id"
 
 
 async def delete(tx: Tx, org_id: UUID, group_id: UUID) -> bool:
+    """Its members and roles go with it (on delete cascade)."""
+    tx.permissions_changed(org_id)
     return await tx.fetchval(DELETE, org_id, group_id) is not None
 
 
@@ -106,6 +112,7 @@ ADD_MEMBERS = """
 async def set_members(tx: Tx, org_id: UUID, group_id: UUID, user_ids: list[UUID]) -> None:
     await tx.execute(CLEAR_MEMBERS, org_id, group_id)
     await tx.execute(ADD_MEMBERS, org_id, group_id, user_ids)
+    tx.permissions_changed(org_id)
 
 
 CLEAR_ROLES = "delete from group_roles where org_id = $1 and group_id = $2"
@@ -118,6 +125,7 @@ ADD_ROLES = """
 async def set_roles(tx: Tx, org_id: UUID, group_id: UUID, role_ids: list[UUID]) -> None:
     await tx.execute(CLEAR_ROLES, org_id, group_id)
     await tx.execute(ADD_ROLES, org_id, group_id, role_ids)
+    tx.permissions_changed(org_id)
 
 
 EXISTING = "select id from groups where org_id = $1 and id = any($2::uuid[])"
@@ -138,3 +146,4 @@ ADD_USER_TO = """
 async def add_user_to(tx: Tx, org_id: UUID, user_id: UUID, group_ids: list[UUID]) -> None:
     """Puts a member into those of `group_ids` that still exist."""
     await tx.execute(ADD_USER_TO, org_id, user_id, group_ids)
+    tx.permissions_changed(org_id)

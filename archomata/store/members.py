@@ -1,4 +1,8 @@
-"""An org's members: who they are, their org role, their roles and groups."""
+"""An org's members: who they are, their org role, their roles and groups.
+
+Every function that changes what a member may do tells the transaction
+(`tx.permissions_changed`), which bumps the permission cache once it commits.
+"""
 
 from __future__ import annotations
 
@@ -105,6 +109,7 @@ SET_ROLE = """
 
 async def set_org_role(tx: Tx, org_id: UUID, user_id: UUID, role: OrgRole) -> None:
     await tx.execute(SET_ROLE, org_id, user_id, role.value)
+    tx.permissions_changed(org_id)
 
 
 REMOVE = """
@@ -115,6 +120,7 @@ REMOVE = """
 async def remove(tx: Tx, org_id: UUID, user_id: UUID) -> None:
     """Ends a membership; its roles and group places go with it (on delete cascade)."""
     await tx.execute(REMOVE, org_id, user_id)
+    tx.permissions_changed(org_id)
 
 
 NON_MEMBERS = """

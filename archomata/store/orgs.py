@@ -52,7 +52,10 @@ ADD_MEMBER = """
 
 
 async def add_member(tx: Tx, org_id: UUID, user_id: UUID, role: OrgRole) -> None:
+    """A new member (a cached "not a member" answer for them then goes stale: the
+    transaction bumps the permission cache once it commits)."""
     await tx.execute(ADD_MEMBER, org_id, user_id, role.value)
+    tx.permissions_changed(org_id)
 
 
 @dataclass(frozen=True)

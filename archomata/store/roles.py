@@ -1,4 +1,8 @@
-"""System roles and who holds them, directly or through groups."""
+"""System roles and who holds them, directly or through groups.
+
+Every function that changes who holds a role tells the transaction
+(`tx.permissions_changed`), which bumps the permission cache once it commits.
+"""
 
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ ASSIGN_BY_NAME = """
 
 async def assign_by_name(tx: Tx, org_id: UUID, user_id: UUID, name: str) -> None:
     await tx.execute(ASSIGN_BY_NAME, org_id, user_id, name)
+    tx.permissions_changed(org_id)
 
 
 CLEAR_MEMBER = "delete from member_roles where org_id = $1 and user_id = $2"
@@ -67,6 +72,7 @@ async def set_for_member(tx: Tx, org_id: UUID, user_id: UUID, role_ids: list[UUI
     """Replaces the member's direct roles with `role_ids` (checked to exist)."""
     await tx.execute(CLEAR_MEMBER, org_id, user_id)
     await tx.execute(SET_MEMBER, org_id, user_id, role_ids)
+    tx.permissions_changed(org_id)
 
 
 MEMBER_ROLES = """
