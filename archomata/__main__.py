@@ -45,7 +45,7 @@ def _database_urls(environ: os._Environ[str] | dict[str, str]) -> tuple[str, str
 
 
 def migrate() -> None:
-    from archomata.migrations import migrate as run_migrations
+    from archomata.ops.migrations import migrate as run_migrations
 
     owner, runtime = _database_urls(os.environ)
     applied = asyncio.run(run_migrations(owner, runtime))
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "rotate-data-key":
             return rotate_data_key()
         elif args.command == "dev":
-            from archomata.dev import run_dev
+            from archomata.ops.dev import run_dev
 
             run_dev(args.data_dir)
     except ConfigError as exc:
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from archomata.app import SchemaOutdatedError
-        from archomata.migrations import MigrationError
+        from archomata.ops.migrations import MigrationError
 
         if isinstance(exc, SchemaOutdatedError | MigrationError):
             print(f"archomata: {exc}", file=sys.stderr)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from archomata.config import load_config
-from archomata.devservers import (
+from archomata.ops.devservers import (
     PostgresServer,
     RedisServer,
     create_database,

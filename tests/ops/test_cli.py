@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from archomata.devservers import PostgresServer
+from archomata.ops.devservers import PostgresServer
 from tests.conftest import make_database
 from tests.factories import login, register, strong_password, unique_email
 
