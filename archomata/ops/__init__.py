@@ -6,7 +6,7 @@ servers of `archomata dev`.
     cli_migrate.py    `archomata migrate`, on migrations.py (which app start and
                       /health/ready read the schema version from too)
     cli_admin.py      `archomata create-admin`
-    cli_audit.py      `archomata audit verify|anchor` (the chains: archomata/audit_chain.py)
+    cli_audit.py      `archomata audit verify|anchor` (the chains are the audit domain's)
     cli_rotate.py     `archomata rotate-data-key`
     dev.py            `archomata dev` (`make run`), on devservers.py (PostgreSQL, Redis)
                       and devroot.py (running them as `nobody` under root)

@@ -1,6 +1,6 @@
 """`archomata audit verify|anchor`: the audit log's hash chains, walked or anchored as the
-schema owner. The chain logic is the audit domain's (archomata/audit_chain.py); this is
-only the command's connection to it."""
+schema owner. Only the command's connection to them: walking and anchoring belong to the
+audit domain (its `run_verify` and `run_anchor`)."""
 
 from __future__ import annotations
 
