@@ -3,101 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
 import os
 import sys
 from collections.abc import Sequence
 
-from archomata import logs, server
-from archomata.config import Config, ConfigError, load_config
+from archomata import logs
+from archomata.config import ConfigError, load_config
 
-
-def _use_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def serve(config: Config) -> None:
-    from archomata.app import create_app
-
-    # The role it connects as is checked at start-up (app.py): refused in production if
-    # row-level security does not hold for it, a warning in development.
-    _use_uvloop()
-    # Not web.run_app: archomata.server holds the connection limits and TLS settings
-    # that the tests start the service with too.
-    server.run(create_app(config), config)
-
-
-def _database_urls(environ: os._Environ[str] | dict[str, str]) -> tuple[str, str]:
-    runtime = environ.get("ARCHOMATA_DATABASE_URL", "").strip()
-    if not runtime:
-        raise ConfigError("ARCHOMATA_DATABASE_URL is required")
-    owner = environ.get("ARCHOMATA_DATABASE_OWNER_URL", "").strip() or runtime
-    return owner, runtime
-
-
-def migrate() -> None:
-    from archomata.migrations import migrate as run_migrations
-
-    owner, runtime = _database_urls(os.environ)
-    applied = asyncio.run(run_migrations(owner, runtime))
-    print(f"migrations applied: {len(applied)}" +
-          (f" ({', '.join(f'{m.version:03d}_{m.name}' for m in applied)})" if applied else ""))
-
-
-def _read_new_password() -> str:
-    from archomata.security.passwords import MAX_LENGTH, MIN_LENGTH
-
-    password = os.environ.get("ARCHOMATA_ADMIN_PASSWORD")
-    if password is None:
-        if not sys.stdin.isatty():
-            raise ConfigError("set ARCHOMATA_ADMIN_PASSWORD or run on a terminal to be asked")
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            raise ConfigError("the passwords differ")
-    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
-        raise ConfigError(f"the password must be {MIN_LENGTH} to {MAX_LENGTH} characters")
-    return password
-
-
-def create_admin(email: str) -> None:
-    from archomata.db import create_pool
-    from archomata.onboarding import MailboxMismatchError, ensure_platform_admin
-    from archomata.security.passwords import PasswordHasher
-
-    password = _read_new_password()
-    _, runtime = _database_urls(os.environ)
-    rounds = int(os.environ.get("ARCHOMATA_BCRYPT_ROUNDS", "12"))
-
-    async def run() -> None:
-        pool = await create_pool(runtime, min_size=1, max_size=1)
-        hasher = PasswordHasher(rounds, 1)
-        try:
-            user = await ensure_platform_admin(pool, hasher, email=email, password=password)
-        finally:
-            hasher.close()
-            await pool.close()
-        print(f"platform administrator ready: {user.email} ({user.id})")
-
-    try:
-        asyncio.run(run())
-    except MailboxMismatchError as exc:
-        raise SystemExit(f"archomata: {exc}") from None
-
-
-def audit(args: argparse.Namespace) -> int:
-    """`audit verify` walks the hash chains; `audit anchor` records checkpoints before an
-    archive (docs/audit-retention.md). Both as the schema owner."""
-    from archomata import audit_chain
-
-    owner, _ = _database_urls(os.environ)
-    if args.audit_command == "verify":
-        return asyncio.run(audit_chain.run_verify(owner, args.org))
-    return asyncio.run(audit_chain.run_anchor(owner, args.before, args.org))
+# Each command's implementation is in archomata/ops/; here only its arguments and dispatch.
+from archomata.ops.cli_admin import create_admin
+from archomata.ops.cli_audit import audit
+from archomata.ops.cli_migrate import migrate
+from archomata.ops.cli_rotate import rotate_data_key
+from archomata.ops.cli_serve import serve
 
 
 def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -117,39 +35,6 @@ def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
                         help="anchor each chain at its last entry before this instant")
     for sub in (verify, anchor):
         sub.add_argument("--org", type=chain_arg, help="one org's chain (`none`: no org)")
-
-
-def rotate_data_key() -> int:
-    """Re-encrypts stored secrets under ARCHOMATA_DATA_KEY; the key(s) they were sealed
-    with must be in ARCHOMATA_DATA_KEY_PREVIOUS. Exit 1 when some secret did not open."""
-    from archomata.credentials import Rotation, rotate_all
-    from archomata.db import create_pool
-    from archomata.security.crypto import DataKeys, UnknownKeyError
-
-    config = load_config()
-    data_keys = DataKeys(config.data_key.reveal(),
-                         [k.reveal() for k in config.data_key_previous])
-
-    async def run() -> Rotation:
-        pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=1)
-        try:
-            return await rotate_all(pool, data_keys)
-        finally:
-            await pool.close()
-
-    try:
-        done = asyncio.run(run())
-    except UnknownKeyError as exc:
-        raise ConfigError(f"a stored secret is {exc}: put that key in "
-                          "ARCHOMATA_DATA_KEY_PREVIOUS; nothing was changed") from None
-    print(f"data key {data_keys.current_id}: {done.resealed} of {done.stored} stored secrets "
-          "re-encrypted")
-    if done.unreadable:
-        print(f"archomata: {len(done.unreadable)} stored secrets do not open under their key "
-              "(tampered with, or copied from another account) and were left as they are: "
-              f"accounts {', '.join(map(str, done.unreadable))}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -182,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "rotate-data-key":
             return rotate_data_key()
         elif args.command == "dev":
-            from archomata.dev import run_dev
+            from archomata.ops.dev import run_dev
 
             run_dev(args.data_dir)
     except ConfigError as exc:
@@ -190,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from archomata.app import SchemaOutdatedError
-        from archomata.migrations import MigrationError
+        from archomata.ops.migrations import MigrationError
 
         if isinstance(exc, SchemaOutdatedError | MigrationError):
             print(f"archomata: {exc}", file=sys.stderr)

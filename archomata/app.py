@@ -11,7 +11,7 @@ import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
-from archomata import db, keys, migrations
+from archomata import db, keys
 from archomata.broadcast import Broadcast
 from archomata.config import Config, ConfigError
 from archomata.cors import setup_cors
@@ -52,6 +52,7 @@ from archomata.middlewares.security_headers import (
 )
 from archomata.middlewares.timeout import timeout_middleware
 from archomata.openapi import build_spec
+from archomata.ops import migrations
 from archomata.security.api_keys import API_KEYS, ApiKeyAuthenticator
 from archomata.security.authenticator import AUTHENTICATOR, Authenticator
 from archomata.security.crypto import DataKeys

@@ -257,7 +257,7 @@ def report(results: list[PlanResult]) -> str:
 
 
 async def measure(urls: Any, entries: int) -> list[PlanResult]:
-    from archomata.migrations import migrate
+    from archomata.ops.migrations import migrate
 
     await migrate(urls.owner, urls.runtime)
     owner = await asyncpg.connect(urls.owner)
@@ -274,7 +274,7 @@ async def measure(urls: Any, entries: int) -> list[PlanResult]:
 
 
 def main(entries: int) -> int:
-    from archomata.devservers import PostgresServer, create_database, free_port, new_password
+    from archomata.ops.devservers import PostgresServer, create_database, free_port, new_password
 
     with tempfile.TemporaryDirectory(prefix="archomata-bench-") as workdir:
         Path(workdir).chmod(0o755)  # PostgreSQL may run as `nobody`

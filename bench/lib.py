@@ -25,14 +25,14 @@ from pathlib import Path
 
 import aiohttp
 
-from archomata.devservers import (
+from archomata.ops.devservers import (
     PostgresServer,
     RedisServer,
     create_database,
     free_port,
     new_password,
 )
-from archomata.migrations import migrate
+from archomata.ops.migrations import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 

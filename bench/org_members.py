@@ -25,8 +25,8 @@ import aiohttp
 
 from archomata.audit import AuditContext
 from archomata.db import create_pool
-from archomata.devservers import free_port
 from archomata.onboarding import create_user_with_org
+from archomata.ops.devservers import free_port
 from archomata.security.passwords import hash_sync
 from bench.lib import ROOT, median, process, serve, stack, wrk
 

@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestClient
 
 from archomata.app import create_app
 from archomata.config import Config, load_config
-from archomata.devservers import (
+from archomata.ops.devservers import (
     DatabaseUrls,
     PostgresServer,
     RedisServer,
@@ -36,7 +36,7 @@ from archomata.devservers import (
     free_port,
     new_password,
 )
-from archomata.migrations import migrate
+from archomata.ops.migrations import migrate
 from tests import secret_scan
 
 RUNTIME_PASSWORD = new_password()

@@ -33,7 +33,7 @@ from aiohttp import web
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from archomata.devservers import free_port
+from archomata.ops.devservers import free_port
 from tests.secret_scan import remember
 
 HOST = "127.0.0.2"  # loopback, but another site than the service on 127.0.0.1

@@ -20,9 +20,9 @@ import pytest
 from archomata.audit import AuditAction, AuditContext, record
 from archomata.audit_chain import NIL, Report, record_anchors, verify
 from archomata.db import create_pool, service_tx
-from archomata.devservers import DatabaseUrls, PostgresServer
-from archomata.migrations import migrate, sql_dir
 from archomata.onboarding import create_user_with_org
+from archomata.ops.devservers import DatabaseUrls, PostgresServer
+from archomata.ops.migrations import migrate, sql_dir
 from archomata.security.principal import ActorType
 from tests.conftest import make_database
 from tests.factories import unique_email

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from archomata.devservers import PostgresServer
+from archomata.ops.devservers import PostgresServer
 from bench.audit_plans import BIG_ORG, check, load, report, small_org
 from tests.conftest import make_database
 

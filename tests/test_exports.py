@@ -12,9 +12,9 @@ import pytest
 from redis.asyncio import Redis
 
 from archomata import exports
-from archomata.devservers import RedisServer, free_port
 from archomata.errors import RateLimited, ServiceUnavailable
 from archomata.exports import EXPORTS_PER_ORG, ExportSlots, slots_key
+from archomata.ops.devservers import RedisServer, free_port
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncpg
 
 from archomata.audit_chain import verify
-from archomata.devservers import PostgresServer
-from archomata.migrations import migrate, sql_dir
+from archomata.ops.devservers import PostgresServer
+from archomata.ops.migrations import migrate, sql_dir
 from tests.conftest import make_database
 
 SEED = """

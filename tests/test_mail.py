@@ -7,8 +7,8 @@ from typing import Any
 
 from archomata import keys
 from archomata.config import Config, Secret
-from archomata.devservers import free_port
 from archomata.mail import Mailer
+from archomata.ops.devservers import free_port
 
 
 def _mailer(config: Config, failures: list[str], smtp_url: str | None = None) -> Mailer:

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from archomata.devservers import free_port
+from archomata.ops.devservers import free_port
 from tests.factories import agent_with_key, signed_up, trading_account
 
 # Per run; two runs at once (user routes, bridge routes). ARCHOMATA_FUZZ_SECONDS=300 for

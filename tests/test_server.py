@@ -24,8 +24,8 @@ from cryptography.x509.oid import NameOID
 
 from archomata import keys, server
 from archomata.config import Config
-from archomata.devservers import free_port
 from archomata.guards import public
+from archomata.ops.devservers import free_port
 from tests import sockets
 from tests.conftest import app_with_routes
 

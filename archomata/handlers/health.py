@@ -12,8 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from archomata import keys
 from archomata.guards import public
 from archomata.metrics import METRICS
-from archomata.migrations import current_version
 from archomata.openapi import doc
+from archomata.ops.migrations import current_version
 from archomata.redis_boundary import REDIS_FAILURES
 
 routes = web.RouteTableDef()

@@ -23,8 +23,8 @@ from aiohttp import web
 from archomata import keys, server
 from archomata.app import create_app
 from archomata.config import Config, load_config
-from archomata.devservers import DatabaseUrls
 from archomata.exports import slots_key
+from archomata.ops.devservers import DatabaseUrls
 from tests import sockets
 from tests.conftest import environ_for, make_database
 from tests.factories import Session, signed_up

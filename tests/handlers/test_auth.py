@@ -451,7 +451,7 @@ class TestRevocationState:
     async def test_redis_down_fails_closed(self, aiohttp_client: Any, config: Config,
                                            mail_sink: Any, workdir: Any) -> None:
         from archomata.config import Secret
-        from archomata.devservers import RedisServer, free_port
+        from archomata.ops.devservers import RedisServer, free_port
 
         redis = RedisServer(workdir / "redis-authn", free_port(), durable=False)
         redis.start()

@@ -7,7 +7,7 @@ from typing import Any
 
 from archomata.app import create_app
 from archomata.config import Config
-from archomata.devservers import RedisServer, free_port
+from archomata.ops.devservers import RedisServer, free_port
 
 
 class TestLive:

@@ -22,7 +22,7 @@ from joserfc.jwk import RSAKey
 from archomata import keys, linking
 from archomata.app import create_app
 from archomata.config import load_config
-from archomata.devservers import free_port
+from archomata.ops.devservers import free_port
 from archomata.store.users import same_mailbox
 from tests.browser import Browser, Visit
 from tests.factories import FRONTEND, login, register, strong_password, unique_email

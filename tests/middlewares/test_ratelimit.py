@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 
 from archomata import keys
 from archomata.config import Config, RateLimit, Secret
-from archomata.devservers import RedisServer, free_port
 from archomata.errors import NotFound
 from archomata.guards import public
 from archomata.middlewares.ratelimit import _bucket, ratelimit_middleware
+from archomata.ops.devservers import RedisServer, free_port
 from archomata.security.ratelimit import RateDecision
 from tests.conftest import app_with_routes
 

@@ -15,9 +15,9 @@ from redis.asyncio import Redis
 
 from archomata import keys
 from archomata.config import Config, RateLimit, Secret
-from archomata.devservers import RedisServer, free_port
 from archomata.errors import RateLimited, Unauthorized
 from archomata.guards import public
+from archomata.ops.devservers import RedisServer, free_port
 from archomata.security import ratelimit
 from archomata.security.login_throttle import LoginThrottle, account_key
 from archomata.security.ratelimit import (

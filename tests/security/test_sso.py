@@ -15,7 +15,7 @@ from joserfc import jwt
 from joserfc.jwk import OctKey
 
 from archomata.config import Secret, SsoProvider
-from archomata.devservers import free_port
+from archomata.ops.devservers import free_port
 from archomata.security.sso import OidcClient, SsoError, asserted
 from archomata.security.sso_state import LoginStates, new_login, safe_next
 from tests.oidc_provider import Grant, IdpUser, OidcProvider

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from archomata.devservers import DatabaseUrls, PostgresServer, free_port
+from archomata.ops.devservers import DatabaseUrls, PostgresServer, free_port
 from tests.conftest import make_database
 from tests.factories import login, register, strong_password, unique_email
 

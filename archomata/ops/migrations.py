@@ -44,7 +44,7 @@ class Migration:
 
 def sql_dir() -> Path:
     configured = os.environ.get("ARCHOMATA_SQL_DIR")
-    return Path(configured) if configured else Path(__file__).resolve().parent.parent / "sql"
+    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "sql"
 
 
 def discover(directory: Path | None = None) -> list[Migration]:

