@@ -119,8 +119,9 @@ async def update_user(request: web.Request) -> web.Response:
         if user.disabled and not before.disabled:
             # An account disabled, as one taken over, keeps none of its invitations
             # (enabling it again does not bring them back).
-            await revoke_with_inviter(tx, request, None, user_id,
-                                      request[keys.PRINCIPAL].actor_id,
+            admin = request[keys.PRINCIPAL]
+            assert admin is not None  # platform_tx refuses a request without one
+            await revoke_with_inviter(tx, request, None, user_id, admin.actor_id,
                                       RevokeReason.INVITER_DISABLED)
         if user.disabled:
             await app[REVOCATION].set_user_disabled(user_id, True)

@@ -141,7 +141,8 @@ CREDENTIALS_OF = """
 
 
 async def credentials_of(tx: Tx, org_id: UUID, account_id: UUID) -> bytes | None:
-    return await tx.fetchval(CREDENTIALS_OF, org_id, account_id)
+    sealed: bytes | None = await tx.fetchval(CREDENTIALS_OF, org_id, account_id)
+    return sealed
 
 
 AGENT_OF = "select agent_id from accounts where org_id = $1 and id = $2 and deleted_at is null"
@@ -149,7 +150,8 @@ AGENT_OF = "select agent_id from accounts where org_id = $1 and id = $2 and dele
 
 async def agent_of(tx: Tx, org_id: UUID, account_id: UUID) -> UUID | None:
     """The account's agent, unlocked (None also when there is no such account)."""
-    return await tx.fetchval(AGENT_OF, org_id, account_id)
+    agent_id: UUID | None = await tx.fetchval(AGENT_OF, org_id, account_id)
+    return agent_id
 
 
 LOCK_HOLDING = """
@@ -251,9 +253,10 @@ async def set_state(tx: Tx, org_id: UUID, agent_id: UUID, login: int,
                     state: dict[str, Any]) -> UUID | None:
     """Writes the balances an agent reports (locking the row until commit); returns the
     account id, or None when the agent has no such account."""
-    return await tx.fetchval(SET_STATE, org_id, agent_id, login, state["balance"],
-                             state["equity"], state["margin"], state["free_margin"],
-                             state["currency"])
+    account_id: UUID | None = await tx.fetchval(
+        SET_STATE, org_id, agent_id, login, state["balance"], state["equity"], state["margin"],
+        state["free_margin"], state["currency"])
+    return account_id
 
 
 ALL_CREDENTIALS = """

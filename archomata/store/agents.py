@@ -104,7 +104,8 @@ DELETE = "delete from agents where org_id = $1 and id = $2 returning key_id"
 
 async def delete(tx: Tx, org_id: UUID, agent_id: UUID) -> str | None:
     """Deletes the agent (its accounts become unassigned); returns its key id."""
-    return await tx.fetchval(DELETE, org_id, agent_id)
+    key_id: str | None = await tx.fetchval(DELETE, org_id, agent_id)
+    return key_id
 
 
 # Written at most every TOUCH_SECONDS unless something changed: heartbeats of one agent

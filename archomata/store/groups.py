@@ -77,7 +77,8 @@ INSERT = """
 
 async def insert(tx: Tx, org_id: UUID, name: str, description: str) -> UUID | None:
     """The new group's id, or None when the org already has a group of that name."""
-    return await tx.fetchval(INSERT, org_id, name, description)
+    group_id: UUID | None = await tx.fetchval(INSERT, org_id, name, description)
+    return group_id
 
 
 UPDATE = """

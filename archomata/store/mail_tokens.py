@@ -40,7 +40,8 @@ CONSUME = """
 
 async def consume(tx: Tx, token: str, purpose: Purpose) -> UUID | None:
     """The user the token was for, marking it used; None if unknown, used or expired."""
-    return await tx.fetchval(CONSUME, digest(token), purpose.value)
+    user_id: UUID | None = await tx.fetchval(CONSUME, digest(token), purpose.value)
+    return user_id
 
 
 PEEK = """

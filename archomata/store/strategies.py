@@ -42,7 +42,8 @@ COUNT_ACCOUNTS = """
 
 
 async def accounts_exist(tx: Tx, org_id: UUID, account_ids: list[UUID]) -> bool:
-    return await tx.fetchval(COUNT_ACCOUNTS, org_id, account_ids) == len(set(account_ids))
+    found: int = await tx.fetchval(COUNT_ACCOUNTS, org_id, account_ids)
+    return found == len(set(account_ids))
 
 
 INSERT = """
