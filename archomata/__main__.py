@@ -96,7 +96,7 @@ def create_admin(email: str) -> None:
 def audit(args: argparse.Namespace) -> int:
     """`audit verify` walks the hash chains; `audit anchor` records checkpoints before an
     archive (docs/audit-retention.md). Both as the schema owner."""
-    from archomata import audit_chain
+    from archomata.audit import chain as audit_chain
 
     owner, _ = _database_urls(os.environ)
     if args.audit_command == "verify":
@@ -107,7 +107,7 @@ def audit(args: argparse.Namespace) -> int:
 def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from datetime import UTC, datetime
 
-    from archomata.audit_chain import chain_arg
+    from archomata.audit.chain import chain_arg
 
     def instant(text: str) -> datetime:
         value = datetime.fromisoformat(text)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from archomata.audit_chain import verify
+from archomata.audit.chain import verify
 from archomata.devservers import PostgresServer
 from archomata.migrations import migrate, sql_dir
 from tests.conftest import make_database

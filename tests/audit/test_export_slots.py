@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from archomata import exports
+from archomata.audit import export_slots as exports
+from archomata.audit.export_slots import EXPORTS_PER_ORG, ExportSlots, slots_key
 from archomata.devservers import RedisServer, free_port
 from archomata.errors import RateLimited, ServiceUnavailable
-from archomata.exports import EXPORTS_PER_ORG, ExportSlots, slots_key
 
 
 @pytest.fixture
