@@ -21,7 +21,7 @@ from archomata.ops.cli_serve import serve
 def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from datetime import UTC, datetime
 
-    from archomata.audit_chain import chain_arg
+    from archomata.audit.chain import chain_arg
 
     def instant(text: str) -> datetime:
         value = datetime.fromisoformat(text)

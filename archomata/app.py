@@ -12,16 +12,16 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from archomata import db, keys
+from archomata.audit import routes as audit_logs
+from archomata.audit.export_slots import ExportSlots
 from archomata.broadcast import Broadcast
 from archomata.config import Config, ConfigError
 from archomata.cors import setup_cors
-from archomata.exports import ExportSlots
 from archomata.guards import unguarded_api_routes
 from archomata.handlers import (
     accounts,
     admin,
     agents,
-    audit_logs,
     auth,
     bridge,
     groups,

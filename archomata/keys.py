@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 from archomata.config import Config
 
 if TYPE_CHECKING:
+    from archomata.audit.export_slots import ExportSlots
     from archomata.broadcast import Broadcast
-    from archomata.exports import ExportSlots
     from archomata.mail import Mailer
     from archomata.security.crypto import DataKeys
     from archomata.security.login_throttle import LoginThrottle

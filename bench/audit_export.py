@@ -26,12 +26,12 @@ import jwt
 from aiohttp import web
 
 from archomata.audit import AuditContext
-from archomata.audit_export import ExportFormat, encoder_for
+from archomata.audit.export_formats import ExportFormat, encoder_for
+from archomata.audit.store import CSV_COLUMNS, JSON_COLUMNS, AuditFilter, select_sql
 from archomata.db import create_pool
 from archomata.onboarding import create_user_with_org
 from archomata.ops.devservers import free_port
 from archomata.security.passwords import hash_sync
-from archomata.store.audit_logs import CSV_COLUMNS, JSON_COLUMNS, AuditFilter, select_sql
 from bench.lib import median, process, serve, stack
 
 EMAIL = "exports@bench.test"

@@ -30,8 +30,8 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from archomata.audit.store import AuditFilter, search_terms, select_sql
 from archomata.db import Tx
-from archomata.store.audit_logs import AuditFilter, search_terms, select_sql
 
 BIG_ORG = UUID("b16b16b1-0000-4000-8000-000000000001")
 SMALL_ORGS = 1000

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from archomata.audit_chain import verify
+from archomata.audit.chain import verify
 from archomata.ops.devservers import PostgresServer
 from archomata.ops.migrations import migrate, sql_dir
 from tests.conftest import make_database

@@ -14,7 +14,7 @@ from archomata.ops.database_urls import database_urls
 def audit(args: argparse.Namespace) -> int:
     """`audit verify` walks the hash chains; `audit anchor` records checkpoints before an
     archive (docs/audit-retention.md). Both as the schema owner."""
-    from archomata import audit_chain
+    from archomata.audit import chain as audit_chain
 
     owner, _ = database_urls(os.environ)
     if args.audit_command == "verify":

@@ -9,7 +9,7 @@ import secrets
 from typing import Any
 from uuid import UUID
 
-from archomata.audit_chain import verify
+from archomata.audit.chain import verify
 from archomata.config import Config
 from tests.factories import (
     Session,

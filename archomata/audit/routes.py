@@ -24,18 +24,18 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from archomata import audit, keys
 from archomata.audit import AuditAction
-from archomata.audit_export import Encoder, ExportFormat, Row, encoder_for
+from archomata.audit import store as audit_logs
+from archomata.audit.export_formats import Encoder, ExportFormat, Row, encoder_for
+from archomata.audit.export_slots import Lease
+from archomata.audit.store import AuditEntry, AuditFilter
 from archomata.db import Tx, org_tx, platform_tx
 from archomata.errors import ValidationFailed
-from archomata.exports import Lease
 from archomata.guards import require_permission, require_platform_admin
 from archomata.handlers.params import caller, client_gone
 from archomata.openapi import doc
 from archomata.pagination import Page, PageQuerySchema, listing, page_of
 from archomata.permissions import Permission
 from archomata.server import cut
-from archomata.store import audit_logs
-from archomata.store.audit_logs import AuditEntry, AuditFilter
 from archomata.web_json import json_response
 from archomata.web_json import validate as validate_query
 

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from archomata.audit import AuditAction, AuditContext, record
-from archomata.audit_chain import NIL, Report, record_anchors, verify
+from archomata.audit.chain import NIL, Report, record_anchors, verify
 from archomata.db import create_pool, service_tx
 from archomata.onboarding import create_user_with_org
 from archomata.ops.devservers import DatabaseUrls, PostgresServer
@@ -31,7 +31,7 @@ ACTOR = AuditContext(ActorType.USER, UUID(int=7), ip="198.51.100.4", user_agent=
                      request_id="req-chain")
 # The archive step exactly as docs/audit-retention.md tells operators to run it.
 ARCHIVE = re.search(r"```sql\n\s*-- archive\n(.*?)```", (
-    Path(__file__).resolve().parent.parent / "docs" / "audit-retention.md").read_text(),
+    Path(__file__).resolve().parents[2] / "docs" / "audit-retention.md").read_text(),
     re.DOTALL)[1]  # type: ignore[index]
 INSERT = "insert into audit_log (org_id, actor_type, action) values ($1, 'system', 'org.updated')"
 

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from archomata.app import create_app
-from archomata.audit_export import FIELDS
+from archomata.audit.export_formats import FIELDS
 from archomata.config import Config, load_config
 from tests.conftest import environ_for, make_database
 from tests.factories import (

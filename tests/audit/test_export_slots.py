@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from archomata import exports
+from archomata.audit import export_slots as exports
+from archomata.audit.export_slots import EXPORTS_PER_ORG, ExportSlots, slots_key
 from archomata.errors import RateLimited, ServiceUnavailable
-from archomata.exports import EXPORTS_PER_ORG, ExportSlots, slots_key
 from archomata.ops.devservers import RedisServer, free_port
 
 

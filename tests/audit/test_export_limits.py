@@ -22,13 +22,13 @@ from aiohttp import web
 
 from archomata import keys, server
 from archomata.app import create_app
+from archomata.audit.export_slots import slots_key
 from archomata.config import Config, load_config
-from archomata.exports import slots_key
 from archomata.ops.devservers import DatabaseUrls
 from tests import sockets
+from tests.audit.test_routes import BULK, csv_rows
 from tests.conftest import environ_for, make_database
 from tests.factories import Session, signed_up
-from tests.handlers.test_audit_logs import BULK, csv_rows
 
 EXPORT = "/api/v1/audit-logs/export?format=csv"
 # Some 13 MB of CSV: far more than the socket buffers of both ends hold, so a client

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from archomata.audit_export import FIELDS, CsvEncoder, JsonlEncoder, csv_cell
+from archomata.audit.export_formats import FIELDS, CsvEncoder, JsonlEncoder, csv_cell
 
 
 def row(**changes: str | None) -> tuple[str | None, ...]:
