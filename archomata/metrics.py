@@ -18,7 +18,7 @@ from archomata.routing import route_name
 
 
 class _PoolCollector(Collector):
-    """The pool's connections, and the audit exports that share it (archomata.exports)."""
+    """The pool's connections, and the audit exports that share it (audit/export_slots.py)."""
 
     def __init__(self, app: web.Application) -> None:
         self.app = app

@@ -6,9 +6,9 @@ Starts a throwaway PostgreSQL, migrates a database, loads synthetic entries as t
 with generate_series (one big org holding a fifth of them, a thousand small ones, a few
 without an org), ANALYZEs, then EXPLAINs (ANALYZE) every query GET /audit-logs and GET
 /admin/audit-logs can send, as the runtime role under row-level security, exactly as
-archomata.store.audit_logs builds them. Prints each plan's access path and timing, and
+archomata.audit.store builds them. Prints each plan's access path and timing, and
 exits non-zero if a query reads audit_log or audit_log_terms without an index.
-tests/test_audit_plans.py runs the same checks on a smaller table.
+tests/audit/test_store_plans.py runs the same checks on a smaller table.
 """
 
 from __future__ import annotations

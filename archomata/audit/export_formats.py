@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Protocol
 
-# The columns of a CSV export, as archomata.store.audit_logs.CSV_COLUMNS reads them.
+# The columns of a CSV export, as archomata.audit.store.CSV_COLUMNS reads them.
 FIELDS = ("id", "occurred_at", "org_id", "actor_type", "actor_id", "action", "resource_type",
           "resource_id", "ip", "user_agent", "request_id", "details", "seq")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

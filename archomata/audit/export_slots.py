@@ -4,7 +4,7 @@ ARCHOMATA_EXPORTS_PER_INSTANCE on each instance.
     async with request.app[keys.EXPORTS].hold(org_id) as lease:
         ...stream, and stop once `lease.lost`...
 
-An export holds no database connection while it writes (see handlers/audit_logs.py), so
+An export holds no database connection while it writes (see audit/service.py), so
 these caps bound what a tenant's exports cost an instance (a page of entries in memory,
 a turn at the pool per page), not the pool itself.
 

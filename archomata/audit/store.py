@@ -1,6 +1,6 @@
 """Audit log entries, read: the org listing, the platform listing and the export's pages.
 
-Entries are written by archomata.audit.record alone. Each filter has an index
+Entries are written by archomata.audit.service.record alone. Each filter has an index
 (sql/004_audit_chain.sql). The SQL is put together from fixed fragments, one per filter
 given, so that each combination is planned for what it asks rather than as one generic
 `$n is null or ...` plan; only parameters carry what the client sent.

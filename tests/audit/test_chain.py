@@ -17,8 +17,10 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from archomata.audit import AuditAction, AuditContext, record
+from archomata.audit.actions import AuditAction
 from archomata.audit.chain import NIL, Report, record_anchors, verify
+from archomata.audit.context import AuditContext
+from archomata.audit.service import record
 from archomata.db import create_pool, service_tx
 from archomata.onboarding import create_user_with_org
 from archomata.ops.devservers import DatabaseUrls, PostgresServer

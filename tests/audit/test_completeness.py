@@ -22,7 +22,7 @@ import jwt
 import pytest
 
 from archomata.app import create_app
-from archomata.audit import AuditAction
+from archomata.audit.actions import AuditAction
 from archomata.config import Config
 from tests.factories import (
     FRONTEND,
@@ -592,7 +592,7 @@ def state_changing_routes(config: Config) -> set[str]:
 def test_every_state_changing_route_has_a_sample(config: Config) -> None:
     routes = state_changing_routes(config)
     missing = sorted(routes - SAMPLES.keys() - EXEMPT.keys())
-    assert not missing, f"add a sample to tests/test_audit_completeness.py for: {missing}"
+    assert not missing, f"add a sample to tests/audit/test_completeness.py for: {missing}"
     stale = sorted((SAMPLES.keys() | EXEMPT.keys()) - routes)
     assert not stale, f"samples for routes that no longer exist: {stale}"
 

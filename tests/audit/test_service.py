@@ -5,7 +5,9 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from archomata.audit import AuditAction, AuditContext, record, scrub
+from archomata.audit.actions import AuditAction
+from archomata.audit.context import AuditContext
+from archomata.audit.service import record, scrub
 from archomata.config import Config
 from archomata.db import create_pool, service_tx
 from archomata.security.principal import ActorType
