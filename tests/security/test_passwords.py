@@ -123,9 +123,11 @@ class TestLanesOverHttp:
         admin = await signed_up(client, mail_sink)
         _, key = await agent_with_key(client, admin)
         hasher = client.app[keys.PASSWORDS]
-        stuck = [asyncio.create_task(client.post(LOGIN, json={
-            "email": admin.email, "password": f"block-{n}"})) for n in range(2)]
-        await until(lambda: hasher.load(Lane.PEOPLE) == 2)
+        stuck = []
+        for n in range(2):  # one after the other: block-0 is the one the thread runs
+            stuck.append(asyncio.create_task(client.post(LOGIN, json={
+                "email": admin.email, "password": f"block-{n}"})))
+            await until(lambda n=n: hasher.load(Lane.PEOPLE) == n + 1)
         full = await client.post(LOGIN, json={"email": admin.email, "password": "block-3"})
         assert_busy(full.status, await full.json(), full.headers)
         assert not any(task.done() for task in stuck)  # refused without waiting its turn
@@ -144,9 +146,12 @@ class TestLanesOverHttp:
         admin = await signed_up(client, mail_sink)
         _, key = await agent_with_key(client, admin)
         hasher = client.app[keys.PASSWORDS]
-        stuck = [asyncio.create_task(client.post(HEARTBEAT, json={"version": "1"}, headers={
-            "X-API-Key": blocked_key(key, n)})) for n in range(2)]
-        await until(lambda: hasher.load(Lane.API_KEYS) == 2)
+        stuck = []
+        for n in range(2):  # one after the other: the first is the one the thread runs
+            blocked = {"X-API-Key": blocked_key(key, n)}
+            stuck.append(asyncio.create_task(client.post(HEARTBEAT, json={"version": "1"},
+                                                         headers=blocked)))
+            await until(lambda n=n: hasher.load(Lane.API_KEYS) == n + 1)
         full = await client.post(HEARTBEAT, json={"version": "1"},
                                  headers={"X-API-Key": blocked_key(key, 3)})
         assert_busy(full.status, await full.json(), full.headers)
