@@ -19,7 +19,6 @@ from archomata.config import Config, ConfigError
 from archomata.cors import setup_cors
 from archomata.guards import unguarded_api_routes
 from archomata.handlers import (
-    accounts,
     admin,
     agents,
     auth,
@@ -29,11 +28,9 @@ from archomata.handlers import (
     identities,
     invitations,
     me,
-    orders,
     org,
     roles,
     sso,
-    strategies,
 )
 from archomata.mail import Mailer
 from archomata.metrics import METRICS, Metrics, metrics_middleware
@@ -61,6 +58,7 @@ from archomata.security.passwords import PasswordHasher
 from archomata.security.ratelimit import RateLimiter
 from archomata.security.revocation import REVOCATION, Revocation
 from archomata.security.sessions import SessionStore
+from archomata.trading.routes import accounts, orders, strategies
 
 log = logging.getLogger(__name__)
 
