@@ -11,8 +11,8 @@ from typing import Any
 from uuid import UUID
 
 from archomata.trading.store import market
+from tests.bridge.test_routes import position, state
 from tests.factories import Session, agent_auth
-from tests.handlers.test_bridge import position, state
 from tests.trading.test_orders import desk, place
 
 LIMITS = {"trading_enabled": True, "max_order_volume": None, "max_open_positions": None,

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from archomata import audit, keys
 from archomata.audit import AuditAction
+from archomata.bridge import store as agents
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
 from archomata.guards import require_permission, require_write
@@ -24,7 +25,6 @@ from archomata.openapi import doc
 from archomata.pagination import listing, page_of
 from archomata.permissions import Permission
 from archomata.security.principal import Principal
-from archomata.store import agents
 from archomata.trading import credentials, custody
 from archomata.trading.risk import RiskLimits
 from archomata.trading.schemas import (
