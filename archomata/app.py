@@ -14,26 +14,24 @@ from redis.asyncio import Redis
 from archomata import db, keys
 from archomata.audit import routes as audit_logs
 from archomata.audit.export_slots import ExportSlots
-from archomata.broadcast import Broadcast
+from archomata.bridge import agents_routes as agents
+from archomata.bridge import routes as bridge
+from archomata.bridge.api_keys import API_KEYS, ApiKeyAuthenticator
+from archomata.bridge.broadcast import Broadcast
 from archomata.config import Config, ConfigError
 from archomata.cors import setup_cors
 from archomata.guards import unguarded_api_routes
 from archomata.handlers import (
-    accounts,
     admin,
-    agents,
     auth,
-    bridge,
     groups,
     health,
     identities,
     invitations,
     me,
-    orders,
     org,
     roles,
     sso,
-    strategies,
 )
 from archomata.mail import Mailer
 from archomata.metrics import METRICS, Metrics, metrics_middleware
@@ -53,7 +51,6 @@ from archomata.middlewares.security_headers import (
 from archomata.middlewares.timeout import timeout_middleware
 from archomata.openapi import build_spec
 from archomata.ops import migrations
-from archomata.security.api_keys import API_KEYS, ApiKeyAuthenticator
 from archomata.security.authenticator import AUTHENTICATOR, Authenticator
 from archomata.security.crypto import DataKeys
 from archomata.security.login_throttle import LoginThrottle
@@ -61,6 +58,7 @@ from archomata.security.passwords import PasswordHasher
 from archomata.security.ratelimit import RateLimiter
 from archomata.security.revocation import REVOCATION, Revocation
 from archomata.security.sessions import SessionStore
+from archomata.trading.routes import accounts, orders, strategies
 
 log = logging.getLogger(__name__)
 

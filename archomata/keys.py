@@ -5,7 +5,7 @@ foundations (db, guards, metrics, the middlewares) read their keys here without 
 The components built on those foundations (they open transactions, run the rate-limit
 gate) keep their app key beside their class, typed by it: `REVOCATION`
 (security.revocation), `AUTHENTICATOR` (security.authenticator), `API_KEYS`
-(security.api_keys) and `METRICS` (metrics). Typing them here would import them, and
+(bridge.api_keys) and `METRICS` (metrics). Typing them here would import them, and
 through them db and this module again.
 """
 
@@ -22,7 +22,7 @@ from archomata.config import Config
 
 if TYPE_CHECKING:
     from archomata.audit.export_slots import ExportSlots
-    from archomata.broadcast import Broadcast
+    from archomata.bridge.broadcast import Broadcast
     from archomata.mail import Mailer
     from archomata.security.crypto import DataKeys
     from archomata.security.login_throttle import LoginThrottle

@@ -34,7 +34,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from archomata.security.api_keys import parse
+from archomata.bridge.api_keys import parse
 from bench.bridge import EMAIL, PASSWORD, make_desk, make_org
 from bench.lib import median, serve, stack
 

@@ -16,8 +16,8 @@ import jwt
 from aiohttp import web
 from redis.asyncio import Redis
 
-from archomata.store.accounts import LIST_PAGE as ACCOUNTS_PAGE
 from archomata.store.members import LIST_PAGE
+from archomata.trading.store.accounts import LIST_PAGE as ACCOUNTS_PAGE
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", Redis)

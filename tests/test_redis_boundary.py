@@ -17,12 +17,12 @@ from redis.exceptions import RedisError
 
 from archomata.app import create_app
 from archomata.audit.export_slots import ExportSlots
-from archomata.broadcast import Broadcast
+from archomata.bridge.api_keys import ApiKeyAuthenticator
+from archomata.bridge.broadcast import Broadcast
 from archomata.config import Config, RateLimit, load_config
 from archomata.db import create_pool
 from archomata.errors import ServiceUnavailable
 from archomata.ops.devservers import RedisServer, free_port
-from archomata.security.api_keys import ApiKeyAuthenticator
 from archomata.security.login_throttle import LoginThrottle
 from archomata.security.ratelimit import RateLimiter
 from archomata.security.revocation import Revocation

@@ -11,7 +11,7 @@ from archomata.app import create_app
 from archomata.config import Config
 from archomata.openapi import DOC_ATTR
 from archomata.schemas.text import Text, text_problem
-from archomata.schemas.values import DecimalString, Symbol
+from archomata.trading.values import DecimalString, Symbol
 
 STRICTER = (Text, DecimalString, Symbol)
 

@@ -12,9 +12,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from archomata import keys
+from archomata.bridge.api_keys import API_KEYS
 from archomata.errors import ApiError, Unauthorized
 from archomata.guards import access_rule
-from archomata.security.api_keys import API_KEYS
 from archomata.security.authenticator import AUTHENTICATOR
 
 BEARER = "bearer"

@@ -2,7 +2,7 @@
 
 Whatever runs longer than ARCHOMATA_REQUEST_TIMEOUT_SECONDS holds no database connection
 while it waits: the long poll claims in short transactions and waits with none
-(handlers/bridge.py); an export reads each page in a transaction of its own and writes
+(bridge/routes.py); an export reads each page in a transaction of its own and writes
 with none (handlers/audit_logs.py).
 """
 

@@ -14,10 +14,10 @@ import pytest
 
 from archomata import keys
 from archomata.app import create_app
+from archomata.bridge.api_keys import parse
 from archomata.config import Config
 from archomata.errors import ServiceUnavailable
 from archomata.security import passwords
-from archomata.security.api_keys import parse
 from archomata.security.passwords import Lane, PasswordHasher
 from tests.factories import agent_with_key, signed_up
 

@@ -2,7 +2,7 @@
 
 Credentials are write-only: sealed with AES-256-GCM before they reach SQL, answered only
 as `has_credentials`, and opened for nobody but the agent the account is assigned to;
-who may put them within that agent's reach is archomata.custody's rule.
+who may put them within that agent's reach is archomata.trading.custody's rule.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from uuid import UUID
 
 from aiohttp import web
 
-from archomata import audit, credentials, custody, keys
+from archomata import audit, keys
 from archomata.audit import AuditAction
+from archomata.bridge import store as agents
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
 from archomata.guards import require_permission, require_write
@@ -23,8 +24,10 @@ from archomata.handlers.params import after, caller, uuid_param
 from archomata.openapi import doc
 from archomata.pagination import listing, page_of
 from archomata.permissions import Permission
-from archomata.risk import RiskLimits
-from archomata.schemas.trading import (
+from archomata.security.principal import Principal
+from archomata.trading import credentials, custody
+from archomata.trading.risk import RiskLimits
+from archomata.trading.schemas import (
     AccountCreateSchema,
     AccountListSchema,
     AccountPatchSchema,
@@ -34,9 +37,8 @@ from archomata.schemas.trading import (
     PositionListSchema,
     RiskLimitsSchema,
 )
-from archomata.schemas.values import with_decimal_texts
-from archomata.security.principal import Principal
-from archomata.store import accounts, agents, market
+from archomata.trading.store import accounts, market
+from archomata.trading.values import with_decimal_texts
 from archomata.web_json import json_response, load_body
 
 routes = web.RouteTableDef()
@@ -44,7 +46,7 @@ routes = web.RouteTableDef()
 
 async def _lock_agent(tx: Tx, org_id: UUID, agent_id: UUID | None) -> None:
     """The agent an account is to be assigned to, locked (shared) so that no rotation of
-    its key decides at the same time (archomata.custody)."""
+    its key decides at the same time (archomata.trading.custody)."""
     if agent_id is not None and not await agents.lock(tx, org_id, agent_id, for_key=False):
         raise ValidationFailed("No such agent.", errors={"agent_id": ["No such agent."]})
 

@@ -12,8 +12,8 @@ from typing import Any
 from uuid import UUID
 
 from archomata.db import Tx
-from archomata.risk import Exposure
 from archomata.store import rows
+from archomata.trading.risk import Exposure
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ async def list_deals(tx: Tx, org_id: UUID, account_id: UUID, filters: dict[str, 
     return rows.from_records(Deal, found)
 
 
-# Counted as archomata.risk describes `Exposure.held`, in one snapshot taken under the
+# Counted as archomata.trading.risk describes `Exposure.held`, in one snapshot taken under the
 # account row lock (accounts.lock_for_order), which state pushes also take. A fill
 # committing meanwhile moves an order from in flight to filled: counted either way.
 # `unsettled` is what orders_unsettled_idx holds: in flight, or filled and not reflected.

@@ -20,8 +20,8 @@ from uuid import UUID
 import asyncpg
 
 from archomata.db import Tx
-from archomata.schemas.values import with_decimal_texts
 from archomata.store import rows
+from archomata.trading.values import with_decimal_texts
 
 
 @dataclass(frozen=True)

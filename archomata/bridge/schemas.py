@@ -1,7 +1,7 @@
 """Bodies of the bridge routes.
 
 Position and deal lists are parsed by `Rows`, a List field that checks each row with the
-plain parsers of archomata.schemas.values and returns columns ready for `unnest`: as strict
+plain parsers of archomata.trading.values and returns columns ready for `unnest`: as strict
 as a nested schema (unknown fields, types, required fields), but cheap enough that a
 1000-deal batch is mostly the database's work. The OpenAPI document still shows the rows
 as the nested schema they follow.
@@ -17,8 +17,9 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 
 from archomata.schemas.text import Text
-from archomata.schemas.trading import CredentialsSchema
-from archomata.schemas.values import (
+from archomata.trading.schemas import CredentialsSchema
+from archomata.trading.store.market import DEAL_FIELDS, POSITION_FIELDS
+from archomata.trading.values import (
     SIDES,
     DecimalString,
     Symbol,
@@ -30,7 +31,6 @@ from archomata.schemas.values import (
     parse_ticket,
     parse_timestamp,
 )
-from archomata.store.market import DEAL_FIELDS, POSITION_FIELDS
 
 MAX_DEALS = 1000
 MAX_POSITIONS = 5000

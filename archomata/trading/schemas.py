@@ -11,7 +11,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from archomata.schemas.common import Name
 from archomata.schemas.text import Text
-from archomata.schemas.values import SIDES, DecimalString, Symbol, Ticket, Timestamp
+from archomata.trading.values import SIDES, DecimalString, Symbol, Ticket, Timestamp
 
 MAX_LOGIN = 2**63 - 1
 MAX_PARAMETERS_BYTES = 16 * 1024

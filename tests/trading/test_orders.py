@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tests.bridge.test_routes import deal, position, state
 from tests.factories import (
     Session,
     agent_auth,
@@ -15,7 +16,6 @@ from tests.factories import (
     signed_up,
     trading_account,
 )
-from tests.handlers.test_bridge import deal, position, state
 
 MARKET = {"symbol": "EURUSD", "side": "buy", "type": "market", "volume": "0.10"}
 

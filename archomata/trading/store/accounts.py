@@ -15,10 +15,10 @@ from uuid import UUID
 
 import asyncpg
 
-from archomata.custody import Holding
 from archomata.db import Tx
-from archomata.risk import RiskLimits
 from archomata.store import rows
+from archomata.trading.custody import Holding
+from archomata.trading.risk import RiskLimits
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from archomata import audit, custody, keys
+from archomata import audit, keys
 from archomata.audit import AuditAction
+from archomata.bridge import api_keys
+from archomata.bridge import store as agents
+from archomata.bridge.api_keys import API_KEYS
 from archomata.db import org_tx
 from archomata.errors import NotFound
 from archomata.guards import require_permission, require_write
@@ -13,16 +16,15 @@ from archomata.handlers.params import after, caller, uuid_param
 from archomata.openapi import doc
 from archomata.pagination import listing, page_of
 from archomata.permissions import Permission
-from archomata.schemas.trading import (
+from archomata.trading import custody
+from archomata.trading.schemas import (
     AgentCreatedSchema,
     AgentCreateSchema,
     AgentListSchema,
     AgentSchema,
     ApiKeySchema,
 )
-from archomata.security import api_keys
-from archomata.security.api_keys import API_KEYS
-from archomata.store import accounts, agents
+from archomata.trading.store import accounts
 from archomata.web_json import json_response, load_body
 
 routes = web.RouteTableDef()

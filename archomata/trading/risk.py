@@ -8,7 +8,7 @@
   commission + swap), has reached it, no new order (with 0, any loss stops trading).
 
 A limit of None is no limit. Closing a position only reduces exposure, so it is not
-checked here (see archomata.handlers.orders).
+checked here (see archomata.trading.routes.orders).
 
 What the account holds, `Exposure.held`: the agent's last state push is the truth as of
 when it arrived, and every order since is counted on top of it, so a fill the agent has
@@ -22,7 +22,7 @@ not reported yet is never lost between two pushes:
 
 "Since that push": the fill was recorded after the push arrived. A push that arrives
 after a fill was recorded is taken to show it, open or already closed, and marks it
-`reflected` (archomata.store.market): an agent sends an account's state after the
+`reflected` (archomata.trading.store.market): an agent sends an account's state after the
 results it has reported for that account (one loop per terminal). A filled opening
 order whose broker ticket is a position of the push is already counted there, and a
 closing order pending or sent does not reduce yet (it may be rejected). Errs high,

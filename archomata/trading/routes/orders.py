@@ -12,7 +12,7 @@ from uuid import UUID
 
 from aiohttp import web
 
-from archomata import audit, keys, risk
+from archomata import audit, keys
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
@@ -21,14 +21,15 @@ from archomata.handlers.params import after, caller, int_param, uuid_param
 from archomata.openapi import doc
 from archomata.pagination import listing, page_of
 from archomata.permissions import Permission
-from archomata.schemas.trading import (
+from archomata.trading import risk
+from archomata.trading.schemas import (
     OrderDraftSchema,
     OrderListSchema,
     OrderQuerySchema,
     OrderSchema,
 )
-from archomata.schemas.values import with_decimal_texts
-from archomata.store import accounts, market, orders
+from archomata.trading.store import accounts, market, orders
+from archomata.trading.values import with_decimal_texts
 from archomata.web_json import json_response, load_body
 
 routes = web.RouteTableDef()

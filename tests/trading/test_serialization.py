@@ -12,9 +12,10 @@ import orjson
 import pytest
 from marshmallow import Schema
 
-from archomata.risk import RiskLimits
-from archomata.schemas.bridge import CommandSchema
-from archomata.schemas.trading import (
+from archomata.bridge.schemas import CommandSchema
+from archomata.bridge.store import Agent
+from archomata.trading.risk import RiskLimits
+from archomata.trading.schemas import (
     AccountSchema,
     AgentSchema,
     DealSchema,
@@ -23,11 +24,10 @@ from archomata.schemas.trading import (
     RiskLimitsSchema,
     StrategySchema,
 )
-from archomata.store.accounts import Account
-from archomata.store.agents import Agent
-from archomata.store.market import Deal, Position
-from archomata.store.orders import Command, Order
-from archomata.store.strategies import Strategy
+from archomata.trading.store.accounts import Account
+from archomata.trading.store.market import Deal, Position
+from archomata.trading.store.orders import Command, Order
+from archomata.trading.store.strategies import Strategy
 from archomata.web_json import dumps
 
 NOW = datetime(2026, 11, 29, 1, 2, 3, 456789, tzinfo=UTC)

@@ -18,14 +18,10 @@ from uuid import UUID
 
 from aiohttp import web
 
-from archomata import audit, credentials, keys
+from archomata import audit, keys
 from archomata.audit import AuditAction
-from archomata.db import org_tx
-from archomata.errors import Conflict, NotFound
-from archomata.guards import agent_only
-from archomata.handlers.params import caller, client_gone, int_param, uuid_param
-from archomata.openapi import doc
-from archomata.schemas.bridge import (
+from archomata.bridge import store as agents
+from archomata.bridge.schemas import (
     AccountStateSchema,
     BridgeAccountListSchema,
     CommandListSchema,
@@ -36,10 +32,16 @@ from archomata.schemas.bridge import (
     HeartbeatResultSchema,
     HeartbeatSchema,
 )
-from archomata.schemas.values import decimal_text
+from archomata.db import org_tx
+from archomata.errors import Conflict, NotFound
+from archomata.guards import agent_only
+from archomata.handlers.params import caller, client_gone, int_param, uuid_param
+from archomata.openapi import doc
 from archomata.security.crypto import DecryptionError
-from archomata.store import accounts, agents, market, orders
-from archomata.store.accounts import AssignedAccount
+from archomata.trading import credentials
+from archomata.trading.store import accounts, market, orders
+from archomata.trading.store.accounts import AssignedAccount
+from archomata.trading.values import decimal_text
 from archomata.web_json import json_response, load_body, validate
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,13 @@ from archomata.handlers.params import after, caller, uuid_param
 from archomata.openapi import doc
 from archomata.pagination import listing, page_of
 from archomata.permissions import Permission
-from archomata.schemas.trading import (
+from archomata.trading.schemas import (
     StrategyCreateSchema,
     StrategyListSchema,
     StrategyPatchSchema,
     StrategySchema,
 )
-from archomata.store import strategies
+from archomata.trading.store import strategies
 from archomata.web_json import json_response, load_body
 
 routes = web.RouteTableDef()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from archomata.security.api_keys import (
+from archomata.bridge.api_keys import (
     CACHE_TTL_SECONDS,
     REVOKED_MARKER_SECONDS,
     AgentIdentity,

@@ -12,8 +12,8 @@ import pytest
 
 from archomata import keys
 from archomata.app import create_app
+from archomata.bridge.api_keys import API_KEYS, KEY_FREE_TRIES, parse
 from archomata.config import Config
-from archomata.security.api_keys import API_KEYS, KEY_FREE_TRIES, parse
 from tests.factories import agent_with_key, signed_up
 
 HEARTBEAT = "/api/v1/bridge/heartbeat"

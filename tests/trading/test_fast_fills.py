@@ -1,4 +1,4 @@
-"""Risk limits against fills faster than state pushes (archomata.risk, `Exposure.held`):
+"""Risk limits against fills faster than state pushes (archomata.trading.risk, `Exposure.held`):
 a filled order counts until a push that arrived after it, a filled close reduces until
 then, a position already being closed is not closed twice, and twenty orders racing an
 agent's fills never leave more open than the limit."""
@@ -10,10 +10,10 @@ import json
 from typing import Any
 from uuid import UUID
 
-from archomata.store import market
+from archomata.trading.store import market
+from tests.bridge.test_routes import position, state
 from tests.factories import Session, agent_auth
-from tests.handlers.test_bridge import position, state
-from tests.handlers.test_orders import desk, place
+from tests.trading.test_orders import desk, place
 
 LIMITS = {"trading_enabled": True, "max_order_volume": None, "max_open_positions": None,
           "max_daily_loss": None}

@@ -13,8 +13,8 @@ import pytest
 
 from archomata import keys
 from archomata.app import create_app
+from archomata.bridge.api_keys import API_KEYS
 from archomata.config import Config, RateLimit
-from archomata.security.api_keys import API_KEYS
 from tests.factories import (
     agent_auth,
     agent_with_key,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.bridge.test_routes import position, state
 from tests.factories import agent_auth, agent_with_key, signed_up, trading_account
-from tests.handlers.test_bridge import position, state
 
 SNAPSHOT = """
     select

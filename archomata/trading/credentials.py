@@ -12,7 +12,7 @@ import asyncpg
 
 from archomata.db import system_tx
 from archomata.security.crypto import DataKeys, DecryptionError, UnknownKeyError
-from archomata.store import accounts
+from archomata.trading.store import accounts
 
 
 def associated_data(account_id: UUID) -> bytes:

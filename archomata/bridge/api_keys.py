@@ -6,7 +6,7 @@ one bcrypt at most. A verified key is then served from a small in-memory cache:
 - keyed by the SHA-256 of the key, never the key itself; bounded (LRU) and every entry
   dies `CACHE_TTL_SECONDS` after the lookup that made it began, whatever happens;
 - rotating or deleting a key sets `rv:apikey:{key id}` in Redis (before the change
-  commits) for longer than that TTL, then broadcasts the key id (archomata.broadcast) so
+  commits) for longer than that TTL, then broadcasts the key id (archomata.bridge.broadcast) so
   every instance drops its entry at once. The marker is read on every request in the
   same script call as the rest, so the old key fails on the very next request on every
   instance even if a broadcast is lost.
@@ -47,6 +47,7 @@ import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
+from archomata.bridge import store as agents
 from archomata.db import system_tx
 from archomata.errors import RateLimited, Unauthorized
 from archomata.middlewares.ratelimit import call_gate, client_bucket
@@ -55,7 +56,6 @@ from archomata.security.passwords import Lane, PasswordHasher
 from archomata.security.principal import ActorType, Principal
 from archomata.security.ratelimit import OPTIONAL_HIT
 from archomata.security.revocation import READY, Revocation
-from archomata.store import agents
 
 PREFIX = "amk_"
 KEY_ID_HEX = 16

@@ -1,4 +1,4 @@
-"""Who may put broker credentials within reach of an agent key (archomata.custody): the
+"""Who may put broker credentials within reach of an agent key (archomata.trading.custody): the
 org administrator, on every way in; a Developer or Operations member gets 403
 `permission_denied` and changes nothing, whatever agents:update / accounts:update allow."""
 

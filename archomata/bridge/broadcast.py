@@ -6,7 +6,7 @@
 
 Both are hints that make things prompt, never what makes them correct: a long poll
 claims once more when its wait ends, and a revoked key is also marked in Redis (see
-archomata.security.api_keys), so a message lost while the connection was down costs
+archomata.bridge.api_keys), so a message lost while the connection was down costs
 nothing but time. When the connection is (re)established every waiter is woken, since a
 wake-up may have been missed meanwhile.
 """

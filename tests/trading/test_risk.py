@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from archomata.risk import Exposure, Limit, RiskLimits, check
+from archomata.trading.risk import Exposure, Limit, RiskLimits, check
 
 FLAT = Exposure(open_positions=0, orders_in_flight=0, realised_today=Decimal(0))
 

@@ -1,0 +1,1 @@
+"""The trading routes, one module per resource."""

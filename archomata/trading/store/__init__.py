@@ -1,0 +1,1 @@
+"""The trading SQL, one module per table family."""
