@@ -15,7 +15,7 @@ from archomata.broadcast import Broadcast
 from archomata.config import Config
 from archomata.cors import setup_cors
 from archomata.exports import ExportSlots
-from archomata.guards import unguarded_api_routes
+from archomata.guards import policy_problems, unguarded_api_routes
 from archomata.handlers import (
     accounts,
     admin,
@@ -58,6 +58,7 @@ from archomata.security.passwords import PasswordHasher
 from archomata.security.ratelimit import RateLimiter
 from archomata.security.revocation import Revocation
 from archomata.security.sessions import SessionStore
+from archomata.web import route_policy
 
 log = logging.getLogger(__name__)
 
@@ -172,4 +173,5 @@ def create_app(config: Config) -> web.Application:
         raise RuntimeError(f"routes without an access rule: {', '.join(unguarded)}")
     app[keys.OPENAPI] = build_spec(app)
     setup_cors(app, config.frontend_origins)
+    route_policy.install(app, policy_problems)  # after CORS: preflights get theirs too
     return app

@@ -40,6 +40,7 @@ from archomata.schemas.values import decimal_text
 from archomata.security.crypto import DecryptionError
 from archomata.store import accounts, agents, market, orders
 from archomata.store.accounts import AssignedAccount
+from archomata.web.route_policy import TimeoutClass
 from archomata.web_json import json_response, load_body, validate
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ async def post_deals(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/bridge/commands")
-@agent_only
+@agent_only(timeout=TimeoutClass.LONG_POLL)
 @doc("Commands for this agent's accounts; with `wait`, holds the request up to that many "
      "seconds until one arrives. Each command is handed out once.",
      query=CommandsQuerySchema, response=CommandListSchema)

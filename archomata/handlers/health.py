@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from archomata import keys
-from archomata.guards import public
+from archomata.guards import operations
 from archomata.migrations import current_version
 from archomata.openapi import doc
 
@@ -20,6 +20,7 @@ CHECK_TIMEOUT_SECONDS = 2.0
 
 
 @routes.get("/health/live")
+@operations
 async def live(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -41,6 +42,7 @@ async def _check_redis(app: web.Application) -> str:
 
 
 @routes.get("/health/ready")
+@operations
 async def ready(request: web.Request) -> web.Response:
     app = request.app
     async with asyncio.timeout(CHECK_TIMEOUT_SECONDS * 2):
@@ -59,13 +61,14 @@ async def ready(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@operations
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[keys.METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @routes.get("/api/v1/openapi.json")
-@public
+@operations
 @doc("This OpenAPI document")
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[keys.OPENAPI])
