@@ -52,6 +52,19 @@ class Metrics:
             "archomata_ratelimit_fallback", "Rate-limit checks served from memory while "
             "Redis was unreachable", registry=self.registry)
         self.registry.register(_PoolCollector(app))
+        # The labelled children, found once: `labels()` takes a lock and checks its
+        # arguments every call. Bounded: route templates, methods and statuses are few.
+        self._served: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def served(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._served.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)),
+                        self.latency.labels(method, route))
+            self._served[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 @web.middleware
@@ -67,6 +80,5 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        route = route_name(request)
-        metrics.requests.labels(request.method, route, str(status)).inc()
-        metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+        metrics.served(request.method, route_name(request), status,
+                       time.perf_counter() - started)

@@ -50,8 +50,10 @@ def rate_target(request: web.Request) -> tuple[str, RateLimit] | None:
     """The Redis key and the limit of `request`, for a middleware that wants to queue the
     check in its own pipeline (then store the decision in `keys.RATE_DECISION`)."""
     cls = route_class(request)
-    if cls is None:
-        return None
+    return None if cls is None else _target(request, cls)
+
+
+def _target(request: web.Request, cls: RateClass) -> tuple[str, RateLimit]:
     config = request.app[keys.CONFIG]
     limit = {RateClass.LOGIN: config.rate_limit_login,
              RateClass.BRIDGE: config.rate_limit_bridge,
@@ -97,12 +99,12 @@ async def call_gate(script: AsyncScript, request: web.Request | None, own_keys: 
 
 @web.middleware
 async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    cls = route_class(request)
+    if cls is None:
+        return await handler(request)
     decision = request.get(keys.RATE_DECISION)
     if decision is None:
-        target = rate_target(request)
-        if target is None:
-            return await handler(request)
-        decision = await request.app[keys.RATE_LIMITER].hit(*target)
+        decision = await request.app[keys.RATE_LIMITER].hit(*_target(request, cls))
         request[keys.RATE_DECISION] = decision
     decision.raise_if_refused()
     try:

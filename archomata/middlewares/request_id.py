@@ -4,7 +4,7 @@ new one. The id is echoed on the response and carried into logs and audit entrie
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -17,7 +17,8 @@ SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 def request_id_of(request: web.Request) -> str:
     offered = request.headers.get(HEADER, "")
-    return offered if SANE_ID.fullmatch(offered) else uuid.uuid4().hex
+    # 32 hex digits, as uuid4().hex was, without building a UUID on every request.
+    return offered if offered and SANE_ID.fullmatch(offered) else secrets.token_hex(16)
 
 
 @web.middleware
