@@ -68,7 +68,7 @@ def setup_cors(app: web.Application, configured: tuple[str, ...]) -> None:
         cors.add(resource)
 
 
-PrepareHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
+PrepareHook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
 
 
 def _with_origin_only(hook: PrepareHook) -> PrepareHook:

@@ -48,7 +48,7 @@ def access_rule(handler: Any) -> AccessRule | None:
     return getattr(handler, ACCESS_ATTR, None)
 
 
-def _checked(handler: Handler, check: Callable[[web.Request], None]) -> Handler:
+def _checked(handler: Handler, check: Callable[[web.Request], object]) -> Handler:
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         check(request)
@@ -56,7 +56,7 @@ def _checked(handler: Handler, check: Callable[[web.Request], None]) -> Handler:
     return guarded
 
 
-def _with_rule(rule: AccessRule, check: Callable[[web.Request], None] | None,
+def _with_rule(rule: AccessRule, check: Callable[[web.Request], object] | None,
                policy: RoutePolicy | None) -> Decorator:
     """`policy` None: the rule (`require_write`) leaves the policy to the rule it stacks on."""
     def decorate(handler: Handler) -> Handler:
@@ -79,7 +79,7 @@ class Guard:
     """A rule usable bare (`@authenticated`) or with policy fields overridden
     (`@authenticated(timeout=TimeoutClass.UNTIMED)`)."""
 
-    def __init__(self, rule: AccessRule, check: Callable[[web.Request], None] | None,
+    def __init__(self, rule: AccessRule, check: Callable[[web.Request], object] | None,
                  policy: RoutePolicy | None) -> None:
         self.rule, self.check, self.policy = rule, check, policy
 
