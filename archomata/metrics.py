@@ -40,6 +40,9 @@ class _PoolCollector(Collector):
         yield exports
 
 
+MAX_CACHED_CHILDREN = 4096
+
+
 class Metrics:
     def __init__(self, app: web.Application) -> None:
         self.registry = CollectorRegistry()
@@ -62,7 +65,8 @@ class Metrics:
         if children is None:
             children = (self.requests.labels(method, route, str(status)),
                         self.latency.labels(method, route))
-            self._served[key] = children
+            if len(self._served) < MAX_CACHED_CHILDREN:  # methods are the client's to choose
+                self._served[key] = children
         children[0].inc()
         children[1].observe(seconds)
 

@@ -201,6 +201,8 @@ class TestTheRealRoutes:
             assert "RateLimit-Limit" not in response.headers
             assert response.headers["X-Request-ID"]
         assert calls == ["/api/v1/me"]
+        metrics = await (await client.get("/metrics")).text()
+        assert 'route="/health/live",status="200"} 1.0' in metrics  # counted, if not logged
 
 
 def _app_with(config: Config, monkeypatch: pytest.MonkeyPatch, *handlers: Any) -> None:
