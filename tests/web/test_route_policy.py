@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from redis.asyncio import Redis
 
 from archomata import app as app_module
 from archomata import keys
 from archomata.app import create_app
-from archomata.config import Config, RateLimit
+from archomata.config import Config, RateLimit, Secret
+from archomata.devservers import RedisServer
 from archomata.errors import NotFound
 from archomata.guards import (
     agent_only,
@@ -34,6 +36,7 @@ FRONTEND = "http://localhost:5173"
 EVIL = "https://evil.example"
 COOKIE = {"Cookie": "archomata_refresh=some-refresh-token"}
 SLOW_SECONDS = 0.6
+POLICY_DB = 11  # this module's own Redis database, flushed before each test
 
 routes = web.RouteTableDef()
 
@@ -86,8 +89,13 @@ async def ops_missing(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-def policy_config(config: Config) -> Config:
-    return dataclasses.replace(config, request_timeout_seconds=0.2,
+async def policy_config(config: Config, redis_server: RedisServer) -> Config:
+    # A Redis database of its own: these budgets are not the suite's.
+    url = f"redis://127.0.0.1:{redis_server.port}/{POLICY_DB}"
+    redis = Redis.from_url(url)
+    await redis.flushdb()
+    await redis.aclose()
+    return dataclasses.replace(config, redis_url=Secret(url), request_timeout_seconds=0.2,
                                long_poll_timeout_seconds=5.0,
                                rate_limit_login=RateLimit(1000, 60),
                                rate_limit_api=RateLimit(2000, 60),
