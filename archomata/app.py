@@ -20,7 +20,7 @@ from archomata.bridge.api_keys import API_KEYS, ApiKeyAuthenticator
 from archomata.bridge.broadcast import Broadcast
 from archomata.config import Config, ConfigError
 from archomata.cors import setup_cors
-from archomata.guards import unguarded_api_routes
+from archomata.guards import policy_problems, unguarded_api_routes
 from archomata.handlers import (
     admin,
     auth,
@@ -59,6 +59,7 @@ from archomata.security.ratelimit import RateLimiter
 from archomata.security.revocation import REVOCATION, Revocation
 from archomata.security.sessions import SessionStore
 from archomata.trading.routes import accounts, orders, strategies
+from archomata.web import route_policy
 
 log = logging.getLogger(__name__)
 
@@ -195,4 +196,5 @@ def create_app(config: Config) -> web.Application:
         raise RuntimeError(f"routes without an access rule: {', '.join(unguarded)}")
     app[keys.OPENAPI] = build_spec(app)
     setup_cors(app, config.frontend_origins)
+    route_policy.install(app, policy_problems)  # after CORS: preflights get theirs too
     return app

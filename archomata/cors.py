@@ -9,6 +9,7 @@ The same normalised origins are what the CSRF middleware accepts.
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import aiohttp_cors
@@ -56,7 +57,23 @@ def setup_cors(app: web.Application, configured: tuple[str, ...]) -> None:
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=True, allow_methods=ALLOW_METHODS, allow_headers=ALLOW_HEADERS,
         expose_headers=EXPOSE_HEADERS, max_age=PREFLIGHT_MAX_AGE_SECONDS)
+    before = len(app.on_response_prepare)
     cors = aiohttp_cors.setup(app, defaults={
         origin: options for origin in sorted(allowed_origins(configured))})
+    # aiohttp-cors looks the route up on every response before it reads Origin; to a
+    # request that names none (probes, agents, scripts) it adds nothing, so it is not asked.
+    added = list(app.on_response_prepare[before:])
+    del app.on_response_prepare[before:]
+    app.on_response_prepare.extend(_with_origin_only(hook) for hook in added)
     for resource in list(app.router.resources()):
         cors.add(resource)
+
+
+PrepareHook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
+
+
+def _with_origin_only(hook: PrepareHook) -> PrepareHook:
+    async def prepare(request: web.Request, response: web.StreamResponse) -> None:
+        if "Origin" in request.headers:
+            await hook(request, response)
+    return prepare

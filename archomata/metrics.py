@@ -40,6 +40,9 @@ class _PoolCollector(Collector):
         yield exports
 
 
+MAX_CACHED_CHILDREN = 4096
+
+
 class Metrics:
     def __init__(self, app: web.Application) -> None:
         self.registry = CollectorRegistry()
@@ -56,6 +59,20 @@ class Metrics:
             "send); the request that sent them had committed", ["stage"],
             registry=self.registry)
         self.registry.register(_PoolCollector(app))
+        # The labelled children, found once: `labels()` takes a lock and checks its
+        # arguments every call. Bounded: route templates, methods and statuses are few.
+        self._served: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def served(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._served.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)),
+                        self.latency.labels(method, route))
+            if len(self._served) < MAX_CACHED_CHILDREN:  # methods are the client's to choose
+                self._served[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 # This component's app key: beside its class, not in archomata.keys (which says why).
@@ -75,6 +92,5 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        route = route_name(request)
-        metrics.requests.labels(request.method, route, str(status)).inc()
-        metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+        metrics.served(request.method, route_name(request), status,
+                       time.perf_counter() - started)

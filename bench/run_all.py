@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["bench.login_storm", "bench.org_members", "bench.bridge", "bench.audit_export"]
+BENCHMARKS = ["bench.login_storm", "bench.org_members", "bench.health_live", "bench.bridge",
+              "bench.audit_export"]
 
 
 def main() -> int:

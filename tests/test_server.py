@@ -26,6 +26,7 @@ from archomata import keys, server
 from archomata.config import Config
 from archomata.guards import public
 from archomata.ops.devservers import free_port
+from archomata.web.route_policy import RateClass
 from tests import sockets
 from tests.conftest import app_with_routes
 
@@ -33,13 +34,13 @@ routes = web.RouteTableDef()
 
 
 @routes.post("/api/v1/_test/upload")
-@public
+@public(rate=RateClass.API)  # spends no login budget of the suite
 async def upload(request: web.Request) -> web.Response:
     return web.json_response({"bytes": len(await request.read())})
 
 
 @routes.get("/api/v1/_test/stream")
-@public
+@public(rate=RateClass.API)  # spends no login budget of the suite
 async def endless(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse()
     await response.prepare(request)

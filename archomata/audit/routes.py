@@ -40,6 +40,7 @@ from archomata.openapi import doc
 from archomata.pagination import Page, listing, page_of
 from archomata.permissions import Permission
 from archomata.server import cut
+from archomata.web.route_policy import TimeoutClass
 from archomata.web_json import json_response
 from archomata.web_json import validate as validate_query
 
@@ -75,7 +76,7 @@ async def list_all_audit_logs(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/audit-logs/export")
-@require_permission(Permission.AUDIT_LOGS_READ)
+@require_permission(Permission.AUDIT_LOGS_READ, timeout=TimeoutClass.UNTIMED)
 @doc("The org's audit log as CSV or JSON Lines (streamed), newest first, with the "
      "filters of the list. At most 2 exports of an org run at once; a client that reads "
      "nothing for ARCHOMATA_STREAM_STALL_SECONDS (30) is cut off.", query=ExportQuerySchema,

@@ -42,6 +42,7 @@ from archomata.trading import credentials
 from archomata.trading.store import accounts, market, orders
 from archomata.trading.store.accounts import AssignedAccount
 from archomata.trading.values import decimal_text
+from archomata.web.route_policy import TimeoutClass
 from archomata.web_json import json_response, load_body, validate
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ async def post_deals(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/bridge/commands")
-@agent_only
+@agent_only(timeout=TimeoutClass.LONG_POLL)
 @doc("Commands for this agent's accounts; with `wait`, holds the request up to that many "
      "seconds until one arrives. Each command is handed out once.",
      query=CommandsQuerySchema, response=CommandListSchema)

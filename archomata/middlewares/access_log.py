@@ -1,6 +1,8 @@
 """One JSON line per request: method, route template, status, duration, request id.
 
-Never the body, the query string or any header that may carry a secret.
+Never the body, the query string or any header that may carry a secret. Routes whose
+policy says so (the operations routes: a probe every few seconds) log only failures;
+the metrics count them all.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from aiohttp.typedefs import Handler
 
 from archomata import keys
 from archomata.routing import route_name
+from archomata.web.route_policy import policy_of
 
 log = logging.getLogger("archomata.access")
 CLIENT_CLOSED = 499
@@ -34,10 +37,11 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         status = CLIENT_CLOSED
         raise
     finally:
-        log.info("request", extra={
-            "method": request.method,
-            "route": route_name(request),
-            "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            "request_id": request.get(keys.REQUEST_ID),
-        })
+        if status >= 400 or policy_of(request).log_success:
+            log.info("request", extra={
+                "method": request.method,
+                "route": route_name(request),
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "request_id": request.get(keys.REQUEST_ID),
+            })

@@ -15,9 +15,9 @@ from archomata.errors import BadRequest, PayloadTooLarge
 
 @web.middleware
 async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    limit = request.app[keys.CONFIG].max_body_bytes
     declared = request.headers.get("Content-Length")
     if declared is not None:
+        limit = request.app[keys.CONFIG].max_body_bytes
         if not declared.isdigit():
             raise BadRequest("Content-Length is not a number.", code="bad_content_length")
         if int(declared) > limit:

@@ -9,6 +9,7 @@ the whole header untrustworthy, and the peer is used instead.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -43,13 +44,22 @@ def is_trusted(address: IPAddress, trusted: Iterable[Network]) -> bool:
     return any(address in network for network in trusted)
 
 
+@functools.lru_cache(maxsize=4096)
+def _peer_text(peer: str) -> str:
+    """The peer as an address is written; a connection's peer asks once, not per request."""
+    peer_ip = parse_ip(peer)
+    return peer if peer_ip is None else str(peer_ip)
+
+
 def client_ip_of(peer: str | None, forwarded_for: Sequence[str],
                  trusted: Sequence[Network]) -> str:
     """The client address given the peer, the X-Forwarded-For values and the trusted CIDRs."""
+    if not trusted:
+        return _peer_text(peer) if peer else UNKNOWN
     peer_ip = parse_ip(peer) if peer else None
     if peer_ip is None:
         return peer or UNKNOWN
-    if not trusted or not is_trusted(peer_ip, trusted):
+    if not is_trusted(peer_ip, trusted):
         return str(peer_ip)
     hops = [hop for value in forwarded_for for hop in value.split(",")]
     for hop in reversed(hops):

@@ -14,8 +14,11 @@ A POST, PUT, PATCH or DELETE:
   or `text/plain`, is refused 415 before any handler runs, read the body or not: every
   route here takes JSON, which a cross-site page cannot send without a CORS preflight.
 
-The bridge (`/api/v1/bridge/...`) is exempt: agents authenticate with `X-API-Key` alone, a
-header no browser adds on its own, so a forged cross-site request carries no credential.
+A route whose policy declares an exemption, with its reason, is not checked
+(archomata.web.route_policy): the bridge's, since agents authenticate with `X-API-Key`
+alone, a header no browser adds on its own, so a forged cross-site request carries no
+credential; and the operations routes, which only read. It is the matched route's
+declaration, never the path: no path trick can reach a route as exempt.
 """
 
 from __future__ import annotations
@@ -26,12 +29,11 @@ from aiohttp.typedefs import Handler
 from archomata import keys
 from archomata.cors import allowed_origins, origin_of
 from archomata.errors import Forbidden, UnsupportedMediaType
-from archomata.routing import route_name
+from archomata.web.route_policy import policy_of
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_CONTENT_TYPES = frozenset({
     "application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
-BRIDGE_PREFIX = "/api/v1/bridge/"
 REFRESH_COOKIE = "archomata_refresh"  # API.md §2; set by archomata.identity
 
 
@@ -53,8 +55,7 @@ def _mismatch(detail: str) -> Forbidden:
 
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    # The matched route, not the raw path: no path trick can reach a route as "bridge".
-    if request.method not in STATE_CHANGING or route_name(request).startswith(BRIDGE_PREFIX):
+    if request.method not in STATE_CHANGING or policy_of(request).csrf_exempt is not None:
         return await handler(request)
     origin = claimed_origin(request)
     if origin is None:

@@ -1,10 +1,11 @@
 """Limits requests per client IP and route class (see archomata.security.ratelimit).
 
-Classes: `login`, every public `/api/v1/auth` route (login, register, verify-email,
-resend-verification, password-reset, accept-invitation, SSO, logout) plus refresh;
-`bridge`, the MT5 bridge; `api`, the rest of `/api`, CORS preflights included (so that
-they never eat the login budget). Health, metrics and the OpenAPI document are not
-limited. IPv6 clients count per /64, the least a single subscriber is usually given.
+The class is the matched route's policy (archomata.web.route_policy), declared by its
+guard: `login` for `public` routes (login, register, verify-email, resend-verification,
+password-reset, accept-invitation, SSO, refresh, logout); `bridge` for `agent_only`;
+`api` for the rest of `/api`, and for CORS preflights of limited routes (so that they
+never eat the login budget); none for `operations` (health, metrics, the OpenAPI
+document). IPv6 clients count per /64, the least a single subscriber is usually given.
 
 A 429 carries Retry-After and RateLimit-Limit/-Remaining/-Reset; answers that pass carry
 the RateLimit-* headers too. A decision another middleware already made for the request
@@ -14,7 +15,6 @@ the RateLimit-* headers too. A decision another middleware already made for the 
 from __future__ import annotations
 
 import ipaddress
-from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
@@ -24,39 +24,16 @@ from redis.commands.core import AsyncScript
 from archomata import keys
 from archomata.config import RateLimit
 from archomata.errors import ApiError, RateLimited
-from archomata.guards import access_rule
 from archomata.redis_boundary import REDIS_FAILURES, unavailable
-from archomata.routing import route_name
 from archomata.security.ratelimit import PendingHit, optional_hit_call
+from archomata.web.route_policy import RateClass, policy_of
 
-AUTH_PREFIX = "/api/v1/auth/"
-BRIDGE_PREFIX = "/api/v1/bridge/"
-LOGIN_CLASS_PATHS = frozenset({"/api/v1/auth/refresh"})  # cookie-guarded, not `public`
-NOT_LIMITED = frozenset({"/api/v1/openapi.json"})
 IPV6_PREFIX = 64
 
 
-class RouteClass(StrEnum):
-    LOGIN = "login"
-    BRIDGE = "bridge"
-    API = "api"
-
-
-def route_class(request: web.Request) -> RouteClass | None:
+def route_class(request: web.Request) -> RateClass | None:
     """Which limit applies to `request`; None when it is not limited."""
-    name = route_name(request)
-    path = request.path if name == "unmatched" else name
-    if not path.startswith("/api/") or path in NOT_LIMITED:
-        return None
-    if request.method == "OPTIONS":
-        return RouteClass.API
-    if path.startswith(BRIDGE_PREFIX):
-        return RouteClass.BRIDGE
-    if path.startswith(AUTH_PREFIX) and name != "unmatched":
-        rule = access_rule(request.match_info.handler)
-        if path in LOGIN_CLASS_PATHS or (rule is not None and rule.kind == "public"):
-            return RouteClass.LOGIN
-    return RouteClass.API
+    return policy_of(request).rate
 
 
 def _bucket(client_ip: str) -> str:
@@ -73,12 +50,14 @@ def rate_target(request: web.Request) -> tuple[str, RateLimit] | None:
     """The Redis key and the limit of `request`, for a middleware that wants to queue the
     check in its own pipeline (then store the decision in `keys.RATE_DECISION`)."""
     cls = route_class(request)
-    if cls is None:
-        return None
+    return None if cls is None else _target(request, cls)
+
+
+def _target(request: web.Request, cls: RateClass) -> tuple[str, RateLimit]:
     config = request.app[keys.CONFIG]
-    limit = {RouteClass.LOGIN: config.rate_limit_login,
-             RouteClass.BRIDGE: config.rate_limit_bridge,
-             RouteClass.API: config.rate_limit_api}[cls]
+    limit = {RateClass.LOGIN: config.rate_limit_login,
+             RateClass.BRIDGE: config.rate_limit_bridge,
+             RateClass.API: config.rate_limit_api}[cls]
     return f"rl:{cls}:{client_bucket(request)}", limit
 
 
@@ -120,12 +99,12 @@ async def call_gate(script: AsyncScript, request: web.Request | None, own_keys: 
 
 @web.middleware
 async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    cls = route_class(request)
+    if cls is None:
+        return await handler(request)
     decision = request.get(keys.RATE_DECISION)
     if decision is None:
-        target = rate_target(request)
-        if target is None:
-            return await handler(request)
-        decision = await request.app[keys.RATE_LIMITER].hit(*target)
+        decision = await request.app[keys.RATE_LIMITER].hit(*_target(request, cls))
         request[keys.RATE_DECISION] = decision
     decision.raise_if_refused()
     try:

@@ -30,8 +30,11 @@ NO_STORE_ROOTS = ("/api/v1/auth", "/api/v1/me")
 FORWARDED_PROTO = "X-Forwarded-Proto"
 
 
+_NO_STORE_PREFIXES = tuple(root + "/" for root in NO_STORE_ROOTS)
+
+
 def _no_store(path: str) -> bool:
-    return any(path == root or path.startswith(root + "/") for root in NO_STORE_ROOTS)
+    return path in NO_STORE_ROOTS or path.startswith(_NO_STORE_PREFIXES)
 
 
 def is_https(request: web.Request) -> bool:

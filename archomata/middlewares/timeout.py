@@ -1,4 +1,6 @@
-"""Answers 504 when a request runs past its time; the bridge long poll gets longer.
+"""Answers 504 when a request runs past its time, as its route's policy classes it
+(archomata.web.route_policy): the bridge long poll gets longer, streamed exports and the
+operations routes none.
 
 Whatever runs longer than ARCHOMATA_REQUEST_TIMEOUT_SECONDS holds no database connection
 while it waits: the long poll claims in short transactions and waits with none
@@ -15,27 +17,29 @@ from aiohttp.typedefs import Handler
 
 from archomata import keys
 from archomata.errors import GatewayTimeout
-
-LONG_POLL_PATH = "/api/v1/bridge/commands"
-# Streamed exports run as long as the data lasts, at the pace the client reads; one that
-# reads nothing is cut by the connection handler (archomata.server, stall cut-off), and
-# archomata.exports bounds how many run at once.
-UNTIMED_PATHS = frozenset({"/api/v1/audit-logs/export"})
+from archomata.web.route_policy import TimeoutClass, policy_of
 
 
 def timeout_for(request: web.Request) -> float | None:
-    config = request.app[keys.CONFIG]
-    if request.path == LONG_POLL_PATH:
-        return config.long_poll_timeout_seconds
-    if request.path in UNTIMED_PATHS:
+    timeout = policy_of(request).timeout
+    if timeout is TimeoutClass.UNTIMED:
+        # Streamed exports run as long as the data lasts, at the pace the client reads; one
+        # that reads nothing is cut by the connection handler (archomata.server, stall
+        # cut-off), and archomata.audit.export_slots bounds how many run at once.
         return None
+    config = request.app[keys.CONFIG]
+    if timeout is TimeoutClass.LONG_POLL:
+        return config.long_poll_timeout_seconds
     return config.request_timeout_seconds
 
 
 @web.middleware
 async def timeout_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    seconds = timeout_for(request)
+    if seconds is None:
+        return await handler(request)  # not even an idle timer to arm and cancel
     try:
-        async with asyncio.timeout(timeout_for(request)) as scope:
+        async with asyncio.timeout(seconds) as scope:
             return await handler(request)
     except TimeoutError as exc:
         if scope.expired():

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from archomata.config import Config
 from archomata.guards import public
+from archomata.web.route_policy import AGENT_CSRF_REASON
 from tests.conftest import app_with_routes
 
 FRONTEND = "http://localhost:5173"
@@ -33,7 +34,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/bridge/_test/heartbeat")
-@public
+@public(csrf_exempt=AGENT_CSRF_REASON)  # as the bridge's routes are
 async def heartbeat(request: web.Request) -> web.Response:
     return web.Response(status=204)
 

@@ -12,6 +12,7 @@ from marshmallow import Schema, fields
 
 from archomata.config import Config
 from archomata.guards import public
+from archomata.web.route_policy import RateClass
 from archomata.web_json import json_response, load_body
 from tests.conftest import app_with_routes
 
@@ -24,19 +25,19 @@ class EchoSchema(Schema):
 
 
 @routes.post("/api/v1/_test/echo")
-@public
+@public(rate=RateClass.API)  # spends no login budget of the suite
 async def echo(request: web.Request) -> web.Response:
     return json_response(await load_body(request, EchoSchema()))
 
 
 @routes.get("/api/v1/_test/boom")
-@public
+@public(rate=RateClass.API)  # spends no login budget of the suite
 async def boom(request: web.Request) -> web.Response:
     raise RuntimeError("secret internal detail at /srv/archomata/db.py")
 
 
 @routes.get("/api/v1/_test/slow")
-@public
+@public(rate=RateClass.API)  # spends no login budget of the suite
 async def slow(request: web.Request) -> web.Response:
     await asyncio.sleep(5)
     return json_response({})

@@ -20,6 +20,7 @@ from archomata.guards import public
 from archomata.middlewares.ratelimit import _bucket, ratelimit_middleware
 from archomata.ops.devservers import RedisServer, free_port
 from archomata.security.ratelimit import RateDecision
+from archomata.web.route_policy import RateClass
 from tests.conftest import app_with_routes
 
 routes = web.RouteTableDef()
@@ -33,13 +34,13 @@ async def auth_ping(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/_test/item")
-@public
+@public(rate=RateClass.API)
 async def item(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
 @routes.get("/api/v1/_test/missing")
-@public
+@public(rate=RateClass.API)
 async def missing(request: web.Request) -> web.Response:
     raise NotFound("No such item.")
 
