@@ -99,7 +99,7 @@ class Guard:
 
 
 def _user(request: web.Request) -> Principal:
-    principal = request.get(keys.PRINCIPAL)
+    principal: Principal | None = request.get(keys.PRINCIPAL)
     if principal is None:
         raise Unauthorized("Authentication is required.")
     if principal.actor_type is not ActorType.USER:

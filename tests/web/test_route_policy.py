@@ -28,6 +28,7 @@ from archomata.guards import (
     require_permission,
 )
 from archomata.ops.devservers import RedisServer
+from archomata.security.authenticator import AUTHENTICATOR
 from archomata.web.route_policy import Authn, RateClass, TimeoutClass, declared_policy
 from tests.conftest import app_with_routes
 from tests.factories import agent_auth, agent_with_key, signed_up
@@ -193,7 +194,7 @@ class TestTheRealRoutes:
     async def test_the_probe_does_not_verify_a_token_it_carries(
             self, client: Any, mail_sink: Any) -> None:
         session = await signed_up(client, mail_sink)
-        authenticator = client.app[keys.AUTHENTICATOR]
+        authenticator = client.app[AUTHENTICATOR]
         calls: list[str] = []
         verify = authenticator.principal
 
