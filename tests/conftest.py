@@ -25,9 +25,11 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
 
 from archomata.app import create_app
 from archomata.config import Config, load_config
+from archomata.db import create_pool
 from archomata.ops.devservers import (
     DatabaseUrls,
     PostgresServer,
@@ -185,3 +187,20 @@ def app_with_routes(config: Config, routes: web.RouteTableDef) -> web.Applicatio
     app = create_app(config)
     app.router.add_routes(routes)
     return app
+
+
+@pytest.fixture
+async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of one connection as the runtime role: a test that needs a second one while
+    a transaction holds it hangs, which shows a door that gave its connection back late."""
+    pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=1)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def nowhere() -> AsyncIterator[Redis]:
+    """A Redis client whose server is not there."""
+    client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    yield client
+    await client.aclose()

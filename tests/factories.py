@@ -171,3 +171,13 @@ async def trading_account(client: Any, session: Session, *, agent_id: str | None
     response = await client.post("/api/v1/accounts", json=body, headers=session.auth)
     assert response.status == 201, await response.text()
     return await response.json()
+
+
+async def tenant_account(pool: Any) -> Any:
+    """A verified user with an org of their own, made below HTTP (for door and store tests)."""
+    from archomata.audit import AuditContext
+    from archomata.onboarding import create_user_with_org
+
+    return await create_user_with_org(pool, AuditContext.system(), email=unique_email(),
+                                      name="Tenant", password_hash=None, org_name="Tenant",
+                                      verified=True)

@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from archomata.audit import AuditContext
 from archomata.config import Config
 from archomata.db import _scoped_tx, create_pool, service_tx, system_tx
 from archomata.errors import Conflict, ValidationFailed
-from archomata.onboarding import NewAccount, create_user_with_org
-from tests.factories import unique_email
-
-
-@pytest.fixture
-async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=1)
-    yield pool
-    await pool.close()
-
-
-async def _account(pool: asyncpg.Pool) -> NewAccount:
-    return await create_user_with_org(pool, AuditContext.system(), email=unique_email(),
-                                      name="Tenant", password_hash=None, org_name="Tenant",
-                                      verified=True)
+from tests.factories import tenant_account, unique_email
 
 
 class TestRowLevelSecurity:
     async def test_unfiltered_query_sees_only_the_scoped_org(self, pool: asyncpg.Pool) -> None:
-        first, second = await _account(pool), await _account(pool)
+        first, second = await tenant_account(pool), await tenant_account(pool)
         async with service_tx(pool, org_id=first.org.id) as tx:
             # Deliberately no `where org_id = ...`: the policy must still hold.
             seen = {r["org_id"] for r in await tx.fetch("select org_id from memberships")}
@@ -41,13 +25,13 @@ class TestRowLevelSecurity:
         assert second.org.id not in seen
 
     async def test_no_scope_sees_no_org_rows(self, pool: asyncpg.Pool) -> None:
-        await _account(pool)
+        await tenant_account(pool)
         async with service_tx(pool) as tx:
             assert await tx.fetchval("select count(*) from memberships") == 0
             assert await tx.fetchval("select count(*) from audit_log") == 0
 
     async def test_scope_cannot_write_into_another_org(self, pool: asyncpg.Pool) -> None:
-        first, second = await _account(pool), await _account(pool)
+        first, second = await tenant_account(pool), await tenant_account(pool)
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             async with service_tx(pool, org_id=first.org.id) as tx:
                 await tx.execute(
@@ -55,7 +39,7 @@ class TestRowLevelSecurity:
                     "values ($1, $2, 'member')", second.org.id, first.user.id)
 
     async def test_scope_does_not_leak_to_the_next_transaction(self, pool: asyncpg.Pool) -> None:
-        account = await _account(pool)
+        account = await tenant_account(pool)
         async with service_tx(pool, org_id=account.org.id) as tx:
             assert await tx.fetchval("select count(*) from memberships") == 1
         async with pool.acquire() as conn:  # the same pooled connection, no scope set
@@ -75,7 +59,7 @@ class TestRowLevelSecurity:
             assert await tx.fetchval("select count(*) from users where email = $1", email) == 0
 
     async def test_platform_scope_sees_every_org(self, pool: asyncpg.Pool) -> None:
-        first, second = await _account(pool), await _account(pool)
+        first, second = await tenant_account(pool), await tenant_account(pool)
         async with system_tx(pool) as tx:
             seen = {r["org_id"] for r in await tx.fetch("select org_id from memberships")}
         assert {first.org.id, second.org.id} <= seen
@@ -98,7 +82,7 @@ class TestPoolRelease:
 
     async def test_a_transaction_left_open_is_rolled_back_on_release(
             self, pool: asyncpg.Pool) -> None:
-        account = await _account(pool)
+        account = await tenant_account(pool)
         async with pool.acquire() as conn:
             await conn.execute(f"BEGIN; SELECT set_config('app.org_id', '{account.org.id}', true)")
             assert await conn.fetchval("select count(*) from memberships") == 1
@@ -146,7 +130,7 @@ class TestDatabaseRefusals:
 
     async def test_a_unique_violation_is_a_409_with_the_constraints_code(
             self, pool: asyncpg.Pool) -> None:
-        account = await _account(pool)
+        account = await tenant_account(pool)
         insert = "insert into groups (org_id, name) values ($1, 'Twins')"
         async with service_tx(pool, org_id=account.org.id) as tx:
             await tx.execute(insert, account.org.id)
@@ -159,7 +143,7 @@ class TestDatabaseRefusals:
 
     async def test_an_unlisted_unique_violation_is_a_plain_conflict(
             self, pool: asyncpg.Pool) -> None:
-        account = await _account(pool)
+        account = await tenant_account(pool)
         with pytest.raises(Conflict) as raised:
             async with service_tx(pool, org_id=account.org.id) as tx:
                 await tx.execute("insert into memberships (org_id, user_id, org_role) "

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from archomata.audit import export_slots as exports
 from archomata.audit.export_slots import EXPORTS_PER_ORG, ExportSlots, slots_key
 from archomata.errors import RateLimited, ServiceUnavailable
-from archomata.ops.devservers import RedisServer, free_port
+from archomata.ops.devservers import RedisServer
 
 
 @pytest.fixture
@@ -24,12 +24,6 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@pytest.fixture
-async def nowhere() -> AsyncIterator[Redis]:
-    """A Redis client whose server is not there."""
-    client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
-    yield client
-    await client.aclose()
 
 
 async def redis_ms(redis: Redis) -> int:

@@ -17,7 +17,7 @@ from archomata import keys
 from archomata.config import Config, RateLimit, Secret
 from archomata.errors import RateLimited, Unauthorized
 from archomata.guards import public
-from archomata.ops.devservers import RedisServer, free_port
+from archomata.ops.devservers import RedisServer
 from archomata.security import ratelimit
 from archomata.security.login_throttle import LoginThrottle, account_key
 from archomata.security.ratelimit import (
@@ -39,12 +39,6 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@pytest.fixture
-async def nowhere() -> AsyncIterator[Redis]:
-    """A Redis client whose server is not there."""
-    client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
-    yield client
-    await client.aclose()
 
 
 class Counter:
