@@ -25,14 +25,10 @@ import asyncpg
 import jwt
 from aiohttp import web
 
-from archomata.audit import AuditContext
 from archomata.audit.export_formats import ExportFormat, encoder_for
 from archomata.audit.store import CSV_COLUMNS, JSON_COLUMNS, AuditFilter, select_sql
-from archomata.db import create_pool
-from archomata.onboarding import create_user_with_org
 from archomata.ops.devservers import free_port
-from archomata.security.passwords import hash_sync
-from bench.lib import median, process, serve, stack
+from bench.lib import bench_admin, median, process, serve, stack
 
 EMAIL = "exports@bench.test"
 PASSWORD = "exports-password-123456"
@@ -53,13 +49,7 @@ BULK = """
 
 
 async def make_org(environ: dict[str, str], entries: int) -> None:
-    pool = await create_pool(environ["ARCHOMATA_DATABASE_URL"], min_size=1, max_size=1)
-    try:
-        account = await create_user_with_org(
-            pool, AuditContext.system(), email=EMAIL, name="Admin",
-            password_hash=hash_sync(PASSWORD, 4), org_name="Bench Org", verified=True)
-    finally:
-        await pool.close()
+    account = await bench_admin(environ["ARCHOMATA_DATABASE_URL"], EMAIL, PASSWORD)
     conn = await asyncpg.connect(environ["ARCHOMATA_DATABASE_OWNER_URL"])
     try:
         for statement in BULK.strip().split(";\n"):

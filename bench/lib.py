@@ -25,6 +25,9 @@ from pathlib import Path
 
 import aiohttp
 
+from archomata.audit import AuditContext
+from archomata.db import create_pool
+from archomata.onboarding import NewAccount, create_user_with_org
 from archomata.ops.devservers import (
     PostgresServer,
     RedisServer,
@@ -33,6 +36,7 @@ from archomata.ops.devservers import (
     new_password,
 )
 from archomata.ops.migrations import migrate
+from archomata.security.passwords import hash_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,3 +167,14 @@ def median(values: list[float]) -> float:
 def ratio_line(label: str, service: float, reference: float, target: str) -> str:
     return f"{label}: service {service:,.1f} / reference {reference:,.1f} = " \
            f"{service / reference:.2f}x (target {target})"
+
+
+async def bench_admin(database_url: str, email: str, password: str) -> NewAccount:
+    """The benchmark's org and its administrator (bcrypt cost 4: set-up, not measured)."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        return await create_user_with_org(
+            pool, AuditContext.system(), email=email, name="Admin",
+            password_hash=hash_sync(password, 4), org_name="Bench Org", verified=True)
+    finally:
+        await pool.close()

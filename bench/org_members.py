@@ -23,12 +23,8 @@ import sys
 
 import aiohttp
 
-from archomata.audit import AuditContext
-from archomata.db import create_pool
-from archomata.onboarding import create_user_with_org
 from archomata.ops.devservers import free_port
-from archomata.security.passwords import hash_sync
-from bench.lib import ROOT, median, process, serve, stack, wrk
+from bench.lib import ROOT, bench_admin, median, process, serve, stack, wrk
 
 EMAIL = "members@bench.test"
 PASSWORD = "members-password-123456"
@@ -52,13 +48,7 @@ ROUTES = ("/api/v1/org/members", "/api/v1/accounts")
 
 
 async def make_org(environ: dict[str, str]) -> None:
-    pool = await create_pool(environ["ARCHOMATA_DATABASE_URL"], min_size=1, max_size=1)
-    try:
-        account = await create_user_with_org(
-            pool, AuditContext.system(), email=EMAIL, name="Admin",
-            password_hash=hash_sync(PASSWORD, 4), org_name="Bench Org", verified=True)
-    finally:
-        await pool.close()
+    account = await bench_admin(environ["ARCHOMATA_DATABASE_URL"], EMAIL, PASSWORD)
     import asyncpg
 
     conn = await asyncpg.connect(environ["ARCHOMATA_DATABASE_OWNER_URL"])
