@@ -11,8 +11,8 @@ from archomata.db import platform_tx
 from archomata.errors import NotFound, ValidationFailed
 from archomata.guards import require_platform_admin
 from archomata.identity import user_body
-from archomata.invitation_revocation import revoke_with_inviter
 from archomata.openapi import doc
+from archomata.orgs.invitation_revocation import revoke_with_inviter
 from archomata.pagination import listing, page_of
 from archomata.schemas.common import OrgSchema, UserSchema
 from archomata.schemas.text import Text

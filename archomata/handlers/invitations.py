@@ -12,8 +12,8 @@ from archomata.db import Tx, service_tx
 from archomata.errors import BadRequest, Conflict, Forbidden, Unauthorized, ValidationFailed
 from archomata.guards import public
 from archomata.identity import door, problem, signed_in, who
-from archomata.invitation_revocation import revoke_if_orphaned
 from archomata.openapi import doc
+from archomata.orgs.invitation_revocation import revoke_if_orphaned
 from archomata.schemas.auth import LoginResultSchema
 from archomata.schemas.org import AcceptInvitationSchema
 from archomata.security.passwords import MAX_LENGTH, MIN_LENGTH

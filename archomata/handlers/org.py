@@ -13,8 +13,8 @@ from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, Forbidden, NotFound
 from archomata.guards import authenticated, require_org_admin, require_permission, require_write
 from archomata.handlers.params import caller
-from archomata.invitation_revocation import audit_revoked, revoke_with_inviter
 from archomata.openapi import doc
+from archomata.orgs.invitation_revocation import audit_revoked, revoke_with_inviter
 from archomata.orgs.service import check_refs
 from archomata.pagination import PageQuerySchema, listing, page_of
 from archomata.permissions import Permission
