@@ -12,6 +12,9 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from archomata import db, keys
+from archomata.access import route_policy
+from archomata.access import routes as roles
+from archomata.access.guards import policy_problems, unguarded_api_routes
 from archomata.audit import routes as audit_logs
 from archomata.audit.export_slots import ExportSlots
 from archomata.bridge import agents_routes as agents
@@ -19,47 +22,35 @@ from archomata.bridge import routes as bridge
 from archomata.bridge.api_keys import API_KEYS, ApiKeyAuthenticator
 from archomata.bridge.broadcast import Broadcast
 from archomata.config import Config, ConfigError
-from archomata.cors import setup_cors
-from archomata.guards import policy_problems, unguarded_api_routes
-from archomata.handlers import (
-    admin,
-    auth,
-    groups,
-    health,
-    identities,
-    invitations,
-    me,
-    org,
-    roles,
-    sso,
-)
+from archomata.crypto import DataKeys
+from archomata.identity.authenticator import AUTHENTICATOR, Authenticator
+from archomata.identity.login_throttle import LoginThrottle
+from archomata.identity.passwords import PasswordHasher
+from archomata.identity.revocation import REVOCATION, Revocation
+from archomata.identity.routes import auth, identities, me, sso
+from archomata.identity.sessions import SessionStore
 from archomata.mail import Mailer
 from archomata.metrics import METRICS, Metrics, metrics_middleware
-from archomata.middlewares.access_log import access_log_middleware
-from archomata.middlewares.authn import authn_middleware
-from archomata.middlewares.body_limit import body_limit_middleware
-from archomata.middlewares.client_ip import client_ip_middleware
-from archomata.middlewares.csrf import csrf_middleware
-from archomata.middlewares.errors import errors_middleware
-from archomata.middlewares.params import params_middleware
-from archomata.middlewares.ratelimit import ratelimit_middleware
-from archomata.middlewares.request_id import request_id_middleware
-from archomata.middlewares.security_headers import (
+from archomata.ops import health, migrations
+from archomata.orgs.routes import admin, groups, invitations, org
+from archomata.trading.routes import accounts, orders, strategies
+from archomata.web.cors import setup_cors
+from archomata.web.middlewares.access_log import access_log_middleware
+from archomata.web.middlewares.authn import authn_middleware
+from archomata.web.middlewares.body_limit import body_limit_middleware
+from archomata.web.middlewares.client_ip import client_ip_middleware
+from archomata.web.middlewares.csrf import csrf_middleware
+from archomata.web.middlewares.errors import errors_middleware
+from archomata.web.middlewares.params import params_middleware
+from archomata.web.middlewares.ratelimit import ratelimit_middleware
+from archomata.web.middlewares.request_id import request_id_middleware
+from archomata.web.middlewares.security_headers import (
     on_response_prepare,
     security_headers_middleware,
 )
-from archomata.middlewares.timeout import timeout_middleware
-from archomata.openapi import build_spec
-from archomata.ops import migrations
-from archomata.security.authenticator import AUTHENTICATOR, Authenticator
-from archomata.security.crypto import DataKeys
-from archomata.security.login_throttle import LoginThrottle
-from archomata.security.passwords import PasswordHasher
-from archomata.security.ratelimit import RateLimiter
-from archomata.security.revocation import REVOCATION, Revocation
-from archomata.security.sessions import SessionStore
-from archomata.trading.routes import accounts, orders, strategies
-from archomata.web import route_policy
+from archomata.web.middlewares.timeout import timeout_middleware
+from archomata.web.openapi import build_spec
+from archomata.web.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 

@@ -123,7 +123,7 @@ class Config:
     db_pool_max: int = 10
     bcrypt_threads: int = field(default_factory=lambda: default_bcrypt_threads())
     # Jobs that may wait for the bcrypt pool in each lane (people, API keys) before the
-    # next is refused with 503 `busy` (archomata.security.passwords).
+    # next is refused with 503 `busy` (archomata.identity.passwords).
     bcrypt_queue: int = 16
     # Older data keys that still open stored secrets while `rotate-data-key` runs.
     data_key_previous: tuple[Secret[bytes], ...] = ()
@@ -132,7 +132,7 @@ class Config:
     keepalive_timeout_seconds: float = 75.0
     login_backoff_after: int = 5
     login_backoff_max_seconds: int = 300
-    # A response the client takes nothing of for this long is cut (archomata.server).
+    # A response the client takes nothing of for this long is cut (archomata.web.server).
     stream_stall_seconds: float = 30.0
     exports_per_instance: int = 8
 

@@ -21,15 +21,15 @@ from redis.asyncio import Redis
 from archomata.config import Config
 
 if TYPE_CHECKING:
+    from archomata.access.principal import Principal
     from archomata.audit.export_slots import ExportSlots
     from archomata.bridge.broadcast import Broadcast
+    from archomata.crypto import DataKeys
+    from archomata.identity.login_throttle import LoginThrottle
+    from archomata.identity.passwords import PasswordHasher
+    from archomata.identity.sessions import SessionStore
     from archomata.mail import Mailer
-    from archomata.security.crypto import DataKeys
-    from archomata.security.login_throttle import LoginThrottle
-    from archomata.security.passwords import PasswordHasher
-    from archomata.security.principal import Principal
-    from archomata.security.ratelimit import RateDecision, RateLimiter
-    from archomata.security.sessions import SessionStore
+    from archomata.web.ratelimit import RateDecision, RateLimiter
 
 CONFIG = web.AppKey("config", Config)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)

@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from archomata import keys
-from archomata.routing import route_name
+from archomata.web.routing import route_name
 
 
 class _PoolCollector(Collector):

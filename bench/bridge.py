@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from archomata.audit import AuditContext
 from archomata.db import create_pool
-from archomata.onboarding import create_user_with_org
-from archomata.security.passwords import hash_sync
+from archomata.identity.onboarding import create_user_with_org
+from archomata.identity.passwords import hash_sync
 from bench.lib import median, serve, stack
 
 EMAIL = "bridge@bench.test"

@@ -5,7 +5,7 @@ plain and once carrying a valid bearer token (a probe or a load balancer that fo
 whatever it was given), beside GET /health/live of bench/reference_app.py: one
 `web.json_response({"status": "ok"})` with no middleware, uvloop, no access log. wrk at
 64 connections, rounds alternating who goes first. Target: throughput >= 0.5x the hello
-in both cases. The route's policy (archomata.web.route_policy, `operations`) says what
+in both cases. The route's policy (archomata.access.route_policy, `operations`) says what
 it skips: credentials, rate limit, CSRF.
 
 Run: .venv/bin/python -m bench.health_live [--rounds 5] [--seconds 8]

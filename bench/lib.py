@@ -27,7 +27,8 @@ import aiohttp
 
 from archomata.audit import AuditContext
 from archomata.db import create_pool
-from archomata.onboarding import NewAccount, create_user_with_org
+from archomata.identity.onboarding import NewAccount, create_user_with_org
+from archomata.identity.passwords import hash_sync
 from archomata.ops.devservers import (
     PostgresServer,
     RedisServer,
@@ -36,7 +37,6 @@ from archomata.ops.devservers import (
     new_password,
 )
 from archomata.ops.migrations import migrate
-from archomata.security.passwords import hash_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from archomata.audit import AuditContext
 from archomata.db import create_pool
-from archomata.onboarding import create_user_with_org
-from archomata.security.passwords import hash_sync, verify_sync
+from archomata.identity.onboarding import create_user_with_org
+from archomata.identity.passwords import hash_sync, verify_sync
 from bench.lib import Load, median, serve, stack, wrk
 
 EMAIL = "storm@bench.test"

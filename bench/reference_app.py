@@ -16,7 +16,7 @@ import jwt
 from aiohttp import web
 from redis.asyncio import Redis
 
-from archomata.store.members import LIST_PAGE
+from archomata.orgs.store.members import LIST_PAGE
 from archomata.trading.store.accounts import LIST_PAGE as ACCOUNTS_PAGE
 
 POOL = web.AppKey("pool", asyncpg.Pool)

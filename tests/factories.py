@@ -115,8 +115,8 @@ async def signed_up(client: Any, mail_sink: Any, org_name: str = "Acme Trading")
 async def platform_admin(client: Any, config: Any) -> Session:
     """A platform administrator made as `create-admin` makes one, signed in."""
     from archomata.db import create_pool
-    from archomata.onboarding import ensure_platform_admin
-    from archomata.security.passwords import PasswordHasher
+    from archomata.identity.onboarding import ensure_platform_admin
+    from archomata.identity.passwords import PasswordHasher
 
     email, password = unique_email("admin"), strong_password()
     pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=1)
@@ -176,7 +176,7 @@ async def trading_account(client: Any, session: Session, *, agent_id: str | None
 async def tenant_account(pool: Any) -> Any:
     """A verified user with an org of their own, made below HTTP (for door and store tests)."""
     from archomata.audit import AuditContext
-    from archomata.onboarding import create_user_with_org
+    from archomata.identity.onboarding import create_user_with_org
 
     return await create_user_with_org(pool, AuditContext.system(), email=unique_email(),
                                       name="Tenant", password_hash=None, org_name="Tenant",

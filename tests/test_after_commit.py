@@ -18,11 +18,12 @@ import asyncpg
 import pytest
 
 import archomata
+from archomata.access import store as roles
+from archomata.access.principal import OrgRole
 from archomata.db import Tx, permission_cache, system_tx
 from archomata.errors import Conflict
-from archomata.onboarding import NewAccount
-from archomata.security.principal import OrgRole
-from archomata.store import groups, members, orgs, roles
+from archomata.identity.onboarding import NewAccount
+from archomata.orgs.store import groups, members, orgs
 from tests.factories import tenant_account
 
 
@@ -151,21 +152,24 @@ class TestAfterCommit:
 
 
 # Every store function that writes what the permission cache is loaded from
-# (security/authz.py LOAD_MEMBERSHIP), called as its callers do.
+# (access/authz.py LOAD_MEMBERSHIP), called as its callers do.
 StoreCall = Callable[[Tx, NewAccount, UUID], Awaitable[object]]
 WRITES: dict[str, StoreCall] = {
-    "members.set_org_role": lambda tx, a, g: members.set_org_role(
+    "orgs.store.members.set_org_role": lambda tx, a, g: members.set_org_role(
         tx, a.org.id, a.user.id, OrgRole.MEMBER),
-    "members.remove": lambda tx, a, g: members.remove(tx, a.org.id, a.user.id),
-    "orgs.add_member": lambda tx, a, g: orgs.add_member(tx, a.org.id, a.user.id,
-                                                        OrgRole.MEMBER),
-    "roles.assign_by_name": lambda tx, a, g: roles.assign_by_name(tx, a.org.id, a.user.id,
-                                                                  "Trader"),
-    "roles.set_for_member": lambda tx, a, g: roles.set_for_member(tx, a.org.id, a.user.id, []),
-    "groups.delete": lambda tx, a, g: groups.delete(tx, a.org.id, g),
-    "groups.set_members": lambda tx, a, g: groups.set_members(tx, a.org.id, g, [a.user.id]),
-    "groups.set_roles": lambda tx, a, g: groups.set_roles(tx, a.org.id, g, []),
-    "groups.add_user_to": lambda tx, a, g: groups.add_user_to(tx, a.org.id, a.user.id, [g]),
+    "orgs.store.members.remove": lambda tx, a, g: members.remove(tx, a.org.id, a.user.id),
+    "orgs.store.orgs.add_member": lambda tx, a, g: orgs.add_member(
+        tx, a.org.id, a.user.id, OrgRole.MEMBER),
+    "access.store.assign_by_name": lambda tx, a, g: roles.assign_by_name(
+        tx, a.org.id, a.user.id, "Trader"),
+    "access.store.set_for_member": lambda tx, a, g: roles.set_for_member(
+        tx, a.org.id, a.user.id, []),
+    "orgs.store.groups.delete": lambda tx, a, g: groups.delete(tx, a.org.id, g),
+    "orgs.store.groups.set_members": lambda tx, a, g: groups.set_members(
+        tx, a.org.id, g, [a.user.id]),
+    "orgs.store.groups.set_roles": lambda tx, a, g: groups.set_roles(tx, a.org.id, g, []),
+    "orgs.store.groups.add_user_to": lambda tx, a, g: groups.add_user_to(
+        tx, a.org.id, a.user.id, [g]),
 }
 
 
@@ -187,7 +191,8 @@ _PERMISSION_TABLES = re.compile(
     r"\b(insert\s+into|update|delete\s+from)\s+"
     r"(memberships|member_roles|group_members|group_roles|groups|roles|role_permissions)\b",
     re.IGNORECASE)
-_NAME_ONLY = {"groups.insert", "groups.update"}  # a new empty group, a rename: no permission
+# A new empty group, a rename: no permission changes.
+_NAME_ONLY = {"orgs.store.groups.insert", "orgs.store.groups.update"}
 
 
 def _functions_writing_permissions(module: ModuleType) -> dict[str, bool]:
@@ -202,7 +207,7 @@ def _functions_writing_permissions(module: ModuleType) -> dict[str, bool]:
         names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
         if names & writing:
             calls = {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
-            found[f"{module.__name__.rsplit('.', 1)[1]}.{node.name}"] = \
+            found[f"{module.__name__.removeprefix('archomata.')}.{node.name}"] = \
                 "permissions_changed" in calls
     return found
 

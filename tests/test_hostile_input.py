@@ -29,13 +29,7 @@ from yarl import URL
 from archomata import keys
 from archomata.app import create_app
 from archomata.config import Config, RateLimit
-from tests.factories import (
-    agent_with_key,
-    login,
-    platform_admin,
-    register,
-    trading_account,
-)
+from tests.factories import agent_with_key, login, platform_admin, register, trading_account
 
 # A few seconds in `make test`; ARCHOMATA_FUZZ_EXAMPLES=200 for a longer hunt.
 EXAMPLES_PER_OPERATION = int(os.environ.get("ARCHOMATA_FUZZ_EXAMPLES", "15"))

@@ -13,15 +13,15 @@ import orjson
 import pytest
 from marshmallow import Schema
 
-from archomata.schemas.common import OrgSchema
-from archomata.schemas.org import GroupSchema, InvitationSchema, MemberSchema, RoleSchema
-from archomata.security.principal import OrgRole
-from archomata.store.groups import Group
-from archomata.store.invitations import Invitation
-from archomata.store.members import Member
-from archomata.store.orgs import Org
-from archomata.store.roles import Role
-from archomata.web_json import dumps
+from archomata.access.principal import OrgRole
+from archomata.access.store import Role
+from archomata.orgs.schemas import GroupSchema, InvitationSchema, MemberSchema, RoleSchema
+from archomata.orgs.store.groups import Group
+from archomata.orgs.store.invitations import Invitation
+from archomata.orgs.store.members import Member
+from archomata.orgs.store.orgs import Org
+from archomata.web.json_io import dumps
+from archomata.web.schemas import OrgSchema
 
 NOW = datetime(2026, 11, 29, 1, 2, 3, 456789, tzinfo=UTC)
 REF = {"id": str(uuid.uuid4()), "name": "Trader"}

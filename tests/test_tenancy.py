@@ -10,6 +10,7 @@ from uuid import UUID
 
 import jwt
 
+from tests.access.test_guards import api_routes
 from tests.factories import (
     agent_auth,
     agent_with_key,
@@ -18,7 +19,6 @@ from tests.factories import (
     trading_account,
     unique_email,
 )
-from tests.test_guards import api_routes
 
 # Valid bodies, so that a 404 cannot hide behind a 422.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
+from archomata.access.guards import agent_only, authenticated, public
 from archomata.config import Config
 from archomata.db import user_tx
-from archomata.guards import agent_only, authenticated, public
 from tests.conftest import app_with_routes
 from tests.factories import agent_auth, agent_with_key, signed_up
 

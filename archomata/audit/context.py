@@ -13,7 +13,7 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import keys
-from archomata.security.principal import ActorType
+from archomata.access.principal import ActorType
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,9 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from archomata import keys
+from archomata.access.guards import require_permission, require_platform_admin
+from archomata.access.permissions import Permission
+from archomata.access.route_policy import TimeoutClass
 from archomata.audit import service
 from archomata.audit.context import context_of
 from archomata.audit.export_formats import Encoder, ExportFormat, Row, encoder_for
@@ -34,15 +37,12 @@ from archomata.audit.schemas import (
 )
 from archomata.audit.store import AuditEntry, AuditFilter
 from archomata.db import org_tx, platform_tx
-from archomata.guards import require_permission, require_platform_admin
-from archomata.handlers.params import caller, client_gone
-from archomata.openapi import doc
-from archomata.pagination import Page, listing, page_of
-from archomata.permissions import Permission
-from archomata.server import cut
-from archomata.web.route_policy import TimeoutClass
-from archomata.web_json import json_response
-from archomata.web_json import validate as validate_query
+from archomata.web.json_io import json_response
+from archomata.web.json_io import validate as validate_query
+from archomata.web.openapi import doc
+from archomata.web.pagination import Page, listing, page_of
+from archomata.web.params import caller, client_gone
+from archomata.web.server import cut
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -117,7 +117,7 @@ async def _respond(request: web.Request, encoder: Encoder, pages: AsyncIterator[
     await response.prepare(request)
     try:
         # A client that stops reading blocks these writes; the connection handler cuts it
-        # after ARCHOMATA_STREAM_STALL_SECONDS without progress (archomata.server).
+        # after ARCHOMATA_STREAM_STALL_SECONDS without progress (archomata.web.server).
         await response.write(encoder.header() + encoder.encode(first))
         async for page in pages:
             await response.write(encoder.encode(page))

@@ -9,7 +9,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from archomata.audit.export_formats import ExportFormat
-from archomata.pagination import PageQuerySchema
+from archomata.web.pagination import PageQuerySchema
 
 # A `+` in a query string arrives as a space: "2025-01-01T00:00:00 02:00" meant +02:00.
 _OFFSET_AS_SPACE = re.compile(r" (\d\d(:?\d\d)?)$")

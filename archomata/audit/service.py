@@ -32,7 +32,7 @@ from archomata.audit.schemas import AuditLogQuerySchema
 from archomata.audit.store import AuditEntry, AuditFilter, export_page, list_page, search_terms
 from archomata.db import Tx
 from archomata.errors import ValidationFailed
-from archomata.pagination import Page
+from archomata.web.pagination import Page
 
 EXPORT_CHUNK = 1000  # rows per fetch: the export's memory is about one chunk
 

@@ -20,8 +20,8 @@ from uuid import UUID
 
 import asyncpg
 
+from archomata import rows
 from archomata.db import Tx
-from archomata.store import rows
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from archomata import audit, keys
+from archomata.access.guards import require_permission, require_write
+from archomata.access.permissions import Permission
 from archomata.audit import AuditAction
 from archomata.bridge import api_keys
 from archomata.bridge import store as agents
 from archomata.bridge.api_keys import API_KEYS
 from archomata.db import org_tx
 from archomata.errors import NotFound
-from archomata.guards import require_permission, require_write
-from archomata.handlers.params import after, caller, uuid_param
-from archomata.openapi import doc
-from archomata.pagination import listing, page_of
-from archomata.permissions import Permission
 from archomata.trading import custody
 from archomata.trading.schemas import (
     AgentCreatedSchema,
@@ -25,7 +22,10 @@ from archomata.trading.schemas import (
     ApiKeySchema,
 )
 from archomata.trading.store import accounts
-from archomata.web_json import json_response, load_body
+from archomata.web.json_io import json_response, load_body
+from archomata.web.openapi import doc
+from archomata.web.pagination import listing, page_of
+from archomata.web.params import after, caller, uuid_param
 
 routes = web.RouteTableDef()
 

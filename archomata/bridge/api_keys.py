@@ -26,7 +26,7 @@ except from a client address the key was proven from lately (`ak:{key id}:ips`),
 agent whose entry is not cached (a new instance, a restart) still gets in. A valid key in
 the cache never meets the throttle, which is why the cache may live for minutes: the
 revocation marker is read on every request anyway. bcrypt itself runs in the hasher's
-API-key lane, bounded apart from logins (archomata.security.passwords).
+API-key lane, bounded apart from logins (archomata.identity.passwords).
 """
 
 from __future__ import annotations
@@ -47,15 +47,15 @@ import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
+from archomata.access.principal import ActorType, Principal
 from archomata.bridge import store as agents
 from archomata.db import system_tx
 from archomata.errors import RateLimited, Unauthorized
-from archomata.middlewares.ratelimit import call_gate, client_bucket
+from archomata.identity.passwords import Lane, PasswordHasher
+from archomata.identity.revocation import READY, Revocation
 from archomata.redis_boundary import REDIS_FAILURES, redis_call
-from archomata.security.passwords import Lane, PasswordHasher
-from archomata.security.principal import ActorType, Principal
-from archomata.security.ratelimit import OPTIONAL_HIT
-from archomata.security.revocation import READY, Revocation
+from archomata.web.middlewares.ratelimit import call_gate, client_bucket
+from archomata.web.ratelimit import OPTIONAL_HIT
 
 PREFIX = "amk_"
 KEY_ID_HEX = 16

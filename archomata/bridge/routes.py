@@ -19,6 +19,8 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit, keys
+from archomata.access.guards import agent_only
+from archomata.access.route_policy import TimeoutClass
 from archomata.audit import AuditAction
 from archomata.bridge import store as agents
 from archomata.bridge.schemas import (
@@ -32,18 +34,16 @@ from archomata.bridge.schemas import (
     HeartbeatResultSchema,
     HeartbeatSchema,
 )
+from archomata.crypto import DecryptionError
 from archomata.db import org_tx
 from archomata.errors import Conflict, NotFound
-from archomata.guards import agent_only
-from archomata.handlers.params import caller, client_gone, int_param, uuid_param
-from archomata.openapi import doc
-from archomata.security.crypto import DecryptionError
 from archomata.trading import credentials
 from archomata.trading.store import accounts, market, orders
 from archomata.trading.store.accounts import AssignedAccount
 from archomata.trading.values import decimal_text
-from archomata.web.route_policy import TimeoutClass
-from archomata.web_json import json_response, load_body, validate
+from archomata.web.json_io import json_response, load_body, validate
+from archomata.web.openapi import doc
+from archomata.web.params import caller, client_gone, int_param, uuid_param
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

@@ -16,7 +16,6 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from archomata.schemas.text import Text
 from archomata.trading.schemas import CredentialsSchema
 from archomata.trading.store.market import DEAL_FIELDS, POSITION_FIELDS
 from archomata.trading.values import (
@@ -31,6 +30,7 @@ from archomata.trading.values import (
     parse_ticket,
     parse_timestamp,
 )
+from archomata.web.text import Text
 
 MAX_DEALS = 1000
 MAX_POSITIONS = 5000

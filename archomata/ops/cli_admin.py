@@ -12,7 +12,7 @@ from archomata.ops.database_urls import database_urls
 
 
 def read_new_password() -> str:
-    from archomata.security.passwords import MAX_LENGTH, MIN_LENGTH
+    from archomata.identity.passwords import MAX_LENGTH, MIN_LENGTH
 
     password = os.environ.get("ARCHOMATA_ADMIN_PASSWORD")
     if password is None:
@@ -28,8 +28,8 @@ def read_new_password() -> str:
 
 def create_admin(email: str) -> None:
     from archomata.db import create_pool
-    from archomata.onboarding import MailboxMismatchError, ensure_platform_admin
-    from archomata.security.passwords import PasswordHasher
+    from archomata.identity.onboarding import MailboxMismatchError, ensure_platform_admin
+    from archomata.identity.passwords import PasswordHasher
 
     password = read_new_password()
     _, runtime = database_urls(os.environ)

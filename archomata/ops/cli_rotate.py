@@ -11,8 +11,8 @@ from archomata.config import ConfigError, load_config
 def rotate_data_key() -> int:
     """Re-encrypts stored secrets under ARCHOMATA_DATA_KEY; the key(s) they were sealed
     with must be in ARCHOMATA_DATA_KEY_PREVIOUS. Exit 1 when some secret did not open."""
+    from archomata.crypto import DataKeys, UnknownKeyError
     from archomata.db import create_pool
-    from archomata.security.crypto import DataKeys, UnknownKeyError
     from archomata.trading.credentials import Rotation, rotate_all
 
     config = load_config()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from archomata import server
 from archomata.config import Config
+from archomata.web import server
 
 
 def _use_uvloop() -> None:
@@ -22,6 +22,6 @@ def serve(config: Config) -> None:
     # The role it connects as is checked at start-up (app.py): refused in production if
     # row-level security does not hold for it, a warning in development.
     _use_uvloop()
-    # Not web.run_app: archomata.server holds the connection limits and TLS settings
+    # Not web.run_app: archomata.web.server holds the connection limits and TLS settings
     # that the tests start the service with too.
     server.run(create_app(config), config)

@@ -89,9 +89,9 @@ def _start_mail_sink(port: int) -> Any:
 async def _demo_accounts(state: DevState) -> None:
     from archomata.audit import AuditContext
     from archomata.db import create_pool, service_tx
-    from archomata.onboarding import create_user_with_org, ensure_platform_admin
-    from archomata.security.passwords import PasswordHasher
-    from archomata.store import users
+    from archomata.identity.onboarding import create_user_with_org, ensure_platform_admin
+    from archomata.identity.passwords import PasswordHasher
+    from archomata.identity.store import users
 
     config = load_config()
     pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=2)

@@ -2,8 +2,8 @@
 
 An invitation carries its inviter's authority (it can make someone an administrator), so
 whatever takes that authority away ends their open invitations in the same transaction:
-removal from the org and demotion from administrator (handlers/org.py), a platform
-administrator disabling the account (handlers/admin.py). Acceptance re-checks the
+removal from the org and demotion from administrator (orgs/routes/org.py), a platform
+administrator disabling the account (orgs/routes/admin.py). Acceptance re-checks the
 inviter inside its own transaction (store.invitations.accept) and ends an invitation
 whose inviter it finds without that authority, for whatever reason.
 
@@ -21,11 +21,11 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit
+from archomata.access.principal import ActorType
 from archomata.audit import AuditAction, AuditContext, context_of
 from archomata.db import Tx
-from archomata.security.principal import ActorType
-from archomata.store import invitations
-from archomata.store.invitations import Invitation, RevokeReason
+from archomata.orgs.store import invitations
+from archomata.orgs.store.invitations import Invitation, RevokeReason
 
 
 async def audit_revoked(tx: Tx, who: web.Request | AuditContext, revoked: list[Invitation],

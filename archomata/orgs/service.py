@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from archomata.access import store as roles
 from archomata.db import Tx
 from archomata.errors import ValidationFailed
-from archomata.store import groups, roles
+from archomata.orgs.store import groups
 
 
 async def check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],

@@ -10,8 +10,8 @@ from uuid import UUID
 
 import asyncpg
 
+from archomata.crypto import DataKeys, DecryptionError, UnknownKeyError
 from archomata.db import system_tx
-from archomata.security.crypto import DataKeys, DecryptionError, UnknownKeyError
 from archomata.trading.store import accounts
 
 

@@ -22,7 +22,7 @@ account's. A rotation and an assignment to the same agent therefore run one afte
 other, and the later one sees what the earlier one committed: a concurrent PATCH cannot
 slip credentials under a rotation that checked a moment before. The administrator's own
 membership row is read FOR SHARE too, so a demotion committed in between is seen (it
-takes that row FOR UPDATE, archomata.store.members.lock_administrators).
+takes that row FOR UPDATE, archomata.orgs.store.members.lock_administrators).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
+from archomata.access.principal import Principal
 from archomata.db import Tx
 from archomata.errors import Forbidden
-from archomata.security.principal import Principal
-from archomata.store import members
+from archomata.orgs.store import members
 
 
 @dataclass(frozen=True, slots=True)

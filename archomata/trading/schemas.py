@@ -9,9 +9,9 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from archomata.schemas.common import Name
-from archomata.schemas.text import Text
 from archomata.trading.values import SIDES, DecimalString, Symbol, Ticket, Timestamp
+from archomata.web.schemas import Name
+from archomata.web.text import Text
 
 MAX_LOGIN = 2**63 - 1
 MAX_PARAMETERS_BYTES = 16 * 1024

@@ -1,1 +1,2 @@
-"""The HTTP layer's own room: what the middlewares need to know about a route."""
+"""The HTTP layer: JSON bodies and problem answers, parameters, pagination, the text
+rules, OpenAPI, CORS, the server, and the middlewares (one concern per module)."""

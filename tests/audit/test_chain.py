@@ -17,15 +17,15 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from archomata.access.principal import ActorType
 from archomata.audit.actions import AuditAction
 from archomata.audit.chain import NIL, Report, record_anchors, verify
 from archomata.audit.context import AuditContext
 from archomata.audit.service import record
 from archomata.db import create_pool, service_tx
-from archomata.onboarding import create_user_with_org
+from archomata.identity.onboarding import create_user_with_org
 from archomata.ops.devservers import DatabaseUrls, PostgresServer
 from archomata.ops.migrations import migrate, sql_dir
-from archomata.security.principal import ActorType
 from tests.conftest import make_database
 from tests.factories import unique_email
 

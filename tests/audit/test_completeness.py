@@ -46,7 +46,7 @@ STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 EXEMPT: dict[str, str] = {
     # Rotating the refresh token is the session going on, not an event: every tab does it
     # every 15 minutes and nobody's access changes. What matters there, a replayed token,
-    # writes auth.refresh.reuse_detected (tests/handlers/test_auth.py).
+    # writes auth.refresh.reuse_detected (tests/identity/test_auth.py).
     "POST /api/v1/auth/refresh": "rotation is not an event; reuse is audited",
     # What a terminal reports, seconds apart, is telemetry, not a change anyone made: an
     # entry per push would drown the log. What agents do is audited: credentials fetched,

@@ -12,6 +12,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from archomata.access.principal import ActorType
 from archomata.audit import service
 from archomata.audit.actions import AuditAction
 from archomata.audit.context import AuditContext
@@ -20,8 +21,7 @@ from archomata.audit.store import AuditFilter
 from archomata.config import Config
 from archomata.db import create_pool, service_tx
 from archomata.errors import ValidationFailed
-from archomata.onboarding import create_user_with_org
-from archomata.security.principal import ActorType
+from archomata.identity.onboarding import create_user_with_org
 from tests.factories import unique_email
 
 WHO = AuditContext(ActorType.USER, UUID(int=7), ip="192.0.2.9", user_agent="flow-test",

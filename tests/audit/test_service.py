@@ -5,12 +5,12 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from archomata.access.principal import ActorType
 from archomata.audit.actions import AuditAction
 from archomata.audit.context import AuditContext
 from archomata.audit.service import record, scrub
 from archomata.config import Config
 from archomata.db import create_pool, service_tx
-from archomata.security.principal import ActorType
 
 
 async def _entry(config: Config) -> UUID:

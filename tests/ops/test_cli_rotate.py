@@ -13,8 +13,8 @@ import asyncpg
 
 from archomata.app import create_app
 from archomata.config import Config, Secret
+from archomata.crypto import key_id
 from archomata.ops.devservers import PostgresServer
-from archomata.security.crypto import key_id
 from tests.conftest import make_database
 from tests.factories import agent_auth, agent_with_key, signed_up, trading_account
 from tests.ops.test_cli import archomata

@@ -32,7 +32,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from archomata.identity import REFRESH_COOKIE
+from archomata.identity.web import REFRESH_COOKIE
 from archomata.ops.dev import DEMO_ORG_ADMIN
 from archomata.ops.devroot import reachable, server_user
 from archomata.ops.devservers import free_port

@@ -14,7 +14,7 @@ from archomata.audit import AuditContext
 from archomata.config import Config
 from archomata.db import create_pool, service_tx
 from archomata.errors import ValidationFailed
-from archomata.onboarding import create_user_with_org
+from archomata.identity.onboarding import create_user_with_org
 from archomata.orgs.service import check_refs
 from tests.factories import unique_email
 

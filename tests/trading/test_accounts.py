@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from archomata import keys
-from archomata.security.crypto import key_id
+from archomata.crypto import key_id
 from tests.factories import (
     agent_auth,
     agent_with_key,

@@ -28,7 +28,7 @@ from archomata.trading.store.accounts import Account
 from archomata.trading.store.market import Deal, Position
 from archomata.trading.store.orders import Command, Order
 from archomata.trading.store.strategies import Strategy
-from archomata.web_json import dumps
+from archomata.web.json_io import dumps
 
 NOW = datetime(2026, 11, 29, 1, 2, 3, 456789, tzinfo=UTC)
 D = Decimal

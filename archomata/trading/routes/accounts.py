@@ -15,16 +15,13 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit, keys
+from archomata.access.guards import require_permission, require_write
+from archomata.access.permissions import Permission
+from archomata.access.principal import Principal
 from archomata.audit import AuditAction
 from archomata.bridge import store as agents
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
-from archomata.guards import require_permission, require_write
-from archomata.handlers.params import after, caller, uuid_param
-from archomata.openapi import doc
-from archomata.pagination import listing, page_of
-from archomata.permissions import Permission
-from archomata.security.principal import Principal
 from archomata.trading import credentials, custody
 from archomata.trading.risk import RiskLimits
 from archomata.trading.schemas import (
@@ -39,7 +36,10 @@ from archomata.trading.schemas import (
 )
 from archomata.trading.store import accounts, market
 from archomata.trading.values import with_decimal_texts
-from archomata.web_json import json_response, load_body
+from archomata.web.json_io import json_response, load_body
+from archomata.web.openapi import doc
+from archomata.web.pagination import listing, page_of
+from archomata.web.params import after, caller, uuid_param
 
 routes = web.RouteTableDef()
 

@@ -13,14 +13,11 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit, keys
+from archomata.access.guards import require_permission, require_write
+from archomata.access.permissions import Permission
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
-from archomata.guards import require_permission, require_write
-from archomata.handlers.params import after, caller, int_param, uuid_param
-from archomata.openapi import doc
-from archomata.pagination import listing, page_of
-from archomata.permissions import Permission
 from archomata.trading import risk
 from archomata.trading.schemas import (
     OrderDraftSchema,
@@ -30,7 +27,10 @@ from archomata.trading.schemas import (
 )
 from archomata.trading.store import accounts, market, orders
 from archomata.trading.values import with_decimal_texts
-from archomata.web_json import json_response, load_body
+from archomata.web.json_io import json_response, load_body
+from archomata.web.openapi import doc
+from archomata.web.pagination import listing, page_of
+from archomata.web.params import after, caller, int_param, uuid_param
 
 routes = web.RouteTableDef()
 ORDER_FIELDS = ("symbol", "side", "type", "volume", "price", "sl", "tp")

@@ -7,14 +7,11 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit
+from archomata.access.guards import require_permission, require_write
+from archomata.access.permissions import Permission
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import NotFound, ValidationFailed
-from archomata.guards import require_permission, require_write
-from archomata.handlers.params import after, caller, uuid_param
-from archomata.openapi import doc
-from archomata.pagination import listing, page_of
-from archomata.permissions import Permission
 from archomata.trading.schemas import (
     StrategyCreateSchema,
     StrategyListSchema,
@@ -22,7 +19,10 @@ from archomata.trading.schemas import (
     StrategySchema,
 )
 from archomata.trading.store import strategies
-from archomata.web_json import json_response, load_body
+from archomata.web.json_io import json_response, load_body
+from archomata.web.openapi import doc
+from archomata.web.pagination import listing, page_of
+from archomata.web.params import after, caller, uuid_param
 
 routes = web.RouteTableDef()
 

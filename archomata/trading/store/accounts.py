@@ -15,8 +15,8 @@ from uuid import UUID
 
 import asyncpg
 
+from archomata import rows
 from archomata.db import Tx
-from archomata.store import rows
 from archomata.trading.custody import Holding
 from archomata.trading.risk import RiskLimits
 

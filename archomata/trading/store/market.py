@@ -11,8 +11,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from archomata import rows
 from archomata.db import Tx
-from archomata.store import rows
 from archomata.trading.risk import Exposure
 
 

@@ -19,8 +19,8 @@ from uuid import UUID
 
 import asyncpg
 
+from archomata import rows
 from archomata.db import Tx
-from archomata.store import rows
 from archomata.trading.values import with_decimal_texts
 
 

@@ -1,0 +1,157 @@
+"""Which account an SSO sign-in opens, and when a provider identity is linked to one.
+
+    (provider, subject) already linked         -> its user signs in
+    else the provider vouches for the email, and an account has it
+    (spelled the same, see users.same_mailbox):
+        the account's email was verified       -> the identity is linked to it
+        it never was (someone may have
+        registered an address not theirs)      -> the identity takes the account over:
+                                                  password, sessions, access tokens and
+                                                  mail links are wiped first
+    an account found only through a looser
+    spelling (`ß` for `ss`, fullwidth...)      -> refused (`email_conflict`)
+    else no account, sign-up allowed           -> a new verified user and org
+    anything else                              -> refused (SsoError)
+
+An email the provider does not vouch for (Google `email_verified` false, Azure without
+`xms_edov`) links nothing and creates nothing: whoever controls that claim could claim
+anyone's account. Every new link writes `auth.sso.linked` in the same transaction. An
+account the sign-in door would refuse (archomata.identity.signin.vet: disabled, say) gets
+no identity linked; the door itself opens the session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from uuid import UUID
+
+from archomata import audit
+from archomata.audit import AuditAction, AuditContext
+from archomata.db import Tx, service_tx, system_tx
+from archomata.errors import Conflict
+from archomata.identity import onboarding
+from archomata.identity.oidc import Assertion, SsoError
+from archomata.identity.signin import (
+    Attempt,
+    Door,
+    SignInRefused,
+    Via,
+    as_user,
+    choose_org,
+    sso_details,
+    vet,
+)
+from archomata.identity.store import identities, mail_tokens, users
+from archomata.identity.store.identities import Identity
+from archomata.identity.store.mail_tokens import Purpose
+from archomata.identity.store.users import User, same_mailbox
+from archomata.orgs.store import orgs
+
+
+class How(StrEnum):
+    IDENTITY = "identity"        # linked before
+    EMAIL_MATCH = "email_match"  # linked now to a verified account of that email
+    TAKEOVER = "takeover"        # linked now to an unverified account, wiped first
+    SIGNUP = "signup"            # a new account
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    user: User
+    identity: Identity
+    how: How
+
+
+async def resolve(door: Door, who: AuditContext, assertion: Assertion, *,
+                  allow_signup: bool) -> SignIn:
+    """The account `assertion` signs into, linking or creating it as the rules say."""
+    pool = door.pool
+    async with service_tx(pool) as tx:
+        identity = await identities.get_by_subject(tx, assertion.provider, assertion.subject)
+        owner = await users.get(tx, identity.user_id) if identity else None
+        if identity is not None and identity.email != assertion.email:
+            await identities.update_email(tx, identity.id, assertion.email)
+    if identity is not None and owner is not None:
+        return SignIn(owner, identity, How.IDENTITY)
+    if assertion.email is None or not assertion.email_verified:
+        raise SsoError("email_not_verified",
+                       "email_not_verified" if assertion.email else "email_missing")
+    async with service_tx(pool) as tx:
+        user = await users.get_by_email(tx, assertion.email)
+    if user is None:
+        if not allow_signup:
+            raise SsoError("signup_disabled", "no_account_signup_disabled")
+        return await _sign_up(door, who, assertion)
+    # Found through the lookup's folding (`ß`/`ss`, fullwidth...): possibly another
+    # person's mailbox, so the provider's word is no proof of this account.
+    if not same_mailbox(user.email, assertion.email):
+        raise SsoError("email_conflict", "email_spelled_differently", user_id=user.id)
+    # The provider vouches for the address it links (and a takeover marks it verified).
+    await vet(door, who, Attempt(user, Via.SSO, mailbox_proven=True,
+                                 refusal_details=sso_details(assertion.provider)))
+    return await _link(door, who, user, assertion)
+
+
+async def _sign_up(door: Door, who: AuditContext, assertion: Assertion) -> SignIn:
+    assert assertion.email is not None
+    async with system_tx(door.pool) as tx:
+        try:
+            account = await onboarding.create_in(
+                tx, who, email=assertion.email, name=assertion.name, password_hash=None,
+                org_name=f"{assertion.name}'s organisation"[:200], verified=True)
+        except Conflict as exc:  # registered between our look-up and this insert
+            raise SsoError("sso_failed", "account_created_concurrently") from exc
+        identity = await identities.insert(tx, account.user.id, assertion.provider,
+                                           assertion.subject, assertion.email)
+        if identity is None:  # the same identity signed up in a parallel callback
+            raise SsoError("sso_failed", "identity_linked_concurrently")
+        await _audit_link(tx, who, identity, How.SIGNUP, org_id=account.org.id)
+    return SignIn(account.user, identity, How.SIGNUP)
+
+
+async def _home_org(door: Door, user_id: UUID) -> UUID | None:
+    """The org whose log records the link: the one the session will most likely open in."""
+    async with service_tx(door.pool, user_id=user_id) as tx:
+        memberships = await orgs.memberships_of(tx, user_id)
+    try:
+        home = choose_org(memberships, None)
+    except SignInRefused:  # every org disabled: the door refuses the session anyway
+        return None
+    return home.org.id if home else None
+
+
+async def _link(door: Door, who: AuditContext, user: User, assertion: Assertion) -> SignIn:
+    org_id = await _home_org(door, user.id)
+    async with service_tx(door.pool, org_id=org_id, user_id=user.id) as tx:
+        identity = await identities.insert(tx, user.id, assertion.provider, assertion.subject,
+                                           assertion.email)
+        if identity is None:
+            raise SsoError("sso_failed", "identity_linked_concurrently", user_id=user.id)
+        how = How.EMAIL_MATCH
+        if not user.email_verified and await identities.reset_unverified_user(tx, user.id):
+            how = How.TAKEOVER
+            await _wipe_access(door, tx, user.id)
+        await _audit_link(tx, who, identity, how)
+        linked = await users.get(tx, user.id)
+    assert linked is not None
+    return SignIn(linked, identity, how)
+
+
+async def _wipe_access(door: Door, tx: Tx, user_id: UUID) -> None:
+    """Whoever registered the address first loses every way back in: the password is
+    gone (reset_unverified_user), and so are sessions, access tokens and mailed links."""
+    for purpose in Purpose:
+        await mail_tokens.retire_all(tx, user_id, purpose)
+    cut = await door.sessions.cut_off(user_id, end_sessions=True)
+    await users.set_tokens_valid_after(tx, user_id, cut)
+
+
+async def _audit_link(tx: Tx, who: AuditContext, identity: Identity, how: How,
+                      org_id: UUID | None = None) -> None:
+    details: dict[str, object] = {"provider": identity.provider, "via": how.value}
+    if how is How.TAKEOVER:
+        details["wiped"] = ["password", "sessions", "access_tokens", "mail_links"]
+    await audit.record(tx, as_user(who, identity.user_id), AuditAction.AUTH_SSO_LINKED,
+                       resource_type="user_identity", resource_id=identity.id, org_id=org_id,
+                       details=details)

@@ -1,0 +1,188 @@
+"""Revocation and authorisation state, read by one Redis script call per request.
+
+PostgreSQL is the source of truth; Redis holds what every request must check:
+
+    rv:ready:v2         set once the state below was rebuilt from PostgreSQL
+    rv:org:{org}        the org is disabled
+    rv:user:{uid}       hash: disabled (1), cut (access tokens whose `iat_us` is below it
+                        are dead: microseconds on Redis's clock, see sessions.py)
+    authz:{org}:{uid}   JSON cache of the membership and permissions, tagged with ...
+    authzv:{org}        ... the org's authorisation version; any change bumps it
+    sess:{sid}          the session (see sessions.py): gone means revoked
+
+If Redis loses its data, `rv:ready` is gone with it, and the state is rebuilt from
+PostgreSQL before any access token is accepted again. If Redis cannot be reached,
+authenticated requests fail closed (503).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+from aiohttp import web
+from redis.asyncio import Redis
+
+from archomata.db import system_tx
+from archomata.errors import Unauthorized
+from archomata.identity.tokens import Claims
+from archomata.redis_boundary import REDIS_FAILURES, redis_call
+from archomata.web.ratelimit import OPTIONAL_HIT
+
+# v2: cut-offs became microseconds under a new field; a new name makes the first instance
+# of this version rebuild them from PostgreSQL instead of trusting the old ones.
+READY = "rv:ready:v2"
+REBUILD_LOCK = "rv:rebuilding"
+AUTHZ_TTL_SECONDS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Authz:
+    """What a user may do in an org: their org role and effective permissions."""
+
+    org_role: str
+    permissions: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ready: bool
+    authz: Authz | None
+    authz_version: int
+    cached_authz_stale: bool
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# One script per authenticated request: the rate-limit hit when the request is limited,
+# then every read the revocation check needs, so redis-py packs and parses one command
+# (measured: 40% less client CPU than the same in a four-command pipeline).
+# KEYS: [the rate-limit bucket,] rv:ready, sess:{sid}, rv:user:{uid}
+#       [, rv:org:{org}, authz:{org}:{uid}, authzv:{org}] for a token with an org.
+# ARGV: the limit and its window in ms, or two empty strings when not limited.
+# Returns {rate reply or false, ready, session, disabled, cut[, org, authz, authzv]}.
+GATE = OPTIONAL_HIT + """
+local user = redis.call('HMGET', KEYS[first + 2], 'disabled', 'cut')
+local reply = {rate, redis.call('EXISTS', KEYS[first]), redis.call('EXISTS', KEYS[first + 1]),
+               user[1], user[2]}
+if #KEYS > first + 2 then
+  reply[6] = redis.call('EXISTS', KEYS[first + 3])
+  reply[7] = redis.call('GET', KEYS[first + 4])
+  reply[8] = redis.call('GET', KEYS[first + 5])
+end
+return reply
+"""
+
+
+def gate_keys(claims: Claims) -> list[str]:
+    """GATE's own KEYS for `claims` (the rate-limit bucket, if any, goes before them)."""
+    keys = [READY, f"sess:{claims.session_id}", f"rv:user:{claims.user_id}"]
+    if claims.org_id is not None:
+        keys += [f"rv:org:{claims.org_id}", f"authz:{claims.org_id}:{claims.user_id}",
+                 f"authzv:{claims.org_id}"]
+    return keys
+
+
+def judge(claims: Claims, reply: Sequence[Any]) -> CheckResult:
+    """Raises Unauthorized for a revoked token; else says what the cache holds. `reply`
+    is GATE's, without its first element (the rate limit's)."""
+    ready, session, disabled, cut, *org = reply
+    if not ready:
+        return CheckResult(False, None, 0, True)
+    if not session:
+        raise Unauthorized("This session has been revoked.", code="session_revoked")
+    if disabled:
+        raise Unauthorized("This account is disabled.", code="user_disabled")
+    if cut is not None and claims.issued_us < int(_text(cut)):
+        raise Unauthorized("This token has been revoked.", code="token_revoked")
+    if claims.org_id is None:
+        return CheckResult(True, None, 0, False)
+    org_disabled, cached_raw, version_raw = org
+    if org_disabled:
+        raise Unauthorized("This organisation is disabled.", code="org_disabled")
+    version = int(_text(version_raw)) if version_raw is not None else 0
+    cached = orjson.loads(cached_raw) if cached_raw is not None else None
+    if cached is None or cached.get("v") != version:
+        return CheckResult(True, None, version, True)
+    if not cached.get("member"):
+        raise Unauthorized("You are no longer a member of this organisation.",
+                           code="membership_revoked")
+    return CheckResult(True, Authz(cached["role"], frozenset(cached["perms"])), version, False)
+
+
+_RAISE_CUT = """
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'cut') or '0') then
+    redis.call('HSET', KEYS[1], 'cut', ARGV[1])
+end
+"""
+
+
+class Revocation:
+    def __init__(self, redis: Redis, pool: asyncpg.Pool) -> None:
+        self.redis = redis
+        self.pool = pool
+        self._raise_cut = redis.register_script(_RAISE_CUT)
+
+    async def rebuild(self) -> None:
+        """Re-reads disabled orgs and users and token cut-offs from PostgreSQL."""
+        async with system_tx(self.pool) as tx:
+            orgs = await tx.fetch("select id from orgs where disabled_at is not null")
+            users = await tx.fetch(
+                "select id, disabled_at is not null as disabled, "
+                "(extract(epoch from tokens_valid_after) * 1000000)::bigint as cut from users "
+                "where disabled_at is not null or tokens_valid_after is not null")
+        with redis_call():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for org in orgs:
+                    pipe.set(f"rv:org:{org['id']}", 1)
+                for user in users:
+                    if user["disabled"]:
+                        pipe.hset(f"rv:user:{user['id']}", "disabled", 1)
+                    if user["cut"] is not None:
+                        # Never lowered: a cut made while this ran may not be committed
+                        # (so not read above) but is already in force.
+                        await self._raise_cut(keys=[f"rv:user:{user['id']}"],
+                                              args=[user["cut"]], client=pipe)
+                pipe.set(READY, int(time.time()))
+                await pipe.execute()
+
+    async def set_org_disabled(self, org_id: UUID, disabled: bool) -> None:
+        await self._write(lambda p: p.set(f"rv:org:{org_id}", 1) if disabled
+                          else p.delete(f"rv:org:{org_id}"))
+
+    async def set_user_disabled(self, user_id: UUID, disabled: bool) -> None:
+        await self._write(lambda p: p.hset(f"rv:user:{user_id}", "disabled", 1) if disabled
+                          else p.hdel(f"rv:user:{user_id}", "disabled"))
+
+    async def bump_authz(self, org_id: UUID) -> None:
+        """Any change to who may do what in `org_id`: every instance reloads on the next
+        request of every member."""
+        await self._write(lambda p: p.incr(f"authzv:{org_id}"))
+
+    async def cache_authz(self, org_id: UUID, user_id: UUID, version: int,
+                          authz: Authz | None) -> None:
+        value: dict[str, object] = {"v": version, "member": authz is not None}
+        if authz is not None:
+            value.update(role=authz.org_role, perms=sorted(authz.permissions))
+        # Only a cache: if it cannot be written, the next request loads from PostgreSQL.
+        with contextlib.suppress(*REDIS_FAILURES):
+            await self.redis.set(f"authz:{org_id}:{user_id}", orjson.dumps(value),
+                                 ex=AUTHZ_TTL_SECONDS)
+
+    async def _write(self, queue: Any) -> None:
+        with redis_call():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                queue(pipe)
+                await pipe.execute()
+
+
+# This component's app key: beside its class, not in archomata.keys (which says why).
+REVOCATION = web.AppKey("revocation", Revocation)

@@ -1,0 +1,1 @@
+"""Sign-in, SSO, account and identity-link routes: thin handlers over the services."""

@@ -1,0 +1,1 @@
+"""Request and response bodies of the sign-in and SSO routes; unknown fields refused."""

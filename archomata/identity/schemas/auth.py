@@ -1,0 +1,68 @@
+"""Bodies of the /auth routes."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from archomata.web.schemas import Email, MemberOrgSchema, Name, Password, UserSchema
+from archomata.web.text import Text
+
+
+class RegisterSchema(Schema):
+    email = Email
+    password = Password
+    name = Name
+    org_name = Text(required=True, validate=validate.Length(1, 200))
+
+
+class RegisteredSchema(Schema):
+    user = fields.Nested(UserSchema, required=True)
+
+
+class TokenSchema(Schema):
+    token = Text(required=True, validate=validate.Length(1, 200))
+
+
+class EmailOnlySchema(Schema):
+    email = Text(required=True, validate=validate.Length(1, 254))
+
+
+class LoginSchema(Schema):
+    email = Text(required=True, validate=validate.Length(1, 254))
+    password = Text(multiline=True, required=True, validate=validate.Length(1, 1024))
+    org_id = fields.UUID(load_default=None)
+
+
+class ResetConfirmSchema(Schema):
+    token = Text(required=True, validate=validate.Length(1, 200))
+    new_password = Password
+
+
+class PasswordChangeSchema(Schema):
+    current_password = Text(multiline=True, required=True, validate=validate.Length(1, 1024))
+    new_password = Password
+
+
+class SwitchOrgSchema(Schema):
+    org_id = fields.UUID(required=True)
+
+
+class LoginResultSchema(Schema):
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True)
+    expires_in = fields.Integer(required=True)
+    user = fields.Nested(UserSchema, required=True)
+    org = fields.Nested(MemberOrgSchema, allow_none=True, required=True)
+
+
+class SessionSchema(Schema):
+    id = fields.UUID(required=True)
+    created_at = fields.DateTime(required=True)
+    last_used_at = fields.DateTime(required=True)
+    ip = fields.String(required=True)
+    user_agent = fields.String(required=True)
+    current = fields.Boolean(required=True)
+
+
+class SessionListSchema(Schema):
+    items = fields.List(fields.Nested(SessionSchema), required=True)

@@ -1,0 +1,301 @@
+"""The one sign-in door. Every way in proves who someone is its own way, then opens the
+session here, through the same rules:
+
+    password_sign_in   the email's password, under the account's login backoff
+    SSO callback       an assertion resolved to an account (archomata.identity.linking)
+    invitation         a mailed token, plus the password or access token of an existing
+                       account (orgs/routes/invitations.py)
+        -> vet()            the rules on the user, for a way in that changes something
+                            before its session (a hash upgrade, an identity linked, an org
+                            joined): nothing changes for someone the door would refuse
+        -> open_session()   the rules on the user and the org, [second factor], the
+                            session, the row read again once it exists, the audit entry
+
+A new rule goes in `refusal_of` (on the user) or `choose_org` (on the org), and every way
+in then refuses alike: one `auth.login.failed` entry with its `reason`, and
+SignInRefused, which each way in answers in its own shape (archomata.identity.web.problem,
+identity/routes/sso.py). No HTTP here: collaborators are passed in (Door), and so is who asks
+(an AuditContext: IP, user agent, request id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NoReturn
+from uuid import UUID
+
+import asyncpg
+
+from archomata import audit
+from archomata.access.principal import ActorType
+from archomata.audit import AuditAction, AuditContext
+from archomata.db import Tx, service_tx
+from archomata.identity.login_throttle import LoginThrottle
+from archomata.identity.passwords import PasswordHasher
+from archomata.identity.sessions import Session, SessionStore
+from archomata.identity.store import users
+from archomata.identity.store.users import User
+from archomata.orgs.store import orgs
+from archomata.orgs.store.orgs import Membership
+
+
+class Via(StrEnum):
+    PASSWORD = "password"
+    SSO = "sso"
+    INVITATION = "invitation"
+
+    @property
+    def action(self) -> AuditAction:
+        return AuditAction.AUTH_SSO_LOGIN if self is Via.SSO else AuditAction.AUTH_LOGIN_SUCCEEDED
+
+
+class Reason(StrEnum):
+    """Why a sign-in was refused: the `reason` of its audit entry."""
+
+    UNKNOWN_EMAIL = "unknown_email"
+    BAD_PASSWORD = "bad_password"
+    USER_DISABLED = "user_disabled"
+    EMAIL_NOT_VERIFIED = "email_not_verified"
+    NOT_A_MEMBER = "not_a_member"
+    ORG_DISABLED = "org_disabled"
+    EVERY_ORG_DISABLED = "every_org_disabled"
+    CREDENTIALS_CHANGED = "credentials_changed"  # the proven password moved meanwhile
+    MEMBERSHIP_REVOKED = "membership_revoked"  # a session's org, left since
+
+
+class SignInRefused(Exception):
+    """A sign-in the rules refuse, audited already when it names a user."""
+
+    def __init__(self, reason: Reason, user_id: UUID | None = None) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.user_id = user_id
+
+
+@dataclass(frozen=True, slots=True)
+class Door:
+    """What signing in works with."""
+
+    pool: asyncpg.Pool
+    sessions: SessionStore
+    passwords: PasswordHasher
+    throttle: LoginThrottle
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    user: User  # the row the proof was checked against
+    via: Via
+    org_id: UUID | None = None  # the org asked for; None: the first enabled one
+    details: Mapping[str, Any] = field(default_factory=dict)  # of the session's entry
+    refusal_details: Mapping[str, Any] = field(default_factory=dict)  # beside `reason`
+    # The proof itself went through the account's mailbox (an invitation's mailed token, a
+    # provider vouching for the address it links): it stands for a verified email.
+    mailbox_proven: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    membership: Membership | None
+    session: Session
+    refresh_token: str
+    user: User  # as it stands once the session exists: what its tokens carry
+
+
+def sso_details(provider: str) -> dict[str, Any]:
+    """What every entry of an SSO refusal carries beside its reason."""
+    return {"method": "sso", "provider": provider}
+
+
+def refusal_of(user: User, attempt: Attempt) -> Reason | None:
+    """The rules on the user. (A second factor is not a refusal: see open_session.)"""
+    if user.disabled:
+        return Reason.USER_DISABLED
+    if not user.email_verified and not attempt.mailbox_proven:
+        return Reason.EMAIL_NOT_VERIFIED
+    return None
+
+
+def choose_org(memberships: list[Membership], requested: UUID | None) -> Membership | None:
+    """The org to sign into: the requested one, else the first enabled one.
+
+    Never a disabled org; None for someone who belongs to no org at all. Switching org
+    goes by the same rule.
+    """
+    if requested is not None:
+        chosen = next((m for m in memberships if m.org.id == requested), None)
+        if chosen is None:
+            raise SignInRefused(Reason.NOT_A_MEMBER)
+        if chosen.org.disabled:
+            raise SignInRefused(Reason.ORG_DISABLED)
+        return chosen
+    enabled = [m for m in memberships if not m.org.disabled]
+    if enabled:
+        return enabled[0]
+    if memberships:
+        raise SignInRefused(Reason.EVERY_ORG_DISABLED)
+    return None
+
+
+def still_signed_in(user: User | None, org_id: UUID | None,
+                    membership: Membership | None) -> Reason | None:
+    """What a session must still meet to be refreshed (`org_id` its org, `membership` the
+    user's in it, if any): the user enabled, a member of an enabled org."""
+    if user is None or user.disabled:
+        return Reason.USER_DISABLED
+    if org_id is not None and membership is None:
+        return Reason.MEMBERSHIP_REVOKED
+    if membership is not None and membership.org.disabled:
+        return Reason.ORG_DISABLED
+    return None
+
+
+def as_user(who: AuditContext, user_id: UUID | None) -> AuditContext:
+    """The entries of a sign-in name as actor the person signing in, when known."""
+    if user_id is None:
+        return who
+    return dataclasses.replace(who, actor_type=ActorType.USER, actor_id=user_id)
+
+
+async def _audit_refusal(door: Door, who: AuditContext, user: User | None, reason: Reason,
+                         details: Mapping[str, Any]) -> None:
+    async with service_tx(door.pool) as tx:
+        await audit.record(tx, as_user(who, user.id if user else None),
+                           AuditAction.AUTH_LOGIN_FAILED, resource_type="user",
+                           resource_id=user.id if user else None,
+                           details={**details, "reason": reason.value})
+
+
+async def _refuse(door: Door, who: AuditContext, attempt: Attempt, reason: Reason) -> NoReturn:
+    await _audit_refusal(door, who, attempt.user, reason, attempt.refusal_details)
+    raise SignInRefused(reason, attempt.user.id)
+
+
+async def vet(door: Door, who: AuditContext, attempt: Attempt) -> None:
+    """Refuses (audited) a user the door would refuse, before a way in changes anything
+    on their behalf. open_session applies the same rules again: this only comes first."""
+    reason = refusal_of(attempt.user, attempt)
+    if reason is not None:
+        await _refuse(door, who, attempt, reason)
+
+
+async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opened:
+    """THE door: opens a session for a user whose identity is proven, if every rule lets
+    them in, and audits it; the caller answers (the login shape, or a redirect carrying
+    the refresh cookie). SignInRefused, audited, otherwise.
+
+    A password change, reset or wipe committed since the proof must not leave this session
+    alive: such a change revokes the sessions it finds, and one created after that finds,
+    reading the row once the session exists (waiting for a change under way to settle),
+    another password hash, so the new session is ended here and nothing of it reaches the
+    client. The rules judge that row too."""
+    user = attempt.user
+    async with service_tx(door.pool, user_id=user.id) as tx:
+        memberships = await orgs.memberships_of(tx, user.id)
+    reason = refusal_of(user, attempt)
+    membership = None
+    if reason is None:
+        try:
+            membership = choose_org(memberships, attempt.org_id)
+        except SignInRefused as exc:
+            reason = exc.reason
+    if reason is not None:
+        await _refuse(door, who, attempt, reason)
+    # The second factor (issue 15) goes here: a user who has one gets a challenge to
+    # answer instead of a session, on every way in at once.
+    org_id = membership.org.id if membership else None
+    session, refresh = await door.sessions.create(user.id, org_id, who.ip or "",
+                                                  (who.user_agent or "")[:256])
+    async with service_tx(door.pool, org_id=org_id, user_id=user.id) as tx:
+        current = await users.get(tx, user.id, settled=True)
+        if current is None or current.password_hash != user.password_hash:
+            reason = Reason.CREDENTIALS_CHANGED
+        else:
+            reason = refusal_of(current, attempt)
+        if reason is None:
+            await audit.record(tx, as_user(who, user.id), attempt.via.action,
+                               resource_type="session", resource_id=session.id,
+                               details=dict(attempt.details))
+    if reason is not None or current is None:
+        await door.sessions.revoke(session.id)
+        await _refuse(door, who, attempt, reason or Reason.CREDENTIALS_CHANGED)
+    return Opened(membership, session, refresh, current)
+
+
+def throttle_subject(user: User | None, email: str) -> str:
+    """The login backoff's name for an account: the resolved user, else the email exactly
+    as the user lookup normalises it (users.normalize_email). Never the typed spelling, or
+    a fullwidth, `ß` or upper-case variant of a locked account's email would escape it."""
+    return f"user:{user.id}" if user is not None else f"email:{users.normalize_email(email)}"
+
+
+async def password_proves(door: Door, user: User | None, email: str, password: str) -> bool:
+    """Whether `password` is `user`'s (None: an unknown `email`, costing the same bcrypt),
+    under the account's login backoff: RateLimited while it backs off; a wrong password,
+    an unknown email or a disabled account counts against it, a right one clears it.
+    Every flow that checks a password goes through here."""
+    subject = throttle_subject(user, email)
+    await door.throttle.check(subject)
+    matches = await door.passwords.verify(password, user.password_hash if user else None)
+    if user is None or not matches or user.disabled:
+        await door.throttle.record_failure(subject)
+    else:
+        await door.throttle.reset(subject)
+    return matches
+
+
+async def password_sign_in(door: Door, who: AuditContext, email: str, password: str,
+                           org_id: UUID | None) -> Opened:
+    """Signing in with email and password.
+
+    An unknown email, a wrong password and a disabled account cost the same bcrypt work
+    (and the routes answer them alike). A hash of a lower cost than configured is upgraded.
+    """
+    async with service_tx(door.pool) as tx:
+        user = await users.get_by_email(tx, email)
+    if not await password_proves(door, user, email, password) or user is None:
+        reason = Reason.UNKNOWN_EMAIL if user is None else Reason.BAD_PASSWORD
+        await _audit_refusal(door, who, user, reason, {})
+        raise SignInRefused(reason, user.id if user else None)
+    attempt = Attempt(user, Via.PASSWORD, org_id)
+    await vet(door, who, attempt)
+    assert user.password_hash is not None
+    if door.passwords.needs_rehash(user.password_hash):
+        upgraded = await door.passwords.hash(password)
+        async with service_tx(door.pool) as tx:
+            # The hash may have moved since it was read: another login's upgrade of this
+            # same password (kept as it is, so the logins do not move it under one
+            # another), or a change of password (the row checked stays: the door refuses
+            # the login).
+            user = (await users.replace_password_hash(tx, user.id, user.password_hash,
+                                                      upgraded)
+                    or await _proven_now(door, tx, user.id, password) or user)
+        attempt = dataclasses.replace(attempt, user=user)
+    return await open_session(door, who, attempt)
+
+
+async def _proven_now(door: Door, tx: Tx, user_id: UUID, password: str) -> User | None:
+    """The user's row if `password` verifies against the hash it holds now (one that
+    moved under a caller: another login's upgrade of the same password), else None."""
+    moved = await users.get(tx, user_id)
+    if moved is None or moved.password_hash is None:
+        return None
+    return moved if await door.passwords.verify(password, moved.password_hash) else None
+
+
+async def replace_password(door: Door, tx: Tx, user: User, password: str,
+                           new_hash: str) -> User | None:
+    """Writes `new_hash` over the hash `password` was verified against (`user`'s). When
+    that hash moved meanwhile, only over a stronger hash of the same password (a login's
+    upgrade), never over another password: a reset or change committed since is not
+    undone by a proof of the password it replaced. None when nothing was written."""
+    assert user.password_hash is not None  # the password verified against it
+    written = await users.replace_password_hash(tx, user.id, user.password_hash, new_hash)
+    if written is None and (moved := await _proven_now(door, tx, user.id, password)):
+        assert moved.password_hash is not None
+        written = await users.replace_password_hash(tx, user.id, moved.password_hash,
+                                                    new_hash)
+    return written

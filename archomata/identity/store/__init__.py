@@ -1,0 +1,1 @@
+"""Users, linked SSO identities and mail tokens: SQL beside the typed functions."""

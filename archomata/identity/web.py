@@ -1,0 +1,135 @@
+"""The web side of signing in: the door's collaborators and caller taken from a request,
+a refused sign-in as the JSON routes answer it, the login shape with its access token,
+and the refresh cookie that carries the session. The sign-in rules themselves are in
+archomata.identity.signin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from archomata import audit, keys
+from archomata.audit import AuditContext
+from archomata.config import Config
+from archomata.errors import ApiError, Forbidden, Unauthorized
+from archomata.identity import tokens
+from archomata.identity.schemas.auth import LoginResultSchema
+from archomata.identity.sessions import Session
+from archomata.identity.signin import Door, Opened, Reason, SignInRefused
+from archomata.identity.store.users import User
+from archomata.orgs.store.orgs import Membership
+from archomata.web.json_io import json_response
+
+REFRESH_COOKIE = "archomata_refresh"
+COOKIE_PATH = "/api/v1/auth"
+
+
+def user_body(user: User) -> dict[str, Any]:
+    return {"id": user.id, "email": user.email, "name": user.name,
+            "email_verified": user.email_verified, "platform_role": user.platform_role.value,
+            "disabled": user.disabled, "created_at": user.created_at}
+
+
+def org_body(membership: Membership | None) -> dict[str, Any] | None:
+    if membership is None:
+        return None
+    org = membership.org
+    return {"id": org.id, "name": org.name, "disabled": org.disabled,
+            "created_at": org.created_at, "org_role": membership.org_role.value}
+
+
+def login_result(config: Config, user: User, membership: Membership | None,
+                 session: Session) -> dict[str, Any]:
+    access_token, _ = tokens.issue(config, user_id=user.id,
+                                   org_id=membership.org.id if membership else None,
+                                   session_id=session.id, platform_role=user.platform_role,
+                                   issued_us=session.issued_us)
+    result: dict[str, Any] = LoginResultSchema().dump({
+        "access_token": access_token, "token_type": "Bearer",
+        "expires_in": config.access_token_ttl_seconds,
+        "user": user_body(user), "org": org_body(membership),
+    })
+    return result
+
+
+def set_refresh_cookie(response: web.StreamResponse, config: Config, token: str) -> None:
+    response.set_cookie(REFRESH_COOKIE, token, max_age=config.refresh_token_ttl_seconds,
+                        path=COOKIE_PATH, secure=True, httponly=True,
+                        samesite=config.refresh_cookie_samesite)
+
+
+def clear_refresh_cookie(response: web.StreamResponse, config: Config) -> None:
+    response.del_cookie(REFRESH_COOKIE, path=COOKIE_PATH, secure=True, httponly=True,
+                        samesite=config.refresh_cookie_samesite)
+
+
+def refresh_token_of(request: web.Request) -> str | None:
+    token = request.cookies.get(REFRESH_COOKIE)
+    return token if token and len(token) <= 128 else None
+
+
+def client_ip(request: web.Request) -> str:
+    return request.get(keys.CLIENT_IP) or request.remote or ""
+
+
+def user_agent(request: web.Request) -> str:
+    return request.headers.get("User-Agent", "")[:256]
+
+
+def door(request: web.Request) -> Door:
+    """The sign-in door's collaborators, as this app holds them."""
+    app = request.app
+    return Door(app[keys.DB_POOL], app[keys.SESSIONS], app[keys.PASSWORDS],
+                app[keys.LOGIN_THROTTLE])
+
+
+def who(request: web.Request) -> AuditContext:
+    """Who asks to sign in, and from where, as the door's sessions and entries record it."""
+    return audit.context_of(request)
+
+
+_WRONG = ("Wrong email or password.", "invalid_credentials")
+_PROBLEMS: dict[Reason, tuple[type[ApiError], str, str]] = {
+    # An account's state is no one's business until its password is proven: a disabled
+    # account, or a password that moved, answers as a wrong password does.
+    Reason.UNKNOWN_EMAIL: (Unauthorized, *_WRONG),
+    Reason.BAD_PASSWORD: (Unauthorized, *_WRONG),
+    Reason.USER_DISABLED: (Unauthorized, *_WRONG),
+    Reason.CREDENTIALS_CHANGED: (Unauthorized, *_WRONG),
+    Reason.EMAIL_NOT_VERIFIED: (Forbidden, "Verify your email address first.",
+                                "email_not_verified"),
+    Reason.NOT_A_MEMBER: (Forbidden, "You are not a member of this organisation.",
+                          "not_a_member"),
+    Reason.ORG_DISABLED: (Forbidden, "This organisation is disabled.", "org_disabled"),
+    Reason.EVERY_ORG_DISABLED: (Forbidden, "Every organisation you belong to is disabled.",
+                                "org_disabled"),
+    Reason.MEMBERSHIP_REVOKED: (Forbidden, "You are not a member of this organisation.",
+                                "not_a_member"),
+}
+
+
+def problem(refused: SignInRefused) -> ApiError:
+    """A refused sign-in as the JSON routes answer it (login, invitation, org switch)."""
+    error, detail, code = _PROBLEMS[refused.reason]
+    return error(detail, code=code)
+
+
+_ENDED: dict[Reason, str] = {
+    Reason.USER_DISABLED: "This account is disabled.",
+    Reason.MEMBERSHIP_REVOKED: "You are no longer a member of this organisation.",
+    Reason.ORG_DISABLED: "This organisation is disabled.",
+}
+
+
+def refresh_problem(reason: Reason) -> Unauthorized:
+    """A session that no longer meets signin.service.still_signed_in, as refresh says it."""
+    return Unauthorized(_ENDED[reason], code=reason.value)
+
+
+def signed_in(config: Config, opened: Opened) -> web.Response:
+    """The login shape, with the refresh cookie of the session opened."""
+    response = json_response(login_result(config, opened.user, opened.membership,
+                                          opened.session))
+    set_refresh_cookie(response, config, opened.refresh_token)
+    return response

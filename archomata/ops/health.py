@@ -1,0 +1,77 @@
+"""Operations endpoints: liveness, readiness, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from archomata import keys
+from archomata.access.guards import operations
+from archomata.metrics import METRICS
+from archomata.ops.migrations import current_version
+from archomata.redis_boundary import REDIS_FAILURES
+from archomata.web.openapi import doc
+
+routes = web.RouteTableDef()
+CHECK_TIMEOUT_SECONDS = 2.0
+LIVE_BODY = '{"status": "ok"}'
+
+
+@routes.get("/health/live")
+@operations
+async def live(request: web.Request) -> web.Response:
+    # What json_response would answer, serialised once: probes come every few seconds.
+    return web.Response(text=LIVE_BODY, content_type="application/json")
+
+
+async def _check_postgres(app: web.Application) -> tuple[str, int | None]:
+    try:
+        async with app[keys.DB_POOL].acquire(timeout=CHECK_TIMEOUT_SECONDS) as conn:
+            return "ok", await current_version(conn)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return "unavailable", None
+
+
+async def _check_redis(app: web.Application) -> str:
+    try:
+        await app[keys.REDIS].ping()
+    except REDIS_FAILURES:  # readiness reports the outage, it does not answer it
+        return "unavailable"
+    return "ok"
+
+
+@routes.get("/health/ready")
+@operations
+async def ready(request: web.Request) -> web.Response:
+    app = request.app
+    async with asyncio.timeout(CHECK_TIMEOUT_SECONDS * 2):
+        (postgres, version), redis = await asyncio.gather(_check_postgres(app), _check_redis(app))
+    expected = app[keys.EXPECTED_SCHEMA_VERSION]
+    if postgres != "ok":
+        schema = "unknown"
+    elif version is None or version < expected:
+        schema = "outdated"
+    else:
+        schema = "ok"
+    checks: dict[str, Any] = {"postgres": postgres, "redis": redis, "schema": schema}
+    healthy = all(value == "ok" for value in checks.values())
+    return web.json_response({"status": "ok" if healthy else "unavailable", "checks": checks},
+                             status=200 if healthy else 503)
+
+
+@routes.get("/metrics")
+@operations
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@routes.get("/api/v1/openapi.json")
+@operations
+@doc("This OpenAPI document")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[keys.OPENAPI])

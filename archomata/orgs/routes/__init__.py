@@ -1,0 +1,1 @@
+"""Org, member, group, invitation and platform-administration routes."""

@@ -1,0 +1,1 @@
+"""Orgs, members, groups and invitations: SQL beside the typed functions."""

@@ -1,0 +1,123 @@
+"""Organisations (the tenants) and who belongs to them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from archomata.access.principal import OrgRole
+from archomata.db import Tx
+from archomata.identity.store.users import normalize_email
+
+
+@dataclass(frozen=True)
+class Org:
+    id: UUID
+    name: str
+    disabled: bool
+    created_at: datetime
+
+
+COLUMNS = "id, name, disabled_at is not null as disabled, created_at"
+
+
+def _org(row: asyncpg.Record | None) -> Org | None:
+    return None if row is None else Org(row["id"], row["name"], row["disabled"],
+                                        row["created_at"])
+
+
+INSERT = f"insert into orgs (name) values ($1) returning {COLUMNS}"
+
+
+async def insert(tx: Tx, name: str) -> Org:
+    org = _org(await tx.fetchrow(INSERT, name))
+    assert org is not None
+    return org
+
+
+GET = f"select {COLUMNS} from orgs where id = $1"
+
+
+async def get(tx: Tx, org_id: UUID) -> Org | None:
+    return _org(await tx.fetchrow(GET, org_id))
+
+
+ADD_MEMBER = """
+    insert into memberships (org_id, user_id, org_role) values ($1, $2, $3)
+    on conflict (org_id, user_id) do nothing
+"""
+
+
+async def add_member(tx: Tx, org_id: UUID, user_id: UUID, role: OrgRole) -> None:
+    """A new member (a cached "not a member" answer for them then goes stale: the
+    transaction bumps the permission cache once it commits)."""
+    await tx.execute(ADD_MEMBER, org_id, user_id, role.value)
+    tx.permissions_changed(org_id)
+
+
+@dataclass(frozen=True)
+class Membership:
+    org: Org
+    org_role: OrgRole
+
+
+LIST_FOR_USER = """
+    select o.id, o.name, o.disabled_at is not null as disabled, o.created_at, m.org_role
+    from memberships m join orgs o on o.id = m.org_id
+    where m.user_id = $1
+    order by m.created_at, o.id
+"""
+
+
+async def memberships_of(tx: Tx, user_id: UUID) -> list[Membership]:
+    """Every org the user belongs to (needs a transaction scoped to that user)."""
+    rows = await tx.fetch(LIST_FOR_USER, user_id)
+    return [Membership(Org(r["id"], r["name"], r["disabled"], r["created_at"]),
+                       OrgRole(r["org_role"])) for r in rows]
+
+
+LIST_PAGE = f"""
+    select {COLUMNS} from orgs
+    where ($1::timestamptz is null or (created_at, id) < ($1, $2))
+    order by created_at desc, id desc
+    limit $3
+"""
+
+
+async def list_page(tx: Tx, after: tuple[datetime, UUID] | None, limit: int) -> list[Org]:
+    at, last_id = after if after else (None, None)
+    rows = await tx.fetch(LIST_PAGE, at, last_id, limit)
+    return [Org(r["id"], r["name"], r["disabled"], r["created_at"]) for r in rows]
+
+
+SET_DISABLED = f"""
+    update orgs set disabled_at = case when $2 then coalesce(disabled_at, now()) end,
+                    updated_at = now()
+    where id = $1 returning {COLUMNS}
+"""
+
+
+async def set_disabled(tx: Tx, org_id: UUID, disabled: bool) -> Org | None:
+    return _org(await tx.fetchrow(SET_DISABLED, org_id, disabled))
+
+
+RENAME = f"""
+    update orgs set name = $2, updated_at = now() where id = $1 returning {COLUMNS}
+"""
+
+
+async def rename(tx: Tx, org_id: UUID, name: str) -> Org | None:
+    return _org(await tx.fetchrow(RENAME, org_id, name))
+
+
+HAS_MEMBER_WITH_EMAIL = """
+    select 1 from memberships m join users u on u.id = m.user_id
+    where m.org_id = $1 and u.email_normalized = $2
+"""
+
+
+async def has_member_with_email(tx: Tx, org_id: UUID, email: str) -> bool:
+    return await tx.fetchval(HAS_MEMBER_WITH_EMAIL, org_id, normalize_email(email)) is not None

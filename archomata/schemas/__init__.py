@@ -1,1 +1,0 @@
-"""marshmallow schemas of request and response bodies; unknown fields are refused."""

@@ -1,1 +1,0 @@
-"""Who is calling: passwords, tokens, sessions, API keys, secrets at rest, revocation."""

@@ -1,1 +1,0 @@
-"""One module per domain: SQL constants beside the typed functions that run them."""

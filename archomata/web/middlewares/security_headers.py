@@ -1,0 +1,74 @@
+"""Security headers on every response: successes, problem+json errors and 404s alike.
+
+The middleware sits outside the errors middleware, so it sees every response the errors
+middleware renders. A handler that streams (prepares its response itself) is covered by
+`on_response_prepare`, which create_app registers too: both apply the same headers.
+
+HSTS is sent only over HTTPS: served directly (`request.secure`), or behind a trusted
+proxy that says `X-Forwarded-Proto: https`; a client's own claim from elsewhere is ignored.
+Responses of `/api/v1/auth` and `/api/v1/me` hold tokens and personal data: `no-store`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from archomata.web.middlewares.client_ip import peer_is_trusted_proxy
+
+ALWAYS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    # A JSON API loads nothing and is framed by no one.
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+HSTS = "max-age=63072000; includeSubDomains"
+NO_STORE_ROOTS = ("/api/v1/auth", "/api/v1/me")
+FORWARDED_PROTO = "X-Forwarded-Proto"
+
+
+_NO_STORE_PREFIXES = tuple(root + "/" for root in NO_STORE_ROOTS)
+
+
+def _no_store(path: str) -> bool:
+    return path in NO_STORE_ROOTS or path.startswith(_NO_STORE_PREFIXES)
+
+
+def is_https(request: web.Request) -> bool:
+    if request.secure:
+        return True
+    if not peer_is_trusted_proxy(request):
+        return False
+    # The value our trusted peer appended is the rightmost one.
+    protos = ",".join(request.headers.getall(FORWARDED_PROTO, []))
+    return protos.rsplit(",", 1)[-1].strip().lower() == "https"
+
+
+def apply(request: web.Request, headers: MutableMapping[str, str]) -> None:
+    headers.update(ALWAYS)
+    if _no_store(request.path):
+        headers["Cache-Control"] = "no-store"
+    if is_https(request):
+        headers["Strict-Transport-Security"] = HSTS
+
+
+@web.middleware
+async def security_headers_middleware(request: web.Request,
+                                      handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # only if the errors middleware let one through
+        apply(request, exc.headers)
+        raise
+    if not response.prepared:
+        apply(request, response.headers)
+    return response
+
+
+async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """For responses a handler prepares itself (streams), which no middleware can touch."""
+    if "X-Content-Type-Options" not in response.headers:
+        apply(request, response.headers)

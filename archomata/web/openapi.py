@@ -1,0 +1,121 @@
+"""The OpenAPI 3.1 document, generated from the router and the marshmallow schemas.
+
+Every `/api/v1` route appears by construction: the document walks the router, and a
+handler's `@doc(...)` adds its summary and schemas. The access rule of each route (see
+archomata.access.guards) becomes its security requirement and an `x-access` note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema, fields
+
+from archomata import __version__
+from archomata.access.guards import access_rule
+
+F = TypeVar("F", bound=Callable[..., Any])
+DOC_ATTR = "__archomata_doc__"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDoc:
+    summary: str
+    request: type[Schema] | None = None
+    response: type[Schema] | None = None
+    status: int = 200
+    query: type[Schema] | None = None
+    many: bool = False
+    problems: tuple[tuple[int, str], ...] = ()
+
+
+def doc(summary: str, *, request: type[Schema] | None = None,
+        response: type[Schema] | None = None, status: int = 200,
+        query: type[Schema] | None = None,
+        problems: Mapping[int, str] | None = None) -> Callable[[F], F]:
+    """`problems`: the statuses particular to this route, each with what it means (every
+    route may answer any problem, documented as the default response)."""
+    def decorate(handler: F) -> F:
+        setattr(handler, DOC_ATTR, RouteDoc(summary, request, response, status, query,
+                                            problems=tuple(sorted((problems or {}).items()))))
+        return handler
+    return decorate
+
+
+class ProblemSchema(Schema):
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    code = fields.String(required=True)
+    detail = fields.String()
+    request_id = fields.String(allow_none=True)
+    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+
+
+_PROBLEM = {"description": "Problem", "content": {
+    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "public": [],
+    "agent": [{"apiKey": []}],
+}
+
+
+def _operation(route: web.AbstractRoute) -> dict[str, Any]:
+    handler = route.handler
+    route_doc: RouteDoc | None = getattr(handler, DOC_ATTR, None)
+    rule = access_rule(handler)
+    operation: dict[str, Any] = {
+        "operationId": getattr(handler, "__name__", "handler"),
+        "summary": route_doc.summary if route_doc else getattr(handler, "__name__", ""),
+        "responses": {"default": _PROBLEM},
+    }
+    if rule is not None:
+        operation["x-access"] = rule.describe()
+        operation["security"] = _SECURITY.get(rule.kind, [{"bearerAuth": []}])
+    resource = route.resource
+    path = resource.canonical if resource else ""
+    params = [{"name": part[1:-1].split(":")[0], "in": "path", "required": True,
+               "schema": {"type": "string"}}
+              for part in path.split("/") if part.startswith("{")]
+    if route_doc and route_doc.query:
+        params.append({"in": "query", "schema": route_doc.query})
+    if params:
+        operation["parameters"] = params
+    if route_doc and route_doc.request:
+        operation["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": route_doc.request}}}
+    status = str(route_doc.status if route_doc else 200)
+    if route_doc and route_doc.response:
+        operation["responses"][status] = {"description": "OK", "content": {
+            "application/json": {"schema": route_doc.response}}}
+    else:
+        operation["responses"][status] = {"description": "OK"}
+    for code, meaning in route_doc.problems if route_doc else ():
+        operation["responses"][str(code)] = {**_PROBLEM, "description": meaning}
+    return operation
+
+
+def build_spec(app: web.Application) -> dict[str, Any]:
+    spec = APISpec(title="Archomata API", version=__version__, openapi_version="3.1.0",
+                   plugins=[MarshmallowPlugin()])
+    spec.components.schema("Problem", schema=ProblemSchema)
+    spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer",
+                                                   "bearerFormat": "JWT"})
+    spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header",
+                                               "name": "X-API-Key"})
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes():
+        resource = route.resource
+        path = resource.canonical if resource is not None else ""
+        if not path.startswith("/api/v1") or route.method in {"HEAD", "OPTIONS", "*"}:
+            continue
+        paths.setdefault(path, {})[route.method.lower()] = _operation(route)
+    for path, operations in sorted(paths.items()):
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()

@@ -1,0 +1,44 @@
+"""What the trading handlers take from a request besides its body: the caller's scope,
+path ids, and the keyset position a cursor names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from aiohttp import web
+
+from archomata import keys
+from archomata.access.principal import Principal
+from archomata.errors import NotFound
+from archomata.web.json_io import uuid_param
+from archomata.web.pagination import Page
+
+__all__ = ["after", "caller", "client_gone", "int_param", "uuid_param"]
+
+MAX_BIGINT = 2**63 - 1
+
+
+def caller(request: web.Request) -> tuple[UUID, Principal]:
+    """The org and principal of a request that passed its guard."""
+    principal = request[keys.PRINCIPAL]
+    assert principal is not None and principal.org_id is not None  # the guard ran
+    return principal.org_id, principal
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether the client has hung up (or its connection was cut)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def int_param(request: web.Request, name: str) -> int:
+    """A numeric path part (login, ticket); anything else cannot exist, so it is a 404."""
+    text = request.match_info[name]
+    if not text.isdecimal() or len(text) > 19 or int(text) > MAX_BIGINT:
+        raise NotFound("No such resource.")
+    return int(text)
+
+
+def after(page: Page) -> tuple[datetime, UUID] | None:
+    return (page.after.at, page.after.id) if page.after else None

@@ -1,0 +1,274 @@
+"""How the service listens: TLS 1.3 only, bounded request heads, and no slow client holding
+a connection. `serve` and the tests both start the service through `start` here.
+
+- Request line and each header at most 8 KiB, at most 100 headers (400 beyond).
+- A request head must be complete within ARCHOMATA_HEADER_TIMEOUT_SECONDS of its first
+  byte, or the connection is closed (aiohttp has no such timeout: `HeadDeadlineHandler`).
+  Against clients that trickle a header byte by byte to hold connections open.
+- An idle keep-alive connection closes after ARCHOMATA_KEEPALIVE_TIMEOUT_SECONDS (default
+  75 s: longer than the usual 60 s of a load balancer, so it never reuses a connection
+  we just closed). A body is bounded by the request timeout (web/middlewares/timeout.py),
+  an unread one by the lingering time.
+- A response the client takes nothing of for ARCHOMATA_STREAM_STALL_SECONDS (default
+  30 s) is cut: the connection is aborted, unsent bytes dropped. Against clients that
+  open a stream (an audit export) or ask for a large answer and never read it, to hold
+  what the response holds; the handler's next write fails, and it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import socket
+import ssl
+import struct
+import termios
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+
+from archomata.config import Config
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 100
+LINGERING_SECONDS = 5.0
+SHUTDOWN_TIMEOUT_SECONDS = 10.0
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # SIOCOUTQ on a socket
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server's TLS context, TLS 1.3 only; None when no certificate is configured."""
+    if not config.tls_cert or not config.tls_key:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+def connection_settings(config: Config) -> dict[str, Any]:
+    """What every connection is held to (aiohttp RequestHandler keyword arguments)."""
+    return {
+        "keepalive_timeout": config.keepalive_timeout_seconds,
+        "max_line_size": MAX_LINE_SIZE,
+        "max_field_size": MAX_FIELD_SIZE,
+        "max_headers": MAX_HEADERS,
+        "lingering_time": LINGERING_SECONDS,
+        "access_log": None,  # archomata.web.middlewares.access_log writes our own
+    }
+
+
+def cut(transport: asyncio.BaseTransport) -> None:
+    """Ends a connection at once, unsent bytes dropped: a reset, not a close. A plain
+    close (asyncio's abort too) leaves the kernel delivering its send queue, megabytes,
+    for as long as the client cares to take it, and the client a file that looks whole."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()  # type: ignore[attr-defined]  # every stream transport has it
+
+
+class ConnectionHandler(RequestHandler):
+    """aiohttp's connection handler, closing a connection whose request head is not
+    complete `head_timeout` seconds after its first byte arrived on an idle connection,
+    aborting one whose client takes no byte of a response for `stall_timeout` seconds,
+    and logging a malformed request without quoting it.
+
+    Idle means every request parsed so far has been answered, so body bytes of a request
+    in progress never start the clock. Relies on `_request_count`, which aiohttp's
+    handler increments once per parsed request head (tests/web/test_server.py would notice
+    a change).
+
+    The stall clock runs while the transport has paused writing (its buffer is past the
+    high-water mark: the client is not keeping up); any byte leaving the buffer restarts
+    it, so a slow reader is never cut, one that reads nothing is.
+    """
+
+    __slots__ = ("_answered", "_conn", "_head_timeout", "_head_timer", "_progress_at",
+                 "_stall_timeout", "_stall_timer", "_unsent")
+
+    def __init__(self, manager: web.Server, *, head_timeout: float, stall_timeout: float,
+                 **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout = head_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._answered = 0
+        self._stall_timeout = stall_timeout
+        self._stall_timer: asyncio.TimerHandle | None = None
+        # Our own reference: aiohttp drops its `transport` on close(), which for a paused
+        # transport would wait for the client to read the rest; abort() must reach it.
+        self._conn: asyncio.Transport | None = None
+        self._unsent = 0
+        self._progress_at = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._conn = cast(asyncio.Transport, transport)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._unsent = self._buffered()
+        self._progress_at = self._loop.time()
+        self._watch_stall()
+
+    def resume_writing(self) -> None:
+        self._stop_stall_timer()
+        super().resume_writing()
+
+    def data_received(self, data: bytes) -> None:
+        heads_before = self._request_count
+        super().data_received(data)
+        if self._request_count != heads_before:
+            self._stop_head_timer()
+        elif data and self._head_timer is None and self._answered == self._request_count:
+            self._head_timer = self._loop.call_later(self._head_timeout, self._head_too_slow)
+
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._answered += 1
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_head_timer()
+        self._stop_stall_timer()
+        self._conn = None
+        super().connection_lost(exc)
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            # The client's fault, and aiohttp's message quotes the raw bytes, which may be
+            # a token or a cookie: one line without them.
+            log.info("malformed request refused",
+                     extra={"error": type(exc).__name__, "status": exc.code})
+            return
+        super().log_exception(*args, **kw)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        log.info("connection closed: request head too slow",
+                 extra={"timeout_seconds": self._head_timeout})
+        self.force_close()
+
+    def _buffered(self) -> int:
+        """Bytes of responses the client has not yet acknowledged: in the transport's
+        buffer and, where the system tells (Linux), in the socket's send queue. A reader
+        taking a few bytes frees the kernel's queue long before the kernel asks the
+        transport for more, so the transport's buffer alone would miss its progress."""
+        if self._conn is None:
+            return 0
+        unsent = self._conn.get_write_buffer_size()
+        sock = self._conn.get_extra_info("socket")
+        if sock is not None and _OUTQ is not None:
+            with contextlib.suppress(OSError, ValueError):
+                unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, bytes(4)))[0]
+        return unsent
+
+    def _watch_stall(self) -> None:
+        # Checked a few times per period, so a cut comes at most a quarter period late.
+        self._stall_timer = self._loop.call_later(min(1.0, self._stall_timeout / 4),
+                                                  self._check_stall)
+
+    def _stop_stall_timer(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _check_stall(self) -> None:
+        self._stall_timer = None
+        unsent, now = self._buffered(), self._loop.time()
+        if unsent < self._unsent:
+            self._unsent, self._progress_at = unsent, now
+        elif now - self._progress_at >= self._stall_timeout:
+            log.info("connection cut: the client took nothing of the response",
+                     extra={"stall_seconds": self._stall_timeout})
+            if self._conn is not None:
+                cut(self._conn)
+            return
+        self._watch_stall()
+
+
+class _Server(web.Server):
+    """aiohttp's Server, making ConnectionHandler connections."""
+
+    def __init__(self, *args: Any, head_timeout: float, stall_timeout: float,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_timeout = head_timeout
+        self.stall_timeout = stall_timeout
+
+    def __call__(self) -> RequestHandler:
+        return ConnectionHandler(self, loop=self._loop, head_timeout=self.head_timeout,
+                                 stall_timeout=self.stall_timeout, **self._kwargs)
+
+
+class Runner(web.AppRunner):
+    """An AppRunner whose connections follow `connection_settings`, the head deadline and
+    the stall cut-off."""
+
+    __slots__ = ("_head_timeout", "_settings", "_stall_timeout")
+
+    def __init__(self, app: web.Application, config: Config, *,
+                 handle_signals: bool = False) -> None:
+        self._settings = connection_settings(config)
+        self._head_timeout = config.header_timeout_seconds
+        self._stall_timeout = config.stream_stall_seconds
+        super().__init__(app, handle_signals=handle_signals,
+                         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS, **self._settings)
+
+    async def _make_server(self) -> web.Server:
+        # aiohttp's own start-up (signals, cleanup contexts, freeze), then the same server
+        # with our connection class: BaseRunner's extension point for making servers.
+        made = await super()._make_server()
+        return _Server(made.request_handler, request_factory=made.request_factory,
+                       handler_cancellation=made.handler_cancellation,
+                       head_timeout=self._head_timeout, stall_timeout=self._stall_timeout,
+                       **self._settings)
+
+
+async def start(app: web.Application, config: Config, *, host: str | None = None,
+                port: int | None = None, handle_signals: bool = False) -> Runner:
+    """Starts serving `app` (HTTPS when config names a certificate); `runner.cleanup()`
+    stops it. `runner.addresses` tells the port when 0 was asked for."""
+    runner = Runner(app, config, handle_signals=handle_signals)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host or config.host,
+                           config.port if port is None else port,
+                           ssl_context=tls_context(config))
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def run(app: web.Application, config: Config) -> None:
+    """Serves until SIGINT or SIGTERM, then shuts down gracefully."""
+
+    async def serve_forever() -> None:
+        runner = await start(app, config, handle_signals=True)
+        try:
+            scheme = "https" if config.tls_cert else "http"
+            log.info("serving", extra={"url": f"{scheme}://{config.host}:{config.port}"})
+            await asyncio.Event().wait()  # until a signal raises GracefulExit
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):
+        asyncio.run(serve_forever())
