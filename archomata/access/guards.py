@@ -166,20 +166,6 @@ def _check_write(request: web.Request) -> None:
 require_write = Guard(AccessRule("write"), _check_write, None)
 
 
-def unguarded_api_routes(app: web.Application) -> list[str]:
-    """`/api` routes that declare no access rule: create_app refuses to start with any."""
-    missing = []
-    for route in app.router.routes():
-        resource = route.resource
-        path = resource.canonical if resource is not None else ""
-        if not path.startswith("/api/") or route.method in {"HEAD", "OPTIONS"}:
-            continue
-        rule = access_rule(route.handler)
-        if rule is None or rule.kind == "write":
-            missing.append(f"{route.method} {path}")
-    return missing
-
-
 def _contradictions(kind: str | None, method: str, policy: RoutePolicy) -> Iterator[str]:
     if policy.csrf_exempt is not None and not policy.csrf_exempt.strip():
         yield "a CSRF exemption needs its reason"
@@ -201,17 +187,21 @@ def _contradictions(kind: str | None, method: str, policy: RoutePolicy) -> Itera
 
 
 def policy_problems(app: web.Application) -> list[str]:
-    """Routes without a declared policy, or whose policy contradicts their guard: create_app
-    refuses to start with any. Preflights are aiohttp-cors's and need none."""
+    """`/api` routes without an access rule (`require_write` alone is none), routes without
+    a declared policy, or whose policy contradicts their guard: create_app refuses to start
+    with any. Preflights are aiohttp-cors's and need none."""
     problems = []
     for path, route in route_policy.routes_of(app):
         if route.method in {"HEAD", "OPTIONS"}:
+            continue
+        rule = access_rule(route.handler)
+        if path.startswith(route_policy.API_ROOT) and (rule is None or rule.kind == "write"):
+            problems.append(f"{route.method} {path}: no access rule")
             continue
         policy = declared_policy(route.handler)
         if policy is None:
             problems.append(f"{route.method} {path}: no guard declares its policy")
             continue
-        rule = access_rule(route.handler)
         kind = rule.kind if rule is not None else None
         problems += [f"{route.method} {path}: {why}"
                      for why in _contradictions(kind, route.method, policy)]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from archomata.access.guards import access_rule, require_write, unguarded_api_routes
+from archomata.access.guards import access_rule, policy_problems, require_write
 from archomata.access.permissions import SYSTEM_ROLES
 from archomata.app import create_app
 from archomata.config import Config
@@ -40,7 +40,7 @@ def concrete(path: str) -> str:
 class TestDeclarations:
     def test_every_api_route_declares_an_access_rule(self, config: Config) -> None:
         app = create_app(config)
-        assert unguarded_api_routes(app) == []
+        assert policy_problems(app) == []
         assert all(rule is not None for _, _, rule in api_routes(app))
 
     def test_an_unguarded_route_is_found(self, config: Config) -> None:
@@ -50,7 +50,7 @@ class TestDeclarations:
             return web.Response()
 
         app.router.add_get("/api/v1/naked", naked)
-        assert unguarded_api_routes(app) == ["GET /api/v1/naked"]
+        assert policy_problems(app) == ["GET /api/v1/naked: no access rule"]
 
     def test_write_alone_is_not_an_access_rule(self, config: Config) -> None:
         app = create_app(config)
@@ -59,7 +59,7 @@ class TestDeclarations:
             return web.Response()
 
         app.router.add_post("/api/v1/write-only", require_write(write_only))
-        assert unguarded_api_routes(app) == ["POST /api/v1/write-only"]
+        assert policy_problems(app) == ["POST /api/v1/write-only: no access rule"]
 
     def test_state_changing_routes_require_write_unless_public_or_personal(
             self, config: Config) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from archomata.access.guards import unguarded_api_routes
+from archomata.access.guards import policy_problems
 from archomata.web.cors import allowed_origins, origin_of
 
 FRONTEND = "http://localhost:5173"
@@ -47,7 +47,7 @@ class TestPreflight:
 
     async def test_preflight_routes_need_no_access_rule(self, client: Any) -> None:
         assert any(r.method == "OPTIONS" for r in client.app.router.routes())
-        assert unguarded_api_routes(client.app) == []
+        assert policy_problems(client.app) == []
 
 
 class TestActualRequests:
