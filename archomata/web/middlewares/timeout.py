@@ -5,7 +5,7 @@ operations routes none.
 Whatever runs longer than ARCHOMATA_REQUEST_TIMEOUT_SECONDS holds no database connection
 while it waits: the long poll claims in short transactions and waits with none
 (bridge/routes.py); an export reads each page in a transaction of its own and writes
-with none (handlers/audit_logs.py).
+with none (audit/routes.py).
 """
 
 from __future__ import annotations
