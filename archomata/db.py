@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 
 
 AfterCommit = Callable[[], Awaitable[None]]
+# A door, ready to open: what a flow with more than one transaction is handed (a handler
+# passes `functools.partial(org_tx, request)`, a test or the CLI a pool's door), so the
+# flow never sees the request and cannot widen the scope it was given.
+TxOpener = Callable[[], "AbstractAsyncContextManager[Tx]"]
 
 
 class PermissionCache(Protocol):
