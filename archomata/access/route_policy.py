@@ -3,10 +3,10 @@
 Each guard (archomata.access.guards) attaches a frozen `RoutePolicy` to the handler, its
 defaults following from the guard, a field overridden where the route differs
 (`@agent_only(timeout=TimeoutClass.LONG_POLL)`). `install` builds, once, a table from
-the router's routes to their policies; the timeout, CSRF, authn, rate-limit and
-access-log middlewares read `policy_of(request)`, one dict lookup on the matched route,
-and never look at the path. `create_app` refuses a route without a policy or with one
-that contradicts its guard (archomata.access.guards.policy_problems).
+the router's routes to their policies; the timeout, CSRF, authn, rate-limit,
+access-log and security-header middlewares read `policy_of(request)`, one dict lookup
+on the matched route, and never look at the path. `create_app` refuses a route without
+a policy or with one that contradicts its guard (archomata.access.guards.policy_problems).
 
 A request that matched no route (404, 405) has no declaration: it is classed by the
 part of the tree it aimed at (`unmatched_policy`), so probing unknown `/api` paths still
@@ -56,6 +56,9 @@ class RoutePolicy:
     timeout: TimeoutClass = TimeoutClass.DEFAULT
     csrf_exempt: str | None = None  # why no browser can forge the request; None: checked
     log_success: bool = True  # False: only answers >= 400 get an access-log line
+    # `Cache-Control: no-store` on every answer: what the API returns carries tokens,
+    # personal or trading data, which no browser or proxy cache may keep.
+    no_store: bool = True
 
     @property
     def authenticates(self) -> bool:
@@ -72,14 +75,15 @@ AGENT = RoutePolicy(Authn.AGENT, RateClass.BRIDGE, csrf_exempt=AGENT_CSRF_REASON
 # Probes, metrics and the API document: they read no credential, change nothing, wait on
 # nothing without a bound of their own, and a successful probe is not news for the log.
 OPERATIONS = RoutePolicy(Authn.NONE, None, TimeoutClass.UNTIMED,
-                         csrf_exempt="operations routes only read", log_success=False)
+                         csrf_exempt="operations routes only read", log_success=False,
+                         no_store=False)
 
 # Routes nobody declares: CORS preflights (aiohttp-cors adds them) and unmatched requests.
 _PREFLIGHT_LIMITED = RoutePolicy(Authn.NONE, RateClass.API)  # never the login budget
 _PREFLIGHT_FREE = RoutePolicy(Authn.NONE, None)
 _UNMATCHED_API = RoutePolicy(Authn.NONE, RateClass.API)
 _UNMATCHED_BRIDGE = RoutePolicy(Authn.NONE, RateClass.BRIDGE)
-_UNMATCHED_ELSEWHERE = RoutePolicy(Authn.NONE, None)
+_UNMATCHED_ELSEWHERE = RoutePolicy(Authn.NONE, None, no_store=False)
 API_ROOT = "/api/"
 BRIDGE_ROOT = "/api/v1/bridge/"
 

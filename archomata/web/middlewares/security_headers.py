@@ -6,7 +6,9 @@ middleware renders. A handler that streams (prepares its response itself) is cov
 
 HSTS is sent only over HTTPS: served directly (`request.secure`), or behind a trusted
 proxy that says `X-Forwarded-Proto: https`; a client's own claim from elsewhere is ignored.
-Responses of `/api/v1/auth` and `/api/v1/me` hold tokens and personal data: `no-store`.
+`Cache-Control: no-store` where the matched route's policy says so (RoutePolicy.no_store:
+every /api route, whose answers hold tokens, personal or trading data; not the operations
+routes), and on unmatched /api paths alike.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import MutableMapping
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from archomata.access.route_policy import policy_of
 from archomata.web.middlewares.client_ip import peer_is_trusted_proxy
 
 ALWAYS = {
@@ -26,15 +29,7 @@ ALWAYS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
 HSTS = "max-age=63072000; includeSubDomains"
-NO_STORE_ROOTS = ("/api/v1/auth", "/api/v1/me")
 FORWARDED_PROTO = "X-Forwarded-Proto"
-
-
-_NO_STORE_PREFIXES = tuple(root + "/" for root in NO_STORE_ROOTS)
-
-
-def _no_store(path: str) -> bool:
-    return path in NO_STORE_ROOTS or path.startswith(_NO_STORE_PREFIXES)
 
 
 def is_https(request: web.Request) -> bool:
@@ -49,7 +44,7 @@ def is_https(request: web.Request) -> bool:
 
 def apply(request: web.Request, headers: MutableMapping[str, str]) -> None:
     headers.update(ALWAYS)
-    if _no_store(request.path):
+    if policy_of(request).no_store:
         headers["Cache-Control"] = "no-store"
     if is_https(request):
         headers["Strict-Transport-Security"] = HSTS

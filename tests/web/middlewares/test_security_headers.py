@@ -93,15 +93,34 @@ class TestSecurityHeaders:
         assert_secured(response)
         assert response.headers["Cache-Control"] == "no-store"
 
-    @pytest.mark.parametrize("path", ["/api/v1/auth/_test/whoami", "/api/v1/me"])
-    async def test_auth_and_me_responses_are_not_stored(self, test_client: Any,
-                                                        path: str) -> None:
+    @pytest.mark.parametrize("path", ["/api/v1/auth/_test/whoami", "/api/v1/me",
+                                      "/api/v1/accounts", "/api/v1/_test/stream",
+                                      "/api/v1/bridge/heartbeat", "/api/v1/no-such-route",
+                                      "/api/v1/auth/no-such-route"])
+    async def test_api_responses_are_not_stored(self, test_client: Any, path: str) -> None:
+        # Declared routes (answered or refused 401), a stream, and paths no route matches.
         response = await test_client.get(path)
         assert response.headers["Cache-Control"] == "no-store"
 
-    async def test_other_responses_keep_their_cache_control(self, test_client: Any) -> None:
-        assert "no-store" not in (await test_client.get("/health/live")).headers.get(
+    @pytest.mark.parametrize("path", ["/health/live", "/no-such-page"])
+    async def test_operations_responses_keep_their_cache_control(
+            self, test_client: Any, path: str) -> None:
+        assert "no-store" not in (await test_client.get(path)).headers.get(
             "Cache-Control", "")
+
+    async def test_a_route_can_declare_itself_storable(self, aiohttp_client: Any,
+                                                       config: Config) -> None:
+        storable = web.RouteTableDef()
+
+        @storable.get("/api/v1/_test/storable")
+        @public(rate=RateClass.API, no_store=False)
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response({})
+
+        client = await aiohttp_client(app_with_routes(config, storable))
+        response = await client.get("/api/v1/_test/storable")
+        assert response.status == 200
+        assert "Cache-Control" not in response.headers
 
 
 class TestHsts:
