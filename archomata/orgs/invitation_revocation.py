@@ -22,7 +22,7 @@ from aiohttp import web
 
 from archomata import audit
 from archomata.access.principal import ActorType
-from archomata.audit import AuditAction, AuditContext, context_of
+from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx
 from archomata.orgs.store import invitations
 from archomata.orgs.store.invitations import Invitation, RevokeReason
@@ -37,23 +37,22 @@ async def audit_revoked(tx: Tx, who: web.Request | AuditContext, revoked: list[I
         for i in revoked])
 
 
-async def revoke_with_inviter(tx: Tx, request: web.Request, org_id: UUID | None,
+async def revoke_with_inviter(tx: Tx, who: web.Request | AuditContext, org_id: UUID | None,
                               inviter_id: UUID, revoked_by: UUID | None,
                               reason: RevokeReason) -> list[Invitation]:
     """Ends and audits the inviter's open invitations to `org_id` (every org with None,
     in a platform transaction)."""
     revoked = await invitations.revoke_by_inviter(tx, org_id, inviter_id, revoked_by, reason)
-    await audit_revoked(tx, request, revoked, reason)
+    await audit_revoked(tx, who, revoked, reason)
     return revoked
 
 
-async def revoke_if_orphaned(tx: Tx, request: web.Request,
-                             invitation: Invitation) -> bool:
+async def revoke_if_orphaned(tx: Tx, who: AuditContext, invitation: Invitation) -> bool:
     """Ends and audits the invitation when its inviter is no longer an administrator of
     its org. The system acts: whoever holds the token only found it so."""
     revoked = await invitations.revoke_orphaned(tx, invitation.org_id, invitation.id)
     if revoked is None:
         return False
-    system = replace(context_of(request), actor_type=ActorType.SYSTEM, actor_id=None)
+    system = replace(who, actor_type=ActorType.SYSTEM, actor_id=None)
     await audit_revoked(tx, system, [revoked], RevokeReason.INVITER_NOT_ADMINISTRATOR)
     return True
