@@ -1,13 +1,34 @@
-"""Rules on an org's members, invitations and groups shared by their routes."""
+"""The orgs' flows, with no HTTP in them: the rules shared by their routes, and joining an
+org through a mailed invitation (POST /auth/accept-invitation), read top to bottom:
 
+    accept_invitation
+        -> the pending invitation its token names (its org enabled, its inviter still an
+           administrator: an orphaned one dies on the way)
+        -> the invitee: the signed-in account, an existing one proven by its password
+           (under its login backoff), or a new account's name and password
+        -> vetted by the sign-in door before anything changes on its behalf
+        -> one transaction: the account (if new) joins as invited, the invitation used
+        -> the session, through the one sign-in door (archomata.identity.signin)
+
+Refusals are ApiErrors, and signin.SignInRefused, which the route answers as a login does.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from uuid import UUID
 
 from archomata.access import store as roles
-from archomata.db import Tx
-from archomata.errors import ValidationFailed
-from archomata.orgs.store import groups
+from archomata.access.principal import ActorType
+from archomata.audit import AuditAction, AuditContext
+from archomata.audit import service as audit
+from archomata.db import Tx, service_tx
+from archomata.errors import BadRequest, Conflict, Forbidden, Unauthorized, ValidationFailed
+from archomata.identity.passwords import MAX_LENGTH, MIN_LENGTH
+from archomata.identity.signin import Attempt, Door, Opened, Via, open_session, password_proves, vet
+from archomata.identity.store import users
+from archomata.orgs.invitation_revocation import revoke_if_orphaned
+from archomata.orgs.store import groups, invitations, members, orgs
+from archomata.orgs.store.invitations import Invitation
 
 
 async def check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
@@ -22,3 +43,151 @@ async def check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
         errors["group_ids"] = [f"Unknown group {g}." for g in missing_groups]
     if errors:
         raise ValidationFailed("Some referenced roles or groups do not exist.", errors=errors)
+
+
+
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    """What the invitee brought: a token, and who they are."""
+
+    token: str
+    signed_in_user: UUID | None = None  # the person of a valid access token, if any
+    password: str | None = None  # an existing account's, or a new account's
+    name: str | None = None  # a new account's
+
+
+def _invalid() -> BadRequest:
+    return BadRequest("This invitation is invalid or has expired.", code="invalid_token")
+
+
+class _Gone(Exception):
+    """The invitation stopped being acceptable between its lookup and its use."""
+
+
+async def accept_invitation(door: Door, who: AuditContext, acceptance: Acceptance) -> Opened:
+    """The invitee joins the org and signs into it; 400 invalid_token for a token that is
+    unknown, used, expired, revoked or whose inviter lost their authority (alike: the
+    holder of a link learns nothing of the org's administrators), 403 org_disabled while
+    the org is disabled (the link is not consumed)."""
+    invitation = await _pending(door, who, acceptance.token)
+    invitee = await _invitee(door, invitation, acceptance)
+    if isinstance(invitee, users.User):
+        await vet(door, who, _attempt(invitation, invitee))
+    try:
+        user = await _join(door, who, invitation, invitee, acceptance.name)
+    except _Gone:
+        raise await _refuse(door, who, invitation) from None
+    return await open_session(door, who, _attempt(invitation, user))
+
+
+async def _pending(door: Door, who: AuditContext, token: str) -> Invitation:
+    org_id = invitations.org_of(token)
+    if org_id is None:
+        raise _invalid()
+    # The scope comes from the token, but only a token whose hash matches an invitation of
+    # that org finds anything, so a forged org id yields nothing.
+    async with service_tx(door.pool, org_id=org_id) as tx:
+        found = await invitations.pending(tx, org_id, token)
+    if found is None:
+        raise _invalid()
+    if found.org_disabled:
+        raise Forbidden("This organisation is disabled.", code="org_disabled")
+    if not found.inviter_is_admin:
+        raise await _refuse(door, who, found.invitation)
+    return found.invitation
+
+
+def _attempt(invitation: Invitation, user: users.User) -> Attempt:
+    # The token went to the invitation's address, the account's: it proves the mailbox.
+    via = {"via": "invitation"}
+    return Attempt(user, Via.INVITATION, invitation.org_id, details=via,
+                   refusal_details=via, mailbox_proven=True)
+
+
+async def _invitee(door: Door, invitation: Invitation,
+                   acceptance: Acceptance) -> users.User | str:
+    """The account that accepts: the signed-in one or an existing one proven by its
+    password; or, for a new account, the hash of its password."""
+    async with service_tx(door.pool) as tx:
+        existing = await users.get_by_email(tx, invitation.email)
+    if existing is not None:
+        # The lookup folds spellings (`ß` and `ss`, fullwidth) onto one account; the
+        # invitation's mail proved only its own mailbox, which may be another one.
+        if not users.same_mailbox(existing.email, invitation.email):
+            raise Conflict("An account with a look-alike address exists: ask for an "
+                           "invitation to its exact address.", code="email_conflict")
+        if acceptance.signed_in_user == existing.id:
+            return existing
+        if acceptance.password is None:
+            raise Unauthorized("Sign in or give your password to accept.",
+                               code="invalid_credentials")
+        # Under the account's login backoff: an invitation token is no licence to guess.
+        if not await password_proves(door, existing, existing.email, acceptance.password):
+            raise Unauthorized("Wrong email or password.", code="invalid_credentials")
+        return existing
+    errors = {field: ["Required for a new account."]
+              for field, value in (("name", acceptance.name), ("password", acceptance.password))
+              if value is None}
+    if acceptance.password is not None and \
+            not MIN_LENGTH <= len(acceptance.password) <= MAX_LENGTH:
+        errors["password"] = [f"Between {MIN_LENGTH} and {MAX_LENGTH} characters."]
+    if errors or acceptance.password is None:
+        raise ValidationFailed("A new account needs a name and a password.", errors=errors)
+    return await door.passwords.hash(acceptance.password)
+
+
+async def _join(door: Door, who: AuditContext, invitation: Invitation,
+                invitee: users.User | str, name: str | None) -> users.User:
+    """The invitee's account (created if new) joins the org as invited, in one
+    transaction that also marks the invitation used, if it is still pending and its
+    inviter still an administrator of the org."""
+    org_id = invitation.org_id
+    async with service_tx(door.pool, org_id=org_id) as tx:
+        if isinstance(invitee, users.User):
+            user = invitee
+        else:
+            assert name is not None  # _invitee asked for it
+            user = await _create_invitee(tx, who, invitation, name, invitee)
+        if await members.get(tx, org_id, user.id) is not None:
+            raise Conflict("You are already a member of this organisation.",
+                           code="already_member")
+        if not await invitations.accept(tx, org_id, invitation.id, user.id):
+            raise _Gone
+        await orgs.add_member(tx, org_id, user.id, invitation.org_role)
+        await roles.set_for_member(tx, org_id, user.id, list(invitation.role_ids))
+        await groups.add_user_to(tx, org_id, user.id, list(invitation.group_ids))
+        await audit.record(tx, _as(who, user.id), AuditAction.MEMBER_JOINED,
+                           resource_type="member", resource_id=user.id,
+                           details={"invitation_id": str(invitation.id),
+                                    "org_role": invitation.org_role})
+    return user
+
+
+async def _create_invitee(tx: Tx, who: AuditContext, invitation: Invitation, name: str,
+                          password_hash: str) -> users.User:
+    """A new verified account: the invitation mail proved the address."""
+    user = await users.insert(tx, email=invitation.email, name=name,
+                              password_hash=password_hash, verified=True)
+    if user is None:
+        raise Conflict("An account with this email was just created; sign in.",
+                       code="email_taken")
+    await audit.record(tx, _as(who, user.id), AuditAction.USER_REGISTERED,
+                       resource_type="user", resource_id=user.id,
+                       details={"email": user.email, "via": "invitation"})
+    return user
+
+
+def _as(who: AuditContext, user_id: UUID) -> AuditContext:
+    """The actor of the joining: whoever the request's token names (someone signed in who
+    gave the invitee's password is named as such), else the invitee."""
+    if who.actor_id is not None:
+        return who
+    return replace(who, actor_type=ActorType.USER, actor_id=user_id)
+
+
+async def _refuse(door: Door, who: AuditContext, invitation: Invitation) -> BadRequest:
+    """The answer for an invitation that cannot be used; one whose inviter lost their
+    authority dies on the way."""
+    async with service_tx(door.pool, org_id=invitation.org_id) as tx:
+        await revoke_if_orphaned(tx, who, invitation)
+    return _invalid()

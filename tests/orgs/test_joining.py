@@ -1,4 +1,4 @@
-"""Joining an org by invitation, as a flow without HTTP (archomata.orgs.joining): real
+"""Joining an org by invitation, as a flow without HTTP (archomata.orgs.service): real
 PostgreSQL and Redis, an AuditContext, the sign-in door's collaborators."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from archomata.db import service_tx
 from archomata.errors import BadRequest, Forbidden, Unauthorized, ValidationFailed
 from archomata.identity.onboarding import NewAccount, create_user_with_org
 from archomata.identity.signin import Door
-from archomata.orgs import joining
+from archomata.orgs import service as joining
 from archomata.orgs.store import invitations
 from tests.factories import strong_password, unique_email
 from tests.identity.test_signin import caller, door, entries

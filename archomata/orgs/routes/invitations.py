@@ -1,5 +1,5 @@
 """POST /auth/accept-invitation: joining an org through a mailed invitation (the flow:
-archomata.orgs.joining)."""
+archomata.orgs.service)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from archomata.access.guards import public
 from archomata.identity.schemas.auth import LoginResultSchema
 from archomata.identity.signin import SignInRefused
 from archomata.identity.web import door, problem, signed_in, who
-from archomata.orgs import joining
+from archomata.orgs import service
 from archomata.orgs.schemas import AcceptInvitationSchema
 from archomata.web.json_io import load_body
 from archomata.web.openapi import doc
@@ -27,11 +27,11 @@ routes = web.RouteTableDef()
 async def accept_invitation(request: web.Request) -> web.Response:
     body = await load_body(request, AcceptInvitationSchema)
     principal = request[keys.PRINCIPAL]
-    acceptance = joining.Acceptance(body["token"],
+    acceptance = service.Acceptance(body["token"],
                                     signed_in_user=principal.user_id if principal else None,
                                     password=body.get("password"), name=body.get("name"))
     try:
-        opened = await joining.accept_invitation(door(request), who(request), acceptance)
+        opened = await service.accept_invitation(door(request), who(request), acceptance)
     except SignInRefused as exc:
         raise problem(exc) from None
     return signed_in(request.app[keys.CONFIG], opened)
