@@ -1,4 +1,5 @@
-"""The `archomata` command line: serve, migrate, create-admin, rotate-data-key, dev."""
+"""The `archomata` command line: serve, migrate, create-admin, rotate-data-key, backup,
+restore, audit, dev."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         sub.add_argument("--org", type=chain_arg, help="one org's chain (`none`: no org)")
 
 
+def _backup_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backup = commands.add_parser("backup", help="pg_dump as the owner, sealed with "
+                                 "AES-256-GCM under ARCHOMATA_BACKUP_KEY")
+    backup.add_argument("--output", help="the file to write (`-`: standard output)")
+    verify = backup.add_subparsers(dest="backup_command").add_parser(
+        "verify", help="authenticate a backup file without restoring it")
+    verify.add_argument("--input", required=True)
+    restore = commands.add_parser("restore", help="authenticate a backup whole, then "
+                                  "pg_restore it into an empty database")
+    restore.add_argument("--input", required=True)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="archomata", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -47,9 +60,27 @@ def parser() -> argparse.ArgumentParser:
     _audit_parser(commands)
     commands.add_parser("rotate-data-key", help="re-encrypt stored secrets under "
                         "ARCHOMATA_DATA_KEY (old keys in ARCHOMATA_DATA_KEY_PREVIOUS)")
+    _backup_parsers(commands)
     dev = commands.add_parser("dev", help="local PostgreSQL + Redis + mail sink, then serve")
     dev.add_argument("--data-dir", default=os.environ.get("ARCHOMATA_DEV_DIR", ".local"))
     return root
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from archomata.ops import cli_backup
+    from archomata.ops.backup_stream import BackupError
+
+    try:
+        if args.command == "restore":
+            return cli_backup.restore(args.input)
+        if args.backup_command == "verify":
+            return cli_backup.verify(args.input)
+        if not args.output:
+            raise ConfigError("backup needs --output FILE (or `-` for standard output)")
+        return cli_backup.backup(args.output)
+    except BackupError as exc:
+        print(f"archomata: {exc}", file=sys.stderr)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return audit(args)
         elif args.command == "rotate-data-key":
             return rotate_data_key()
+        elif args.command in ("backup", "restore"):
+            return _backup(args)
         elif args.command == "dev":
             from archomata.ops.dev import run_dev
 

@@ -82,7 +82,7 @@ def _role_of(dsn: str) -> tuple[str, str | None]:
     return unquote(parts.username), password
 
 
-async def _ensure_roles(conn: asyncpg.Connection, runtime_dsn: str | None) -> None:
+async def ensure_roles(conn: asyncpg.Connection, runtime_dsn: str | None) -> None:
     has_group = await conn.fetchval("select 1 from pg_roles where rolname = $1",
                                     RUNTIME_GROUP_ROLE)
     if not has_group:
@@ -166,7 +166,7 @@ async def _migrate_locked(conn: asyncpg.Connection, migrations: list[Migration],
             checksum   text not null,
             applied_at timestamptz not null default now()
         )""")
-    await _ensure_roles(conn, runtime_dsn)
+    await ensure_roles(conn, runtime_dsn)
     await conn.execute(f"grant select on schema_migrations to {RUNTIME_GROUP_ROLE}")
     applied = {r["version"]: r["checksum"]
                for r in await conn.fetch("select version, checksum from schema_migrations")}
