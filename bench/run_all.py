@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 BENCHMARKS = ["bench.login_storm", "bench.org_members", "bench.health_live", "bench.bridge",
-              "bench.audit_export"]
+              "bench.audit_export", "bench.backup"]
 
 
 def main() -> int:
