@@ -8,7 +8,10 @@ carries one request's scope into another's:
 - `org_tx(request)`: the org of the verified token. The door handlers use.
 - `platform_tx(request)`: every org, for a platform administrator's request.
 - `user_tx(request)`: the person of the verified token (and its org, if any), for their
-  own rows on personal routes (/me...).
+  own rows on personal routes (/me...); `member_tx(request, org_id)` the same person in
+  another org of theirs, the membership checked by the door (switching org).
+- `signup_tx(pool)`: a new org of the server's making and nothing else, for the public
+  routes that make accounts (registration, SSO sign-up).
 - `service_tx(pool, org_id=..., user_id=...)`: for flows with no token yet (login,
   registration, refresh) where the scope comes from server-side state. Dangerous if fed
   a client-supplied id: only pass ids the server has itself resolved.
@@ -31,7 +34,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import orjson
@@ -315,13 +318,41 @@ def platform_tx(request: web.Request) -> AbstractAsyncContextManager[Tx]:
 def user_tx(request: web.Request) -> AbstractAsyncContextManager[Tx]:
     """The transaction for a person's own rows, scoped to the user of the verified token
     and to the token's org when it has one (checked a member on this request)."""
+    user_id, org_id = _person(request)
+    return _scoped_tx(request.app[keys.DB_POOL], turns=request.app[keys.DB_TURNS],
+                      org_id=org_id, user_id=user_id)
+
+
+_IS_MEMBER = "select exists (select 1 from memberships where org_id = $1 and user_id = $2)"
+
+
+@asynccontextmanager
+async def member_tx_of(pool: asyncpg.Pool, user_id: UUID, org_id: UUID, *,
+                       turns: asyncio.Semaphore | None = None) -> AsyncIterator[Tx]:
+    """A person's transaction in one of their orgs, the membership checked inside it
+    first (Forbidden `not_a_member` otherwise): fed an org id a client chose, it still
+    opens onto no org of anyone else."""
+    async with _scoped_tx(pool, turns=turns, org_id=org_id, user_id=user_id) as tx:
+        if not await tx.fetchval(_IS_MEMBER, org_id, user_id):
+            raise Forbidden("You are not a member of this organisation.", code="not_a_member")
+        yield tx
+
+
+def member_tx(request: web.Request, org_id: UUID) -> AbstractAsyncContextManager[Tx]:
+    """user_tx, moved to another org of the token's person (switching org)."""
+    return member_tx_of(request.app[keys.DB_POOL], _person(request)[0], org_id,
+                        turns=request.app[keys.DB_TURNS])
+
+
+def _person(request: web.Request) -> tuple[UUID, UUID | None]:
+    """The user and org ids of the request's verified token: personal doors open for
+    people only."""
     principal = request[keys.PRINCIPAL]
     if principal is None:
         raise Unauthorized("Authentication is required.")
     if principal.user_id is None:
         raise Forbidden("This route is for people, not agents.")
-    return _scoped_tx(request.app[keys.DB_POOL], turns=request.app[keys.DB_TURNS],
-                      org_id=principal.org_id, user_id=principal.user_id)
+    return principal.user_id, principal.org_id
 
 
 def service_tx(pool: asyncpg.Pool, *, org_id: UUID | None = None,
@@ -332,6 +363,14 @@ def service_tx(pool: asyncpg.Pool, *, org_id: UUID | None = None,
     straight from a request.
     """
     return _scoped_tx(pool, org_id=org_id, user_id=user_id)
+
+
+def signup_tx(pool: asyncpg.Pool) -> AbstractAsyncContextManager[Tx]:
+    """A sign-up's transaction (registration, SSO sign-up, a new org from the command
+    line): scoped to a fresh org id of the server's making, `tx.org_id`, which the new org
+    is created with. It writes that org and its first member, and reads no other org's
+    rows: nothing of anyone else is in reach of a public route that makes accounts."""
+    return _scoped_tx(pool, org_id=uuid4())
 
 
 def system_tx(pool: asyncpg.Pool) -> AbstractAsyncContextManager[Tx]:

@@ -49,7 +49,7 @@ from redis.asyncio import Redis
 
 from archomata.access.principal import ActorType, Principal
 from archomata.bridge import store as agents
-from archomata.db import system_tx
+from archomata.db import service_tx
 from archomata.errors import RateLimited, Unauthorized
 from archomata.identity.passwords import Lane, PasswordHasher
 from archomata.identity.revocation import READY, Revocation
@@ -294,9 +294,10 @@ class ApiKeyAuthenticator:
     async def _lookup(self, digest: bytes, key_id: str, secret: str,
                       address: str) -> AgentIdentity:
         stamp = self.cache.stamp()
-        # The key id is the caller's, but only this one row is read, and nothing is
-        # trusted before bcrypt has matched the secret against it: the org comes from it.
-        async with system_tx(self.pool) as tx:
+        # The key id is the caller's, but only this one row is read (a transaction that
+        # sees no org, through sql/009's function), and nothing is trusted before bcrypt
+        # has matched the secret against it: the org comes from it.
+        async with service_tx(self.pool) as tx:
             record = await agents.find_key(tx, key_id)
         if record is None:
             raise _invalid()

@@ -126,15 +126,14 @@ async def touch(tx: Tx, org_id: UUID, agent_id: UUID, version: str,
     await tx.execute(TOUCH, org_id, agent_id, version, terminals)
 
 
-FIND_KEY = """
-    select a.id, a.org_id, a.key_hash, o.disabled_at is not null as org_disabled
-    from agents a join orgs o on o.id = a.org_id
-    where a.key_id = $1
-"""
+# The one row a key id names, in whatever org: through the function of
+# sql/009_agent_key_lookup.sql, so the transaction that asks sees no org at all.
+FIND_KEY = "select id, org_id, key_hash, org_disabled from agent_key_record($1)"
 
 
 async def find_key(tx: Tx, key_id: str) -> KeyRecord | None:
-    """The agent a key id names, across orgs: only for validating a key (see api_keys)."""
+    """The agent a key id names, across orgs, from an unscoped transaction: only for
+    validating a key (see api_keys)."""
     row = await tx.fetchrow(FIND_KEY, key_id)
     if row is None:
         return None

@@ -28,7 +28,7 @@ from uuid import UUID
 
 from archomata import audit
 from archomata.audit import AuditAction, AuditContext
-from archomata.db import Tx, service_tx, system_tx
+from archomata.db import Tx, service_tx, signup_tx
 from archomata.errors import Conflict
 from archomata.identity import onboarding
 from archomata.identity.oidc import Assertion, SsoError
@@ -95,7 +95,7 @@ async def resolve(door: Door, who: AuditContext, assertion: Assertion, *,
 
 async def _sign_up(door: Door, who: AuditContext, assertion: Assertion) -> SignIn:
     assert assertion.email is not None
-    async with system_tx(door.pool) as tx:
+    async with signup_tx(door.pool) as tx:
         try:
             account = await onboarding.create_in(
                 tx, who, email=assertion.email, name=assertion.name, password_hash=None,

@@ -12,7 +12,7 @@ from archomata.access import store as roles
 from archomata.access.permissions import ADMINISTRATOR
 from archomata.access.principal import OrgRole, PlatformRole
 from archomata.audit import AuditAction, AuditContext
-from archomata.db import Tx, service_tx, system_tx
+from archomata.db import Tx, service_tx, signup_tx
 from archomata.errors import Conflict
 from archomata.identity.passwords import PasswordHasher
 from archomata.identity.signin import as_user
@@ -33,14 +33,14 @@ async def create_user_with_org(pool: asyncpg.Pool, who: AuditContext, *,
                                email: str, name: str, password_hash: str | None,
                                org_name: str, verified: bool) -> NewAccount:
     """A user, an org they administer, and the audit entry, in one transaction."""
-    async with system_tx(pool) as tx:
+    async with signup_tx(pool) as tx:
         return await _create(tx, who, email=email, name=name, password_hash=password_hash,
                              org_name=org_name, verified=verified)
 
 
 async def create_in(tx: Tx, who: AuditContext, *, email: str, name: str,
                     password_hash: str | None, org_name: str, verified: bool) -> NewAccount:
-    """As create_user_with_org, inside the caller's transaction (opened with `system_tx`),
+    """As create_user_with_org, inside the caller's transaction (opened with `signup_tx`),
     so that what else the caller writes (an SSO identity) commits with the account. The
     new user signs themselves up: they are the entry's actor."""
     return await _create(tx, who, email=email, name=name, password_hash=password_hash,
@@ -68,7 +68,7 @@ async def register(pool: asyncpg.Pool, who: AuditContext, *, email: str, name: s
                    password_hash: str, org_name: str, verify_ttl: int) -> tuple[NewAccount, str]:
     """A new unverified user with their org, and the token of their verification mail;
     the user registers themselves (the entry's actor)."""
-    async with system_tx(pool) as tx:
+    async with signup_tx(pool) as tx:
         account = await _create(tx, who, email=email, name=name,
                                 password_hash=password_hash, org_name=org_name, verified=False,
                                 by_themselves=True)

@@ -29,11 +29,13 @@ def _org(row: asyncpg.Record | None) -> Org | None:
                                         row["created_at"])
 
 
-INSERT = f"insert into orgs (name) values ($1) returning {COLUMNS}"
+INSERT = f"insert into orgs (id, name) values ($1, $2) returning {COLUMNS}"
 
 
 async def insert(tx: Tx, name: str) -> Org:
-    org = _org(await tx.fetchrow(INSERT, name))
+    """The org a sign-up transaction (archomata.db.signup_tx) was opened for."""
+    assert tx.org_id is not None and not tx.platform, "a new org is made in its signup_tx"
+    org = _org(await tx.fetchrow(INSERT, tx.org_id, name))
     assert org is not None
     return org
 

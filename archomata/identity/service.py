@@ -1,0 +1,297 @@
+"""The identity flows after the sign-in door, read top to bottom with no HTTP: the mail
+links, email verification, password reset and change, refresh, org switch, logout and
+the sessions of a signed-in person.
+
+Each flow is handed what it works with: the sign-in `Door` (pool, sessions, passwords,
+login backoff), who asks (an AuditContext), and for a signed-in person the doors of their
+own scope (`Me.tx`, and `Me.into` for one of their other orgs), built by the route from the
+verified token; a flow never widens the scope it was given. They raise the ApiError tree
+(archomata.errors), or SignInRefused for a session the sign-in rules no longer let in,
+which the route answers in its shape (identity.web.problem, refresh_problem).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from uuid import UUID
+
+from redis.asyncio import Redis
+
+from archomata import audit
+from archomata.audit import AuditAction, AuditContext
+from archomata.db import Tx, TxOpener, service_tx
+from archomata.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+from archomata.identity import signin
+from archomata.identity.sessions import Outcome, Session
+from archomata.identity.signin import Door, SignInRefused
+from archomata.identity.store import mail_tokens, users
+from archomata.identity.store.mail_tokens import Purpose
+from archomata.identity.store.users import User
+from archomata.orgs.store import orgs
+from archomata.orgs.store.orgs import Membership
+from archomata.redis_boundary import REDIS_FAILURES
+
+MAIL_COOLDOWN_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Me:
+    """A signed-in person, as their verified token names them, with the doors of their
+    scope: `tx` (their own rows, and their token's org), `into` (one of their other orgs,
+    the membership checked by the door itself)."""
+
+    user_id: UUID
+    org_id: UUID | None
+    session_id: UUID | None
+    tx: TxOpener
+    into: Callable[[UUID], AbstractAsyncContextManager[Tx]]
+
+
+@dataclass(frozen=True, slots=True)
+class Renewed:
+    """A session carried on (refreshed, or moved to another org): what its answer needs."""
+
+    user: User
+    membership: Membership | None
+    session: Session
+    refresh_token: str | None  # the rotated cookie, when there was one to rotate
+
+
+def _invalid_link() -> BadRequest:
+    return BadRequest("This link is invalid or has expired.", code="invalid_token")
+
+
+def _session_ended() -> Unauthorized:
+    return Unauthorized("This session has ended; sign in again.", code="session_revoked")
+
+
+def _wrong_current_password() -> ValidationFailed:
+    return ValidationFailed("The current password is wrong.", code="invalid_current_password",
+                            errors={"current_password": ["Wrong password."]})
+
+
+def _named(who: AuditContext, user_id: UUID | None) -> AuditContext:
+    """Who asks, or, when no token names anyone (a mailed link, a refresh cookie), the
+    account the flow acts on."""
+    return who if who.actor_id is not None else signin.as_user(who, user_id)
+
+
+# --- mail links -------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class MailLink:
+    """What one kind of mailed link is: its purpose, lifetime, audit action, and which
+    accounts get one."""
+
+    purpose: Purpose
+    ttl_seconds: int
+    action: AuditAction
+    eligible: Callable[[User], bool]
+
+
+def verification_link(ttl_seconds: int) -> MailLink:
+    return MailLink(Purpose.VERIFY_EMAIL, ttl_seconds, AuditAction.AUTH_EMAIL_VERIFICATION_SENT,
+                    lambda user: not user.email_verified and not user.disabled)
+
+
+def reset_link(ttl_seconds: int) -> MailLink:
+    return MailLink(Purpose.PASSWORD_RESET, ttl_seconds,
+                    AuditAction.AUTH_PASSWORD_RESET_REQUESTED, lambda user: not user.disabled)
+
+
+async def first_mail_in_a_while(redis: Redis, user_id: UUID, purpose: Purpose) -> bool:
+    """One link per account and purpose per MAIL_COOLDOWN_SECONDS, whatever address or
+    spelling of the email asks (keyed on the account), so that many IPs together cannot
+    flood a mailbox; the link already sent stays good. Redis down: the per-IP limit alone
+    bounds it, rather than no one getting their link."""
+    try:
+        return bool(await redis.set(f"mailed:{purpose.value}:{user_id}", 1, nx=True,
+                                    ex=MAIL_COOLDOWN_SECONDS))
+    except REDIS_FAILURES:  # fail open: the per-IP limit still bounds it (see above)
+        return True
+
+
+async def issue_mail_link(door: Door, redis: Redis, who: AuditContext, email: str,
+                          link: MailLink) -> tuple[str, str] | None:
+    """A fresh single-use link for the email's account when it is eligible and was not
+    mailed one a moment ago (older links die), audited: the address and token to mail,
+    else None. The route answers alike either way, so nothing tells which emails exist."""
+    async with service_tx(door.pool) as tx:
+        user = await users.get_by_email(tx, email)
+        if user is None or not link.eligible(user) or not await first_mail_in_a_while(
+                redis, user.id, link.purpose):
+            return None
+        await mail_tokens.retire_all(tx, user.id, link.purpose)
+        token = await mail_tokens.issue(tx, user.id, link.purpose, link.ttl_seconds)
+        await audit.record(tx, _named(who, user.id), link.action,
+                           resource_type="user", resource_id=user.id)
+    return user.email, token
+
+
+async def verify_email(door: Door, who: AuditContext, token: str) -> User:
+    async with service_tx(door.pool) as tx:
+        user_id = await mail_tokens.consume(tx, token, Purpose.VERIFY_EMAIL)
+        if user_id is None:
+            raise _invalid_link()
+        user = await users.mark_verified(tx, user_id)
+        assert user is not None
+        await audit.record(tx, _named(who, user.id), AuditAction.AUTH_EMAIL_VERIFIED,
+                           resource_type="user", resource_id=user.id)
+    return user
+
+
+# --- passwords --------------------------------------------------------------------------
+
+async def confirm_password_reset(door: Door, who: AuditContext, token: str,
+                                 new_password: str) -> None:
+    """Sets the new password of the link's account; every session of it ends, and every
+    access token minted so far dies. The link is checked before the bcrypt work (no
+    hashing for a forged link) and spent in the transaction that writes the password."""
+    async with service_tx(door.pool) as tx:
+        valid = await mail_tokens.peek(tx, token, Purpose.PASSWORD_RESET)
+    if not valid:
+        raise _invalid_link()
+    password_hash = await door.passwords.hash(new_password)
+    async with service_tx(door.pool) as tx:
+        user_id = await mail_tokens.consume(tx, token, Purpose.PASSWORD_RESET)
+        if user_id is None:
+            raise _invalid_link()
+        await users.set_password_hash(tx, user_id, password_hash)
+        await users.mark_verified(tx, user_id)  # the mailbox answered: the address is real
+        await mail_tokens.retire_all(tx, user_id, Purpose.PASSWORD_RESET)
+        cut = await door.sessions.cut_off(user_id, end_sessions=True)
+        await users.set_tokens_valid_after(tx, user_id, cut)
+        await audit.record(tx, _named(who, user_id),
+                           AuditAction.AUTH_PASSWORD_RESET_COMPLETED, resource_type="user",
+                           resource_id=user_id)
+
+
+async def change_password(door: Door, who: AuditContext, me: Me, current_password: str,
+                          new_password: str) -> None:
+    """Replaces the password the caller proves; every other session of theirs ends.
+
+    A stolen access token must not become a password oracle: the account's login backoff
+    counts these guesses too, and refuses them (429) while it backs off."""
+    async with me.tx() as tx:
+        user = await users.get(tx, me.user_id)
+    assert user is not None  # the token's user: the authenticator read it
+    if not await signin.password_proves(door, user, user.email, current_password):
+        raise _wrong_current_password()
+    password_hash = await door.passwords.hash(new_password)
+    async with me.tx() as tx:
+        if await signin.replace_password(door, tx, user, current_password,
+                                         password_hash) is None:
+            raise _wrong_current_password()
+        await mail_tokens.retire_all(tx, user.id, Purpose.PASSWORD_RESET)
+        await door.sessions.revoke_user(user.id, keep=me.session_id)
+        await audit.record(tx, who, AuditAction.AUTH_PASSWORD_CHANGED, resource_type="user",
+                           resource_id=user.id)
+
+
+# --- sessions ---------------------------------------------------------------------------
+
+async def _audit_reuse(door: Door, who: AuditContext, session_id: UUID | None,
+                       user_id: UUID | None, org_id: UUID | None, via: str) -> None:
+    """A replayed refresh token revoked its family: audited in the family's own org (the
+    sessions store's record of it, not the caller's say), on whichever route saw it."""
+    async with service_tx(door.pool, org_id=org_id, user_id=user_id) as tx:
+        await audit.record(tx, _named(who, user_id),
+                           AuditAction.AUTH_REFRESH_REUSE_DETECTED, resource_type="session",
+                           resource_id=session_id, details={"via": via})
+
+
+async def refresh(door: Door, who: AuditContext, token: str) -> Renewed:
+    """Rotates the refresh token's family; a replayed token revokes it (audited). A
+    session whose user or org the sign-in rules no longer let in is ended here:
+    SignInRefused with the reason."""
+    rotation = await door.sessions.rotate(token, who.ip or "", (who.user_agent or "")[:256])
+    if rotation.outcome is Outcome.REUSE:
+        await _audit_reuse(door, who, rotation.revoked_session_id, rotation.revoked_user_id,
+                           rotation.revoked_org_id, "refresh")
+    if rotation.session is None or rotation.token is None:
+        raise _session_ended()
+    session = rotation.session
+    async with service_tx(door.pool, user_id=session.user_id) as tx:
+        user = await users.get(tx, session.user_id, settled=True)
+        memberships = await orgs.memberships_of(tx, session.user_id)
+    membership = next((m for m in memberships if m.org.id == session.org_id), None)
+    ended = signin.still_signed_in(user, session.org_id, membership)
+    if ended is not None:
+        await door.sessions.revoke(session.id)
+        raise SignInRefused(ended, session.user_id)
+    assert user is not None
+    return Renewed(user, membership, session, rotation.token)
+
+
+async def logout(door: Door, who: AuditContext, session_id: UUID | None,
+                 token: str | None) -> None:
+    """Ends the session the access token or the refresh cookie names (nothing when
+    neither names a live one). One script finds, judges and ends it: two logouts racing
+    audit one of them; a replayed cookie is audited as the reuse it is."""
+    if session_id is None and token is None:
+        return
+    ended = await door.sessions.end(session_id, token=token)
+    if ended is None:
+        return
+    if ended.stale_token:
+        await _audit_reuse(door, who, ended.session_id, ended.user_id, ended.org_id, "logout")
+        return
+    async with service_tx(door.pool, org_id=ended.org_id, user_id=ended.user_id) as tx:
+        await audit.record(tx, _named(who, ended.user_id), AuditAction.AUTH_LOGOUT,
+                           resource_type="session", resource_id=ended.session_id)
+
+
+async def logout_all(door: Door, who: AuditContext, me: Me) -> None:
+    """Ends every session of the caller and kills every access token minted so far, in
+    Redis at once and in PostgreSQL (tokens_valid_after) for when Redis is rebuilt."""
+    async with me.tx() as tx:
+        cut = await door.sessions.cut_off(me.user_id, end_sessions=True)
+        await users.set_tokens_valid_after(tx, me.user_id, cut)
+        await audit.record(tx, who, AuditAction.AUTH_LOGOUT_ALL, resource_type="user",
+                           resource_id=me.user_id)
+
+
+async def delete_session(door: Door, who: AuditContext, me: Me, session_id: UUID) -> None:
+    """Ends one of the caller's sessions; another person's answers as a missing one."""
+    if await door.sessions.end(session_id, owner=me.user_id) is None:
+        raise NotFound("No such session.")
+    async with me.tx() as tx:
+        await audit.record(tx, who, AuditAction.AUTH_SESSION_REVOKED, resource_type="session",
+                           resource_id=session_id)
+
+
+async def switch_org(door: Door, who: AuditContext, me: Me, token: str | None,
+                     org_id: UUID) -> Renewed:
+    """Moves the caller's session to another org of theirs, by the sign-in door's rule
+    (SignInRefused: not a member, or a disabled org). With the session's own refresh
+    cookie, the family rotates too (a replayed cookie revokes it); a cookie of another
+    family is left alone."""
+    assert me.session_id is not None  # a person's token always names its session
+    async with me.tx() as tx:
+        memberships = await orgs.memberships_of(tx, me.user_id)
+    membership = signin.choose_org(memberships, org_id)
+    assert membership is not None  # an org was asked for: choose_org refuses or finds it
+    rotation = None
+    if token is not None:
+        rotation = await door.sessions.rotate(token, who.ip or "", (who.user_agent or "")[:256],
+                                              new_org=membership.org.id, only=me.session_id)
+        if rotation.outcome is Outcome.REUSE:
+            await _audit_reuse(door, who, rotation.revoked_session_id,
+                               rotation.revoked_user_id, rotation.revoked_org_id, "switch_org")
+            raise _session_ended()
+    session = rotation.session if rotation is not None else None
+    if session is None:  # no cookie, or one of another (or no) family: nothing to rotate
+        session = await door.sessions.move_to_org(me.session_id, membership.org.id)
+    if session is None:
+        raise Unauthorized("This session has been revoked.", code="session_revoked")
+    async with me.into(membership.org.id) as tx:
+        user = await users.get(tx, me.user_id, settled=True)
+        assert user is not None
+        await audit.record(tx, who, AuditAction.AUTH_ORG_SWITCHED, resource_type="org",
+                           resource_id=membership.org.id,
+                           details={"from_org_id": str(me.org_id) if me.org_id else None})
+    return Renewed(user, membership, session,
+                   rotation.token if rotation is not None else None)
+
