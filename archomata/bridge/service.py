@@ -1,0 +1,155 @@
+"""What an MT5 agent does, read top to bottom with no HTTP: a heartbeat, fetching the
+credentials of its accounts, pushing an account's state and deals, polling for commands
+and reporting a command's outcome.
+
+Each flow is handed the `Agent` its verified key names (its org, its id, and the door
+of its org, built by the route), who asks (an AuditContext), and its collaborators (the
+data keys, the broadcast that wakes polls). An agent reaches only the accounts assigned
+to it, named by login: anything else raises NotFound, as an account of another org
+does. Heartbeats, state and deal pushes are telemetry, not changes anyone made, and are
+not audited (a busy terminal would drown the log); fetching credentials and reporting an
+order's outcome are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from archomata import audit
+from archomata.audit import AuditAction, AuditContext
+from archomata.bridge import store as agents
+from archomata.bridge.broadcast import Broadcast
+from archomata.crypto import DataKeys, DecryptionError
+from archomata.db import TxOpener
+from archomata.errors import Conflict, NotFound
+from archomata.trading import credentials
+from archomata.trading.store import accounts, market, orders
+from archomata.trading.store.accounts import AssignedAccount
+from archomata.trading.values import decimal_text
+
+log = logging.getLogger(__name__)
+MAX_COMMANDS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """An agent as its verified key names it, with the door of its org."""
+
+    org_id: UUID
+    agent_id: UUID
+    tx: TxOpener
+
+
+@dataclass(frozen=True, slots=True)
+class Deals:
+    inserted: int
+    duplicates: int
+
+
+async def heartbeat(agent: Agent, version: str, terminals: list[Any] | None) -> None:
+    async with agent.tx() as tx:
+        await agents.touch(tx, agent.org_id, agent.agent_id, version, terminals)
+
+
+def _bridge_account(data_keys: DataKeys, assigned: AssignedAccount) -> dict[str, Any]:
+    account = assigned.account
+    secret = None
+    if assigned.credentials is not None:
+        try:
+            secret = credentials.open_sealed(data_keys, account.id, assigned.credentials)
+        except DecryptionError:
+            # The other accounts stay usable; this one needs its credentials set again
+            # (or the previous data key configured). Logged without any secret.
+            log.error("stored credentials do not open", extra={"account_id": str(account.id)})
+    return {"id": account.id, "name": account.name, "broker": account.broker,
+            "server": account.server, "login": account.login,
+            "environment": account.environment, "credentials": secret}
+
+
+async def assigned_accounts(agent: Agent, who: AuditContext,
+                            data_keys: DataKeys) -> list[dict[str, Any]]:
+    """The agent's accounts with their credentials opened; the fetch is audited with the
+    accounts whose credentials it carried, in the transaction that read them."""
+    async with agent.tx() as tx:
+        assigned = await accounts.list_for_agent(tx, agent.org_id, agent.agent_id)
+        items = [_bridge_account(data_keys, a) for a in assigned]
+        await audit.record(tx, who, AuditAction.AGENT_CREDENTIALS_FETCHED,
+                           resource_type="agent", resource_id=agent.agent_id,
+                           details={"account_ids": [str(i["id"]) for i in items
+                                                    if i["credentials"] is not None]})
+    return items
+
+
+def _no_account() -> NotFound:
+    return NotFound("No such account.")
+
+
+async def push_state(agent: Agent, login: int, state: dict[str, Any]) -> None:
+    """Balances and the open positions, which replace the previous ones at once (the
+    account row locked until the commit, so two pushes never interleave)."""
+    async with agent.tx() as tx:
+        account_id = await accounts.set_state(tx, agent.org_id, agent.agent_id, login, state)
+        if account_id is None:
+            raise _no_account()
+        await market.replace_positions(tx, agent.org_id, account_id, state["positions"])
+
+
+async def push_deals(agent: Agent, login: int, columns: Sequence[Sequence[Any]]) -> Deals:
+    """New deals recorded; those already known by ticket are counted as duplicates."""
+    async with agent.tx() as tx:
+        inserted = await market.insert_deals(tx, agent.org_id, agent.agent_id, login, columns)
+    if inserted is None:
+        raise _no_account()
+    return Deals(inserted, len(columns[0]) - inserted)
+
+
+async def poll(agent: Agent, broadcast: Broadcast, wait: float,
+               gone: Callable[[], bool]) -> list[orders.Command]:
+    """The agent's pending commands, each handed out once; with none, waits up to `wait`
+    seconds for a wake-up. Stops claiming as soon as `gone()` says no one would get the
+    commands (the client hung up), leaving them queued."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    claimed: list[orders.Command] = []
+    with broadcast.waiter(agent.agent_id) as woken:
+        while True:
+            woken.clear()  # before claiming: a wake-up from here on is not lost
+            if gone():
+                break
+            async with agent.tx() as tx:
+                claimed = await orders.claim(tx, agent.org_id, agent.agent_id, MAX_COMMANDS)
+            remaining = deadline - loop.time()
+            if claimed or remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await woken.wait()
+    return claimed
+
+
+async def report_result(agent: Agent, who: AuditContext, command_id: UUID,
+                        result: dict[str, Any]) -> None:
+    """Records the outcome of a command the agent was handed, once (Conflict
+    `already_reported` after), audited in the same transaction."""
+    async with agent.tx() as tx:
+        completion = await orders.complete(tx, agent.org_id, agent.agent_id, command_id,
+                                           result)
+        order = completion.order
+        if order is None:
+            if not completion.found:
+                raise NotFound("No such command.")
+            raise Conflict("This command's result was already reported.",
+                           code="already_reported")
+        action = (AuditAction.ORDER_EXECUTED if result["status"] == "filled"
+                  else AuditAction.ORDER_REJECTED)
+        await audit.record(tx, who, action, resource_type="order", resource_id=order.id,
+                           details={"status": result["status"],
+                                    "broker_ticket": result["broker_ticket"],
+                                    "price": decimal_text(result["price"]),
+                                    "message": result["message"]})

@@ -1,0 +1,189 @@
+"""The agent's flows without HTTP (archomata.bridge.service), on the real PostgreSQL: an
+agent as its key names it, with a pool-level door into its org, beside the trading desk
+whose orders it carries."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import uuid4
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from archomata.access.principal import ActorType
+from archomata.audit import AuditContext
+from archomata.bridge import service
+from archomata.bridge.broadcast import Broadcast
+from archomata.bridge.schemas import AccountStateSchema, CommandResultSchema, DealBatchSchema
+from archomata.config import Config
+from archomata.crypto import DataKeys
+from archomata.db import service_tx
+from archomata.errors import Conflict, NotFound
+from archomata.trading import credentials
+from archomata.trading import service as trading
+from tests.bridge.test_routes import deal, position, state
+from tests.trading.test_service import Desk, actions, desk, draft, place, pool
+
+__all__ = ["pool"]  # the fixture, shared with the trading flows' tests
+
+
+@pytest.fixture
+async def broadcast(config: Config) -> AsyncIterator[Broadcast]:
+    """This process's pub/sub listener on the harness's Redis, as an instance runs it."""
+    redis = Redis.from_url(config.redis_url.reveal())
+    listener = Broadcast(redis, config.redis_url.reveal(), lambda key_id: None)
+    listener.start()
+    await asyncio.wait_for(listener.subscribed.wait(), 10)
+    yield listener
+    await listener.stop()
+    await redis.aclose()
+
+
+def agent_of(d: Desk) -> service.Agent:
+    assert d.agent_id is not None
+    return service.Agent(d.org_id, d.agent_id,
+                         functools.partial(service_tx, d.pool, org_id=d.org_id))
+
+
+def as_agent(d: Desk) -> AuditContext:
+    return AuditContext(ActorType.AGENT, d.agent_id, request_id=secrets.token_hex(8))
+
+
+def never_gone() -> bool:
+    return False
+
+
+def result(**body: Any) -> dict[str, Any]:
+    loaded: dict[str, Any] = CommandResultSchema().load(body)
+    return loaded
+
+
+async def login_of(owner_conn: Any, d: Desk) -> int:
+    login: int = await owner_conn.fetchval("select login from accounts where id = $1",
+                                           d.account_id)
+    return login
+
+
+class TestCommands:
+    async def test_a_command_is_handed_out_once_and_its_result_recorded_once(
+            self, pool: asyncpg.Pool, owner_conn: Any,
+            broadcast: Broadcast) -> None:
+        d = await desk(pool, owner_conn)
+        agent, order = agent_of(d), (await place(d, draft())).order
+        [command] = await service.poll(agent, broadcast, 0, never_gone)
+        assert (command.type, command.payload["order_id"]) == ("place_order", str(order.id))
+        assert await service.poll(agent, broadcast, 0, never_gone) == []
+        who = as_agent(d)
+        await service.report_result(agent, who, command.id, result(
+            status="filled", broker_ticket=777001, price="1.08512"))
+        assert await actions(owner_conn, who) == ["order.executed"]
+        assert await owner_conn.fetchval("select status from orders where id = $1",
+                                         order.id) == "filled"
+        with pytest.raises(Conflict) as again:
+            await service.report_result(agent, as_agent(d), command.id,
+                                        result(status="rejected"))
+        assert again.value.code == "already_reported"
+        with pytest.raises(NotFound):
+            await service.report_result(agent, as_agent(d), uuid4(), result(status="filled"))
+
+    async def test_another_agents_command_is_not_there(self, pool: asyncpg.Pool,
+                                                       owner_conn: Any,
+                                                       broadcast: Broadcast) -> None:
+        mine, theirs = await desk(pool, owner_conn), await desk(pool, owner_conn)
+        await place(mine, draft())
+        [command] = await service.poll(agent_of(mine), broadcast, 0, never_gone)
+        assert await service.poll(agent_of(theirs), broadcast, 0, never_gone) == []
+        who = as_agent(theirs)
+        with pytest.raises(NotFound):
+            await service.report_result(agent_of(theirs), who, command.id,
+                                        result(status="filled"))
+        assert await actions(owner_conn, who) == []
+
+    async def test_a_poll_whose_client_is_gone_leaves_the_commands_queued(
+            self, pool: asyncpg.Pool, owner_conn: Any, broadcast: Broadcast) -> None:
+        d = await desk(pool, owner_conn)
+        order = (await place(d, draft())).order
+        assert await service.poll(agent_of(d), broadcast, 0, lambda: True) == []
+        assert await owner_conn.fetchval("select status from orders where id = $1",
+                                         order.id) == "pending"
+        [command] = await service.poll(agent_of(d), broadcast, 0, never_gone)
+        assert command.payload["order_id"] == str(order.id)
+
+
+    async def test_a_waiting_poll_is_woken_by_an_order_placed_meanwhile(
+            self, pool: asyncpg.Pool, owner_conn: Any, broadcast: Broadcast) -> None:
+        d = await desk(pool, owner_conn)
+        waiting = asyncio.create_task(service.poll(agent_of(d), broadcast, 20, never_gone))
+        await asyncio.sleep(0.2)  # the poll found nothing and waits
+        assert not waiting.done()
+        placed = await trading.place_order(d.door(), d.who, broadcast.wake, d.org_id,
+                                           d.user_id, d.account_id, draft())
+        # Woken well before its 20 s: the wake-up, not the deadline, ended the wait.
+        [command] = await asyncio.wait_for(waiting, 10)
+        assert command.payload["order_id"] == str(placed.order.id)
+
+
+class TestTelemetry:
+    async def test_state_replaces_the_positions_of_the_agents_account_only(
+            self, pool: asyncpg.Pool, owner_conn: Any) -> None:
+        d, other = await desk(pool, owner_conn), await desk(pool, owner_conn)
+        login = await login_of(owner_conn, d)
+        await service.push_state(agent_of(d), login,
+                                 AccountStateSchema().load(state(position(1), position(2))))
+        await service.push_state(agent_of(d), login,
+                                 AccountStateSchema().load(state(position(3))))
+        assert [r["ticket"] for r in await owner_conn.fetch(
+            "select ticket from positions where account_id = $1", d.account_id)] == [3]
+        # Another org's account, by its real login: as missing as one that never was.
+        for foreign in (await login_of(owner_conn, other), 1):
+            with pytest.raises(NotFound):
+                await service.push_state(agent_of(d), foreign,
+                                         AccountStateSchema().load(state()))
+        assert await owner_conn.fetchval(
+            "select count(*) from positions where account_id = $1", other.account_id) == 0
+
+    async def test_deals_known_by_ticket_count_as_duplicates(self, pool: asyncpg.Pool,
+                                                             owner_conn: Any) -> None:
+        d = await desk(pool, owner_conn)
+        login = await login_of(owner_conn, d)
+        first = DealBatchSchema().load({"deals": [deal(1), deal(2)]})["deals"]
+        assert await service.push_deals(agent_of(d), login, first) == service.Deals(2, 0)
+        mixed = DealBatchSchema().load({"deals": [deal(2), deal(3)]})["deals"]
+        assert await service.push_deals(agent_of(d), login, mixed) == service.Deals(1, 1)
+        with pytest.raises(NotFound):
+            await service.push_deals(agent_of(d), login + 1, first)
+
+
+class TestCredentials:
+    async def test_the_fetch_opens_them_and_is_audited_with_the_accounts_it_carried(
+            self, pool: asyncpg.Pool, owner_conn: Any, config: Config) -> None:
+        d = await desk(pool, owner_conn)
+        keys = DataKeys(config.data_key.reveal(), [])
+        secret = {"password": "broker-" + secrets.token_hex(4)}
+        await owner_conn.execute("select set_config('app.platform', 'on', false)")
+        await owner_conn.execute("update accounts set credentials = $2 where id = $1",
+                                 d.account_id, credentials.seal(keys, d.account_id, secret))
+        who = as_agent(d)
+        [item] = await service.assigned_accounts(agent_of(d), who, keys)
+        assert (item["id"], item["credentials"]) == (d.account_id, secret)
+        [entry] = await owner_conn.fetch(
+            "select action, details from audit_log where request_id = $1", who.request_id)
+        assert entry["action"] == "agent.credentials_fetched"
+        assert secret["password"] not in entry["details"]
+        assert str(d.account_id) in entry["details"]
+
+    async def test_credentials_that_do_not_open_are_withheld_and_the_rest_served(
+            self, pool: asyncpg.Pool, owner_conn: Any, config: Config) -> None:
+        d = await desk(pool, owner_conn)
+        keys = DataKeys(config.data_key.reveal(), [])
+        await owner_conn.execute("select set_config('app.platform', 'on', false)")
+        # Sealed for another account: moved rows do not open (the account id is bound).
+        await owner_conn.execute("update accounts set credentials = $2 where id = $1",
+                                 d.account_id, credentials.seal(keys, uuid4(), {"p": "x"}))
+        [item] = await service.assigned_accounts(agent_of(d), as_agent(d), keys)
+        assert (item["id"], item["credentials"]) == (d.account_id, None)
