@@ -119,6 +119,7 @@ class Config:
     max_body_bytes: int = 1024 * 1024
     request_timeout_seconds: float = 30.0
     long_poll_timeout_seconds: float = 45.0
+    command_lease_seconds: int = 60  # a polled command's, before it is handed out again
     db_pool_min: int = 2
     db_pool_max: int = 10
     bcrypt_threads: int = field(default_factory=lambda: default_bcrypt_threads())
@@ -377,4 +378,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         login_backoff_max_seconds=reader.int("LOGIN_BACKOFF_MAX_SECONDS", 300, 1, 3600),
         stream_stall_seconds=reader.int("STREAM_STALL_SECONDS", 30, 1, 3600),
         exports_per_instance=reader.int("EXPORTS_PER_INSTANCE", 8, 1, 1000),
+        command_lease_seconds=reader.int("COMMAND_LEASE_SECONDS", 60, 1, 3600),
     )

@@ -37,6 +37,7 @@ class TestEdgeConfig:
         ("ARCHOMATA_LOGIN_BACKOFF_MAX_SECONDS", "86400"),
         ("ARCHOMATA_STREAM_STALL_SECONDS", "0"),
         ("ARCHOMATA_EXPORTS_PER_INSTANCE", "none"),
+        ("ARCHOMATA_COMMAND_LEASE_SECONDS", "0"),
     ])
     def test_bad_values_stop_start_naming_the_variable(self, variable: str,
                                                        value: str) -> None:
@@ -49,7 +50,10 @@ class TestEdgeConfig:
                               "ARCHOMATA_LOGIN_BACKOFF_AFTER": "3",
                               "ARCHOMATA_LOGIN_BACKOFF_MAX_SECONDS": "120",
                               "ARCHOMATA_STREAM_STALL_SECONDS": "5",
-                              "ARCHOMATA_EXPORTS_PER_INSTANCE": "2"})
+                              "ARCHOMATA_EXPORTS_PER_INSTANCE": "2",
+                              "ARCHOMATA_COMMAND_LEASE_SECONDS": "7"})
         assert (config.header_timeout_seconds, config.keepalive_timeout_seconds) == (5, 30)
         assert (config.login_backoff_after, config.login_backoff_max_seconds) == (3, 120)
         assert (config.stream_stall_seconds, config.exports_per_instance) == (5, 2)
+        assert config.command_lease_seconds == 7
+        assert load_config(GOOD).command_lease_seconds == 60

@@ -87,20 +87,22 @@ async def post_deals(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/bridge/commands")
 @agent_only(timeout=TimeoutClass.LONG_POLL)
-@doc("Commands for this agent's accounts; with `wait`, holds the request up to that many "
-     "seconds until one arrives. Each command is handed out once.",
+@doc("Commands for this agent's accounts, each leased to this poll; with `wait`, holds the "
+     "request up to that many seconds until one arrives. A command with no result when "
+     "its lease ends is handed out again (same id, attempt + 1).",
      query=CommandsQuerySchema, response=CommandListSchema)
 async def poll_commands(request: web.Request) -> web.Response:
     agent = _agent(request)
     wait = validate(CommandsQuerySchema, dict(request.query))["wait"]
     claimed = await service.poll(agent, request.app[keys.BROADCAST], wait,
+                                 request.app[keys.CONFIG].command_lease_seconds,
                                  functools.partial(client_gone, request))
     return json_response({"commands": claimed})
 
 
 @routes.post("/api/v1/bridge/commands/{command_id}/result")
 @agent_only
-@doc("Report a command's outcome, once (409 already_reported after)",
+@doc("Report a command's outcome, from any attempt, once (409 already_reported after)",
      request=CommandResultSchema, status=204)
 async def post_command_result(request: web.Request) -> web.Response:
     agent = _agent(request)

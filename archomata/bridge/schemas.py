@@ -218,9 +218,11 @@ class CommandsQuerySchema(Schema):
 
 class CommandSchema(Schema):
     id = fields.UUID(required=True)
+    attempt = fields.Integer(required=True)  # 1 the first time it is handed out
     account_login = fields.Integer(required=True)
     type = fields.String(required=True)
     payload = fields.Dict(required=True)
+    lease_expires_at = fields.DateTime(required=True)
 
 
 class CommandListSchema(Schema):
@@ -231,6 +233,9 @@ class CommandResultSchema(Schema):
     status = Text(required=True, validate=validate.OneOf(COMMAND_RESULTS))
     broker_ticket = Ticket(load_default=None, allow_none=True)
     price = DecimalString(load_default=None, allow_none=True, positive=True)
+    # The broker's return code (MT5 trade server codes such as 10009), kept as given.
+    retcode = fields.Integer(load_default=None, allow_none=True, strict=True,
+                             validate=validate.Range(-2**31, 2**31 - 1))
     message = Text(multiline=True, load_default=None, allow_none=True,
                             validate=validate.Length(max=1000))
 

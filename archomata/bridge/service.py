@@ -109,11 +109,13 @@ async def push_deals(agent: Agent, login: int, columns: Sequence[Sequence[Any]])
     return Deals(inserted, len(columns[0]) - inserted)
 
 
-async def poll(agent: Agent, broadcast: Broadcast, wait: float,
+async def poll(agent: Agent, broadcast: Broadcast, wait: float, lease_seconds: float,
                gone: Callable[[], bool]) -> list[orders.Command]:
-    """The agent's pending commands, each handed out once; with none, waits up to `wait`
-    seconds for a wake-up. Stops claiming as soon as `gone()` says no one would get the
-    commands (the client hung up), leaving them queued."""
+    """The agent's commands, each leased to this poll for `lease_seconds` (one with no
+    result by then is handed out again); with none, waits up to `wait` seconds for a
+    wake-up. Stops claiming as soon as `gone()` says no one would get the commands (the
+    client hung up), leaving them queued; a poll that dies holding some holds them only
+    until their lease runs out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     claimed: list[orders.Command] = []
@@ -123,7 +125,8 @@ async def poll(agent: Agent, broadcast: Broadcast, wait: float,
             if gone():
                 break
             async with agent.tx() as tx:
-                claimed = await orders.claim(tx, agent.org_id, agent.agent_id, MAX_COMMANDS)
+                claimed = await orders.claim(tx, agent.org_id, agent.agent_id, MAX_COMMANDS,
+                                             lease_seconds)
             remaining = deadline - loop.time()
             if claimed or remaining <= 0:
                 break
@@ -135,8 +138,9 @@ async def poll(agent: Agent, broadcast: Broadcast, wait: float,
 
 async def report_result(agent: Agent, who: AuditContext, command_id: UUID,
                         result: dict[str, Any]) -> None:
-    """Records the outcome of a command the agent was handed, once (Conflict
-    `already_reported` after), audited in the same transaction."""
+    """Records the outcome of a command the agent was handed, from any attempt, once
+    (Conflict `already_reported` after), audited in the same transaction. An `error` (the
+    agent could not tell the broker's answer) is audited as a rejection, with its status."""
     async with agent.tx() as tx:
         completion = await orders.complete(tx, agent.org_id, agent.agent_id, command_id,
                                            result)
@@ -152,4 +156,5 @@ async def report_result(agent: Agent, who: AuditContext, command_id: UUID,
                            details={"status": result["status"],
                                     "broker_ticket": result["broker_ticket"],
                                     "price": decimal_text(result["price"]),
+                                    "retcode": result["retcode"],
                                     "message": result["message"]})

@@ -196,6 +196,8 @@ class OrderSchema(Schema):
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
     executed_at = fields.DateTime(allow_none=True, required=True)
+    client_tag = fields.String(required=True)  # in the MT5 order comment
+    retcode = fields.Integer(allow_none=True, required=True)
 
 
 OrderListSchema = _page_of(OrderSchema)

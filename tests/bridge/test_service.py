@@ -8,6 +8,7 @@ import asyncio
 import functools
 import secrets
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
@@ -75,9 +76,9 @@ class TestCommands:
             broadcast: Broadcast) -> None:
         d = await desk(pool, owner_conn)
         agent, order = agent_of(d), (await place(d, draft())).order
-        [command] = await service.poll(agent, broadcast, 0, never_gone)
+        [command] = await service.poll(agent, broadcast, 0, 60, never_gone)
         assert (command.type, command.payload["order_id"]) == ("place_order", str(order.id))
-        assert await service.poll(agent, broadcast, 0, never_gone) == []
+        assert await service.poll(agent, broadcast, 0, 60, never_gone) == []
         who = as_agent(d)
         await service.report_result(agent, who, command.id, result(
             status="filled", broker_ticket=777001, price="1.08512"))
@@ -96,8 +97,8 @@ class TestCommands:
                                                        broadcast: Broadcast) -> None:
         mine, theirs = await desk(pool, owner_conn), await desk(pool, owner_conn)
         await place(mine, draft())
-        [command] = await service.poll(agent_of(mine), broadcast, 0, never_gone)
-        assert await service.poll(agent_of(theirs), broadcast, 0, never_gone) == []
+        [command] = await service.poll(agent_of(mine), broadcast, 0, 60, never_gone)
+        assert await service.poll(agent_of(theirs), broadcast, 0, 60, never_gone) == []
         who = as_agent(theirs)
         with pytest.raises(NotFound):
             await service.report_result(agent_of(theirs), who, command.id,
@@ -108,17 +109,17 @@ class TestCommands:
             self, pool: asyncpg.Pool, owner_conn: Any, broadcast: Broadcast) -> None:
         d = await desk(pool, owner_conn)
         order = (await place(d, draft())).order
-        assert await service.poll(agent_of(d), broadcast, 0, lambda: True) == []
+        assert await service.poll(agent_of(d), broadcast, 0, 60, lambda: True) == []
         assert await owner_conn.fetchval("select status from orders where id = $1",
                                          order.id) == "pending"
-        [command] = await service.poll(agent_of(d), broadcast, 0, never_gone)
+        [command] = await service.poll(agent_of(d), broadcast, 0, 60, never_gone)
         assert command.payload["order_id"] == str(order.id)
 
 
     async def test_a_waiting_poll_is_woken_by_an_order_placed_meanwhile(
             self, pool: asyncpg.Pool, owner_conn: Any, broadcast: Broadcast) -> None:
         d = await desk(pool, owner_conn)
-        waiting = asyncio.create_task(service.poll(agent_of(d), broadcast, 20, never_gone))
+        waiting = asyncio.create_task(service.poll(agent_of(d), broadcast, 20, 60, never_gone))
         await asyncio.sleep(0.2)  # the poll found nothing and waits
         assert not waiting.done()
         placed = await trading.place_order(d.door(), d.who, broadcast.wake, d.org_id,
@@ -187,3 +188,82 @@ class TestCredentials:
                                  d.account_id, credentials.seal(keys, uuid4(), {"p": "x"}))
         [item] = await service.assigned_accounts(agent_of(d), as_agent(d), keys)
         assert (item["id"], item["credentials"]) == (d.account_id, None)
+
+
+class TestLeases:
+    async def test_a_command_with_no_result_comes_back_after_its_lease_once_at_a_time(
+            self, pool: asyncpg.Pool, owner_conn: Any, broadcast: Broadcast) -> None:
+        d = await desk(pool, owner_conn)
+        agent, order = agent_of(d), (await place(d, draft())).order
+        [first] = await service.poll(agent, broadcast, 0, 1, never_gone)
+        assert first.attempt == 1
+        # With its poll until the lease runs out: no second poll gets it meanwhile.
+        assert await service.poll(agent, broadcast, 0, 1, never_gone) == []
+        await asyncio.sleep(max(0.0, (first.lease_expires_at - _now()).total_seconds()) + 0.1)
+        [second] = await service.poll(agent, broadcast, 0, 1, never_gone)
+        assert (second.id, second.attempt, second.payload) == (first.id, 2, first.payload)
+        assert second.lease_expires_at > first.lease_expires_at
+        # The first attempt's answer arrives late: taken, once; the command is done.
+        await service.report_result(agent, as_agent(d), first.id, result(
+            status="filled", broker_ticket=5, price="1.1", retcode=10009))
+        with pytest.raises(Conflict):
+            await service.report_result(agent, as_agent(d), second.id,
+                                        result(status="filled", broker_ticket=6))
+        await asyncio.sleep(1.1)
+        assert await service.poll(agent, broadcast, 0, 1, never_gone) == []
+        row = await owner_conn.fetchrow(
+            "select status, broker_ticket, retcode from orders where id = $1", order.id)
+        assert tuple(row) == ("filled", 5, 10009)
+
+    async def test_an_error_is_terminal_and_keeps_the_brokers_retcode(
+            self, pool: asyncpg.Pool, owner_conn: Any, broadcast: Broadcast) -> None:
+        d = await desk(pool, owner_conn)
+        agent, order = agent_of(d), (await place(d, draft())).order
+        [command] = await service.poll(agent, broadcast, 0, 60, never_gone)
+        who = as_agent(d)
+        await service.report_result(agent, who, command.id, result(
+            status="error", retcode=10031, message="no connection to the trade server"))
+        with pytest.raises(Conflict):
+            await service.report_result(agent, as_agent(d), command.id,
+                                        result(status="filled", broker_ticket=9))
+        row = await owner_conn.fetchrow(
+            "select status, broker_ticket, retcode, message from orders where id = $1",
+            order.id)
+        assert tuple(row) == ("error", None, 10031, "no connection to the trade server")
+        [entry] = await owner_conn.fetch(
+            "select action, details from audit_log where request_id = $1", who.request_id)
+        assert entry["action"] == "order.rejected"
+        assert '"retcode": 10031' in entry["details"] and '"error"' in entry["details"]
+
+    async def test_a_command_handed_out_is_never_withdrawn_by_a_cancel(
+            self, pool: asyncpg.Pool, owner_conn: Any, broadcast: Broadcast) -> None:
+        """Its order may have reached the broker: even with its lease run out, a cancel
+        answers order_not_pending and the command goes back to the agent."""
+        d = await desk(pool, owner_conn)
+        agent, kept = agent_of(d), (await place(d, draft())).order
+        [handed] = await service.poll(agent, broadcast, 0, 1, never_gone)
+        assert handed.payload["order_id"] == str(kept.id)
+        withdrawn = (await place(d, draft())).order  # never handed out
+        await asyncio.sleep(1.1)
+        with pytest.raises(Conflict) as refused:
+            async with d.door()() as tx:
+                await trading.cancel_order(tx, d.who, d.org_id, kept.id)
+        assert refused.value.code == "order_not_pending"
+        async with d.door()() as tx:
+            cancelled = await trading.cancel_order(tx, d.who, d.org_id, withdrawn.id)
+        assert cancelled.status == "cancelled"
+        [again] = await service.poll(agent, broadcast, 0, 60, never_gone)
+        assert (again.id, again.attempt) == (handed.id, 2)
+
+    async def test_every_order_carries_its_own_short_tag(
+            self, pool: asyncpg.Pool, owner_conn: Any, broadcast: Broadcast) -> None:
+        d = await desk(pool, owner_conn)
+        placed = [(await place(d, draft())).order for _ in range(5)]
+        handed = await service.poll(agent_of(d), broadcast, 0, 60, never_gone)
+        tags = [c.payload["client_tag"] for c in handed]
+        assert tags == [o.client_tag for o in placed]
+        assert len(set(tags)) == 5 and all(len(t) <= 20 and t.isalnum() for t in tags)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

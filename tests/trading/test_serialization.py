@@ -45,11 +45,11 @@ D = Decimal
           D("0.00"), NOW), DealSchema),
     (Order(uuid.uuid4(), uuid.uuid4(), "c-1", "EURUSD", "buy", "limit", D("0.10"), D("1.1"),
            None, D("1.3"), None, "filled", 77, D("1.10002"), None, uuid.uuid4(), NOW, NOW,
-           NOW), OrderSchema),
+           NOW, "am0123456789abcdefgh", 10009), OrderSchema),
     (Strategy(uuid.uuid4(), "S", "", [uuid.uuid4()], {"a": [1, {"b": None}]}, True, NOW, NOW),
      StrategySchema),
     (RiskLimits(True, D("2.5"), 3, None), RiskLimitsSchema),
-    (Command(uuid.uuid4(), 7, "place_order", {"volume": "1"}), CommandSchema),
+    (Command(uuid.uuid4(), 2, 7, "place_order", {"volume": "1"}, NOW), CommandSchema),
 ])
 def test_dataclass_serialises_as_its_schema_documents(value: Any, schema: type[Schema]) -> None:
     fast = orjson.loads(dumps(value))

@@ -1,16 +1,23 @@
 """Orders, and the commands that carry them to the account's agent.
 
-    order:    pending -> sent (an agent claimed its command) -> filled | rejected | error
+    order:    pending -> sent (an agent was handed its command) -> filled | rejected | error
               pending -> cancelled
-    command:  pending -> claimed -> done;  pending -> cancelled
+    command:  pending -> claimed (leased) -> done;  pending -> cancelled
+              claimed, its lease run out with no result -> handed out again
 
-Agents claim pending commands with `FOR UPDATE SKIP LOCKED`, so each is handed out once
-however many agents or service instances poll; a cancel takes the same row lock, so a
-command is either cancelled or claimed, never both.
+A poll leases the commands it hands out (`lease_expires_at`); one with no result when its
+lease runs out is handed out again, the same id with `attempt` + 1, and a result from any
+attempt is taken once. Agents claim with `FOR UPDATE SKIP LOCKED`, so a command is with
+one poll at a time however many agents or service instances poll; a cancel takes the same
+row lock, so a command is either cancelled or handed out, never both. A command handed
+out once is never withdrawn: its order may have reached the broker, which the agent finds
+out by the order's `client_tag` (written into the MT5 order comment).
 """
 
 from __future__ import annotations
 
+import base64
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -45,14 +52,24 @@ class Order:
     created_at: datetime
     updated_at: datetime
     executed_at: datetime | None
+    client_tag: str
+    retcode: int | None
 
 
 @dataclass(frozen=True)
 class Command:
     id: UUID
+    attempt: int
     account_login: int
     type: str
     payload: dict[str, Any]
+    lease_expires_at: datetime
+
+
+def new_client_tag() -> str:
+    """An order's tag for the MT5 order comment: 20 characters (comments are short), 90
+    random bits, so no two orders share one."""
+    return "am" + base64.b32encode(secrets.token_bytes(12)).decode()[:18].lower()
 
 
 COLUMNS = ", ".join(rows.field_names(Order))
@@ -64,8 +81,8 @@ def _order(row: asyncpg.Record | None) -> Order | None:
 
 INSERT = f"""
     insert into orders (org_id, account_id, client_order_id, symbol, side, type, volume, price,
-                        sl, tp, position_ticket, created_by)
-    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                        sl, tp, position_ticket, created_by, client_tag)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
     returning {COLUMNS}
 """
 INSERT_COMMAND = """
@@ -80,7 +97,7 @@ async def insert(tx: Tx, org_id: UUID, account_id: UUID, draft: dict[str, Any],
     row = await tx.fetchrow(INSERT, org_id, account_id, draft.get("client_order_id"),
                             draft["symbol"], draft["side"], draft["type"], draft["volume"],
                             draft.get("price"), draft.get("sl"), draft.get("tp"),
-                            draft.get("position_ticket"), created_by)
+                            draft.get("position_ticket"), created_by, new_client_tag())
     order = _order(row)
     assert order is not None
     await tx.execute(INSERT_COMMAND, org_id, account_id, order.id, command_type,
@@ -93,7 +110,7 @@ def command_payload(order: Order) -> dict[str, Any]:
     payload = with_decimal_texts({
         "order_id": str(order.id), "symbol": order.symbol, "side": order.side,
         "type": order.type, "volume": order.volume, "price": order.price, "sl": order.sl,
-        "tp": order.tp})
+        "tp": order.tp, "client_tag": order.client_tag})
     if order.position_ticket is not None:
         payload["ticket"] = order.position_ticket
     return payload
@@ -157,28 +174,35 @@ CLAIM = """
         select c.id from commands c
         join accounts a on a.org_id = c.org_id and a.id = c.account_id
         where c.org_id = $1 and a.agent_id = $2 and a.deleted_at is null
-          and c.status = 'pending'
+          and (c.status = 'pending' or (c.status = 'claimed' and c.lease_expires_at <= now()))
         order by c.created_at, c.id
         limit $3
         for update of c skip locked
     ), claimed as (
-        update commands c set status = 'claimed', claimed_by = $2, claimed_at = now()
+        update commands c set status = 'claimed', claimed_by = $2, claimed_at = now(),
+                              attempt = c.attempt + 1,
+                              lease_expires_at = now() + make_interval(secs => $4)
         from claimable where c.id = claimable.id
-        returning c.id, c.account_id, c.order_id, c.type, c.payload, c.created_at
+        returning c.id, c.attempt, c.account_id, c.order_id, c.type, c.payload,
+                  c.lease_expires_at, c.created_at
     ), sent as (
         update orders o set status = 'sent', updated_at = now()
         from claimed where o.org_id = $1 and o.id = claimed.order_id and o.status = 'pending'
     )
-    select claimed.id, a.login as account_login, claimed.type, claimed.payload
+    select claimed.id, claimed.attempt, a.login as account_login, claimed.type,
+           claimed.payload, claimed.lease_expires_at
     from claimed join accounts a on a.org_id = $1 and a.id = claimed.account_id
     order by claimed.created_at, claimed.id
 """
 
 
-async def claim(tx: Tx, org_id: UUID, agent_id: UUID, limit: int) -> list[Command]:
-    """Hands the agent's oldest pending commands to it, each exactly once."""
-    found = await tx.fetch(CLAIM, org_id, agent_id, limit)
-    return [Command(r["id"], r["account_login"], r["type"], r["payload"]) for r in found]
+async def claim(tx: Tx, org_id: UUID, agent_id: UUID, limit: int,
+                lease_seconds: float) -> list[Command]:
+    """Leases the agent's oldest commands to it for `lease_seconds`: those never handed
+    out, and those whose lease ran out with no result (the same id, attempt + 1)."""
+    found = await tx.fetch(CLAIM, org_id, agent_id, limit, float(lease_seconds))
+    return [Command(r["id"], r["attempt"], r["account_login"], r["type"], r["payload"],
+                    r["lease_expires_at"]) for r in found]
 
 
 COMPLETE = """
@@ -187,10 +211,12 @@ COMPLETE = """
     returning order_id
 """
 COMMAND_STATE = "select status from commands where org_id = $1 and id = $2 and claimed_by = $3"
+# Terminal states never change: only an order on its way takes a result.
 RECORD_RESULT = f"""
     update orders set status = $3, broker_ticket = $4, fill_price = $5, message = $6,
+                      retcode = $7,
                       executed_at = case when $3 = 'filled' then now() end, updated_at = now()
-    where org_id = $1 and id = $2
+    where org_id = $1 and id = $2 and status in ('pending', 'sent')
     returning {COLUMNS}
 """
 
@@ -203,7 +229,7 @@ class Completion:
 
 async def complete(tx: Tx, org_id: UUID, agent_id: UUID, command_id: UUID,
                    result: dict[str, Any]) -> Completion:
-    """Records the agent's result of a command it claimed, once."""
+    """Records the agent's result of a command it was handed, from any attempt, once."""
     order_id = await tx.fetchval(COMPLETE, org_id, command_id, agent_id,
                                  with_decimal_texts(result))
     if order_id is None:
@@ -211,7 +237,7 @@ async def complete(tx: Tx, org_id: UUID, agent_id: UUID, command_id: UUID,
         return Completion(state is not None, None)
     order = _order(await tx.fetchrow(RECORD_RESULT, org_id, order_id, result["status"],
                                      result.get("broker_ticket"), result.get("price"),
-                                     result.get("message")))
+                                     result.get("message"), result.get("retcode")))
     return Completion(True, order)
 
 

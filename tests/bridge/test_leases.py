@@ -1,0 +1,186 @@
+"""Commands are leased, never lost, never doubled, through the real API on real
+PostgreSQL and Redis: a poll that dies holding a command gives it back when its lease
+runs out; agents on two instances, dying and losing answers, execute every order once."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import random
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from archomata import keys
+from archomata.app import create_app
+from archomata.config import Config
+from tests import sockets
+from tests.factories import agent_auth, agent_with_key, signed_up, trading_account
+
+LEASE_SECONDS = 1
+
+
+def leased(config: Config) -> Any:
+    return create_app(dataclasses.replace(config, command_lease_seconds=LEASE_SECONDS))
+
+
+async def order_status(client: Any, auth: dict[str, str], order_id: str) -> str:
+    body = await (await client.get(f"/api/v1/orders/{order_id}", headers=auth)).json()
+    status: str = body["status"]
+    return status
+
+
+async def commands(client: Any, key: str, wait: int = 0) -> list[dict[str, Any]]:
+    response = await client.get(f"/api/v1/bridge/commands?wait={wait}", headers=agent_auth(key))
+    assert response.status == 200, await response.text()
+    found: list[dict[str, Any]] = (await response.json())["commands"]
+    return found
+
+
+class TestAPollThatDies:
+    async def test_the_command_it_took_comes_back_after_the_lease(
+            self, aiohttp_client: Any, config: Config, mail_sink: Any) -> None:
+        client = await aiohttp_client(leased(config))
+        admin = await signed_up(client, mail_sink)
+        agent, key = await agent_with_key(client, admin)
+        account = await trading_account(client, admin, agent_id=agent["id"])
+        await asyncio.wait_for(client.app[keys.BROADCAST].subscribed.wait(), 5)
+        # A long poll on a raw connection: woken by the order, it takes the command...
+        dying = await sockets.request(client.port, "/api/v1/bridge/commands?wait=20",
+                                      agent_auth(key))
+        await asyncio.sleep(0.3)
+        placed = await client.post(f"/api/v1/accounts/{account['id']}/orders",
+                                   headers=admin.auth, json={"symbol": "EURUSD", "side": "buy",
+                                                             "type": "market", "volume": "1"})
+        order = await placed.json()
+        deadline = time.monotonic() + 5
+        while await order_status(client, admin.auth, order["id"]) != "sent":
+            assert time.monotonic() < deadline, "the dying poll never took the command"
+            await asyncio.sleep(0.05)
+        dying.close()  # ...and its agent dies before reading the answer
+        assert await commands(client, key) == []  # still with the dead poll's lease
+        await asyncio.sleep(LEASE_SECONDS + 0.2)
+        [again] = await commands(client, key)
+        assert (again["payload"]["order_id"], again["attempt"]) == (order["id"], 2)
+        assert again["payload"]["client_tag"] == order["client_tag"]
+        reported = await client.post(f"/api/v1/bridge/commands/{again['id']}/result",
+                                     json={"status": "filled", "broker_ticket": 1,
+                                           "retcode": 10009}, headers=agent_auth(key))
+        assert reported.status == 204
+        done = await (await client.get(f"/api/v1/orders/{order['id']}",
+                                       headers=admin.auth)).json()
+        assert (done["status"], done["broker_ticket"], done["retcode"]) == ("filled", 1, 10009)
+
+    async def test_a_poll_whose_client_left_before_any_order_takes_nothing(
+            self, aiohttp_client: Any, config: Config, mail_sink: Any) -> None:
+        client = await aiohttp_client(leased(config))
+        admin = await signed_up(client, mail_sink)
+        agent, key = await agent_with_key(client, admin)
+        account = await trading_account(client, admin, agent_id=agent["id"])
+        await asyncio.wait_for(client.app[keys.BROADCAST].subscribed.wait(), 5)
+        gone = await sockets.request(client.port, "/api/v1/bridge/commands?wait=20",
+                                     agent_auth(key))
+        await asyncio.sleep(0.3)
+        gone.close()
+        await asyncio.sleep(0.2)
+        await client.post(f"/api/v1/accounts/{account['id']}/orders", headers=admin.auth,
+                          json={"symbol": "EURUSD", "side": "buy", "type": "market",
+                                "volume": "1"})
+        await asyncio.sleep(0.3)  # the abandoned poll was woken and saw no one to hand it to
+        [command] = await commands(client, key)
+        assert command["attempt"] == 1
+
+
+class Broker:
+    """The MT5 side: what reached it, by the tag each order carries in its comment."""
+
+    def __init__(self) -> None:
+        self.executed: dict[str, int] = {}
+        self.executions = 0
+        self.tickets = itertools.count(100_000)
+
+    async def execute(self, tag: str) -> int:
+        """Looks for the tag first, as an agent does with a re-delivered command; the
+        look-up and the execution are not atomic (a real terminal's are not either), so a
+        command held by two polls at once would be executed twice."""
+        if tag in self.executed:
+            return self.executed[tag]
+        await asyncio.sleep(0.005)
+        if tag in self.executed:
+            return self.executed[tag]
+        self.executions += 1
+        self.executed[tag] = next(self.tickets)
+        return self.executed[tag]
+
+
+class TestTwoInstancesUnderFaults:
+    async def test_every_order_is_executed_exactly_once(
+            self, aiohttp_client: Any, config: Config, mail_sink: Any,
+            owner_conn: Any) -> None:
+        instances = [await aiohttp_client(leased(config)) for _ in range(2)]
+        first = instances[0]
+        admin = await signed_up(first, mail_sink)
+        agent, key = await agent_with_key(first, admin)
+        account = await trading_account(first, admin, agent_id=agent["id"])
+        broker, rng = Broker(), random.Random(20261204)
+        placed: list[str] = []
+        handed: dict[str, list[tuple[int, datetime]]] = {}  # command id -> attempts
+        placing_until = time.monotonic() + 45
+        stop_at = placing_until + 15
+        settled = asyncio.Event()
+
+        async def place() -> None:
+            while time.monotonic() < placing_until:
+                response = await first.post(
+                    f"/api/v1/accounts/{account['id']}/orders", headers=admin.auth,
+                    json={"symbol": "EURUSD", "side": "buy", "type": "market",
+                          "volume": "0.01"})
+                assert response.status == 201
+                placed.append((await response.json())["id"])
+                await asyncio.sleep(0.15)
+
+        async def watch() -> None:
+            await owner_conn.execute("select set_config('app.platform', 'on', false)")
+            while time.monotonic() < stop_at:
+                await asyncio.sleep(0.5)
+                if time.monotonic() > placing_until and not await owner_conn.fetchval(
+                        "select count(*) from orders where account_id = $1 "
+                        "and status <> 'filled'", account["id"]):
+                    settled.set()
+                    return
+
+        async def agent_loop(instance: Any) -> None:
+            while time.monotonic() < stop_at and not settled.is_set():
+                for command in await commands(instance, key, wait=1):
+                    handed.setdefault(command["id"], []).append(
+                        (command["attempt"], datetime.fromisoformat(command["lease_expires_at"])))
+                    fate = rng.random()
+                    if fate < 0.15:  # the agent dies before it executes
+                        continue
+                    ticket = await broker.execute(command["payload"]["client_tag"])
+                    if fate < 0.3:  # executed, and the answer is lost
+                        continue
+                    reported = await instance.post(
+                        f"/api/v1/bridge/commands/{command['id']}/result",
+                        json={"status": "filled", "broker_ticket": ticket},
+                        headers=agent_auth(key))
+                    assert reported.status in (204, 409), await reported.text()
+
+        await asyncio.gather(place(), watch(),
+                             *(agent_loop(i) for i in instances for _ in range(2)))
+        statuses = await _statuses(first, admin.auth, placed)
+        assert len(placed) > 100 and statuses == ["filled"] * len(placed)
+        assert broker.executions == len(placed) == len(broker.executed)
+        redelivered = [a for a in handed.values() if len(a) > 1]
+        assert redelivered, "no fault happened: the test proved nothing"
+        lease = timedelta(seconds=LEASE_SECONDS)
+        for attempts in handed.values():
+            assert [n for n, _ in attempts] == list(range(1, len(attempts) + 1))
+            # Each attempt handed out only once the previous one's lease had run out.
+            for (_, before), (_, after) in itertools.pairwise(attempts):
+                assert after - lease >= before
+
+
+async def _statuses(client: Any, auth: dict[str, str], order_ids: list[str]) -> list[str]:
+    return [await order_status(client, auth, order_id) for order_id in order_ids]
