@@ -16,10 +16,12 @@ carries one request's scope into another's:
   registration, refresh) where the scope comes from server-side state. Dangerous if fed
   a client-supplied id: only pass ids the server has itself resolved.
 
-Work that must follow a commit and never a rollback (the permission cache's version bump
-after a change to who may do what) is scheduled on the `Tx` (`after_commit`,
-`permissions_changed`): the store function that writes the change schedules it, so no
-handler can forget it.
+A change to who may do what raises the org's permission version in PostgreSQL
+(`permission_versions`) in its own transaction, and Redis's copy just before the COMMIT:
+the store function that writes the change says so (`tx.permissions_changed`), so no
+handler can forget it, and a change whose version Redis cannot take is rolled back
+(503) rather than committed unseen. Other work that must follow a commit and never a
+rollback is scheduled on the `Tx` (`after_commit`).
 
 Requests through `org_tx`, `user_tx` and `platform_tx` (nearly all) wait for a connection in the
 order they asked (the app's `DB_TURNS`); the rarer service and system doors do not queue.
@@ -29,9 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 from uuid import UUID, uuid4
@@ -62,9 +63,9 @@ TxOpener = Callable[[], "AbstractAsyncContextManager[Tx]"]
 
 
 class PermissionCache(Protocol):
-    """What keeps cached permissions fresh (security.revocation.Revocation)."""
+    """What keeps cached permissions fresh (identity.revocation.Revocation)."""
 
-    async def bump_authz(self, org_id: UUID) -> None: ...
+    async def raise_versions(self, versions: Mapping[UUID, int]) -> None: ...
 
 
 # The permission cache of each pool the app opened (registered by the app for its life):
@@ -74,7 +75,7 @@ _PERMISSION_CACHES: dict[asyncpg.Pool, PermissionCache] = {}
 
 @contextlib.contextmanager
 def permission_cache(pool: asyncpg.Pool, cache: PermissionCache) -> Iterator[None]:
-    """While open, a change to permissions committed on `pool` bumps `cache`."""
+    """While open, a change to permissions made on `pool` raises `cache`'s versions."""
     previous = _PERMISSION_CACHES.get(pool)
     _PERMISSION_CACHES[pool] = cache
     try:
@@ -84,6 +85,14 @@ def permission_cache(pool: asyncpg.Pool, cache: PermissionCache) -> Iterator[Non
             _PERMISSION_CACHES.pop(pool, None)
         else:
             _PERMISSION_CACHES[pool] = previous
+
+
+_RAISE_VERSIONS = """
+    insert into permission_versions (org_id, version)
+    select org_id, 1 from unnest($1::uuid[]) as org_id order by org_id
+    on conflict (org_id) do update set version = permission_versions.version + 1
+    returning org_id, version
+"""
 
 
 class Tx:
@@ -109,20 +118,27 @@ class Tx:
         self._after_commit.append(callback)
 
     def permissions_changed(self, org_id: UUID) -> None:
-        """Who may do what in `org_id` changes with this transaction: once it commits,
-        every instance reloads its members' permissions (once per org, however many
-        changes the transaction made)."""
+        """Who may do what in `org_id` changes with this transaction: before it commits,
+        the org's permission version goes up, here and in the cache, so every instance
+        reloads its members' permissions (once per org, however many changes the
+        transaction made)."""
         if self._changed_orgs is None:
             self._changed_orgs = set()
         self._changed_orgs.add(org_id)
 
-    def committed_hooks(self, cache: PermissionCache | None) -> list[AfterCommit]:
-        """What to run now that the transaction committed, the cache bumps last."""
-        hooks = list(self._after_commit or ())
-        if cache is not None and self._changed_orgs:
-            hooks += [functools.partial(cache.bump_authz, org)
-                      for org in sorted(self._changed_orgs)]
-        return hooks
+    async def raise_permission_versions(self, cache: PermissionCache | None) -> None:
+        """Just before COMMIT: the changed orgs' versions, one statement (rows locked, in
+        a fixed order, until the commit), then the cache's copy. A cache that cannot take
+        them fails the transaction: no change commits that a cache has not heard of."""
+        if not self._changed_orgs:
+            return
+        found = await self.conn.fetch(_RAISE_VERSIONS, sorted(self._changed_orgs))
+        if cache is not None:
+            await cache.raise_versions({r["org_id"]: r["version"] for r in found})
+
+    def committed_hooks(self) -> list[AfterCommit]:
+        """What to run now that the transaction committed."""
+        return list(self._after_commit or ())
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self.conn.fetch(sql, *args)
@@ -255,6 +271,7 @@ async def _scoped_tx(pool: asyncpg.Pool, *, turns: asyncio.Semaphore | None = No
             tx = Tx(conn, org_id, user_id, platform)
             try:
                 yield tx
+                await tx.raise_permission_versions(_PERMISSION_CACHES.get(pool))
             except BaseException as exc:
                 if not conn.is_closed():
                     await conn.execute("ROLLBACK")
@@ -268,7 +285,7 @@ async def _scoped_tx(pool: asyncpg.Pool, *, turns: asyncio.Semaphore | None = No
         finally:
             await pool.release(conn)
     # Committed: the connection and the turn are back, the hooks hold neither.
-    hooks = tx.committed_hooks(_PERMISSION_CACHES.get(pool))
+    hooks = tx.committed_hooks()
     if hooks:
         # Shielded: a request cancelled now (its client gone, its deadline passed) is
         # committed all the same, and so must its hooks run.
@@ -287,8 +304,7 @@ async def _run_hooks(hooks: list[AfterCommit]) -> None:
         try:
             await hook()
         except Exception:
-            # The change is committed; answering 5xx would tell the client otherwise. A
-            # missed bump leaves permissions cached until AUTHZ_TTL_SECONDS at worst.
+            # The change is committed; answering 5xx would tell the client otherwise.
             log.exception("an after-commit hook failed", extra={
                 "hook": getattr(hook, "__qualname__", None) or type(hook).__name__})
 

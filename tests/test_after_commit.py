@@ -8,7 +8,7 @@ import asyncio
 import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import import_module
 from pkgutil import walk_packages
 from types import ModuleType
@@ -21,20 +21,22 @@ import archomata
 from archomata.access import store as roles
 from archomata.access.principal import OrgRole
 from archomata.db import Tx, permission_cache, system_tx
-from archomata.errors import Conflict
+from archomata.errors import Conflict, ServiceUnavailable
 from archomata.identity.onboarding import NewAccount
 from archomata.orgs.store import groups, members, orgs
 from tests.factories import tenant_account
 
 
 class Recorder:
-    """A permission cache that remembers what it was told to bump."""
+    """A permission cache that remembers the orgs whose versions it was told to raise."""
 
     def __init__(self) -> None:
         self.bumped: list[UUID] = []
+        self.versions: dict[UUID, int] = {}
 
-    async def bump_authz(self, org_id: UUID) -> None:
-        self.bumped.append(org_id)
+    async def raise_versions(self, versions: Mapping[UUID, int]) -> None:
+        self.bumped += sorted(versions)
+        self.versions.update(versions)
 
 
 
@@ -76,7 +78,8 @@ class TestAfterCommit:
         async with system_tx(pool) as tx:  # and the write was indeed undone
             assert await roles.of_member(tx, account.org.id, account.user.id) != []
 
-    async def test_a_failed_commit_runs_no_hook(self, pool: asyncpg.Pool) -> None:
+    async def test_a_failed_commit_runs_no_hook_and_leaves_the_version(
+            self, pool: asyncpg.Pool, owner_conn: asyncpg.Connection) -> None:
         recorder, ran, org_id = Recorder(), [], (await tenant_account(pool)).org.id
 
         async def hook() -> None:
@@ -91,9 +94,51 @@ class TestAfterCommit:
                 tx.permissions_changed(org_id)
                 tx.after_commit(hook)
 
+        before = await _version(owner_conn, org_id)
         with permission_cache(pool, recorder), pytest.raises(Conflict):
             await refused_at_commit()
-        assert ran == [] and recorder.bumped == []
+        assert ran == []
+        # The cache heard of a version that never committed: its entries reload once,
+        # which costs a read; the reverse, a change it had not heard of, would be stale.
+        assert recorder.bumped == [org_id]
+        assert await _version(owner_conn, org_id) == before
+
+    async def test_the_version_goes_up_in_the_transaction_and_the_cache_before_commit(
+            self, pool: asyncpg.Pool, owner_conn: asyncpg.Connection) -> None:
+        account = await tenant_account(pool)
+        before = await _version(owner_conn, account.org.id)
+        seen_by_others: list[int] = []
+
+        class Watching(Recorder):
+            async def raise_versions(self, versions: Mapping[UUID, int]) -> None:
+                # Told before the COMMIT: another connection still sees the old version.
+                seen_by_others.append(await _version(owner_conn, account.org.id))
+                await super().raise_versions(versions)
+
+        recorder = Watching()
+        with permission_cache(pool, recorder):
+            async with system_tx(pool) as tx:
+                await roles.set_for_member(tx, account.org.id, account.user.id, [])
+                await roles.assign_by_name(tx, account.org.id, account.user.id, "Viewer")
+        assert recorder.versions == {account.org.id: before + 1}  # once for the two changes
+        assert seen_by_others == [before]
+        assert await _version(owner_conn, account.org.id) == before + 1
+
+    async def test_a_cache_that_cannot_take_the_version_rolls_the_change_back(
+            self, pool: asyncpg.Pool, owner_conn: asyncpg.Connection) -> None:
+        account = await tenant_account(pool)
+        before = await _version(owner_conn, account.org.id)
+
+        class Down:
+            async def raise_versions(self, versions: Mapping[UUID, int]) -> None:
+                raise ServiceUnavailable("Redis is unavailable.")
+
+        with permission_cache(pool, Down()), pytest.raises(ServiceUnavailable):
+            async with system_tx(pool) as tx:
+                await roles.set_for_member(tx, account.org.id, account.user.id, [])
+        async with system_tx(pool) as tx:
+            assert await roles.of_member(tx, account.org.id, account.user.id) != []
+        assert await _version(owner_conn, account.org.id) == before
 
     async def test_a_failing_hook_is_logged_and_the_change_stays_committed(
             self, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture) -> None:
@@ -183,7 +228,7 @@ async def test_each_store_write_of_permissions_schedules_the_bump(
     with permission_cache(pool, recorder):
         async with system_tx(pool) as tx:
             await WRITES[name](tx, account, group_id)
-            assert recorder.bumped == []  # not before the COMMIT
+            assert recorder.bumped == []  # at the end of the transaction, once
     assert recorder.bumped == [account.org.id]
 
 
@@ -222,3 +267,11 @@ def test_the_table_of_writes_is_every_store_function_writing_permissions() -> No
     assert set(found) - _NAME_ONLY == set(WRITES)
     assert [name for name, schedules in found.items()
             if not schedules and name not in _NAME_ONLY] == []
+
+
+async def _version(owner_conn: asyncpg.Connection, org_id: UUID) -> int:
+    await owner_conn.execute("select set_config('app.platform', 'on', false)")
+    found: int = await owner_conn.fetchval(
+        "select coalesce((select version from permission_versions where org_id = $1), 0)",
+        org_id)
+    return found

@@ -160,7 +160,7 @@ class TestComponentsWithoutRedis:
             revocation = Revocation(dead_redis, pool)
             for call in (revocation.rebuild(), revocation.set_org_disabled(uuid4(), True),
                          revocation.set_user_disabled(uuid4(), True),
-                         revocation.bump_authz(uuid4())):
+                         revocation.raise_versions({uuid4(): 1})):
                 await raises_unavailable(call)
             # Only a cache: the next request loads from PostgreSQL.
             await revocation.cache_authz(uuid4(), uuid4(), 1, None)

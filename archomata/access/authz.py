@@ -9,9 +9,13 @@ import asyncpg
 from archomata.db import service_tx
 from archomata.identity.revocation import Authz
 
-# Effective permissions: the union over roles held directly and through every group.
+# Effective permissions: the union over roles held directly and through every group;
+# with the org's permission version read in the same snapshot, which tags the cache entry
+# (a change committed after this read raises the version past it).
 LOAD_MEMBERSHIP = """
-    select m.org_role,
+    select coalesce((select version from permission_versions where org_id = $1), 0)
+               as version,
+           m.org_role,
            array(select distinct rp.permission
                  from role_permissions rp
                  where rp.role_id in (
@@ -21,15 +25,17 @@ LOAD_MEMBERSHIP = """
                      select gr.role_id from group_roles gr
                      join group_members gm on gm.org_id = gr.org_id and gm.group_id = gr.group_id
                      where gm.org_id = $1 and gm.user_id = $2)) as permissions
-    from memberships m
-    where m.org_id = $1 and m.user_id = $2
+    from (values (1)) as one
+    left join memberships m on m.org_id = $1 and m.user_id = $2
 """
 
 
-async def load(pool: asyncpg.Pool, org_id: UUID, user_id: UUID) -> Authz | None:
-    """The user's role and permissions in the org, or None when not a member."""
+async def load(pool: asyncpg.Pool, org_id: UUID, user_id: UUID) -> tuple[Authz | None, int]:
+    """The user's role and permissions in the org (None when not a member), and the org's
+    permission version they were read at."""
     async with service_tx(pool, org_id=org_id, user_id=user_id) as tx:
         row = await tx.fetchrow(LOAD_MEMBERSHIP, org_id, user_id)
-    if row is None:
-        return None
-    return Authz(row["org_role"], frozenset(row["permissions"]))
+    assert row is not None  # one row always: the left join keeps it
+    if row["org_role"] is None:
+        return None, row["version"]
+    return Authz(row["org_role"], frozenset(row["permissions"])), row["version"]

@@ -48,9 +48,8 @@ class Authenticator:
                              claims.platform_role)
         access = result.authz
         if access is None:
-            access = await authz.load(self.pool, claims.org_id, claims.user_id)
-            await self.revocation.cache_authz(claims.org_id, claims.user_id,
-                                              result.authz_version, access)
+            access, version = await authz.load(self.pool, claims.org_id, claims.user_id)
+            await self.revocation.cache_authz(claims.org_id, claims.user_id, version, access)
             if access is None:
                 raise Unauthorized("You are no longer a member of this organisation.",
                                    code="membership_revoked")

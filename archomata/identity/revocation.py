@@ -6,8 +6,11 @@ PostgreSQL is the source of truth; Redis holds what every request must check:
     rv:org:{org}        the org is disabled
     rv:user:{uid}       hash: disabled (1), cut (access tokens whose `iat_us` is below it
                         are dead: microseconds on Redis's clock, see sessions.py)
-    authz:{org}:{uid}   JSON cache of the membership and permissions, tagged with ...
-    authzv:{org}        ... the org's authorisation version; any change bumps it
+    perm:{org}:{uid}    JSON cache of the membership and permissions, tagged with the
+                        org's permission version read in the snapshot it was loaded from
+    permv:{org}         the org's permission version, a copy of PostgreSQL's
+                        (permission_versions), raised before any change commits: an entry
+                        tagged older is stale
     sess:{sid}          the session (see sessions.py): gone means revoked
 
 If Redis loses its data, `rv:ready` is gone with it, and the state is rebuilt from
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -66,7 +69,7 @@ def _text(value: Any) -> str:
 # then every read the revocation check needs, so redis-py packs and parses one command
 # (measured: 40% less client CPU than the same in a four-command pipeline).
 # KEYS: [the rate-limit bucket,] rv:ready, sess:{sid}, rv:user:{uid}
-#       [, rv:org:{org}, authz:{org}:{uid}, authzv:{org}] for a token with an org.
+#       [, rv:org:{org}, perm:{org}:{uid}, permv:{org}] for a token with an org.
 # ARGV: the limit and its window in ms, or two empty strings when not limited.
 # Returns {rate reply or false, ready, session, disabled, cut[, org, authz, authzv]}.
 GATE = OPTIONAL_HIT + """
@@ -86,8 +89,8 @@ def gate_keys(claims: Claims) -> list[str]:
     """GATE's own KEYS for `claims` (the rate-limit bucket, if any, goes before them)."""
     keys = [READY, f"sess:{claims.session_id}", f"rv:user:{claims.user_id}"]
     if claims.org_id is not None:
-        keys += [f"rv:org:{claims.org_id}", f"authz:{claims.org_id}:{claims.user_id}",
-                 f"authzv:{claims.org_id}"]
+        keys += [f"rv:org:{claims.org_id}", f"perm:{claims.org_id}:{claims.user_id}",
+                 f"permv:{claims.org_id}"]
     return keys
 
 
@@ -110,13 +113,24 @@ def judge(claims: Claims, reply: Sequence[Any]) -> CheckResult:
         raise Unauthorized("This organisation is disabled.", code="org_disabled")
     version = int(_text(version_raw)) if version_raw is not None else 0
     cached = orjson.loads(cached_raw) if cached_raw is not None else None
-    if cached is None or cached.get("v") != version:
+    # Older than a change Redis has heard of: stale. Newer (Redis lost the raise of a
+    # change that committed, a replica behind): what it says was read after that change.
+    if cached is None or int(cached.get("v", 0)) < version:
         return CheckResult(True, None, version, True)
     if not cached.get("member"):
         raise Unauthorized("You are no longer a member of this organisation.",
                            code="membership_revoked")
     return CheckResult(True, Authz(cached["role"], frozenset(cached["perms"])), version, False)
 
+
+# KEYS: permv:{org}...; ARGV: their versions. Each only ever goes up.
+_RAISE_VERSIONS = """
+for i, key in ipairs(KEYS) do
+    if tonumber(ARGV[i]) > tonumber(redis.call('GET', key) or '0') then
+        redis.call('SET', key, ARGV[i])
+    end
+end
+"""
 
 _RAISE_CUT = """
 if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'cut') or '0') then
@@ -130,11 +144,14 @@ class Revocation:
         self.redis = redis
         self.pool = pool
         self._raise_cut = redis.register_script(_RAISE_CUT)
+        self._raise_versions = redis.register_script(_RAISE_VERSIONS)
 
     async def rebuild(self) -> None:
-        """Re-reads disabled orgs and users and token cut-offs from PostgreSQL."""
+        """Re-reads disabled orgs and users, token cut-offs and permission versions from
+        PostgreSQL."""
         async with system_tx(self.pool) as tx:
             orgs = await tx.fetch("select id from orgs where disabled_at is not null")
+            versions = await tx.fetch("select org_id, version from permission_versions")
             users = await tx.fetch(
                 "select id, disabled_at is not null as disabled, "
                 "(extract(epoch from tokens_valid_after) * 1000000)::bigint as cut from users "
@@ -151,6 +168,10 @@ class Revocation:
                         # (so not read above) but is already in force.
                         await self._raise_cut(keys=[f"rv:user:{user['id']}"],
                                               args=[user["cut"]], client=pipe)
+                if versions:
+                    await self._raise_versions(
+                        keys=[f"permv:{v['org_id']}" for v in versions],
+                        args=[v["version"] for v in versions], client=pipe)
                 pipe.set(READY, int(time.time()))
                 await pipe.execute()
 
@@ -162,10 +183,14 @@ class Revocation:
         await self._write(lambda p: p.hset(f"rv:user:{user_id}", "disabled", 1) if disabled
                           else p.hdel(f"rv:user:{user_id}", "disabled"))
 
-    async def bump_authz(self, org_id: UUID) -> None:
-        """Any change to who may do what in `org_id`: every instance reloads on the next
-        request of every member."""
-        await self._write(lambda p: p.incr(f"authzv:{org_id}"))
+    async def raise_versions(self, versions: Mapping[UUID, int]) -> None:
+        """The new permission versions of a change about to commit (archomata.db): every
+        instance reloads on the next request of every member of those orgs. Redis down:
+        ServiceUnavailable, and the change is rolled back rather than committed unseen."""
+        orgs = sorted(versions)
+        with redis_call():
+            await self._raise_versions(keys=[f"permv:{org}" for org in orgs],
+                                       args=[versions[org] for org in orgs])
 
     async def cache_authz(self, org_id: UUID, user_id: UUID, version: int,
                           authz: Authz | None) -> None:
@@ -174,7 +199,7 @@ class Revocation:
             value.update(role=authz.org_role, perms=sorted(authz.permissions))
         # Only a cache: if it cannot be written, the next request loads from PostgreSQL.
         with contextlib.suppress(*REDIS_FAILURES):
-            await self.redis.set(f"authz:{org_id}:{user_id}", orjson.dumps(value),
+            await self.redis.set(f"perm:{org_id}:{user_id}", orjson.dumps(value),
                                  ex=AUTHZ_TTL_SECONDS)
 
     async def _write(self, queue: Any) -> None:

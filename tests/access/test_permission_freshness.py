@@ -3,7 +3,7 @@ instance of the service, sees the change (the store schedules the cache bump its
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -93,20 +93,33 @@ async def test_a_change_of_permissions_reaches_a_second_instance_at_once(
 
 
 class _Unreachable:
-    async def bump_authz(self, org_id: UUID) -> None:
+    async def raise_versions(self, versions: Mapping[UUID, int]) -> None:
         raise ServiceUnavailable("Redis is unavailable.")
 
 
-async def test_a_failed_bump_after_commit_still_answers_the_committed_change(
+async def test_a_change_the_cache_cannot_hear_of_is_rolled_back_not_committed_unseen(
         client: Any, mail_sink: Any, owner_conn: Any) -> None:
     admin = await signed_up(client, mail_sink)
     assert admin.org_id is not None
     member = await member_with_roles(client, mail_sink, owner_conn, admin.org_id, ["Viewer"])
+    version = await _version(owner_conn, admin.org_id)
     with permission_cache(client.app[keys.DB_POOL], _Unreachable()):
         put = await client.put(f"/api/v1/org/members/{member.user_id}/roles",
                                headers=admin.auth, json={"role_ids": []})
-    assert put.status == 200, await put.text()
-    assert (await put.json())["roles"] == []
+    assert put.status == 503, await put.text()
     assert await owner_conn.fetchval(
         "select count(*) from member_roles where org_id = $1 and user_id = $2",
-        admin.org_id, member.user_id) == 0
+        admin.org_id, member.user_id) == 1
+    assert await _version(owner_conn, admin.org_id) == version
+    again = await client.put(f"/api/v1/org/members/{member.user_id}/roles",
+                             headers=admin.auth, json={"role_ids": []})
+    assert again.status == 200
+    assert await _version(owner_conn, admin.org_id) == version + 1
+
+
+async def _version(owner_conn: Any, org_id: Any) -> int:
+    await owner_conn.execute("select set_config('app.platform', 'on', false)")
+    found: int = await owner_conn.fetchval(
+        "select coalesce((select version from permission_versions where org_id = $1), 0)",
+        org_id)
+    return found

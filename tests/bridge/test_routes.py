@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -364,14 +366,19 @@ class TestAgentScope:
         assert (await nobody.json())["code"] == "invalid_api_key"
 
     async def test_the_bridge_gate_is_loaded_again_after_a_script_flush(
-            self, client: Any, mail_sink: Any) -> None:
+            self, aiohttp_client: Any, config: Config, mail_sink: Any) -> None:
+        # Its own client address (loopback a trusted proxy): the window it is counted in
+        # is this test's alone, not shared with every other test's bridge traffic.
+        client = await aiohttp_client(create_app(dataclasses.replace(
+            config, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))))
         admin = await signed_up(client, mail_sink)
         _, key = await agent_with_key(client, admin)
+        headers = {**agent_auth(key), "X-Forwarded-For": f"198.51.100.{secrets.randbelow(250) + 1}"}
         first = await client.post("/api/v1/bridge/heartbeat", json={"version": "1"},
-                                  headers=agent_auth(key))
+                                  headers=headers)
         await client.app[keys.REDIS].script_flush()
         second = await client.post("/api/v1/bridge/heartbeat", json={"version": "1"},
-                                   headers=agent_auth(key))
+                                   headers=headers)
         assert (first.status, second.status) == (200, 200)
         # Counted in Redis's window, not afresh in memory (which would show more left).
         assert int(second.headers["RateLimit-Remaining"]) < \
