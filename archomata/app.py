@@ -162,6 +162,15 @@ async def _bridge(app: web.Application) -> AsyncIterator[None]:
     await broadcast.stop()
 
 
+async def _stop_taking_work(app: web.Application) -> None:
+    """SIGTERM (the runner's shutdown, once the listener is closed): readiness answers
+    503 from now on, and every waiting long poll answers at once with no commands, so
+    that what is in flight ends well within the grace."""
+    app[keys.STOPPING].set()
+    if keys.BROADCAST in app:
+        app[keys.BROADCAST].release_all()
+
+
 def create_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=[
@@ -183,6 +192,8 @@ def create_app(config: Config) -> web.Application:
     app[keys.CONFIG] = config
     app[METRICS] = Metrics(app)
     app[keys.EXPECTED_SCHEMA_VERSION] = migrations.expected_version()
+    app[keys.STOPPING] = asyncio.Event()
+    app.on_shutdown.append(_stop_taking_work)
     app.cleanup_ctx.extend([_database, _redis, _security, _rate_limits])
     app.cleanup_ctx.append(_bridge)
     app.on_response_prepare.append(on_response_prepare)  # security headers on streams

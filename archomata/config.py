@@ -120,6 +120,7 @@ class Config:
     request_timeout_seconds: float = 30.0
     long_poll_timeout_seconds: float = 45.0
     command_lease_seconds: int = 60  # a polled command's, before it is handed out again
+    shutdown_grace_seconds: int = 20  # for in-flight requests, once SIGTERM came
     db_pool_min: int = 2
     db_pool_max: int = 10
     bcrypt_threads: int = field(default_factory=lambda: default_bcrypt_threads())
@@ -379,4 +380,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         stream_stall_seconds=reader.int("STREAM_STALL_SECONDS", 30, 1, 3600),
         exports_per_instance=reader.int("EXPORTS_PER_INSTANCE", 8, 1, 1000),
         command_lease_seconds=reader.int("COMMAND_LEASE_SECONDS", 60, 1, 3600),
+        shutdown_grace_seconds=reader.int("SHUTDOWN_GRACE_SECONDS", 20, 0, 3600),
     )

@@ -37,6 +37,8 @@ DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 DB_TURNS = web.AppKey("db_turns", asyncio.Semaphore)
 REDIS = web.AppKey("redis", Redis)
 EXPECTED_SCHEMA_VERSION = web.AppKey("expected_schema_version", int)
+# Set when the process stops taking work (SIGTERM): readiness answers 503, long polls end.
+STOPPING = web.AppKey("stopping", asyncio.Event)
 OPENAPI = web.AppKey("openapi", dict)
 PASSWORDS: web.AppKey[PasswordHasher] = web.AppKey("passwords")
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")

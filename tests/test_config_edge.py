@@ -38,6 +38,7 @@ class TestEdgeConfig:
         ("ARCHOMATA_STREAM_STALL_SECONDS", "0"),
         ("ARCHOMATA_EXPORTS_PER_INSTANCE", "none"),
         ("ARCHOMATA_COMMAND_LEASE_SECONDS", "0"),
+        ("ARCHOMATA_SHUTDOWN_GRACE_SECONDS", "-1"),
     ])
     def test_bad_values_stop_start_naming_the_variable(self, variable: str,
                                                        value: str) -> None:
@@ -51,9 +52,11 @@ class TestEdgeConfig:
                               "ARCHOMATA_LOGIN_BACKOFF_MAX_SECONDS": "120",
                               "ARCHOMATA_STREAM_STALL_SECONDS": "5",
                               "ARCHOMATA_EXPORTS_PER_INSTANCE": "2",
-                              "ARCHOMATA_COMMAND_LEASE_SECONDS": "7"})
+                              "ARCHOMATA_COMMAND_LEASE_SECONDS": "7",
+                              "ARCHOMATA_SHUTDOWN_GRACE_SECONDS": "3"})
         assert (config.header_timeout_seconds, config.keepalive_timeout_seconds) == (5, 30)
         assert (config.login_backoff_after, config.login_backoff_max_seconds) == (3, 120)
         assert (config.stream_stall_seconds, config.exports_per_instance) == (5, 2)
-        assert config.command_lease_seconds == 7
-        assert load_config(GOOD).command_lease_seconds == 60
+        assert (config.command_lease_seconds, config.shutdown_grace_seconds) == (7, 3)
+        defaults = load_config(GOOD)
+        assert (defaults.command_lease_seconds, defaults.shutdown_grace_seconds) == (60, 20)

@@ -64,6 +64,12 @@ class Broadcast:
                 return
         log.warning("the pub/sub listener did not stop")
 
+    def release_all(self) -> None:
+        """Wakes every waiting long poll (the process stops: they answer at once)."""
+        for waiting in self._waiters.values():
+            for event in waiting:
+                event.set()
+
     @contextlib.contextmanager
     def waiter(self, agent_id: UUID) -> Iterator[asyncio.Event]:
         """An event set whenever a command may be waiting for `agent_id`."""

@@ -94,9 +94,10 @@ async def post_deals(request: web.Request) -> web.Response:
 async def poll_commands(request: web.Request) -> web.Response:
     agent = _agent(request)
     wait = validate(CommandsQuerySchema, dict(request.query))["wait"]
+    stopping = request.app[keys.STOPPING]
     claimed = await service.poll(agent, request.app[keys.BROADCAST], wait,
                                  request.app[keys.CONFIG].command_lease_seconds,
-                                 functools.partial(client_gone, request))
+                                 lambda: stopping.is_set() or client_gone(request))
     return json_response({"commands": claimed})
 
 

@@ -114,8 +114,8 @@ async def poll(agent: Agent, broadcast: Broadcast, wait: float, lease_seconds: f
     """The agent's commands, each leased to this poll for `lease_seconds` (one with no
     result by then is handed out again); with none, waits up to `wait` seconds for a
     wake-up. Stops claiming as soon as `gone()` says no one would get the commands (the
-    client hung up), leaving them queued; a poll that dies holding some holds them only
-    until their lease runs out."""
+    client hung up, or the process stops: its waiters are woken then), leaving them
+    queued; a poll that dies holding some holds them only until their lease runs out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     claimed: list[orders.Command] = []

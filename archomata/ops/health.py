@@ -48,6 +48,9 @@ async def _check_redis(app: web.Application) -> str:
 @operations
 async def ready(request: web.Request) -> web.Response:
     app = request.app
+    if app[keys.STOPPING].is_set():  # SIGTERM came: take this instance out of rotation
+        return web.json_response({"status": "unavailable", "checks": {"process": "stopping"}},
+                                 status=503)
     async with asyncio.timeout(CHECK_TIMEOUT_SECONDS * 2):
         (postgres, version), redis = await asyncio.gather(_check_postgres(app), _check_redis(app))
     expected = app[keys.EXPECTED_SCHEMA_VERSION]
