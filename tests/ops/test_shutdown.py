@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,39 +17,17 @@ import pytest
 from archomata import keys
 from archomata.app import create_app
 from archomata.config import Config
-from archomata.ops.devservers import free_port
 from tests.factories import agent_auth, agent_with_key, signed_up, trading_account
+from tests.serving import Served, serve
 
 GRACE_SECONDS = 15
 
 
 @pytest.fixture
-async def serving(environ: dict[str, str],
-                  tmp_path: Path) -> AsyncIterator[tuple[Any, int, Path]]:
-    port, log = free_port(), tmp_path / "serve.log"
-    with log.open("wb") as sink:  # a file, not a pipe: a full pipe would stall the logs
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "archomata", "serve",
-            env={**environ, "ARCHOMATA_PORT": str(port),
-                 "ARCHOMATA_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS)},
-            stdout=asyncio.subprocess.DEVNULL, stderr=sink)
-    try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as probe:
-            for _ in range(200):
-                try:
-                    async with probe.get("/health/ready") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectorError:
-                    pass
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("archomata serve never became ready")
-        yield process, port, log
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+async def serving(environ: dict[str, str], tmp_path: Path) -> AsyncIterator[Served]:
+    served = await serve(environ, tmp_path, shutdown_grace_seconds=str(GRACE_SECONDS))
+    yield served
+    await served.ended()
 
 
 class Outcomes:
@@ -89,8 +66,8 @@ async def load(port: int, path: str, headers: dict[str, str], outcomes: Outcomes
 
 
 async def test_sigterm_under_load_answers_everything_in_flight_and_exits_0(
-        serving: tuple[Any, int, Path], mail_sink: Any) -> None:
-    process, port, log = serving
+        serving: Served, mail_sink: Any) -> None:
+    process, port, log = serving.process, serving.port, serving.log
     async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
         admin = await signed_up(http, mail_sink)
         agent, key = await agent_with_key(http, admin)
