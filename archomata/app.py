@@ -29,7 +29,7 @@ from archomata.crypto import DataKeys
 from archomata.identity.authenticator import AUTHENTICATOR, Authenticator
 from archomata.identity.login_throttle import LoginThrottle
 from archomata.identity.passwords import PasswordHasher
-from archomata.identity.revocation import REVOCATION, Revocation
+from archomata.identity.revocation import READY, REVOCATION, Revocation
 from archomata.identity.routes import auth, identities, me, sso
 from archomata.identity.sessions import SessionStore
 from archomata.mail import Mailer
@@ -124,12 +124,15 @@ async def _security(app: web.Application) -> AsyncIterator[None]:
                             config.bcrypt_queue)
     revocation = Revocation(redis, pool)
     app[keys.PASSWORDS] = hasher
-    app[keys.SESSIONS] = SessionStore(redis, config)
+    app[keys.SESSIONS] = SessionStore(
+        redis, config, lambda user_id: db.service_tx(pool, user_id=user_id))
+    app[keys.SESSIONS].on_unready(READY, revocation.rebuild)
     app[REVOCATION] = revocation
     app[AUTHENTICATOR] = Authenticator(config, redis, pool, revocation)
     app[keys.MAILER] = Mailer(
         config, on_failure=lambda stage: app[METRICS].mail_failures.labels(stage).inc())
-    # Every door on the pool then bumps the cache after a committed change to permissions.
+    # Every door on the pool then raises the cache's version before a change to permissions
+    # commits.
     with db.permission_cache(pool, revocation):
         yield
     hasher.close()

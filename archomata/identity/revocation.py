@@ -34,6 +34,8 @@ from redis.asyncio import Redis
 
 from archomata.db import system_tx
 from archomata.errors import Unauthorized
+from archomata.identity import session_scripts
+from archomata.identity.store import sessions as session_rows
 from archomata.identity.tokens import Claims
 from archomata.redis_boundary import REDIS_FAILURES, redis_call
 from archomata.web.ratelimit import OPTIONAL_HIT
@@ -152,6 +154,7 @@ class Revocation:
         async with system_tx(self.pool) as tx:
             orgs = await tx.fetch("select id from orgs where disabled_at is not null")
             versions = await tx.fetch("select org_id, version from permission_versions")
+            live_sessions = await session_rows.live(tx)
             users = await tx.fetch(
                 "select id, disabled_at is not null as disabled, "
                 "(extract(epoch from tokens_valid_after) * 1000000)::bigint as cut from users "
@@ -168,6 +171,9 @@ class Revocation:
                         # (so not read above) but is already in force.
                         await self._raise_cut(keys=[f"rv:user:{user['id']}"],
                                               args=[user["cut"]], client=pipe)
+                # The live sessions before the marker: no token is judged against a Redis
+                # that has not got them back.
+                await session_scripts.restore(self.redis, pipe, live_sessions)
                 if versions:
                     await self._raise_versions(
                         keys=[f"permv:{v['org_id']}" for v in versions],

@@ -16,9 +16,18 @@ the same successor without Redis ever storing a token. Presenting an older token
 parent after the window, revokes the whole family, on whichever route presents it.
 
 Every write to a session runs in the script that checks the session is still live, so a
-revocation is never undone by a write racing it. The scripts that hand out a session also
-return the issue instant of the access tokens minted from it, on the clock the user's
-token cut-off is taken on (rv:user:{uid} `cut`, see revocation.py).
+revocation is never undone by a write racing it.
+
+PostgreSQL keeps every family too (archomata.identity.store.sessions: hashes only), one
+statement after each script that changes one, so that when Redis loses its data the
+rebuild puts the live families back (`restore`) before any token is accepted: no one is
+signed out, and every revocation holds. A script that finds or changes a family by its
+token first asks whether Redis has been rebuilt, and the store rebuilds it before
+answering: a refresh or a logout never meets an empty Redis.
+
+The scripts (archomata.identity.session_scripts) that hand out a session also return the
+issue instant of the access tokens minted from it, on the clock the user's token cut-off
+is taken on (rv:user:{uid} `cut`, see revocation.py).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
@@ -38,6 +48,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 
 from archomata.config import Config
+from archomata.identity import session_scripts as scripts
+from archomata.identity.store import sessions as rows
 from archomata.redis_boundary import redis_call
 
 TOKEN_BYTES = 32
@@ -92,133 +104,9 @@ class Rotation:
     revoked_session_id: UUID | None = None
 
 
-_REVOKE = """
-local function revoke(sid)
-    local skey = 'sess:' .. sid
-    local uid = redis.call('HGET', skey, 'user_id')
-    for _, h in ipairs(redis.call('SMEMBERS', 'sessrt:' .. sid)) do
-        redis.call('DEL', 'rt:' .. h)
-    end
-    redis.call('DEL', skey, 'sessrt:' .. sid)
-    if uid then redis.call('SREM', 'usess:' .. uid, sid) end
-    return uid
-end
-"""
-
-# The issue instant of access tokens minted from what a script wrote: Redis's clock in
-# microseconds, raised to the user's cut-off when behind it, so a token minted after a cut
-# always passes it and one minted before never does (the cut lies past every earlier
-# instant), whatever the instances' clocks say.
-_INSTANT = """
-local function instant(uid)
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    return math.max(now, tonumber(redis.call('HGET', 'rv:user:' .. uid, 'cut') or '0'))
-end
-"""
-
-# ARGV: sid, user id, org id, now, ip, user agent, expires at, token hash, ttl.
-_CREATE = _INSTANT + """
-local skey = 'sess:' .. ARGV[1]
-redis.call('HSET', skey, 'user_id', ARGV[2], 'org_id', ARGV[3], 'created_at', ARGV[4],
-           'last_used_at', ARGV[4], 'ip', ARGV[5], 'user_agent', ARGV[6], 'expires_at', ARGV[7],
-           'current', ARGV[8], 'parent', '', 'rotated_at', ARGV[4])
-redis.call('SET', 'rt:' .. ARGV[8], ARGV[1], 'EX', ARGV[9])
-redis.call('SADD', 'sessrt:' .. ARGV[1], ARGV[8])
-redis.call('SADD', 'usess:' .. ARGV[2], ARGV[1])
-for _, key in ipairs({skey, 'sessrt:' .. ARGV[1], 'usess:' .. ARGV[2]}) do
-    redis.call('EXPIRE', key, ARGV[9])
-end
-return instant(ARGV[2])
-"""
-
-# A session is live while its hash holds `current`: every write below checks that in the
-# script that writes, so a revocation between a check and a write cannot be undone by the
-# write (an HSET on a deleted key would bring the session back, without a TTL).
-# ARGV: hash, successor hash, now, grace, new org ('' = keep), ip, user agent,
-# expected sid ('' = any).
-_ROTATE = _REVOKE + _INSTANT + """
-local sid = redis.call('GET', 'rt:' .. ARGV[1])
-if not sid then return {'unknown'} end
-local skey = 'sess:' .. sid
-local s = redis.call('HMGET', skey, 'current', 'parent', 'rotated_at', 'expires_at', 'user_id')
-local now = tonumber(ARGV[3])
-if not s[1] then return {'revoked', sid} end
-if tonumber(s[4]) <= now then revoke(sid) return {'revoked', sid} end
-local outcome = 'same'
-if ARGV[1] == s[1] then
-    outcome = 'rotated'
-elseif not (ARGV[1] == s[2] and s[1] == ARGV[2]
-            and now - tonumber(s[3]) <= tonumber(ARGV[4])) then
-    local owner = redis.call('HMGET', skey, 'user_id', 'org_id')
-    revoke(sid)
-    return {'reuse', sid, owner[1] or '', owner[2] or ''}
-end
-if ARGV[8] ~= '' and ARGV[8] ~= sid then return {'foreign', sid} end
-if outcome == 'rotated' then
-    local ttl = math.max(1, math.ceil(tonumber(s[4]) - now))
-    redis.call('SET', 'rt:' .. ARGV[2], sid, 'EX', ttl)
-    redis.call('SADD', 'sessrt:' .. sid, ARGV[2])
-    redis.call('HSET', skey, 'current', ARGV[2], 'parent', ARGV[1], 'rotated_at', ARGV[3],
-               'last_used_at', ARGV[3], 'ip', ARGV[6], 'user_agent', ARGV[7])
-end
-if ARGV[5] ~= '' then redis.call('HSET', skey, 'org_id', ARGV[5]) end
-return {outcome, sid, instant(s[5]), redis.call('HGETALL', skey)}
-"""
-
-# ARGV: sid, org id, now.
-_MOVE = _INSTANT + """
-local skey = 'sess:' .. ARGV[1]
-local s = redis.call('HMGET', skey, 'current', 'expires_at', 'user_id')
-if not s[1] or tonumber(s[2]) <= tonumber(ARGV[3]) then return false end
-redis.call('HSET', skey, 'org_id', ARGV[2])
-return {instant(s[3]), redis.call('HGETALL', skey)}
-"""
-
-# Ends one family. ARGV: sid ('' = the one of the token), token hash ('' = none), its
-# successor's hash, now, grace, owner user id ('' = anyone). Returns false when there was
-# no such live session (of that owner), else {sid, user id, org id, stale}: stale when the
-# token was neither the current one nor its parent inside the grace window, a reuse.
-_END = _REVOKE + """
-local sid = ARGV[1]
-if sid == '' then sid = redis.call('GET', 'rt:' .. ARGV[2]) end
-if not sid then return false end
-local s = redis.call('HMGET', 'sess:' .. sid, 'user_id', 'org_id', 'current', 'parent',
-                     'rotated_at')
-if not s[3] or (ARGV[6] ~= '' and s[1] ~= ARGV[6]) then return false end
-local stale = 0
-if ARGV[2] ~= '' and redis.call('GET', 'rt:' .. ARGV[2]) == sid and ARGV[2] ~= s[3]
-   and not (ARGV[2] == s[4] and s[3] == ARGV[3]
-            and tonumber(ARGV[4]) - tonumber(s[5]) <= tonumber(ARGV[5])) then
-    stale = 1
-end
-revoke(sid)
-return {sid, s[1], s[2] or '', stale}
-"""
-
-# ARGV: user id, sid to keep ('' = none). Returns the revoked sids.
-_REVOKE_USER = _REVOKE + """
-local revoked = {}
-for _, sid in ipairs(redis.call('SMEMBERS', 'usess:' .. ARGV[1])) do
-    if sid ~= ARGV[2] then revoke(sid) table.insert(revoked, sid) end
-end
-return revoked
-"""
-
-# Access tokens of the user minted before now die: the cut lies one microsecond past both
-# Redis's clock and the previous cut, so it is past every instant already handed out.
-# ARGV: user id, '1' to end every session too. Returns the cut (µs).
-_CUT = _REVOKE + """
-local key = 'rv:user:' .. ARGV[1]
-local t = redis.call('TIME')
-local cut = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]),
-                     tonumber(redis.call('HGET', key, 'cut') or '0')) + 1
-redis.call('HSET', key, 'cut', string.format('%d', cut))
-if ARGV[2] == '1' then
-    for _, sid in ipairs(redis.call('SMEMBERS', 'usess:' .. ARGV[1])) do revoke(sid) end
-end
-return cut
-"""
+def _unready(result: object) -> bool:
+    """A script's answer that Redis has lost its data and is not yet rebuilt."""
+    return isinstance(result, bytes | str) and _text(result) == "unready"
 
 
 def _text(value: bytes | str | None) -> str:
@@ -253,21 +141,35 @@ class Ended:
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, config: Config) -> None:
+    def __init__(self, redis: Redis, config: Config,
+                 door: rows.UserDoor | None = None) -> None:
         self.redis = redis
+        # Where families are kept as well: a user's transaction. None: Redis alone (tests).
+        self.kept = door
+        # Set by the app: the rebuilt marker's key, and what rebuilds Redis.
+        self.ready_key = ""
+        self.rebuild: Callable[[], Awaitable[None]] | None = None
         self.ttl = config.refresh_token_ttl_seconds
         self.grace = config.refresh_reuse_grace_seconds
         self._successor_key = successor_key(config)
-        self._create = redis.register_script(_CREATE)
-        self._rotate = redis.register_script(_ROTATE)
-        self._move = redis.register_script(_MOVE)
-        self._end = redis.register_script(_END)
-        self._revoke_user = redis.register_script(_REVOKE_USER)
-        self._cut = redis.register_script(_CUT)
+        self._create = redis.register_script(scripts.CREATE)
+        self._rotate = redis.register_script(scripts.ROTATE)
+        self._move = redis.register_script(scripts.MOVE)
+        self._end = redis.register_script(scripts.END)
+        self._revoke_user = redis.register_script(scripts.REVOKE_USER)
+        self._cut = redis.register_script(scripts.CUT)
+
+    def on_unready(self, ready_key: str, rebuild: Callable[[], Awaitable[None]]) -> None:
+        self.ready_key, self.rebuild = ready_key, rebuild
+
+    async def _ready(self) -> None:
+        if self.rebuild is not None:
+            await self.rebuild()
 
     async def create(self, user_id: UUID, org_id: UUID | None, ip: str,
                      user_agent: str) -> tuple[Session, str]:
-        """A new family; returns it and its first refresh token."""
+        """A new family; returns it and its first refresh token. Kept in PostgreSQL too:
+        if it cannot be, the family ends and the sign-in answers 503."""
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = time.time()
         sid = uuid.uuid4()
@@ -275,6 +177,13 @@ class SessionStore:
             issued = await self._create(args=[
                 str(sid), str(user_id), str(org_id) if org_id else "", repr(now), ip,
                 user_agent[:256], repr(now + self.ttl), token_hash(token), self.ttl])
+        if self.kept is not None:
+            try:
+                await rows.insert(self.kept, sid, user_id, org_id, now, ip, user_agent[:256],
+                                  now + self.ttl, token_hash(token))
+            except BaseException:
+                await self.end(sid)
+                raise
         return Session(sid, user_id, org_id, now, now, ip, user_agent[:256], now + self.ttl,
                        int(issued)), token
 
@@ -284,15 +193,23 @@ class SessionStore:
         another family is left alone (FOREIGN), unless it is a replay: a reuse revokes its
         family wherever it is presented."""
         successor = successor_of(self._successor_key, token)
-        with redis_call():
-            result = await self._rotate(args=[
-                token_hash(token), token_hash(successor), repr(time.time()), self.grace,
-                str(new_org) if new_org else "", ip, user_agent[:256],
-                str(only) if only else ""])
+        now = time.time()
+        for ready_key in (self.ready_key, ""):  # once more, without asking, once rebuilt
+            with redis_call():
+                result = await self._rotate(args=[
+                    token_hash(token), token_hash(successor), repr(now), self.grace,
+                    str(new_org) if new_org else "", ip, user_agent[:256],
+                    str(only) if only else "", ready_key])
+            if _text(result[0]) != "unready":
+                break
+            await self._ready()
         outcome = Outcome(_text(result[0]))
         if outcome is Outcome.REUSE:
             user, org = _text(result[2]), _text(result[3])
-            return Rotation(outcome, revoked_session_id=UUID(_text(result[1])),
+            sid = UUID(_text(result[1]))
+            if self.kept is not None and user:
+                await rows.revoked(self.kept, UUID(user), [sid])
+            return Rotation(outcome, revoked_session_id=sid,
                             revoked_user_id=UUID(user) if user else None,
                             revoked_org_id=UUID(org) if org else None)
         if outcome not in (Outcome.ROTATED, Outcome.SAME):
@@ -300,14 +217,27 @@ class SessionStore:
         session = _session(_text(result[1]), result[3], int(result[2]))
         if session is None:
             return Rotation(Outcome.REVOKED)
+        if self.kept is not None and outcome is Outcome.ROTATED:
+            await rows.rotated(self.kept, session.user_id, session.id, token_hash(successor),
+                               token_hash(token), now, ip, user_agent[:256], new_org)
+        elif self.kept is not None and new_org is not None:
+            await rows.moved(self.kept, session.user_id, session.id, new_org)
         return Rotation(outcome, session, successor)
 
     async def move_to_org(self, sid: UUID, org_id: UUID) -> Session | None:
         """Points a live session at another org (no cookie to rotate at hand); None when
         the session is gone, which stays gone."""
-        with redis_call():
-            result = await self._move(args=[str(sid), str(org_id), repr(time.time())])
-        return _session(str(sid), result[1], int(result[0])) if result else None
+        for ready_key in (self.ready_key, ""):
+            with redis_call():
+                result = await self._move(args=[str(sid), str(org_id), repr(time.time()),
+                                                ready_key])
+            if not _unready(result):
+                break
+            await self._ready()
+        session = _session(str(sid), result[1], int(result[0])) if result else None
+        if session is not None and self.kept is not None:
+            await rows.moved(self.kept, session.user_id, sid, org_id)
+        return session
 
     async def list_for_user(self, user_id: UUID) -> list[Session]:
         with redis_call():
@@ -327,15 +257,22 @@ class SessionStore:
         if token is not None:
             digest = token_hash(token)
             successor = token_hash(successor_of(self._successor_key, token))
-        with redis_call():
-            result = await self._end(args=[
-                str(sid) if sid else "", digest, successor, repr(time.time()), self.grace,
-                str(owner) if owner else ""])
+        for ready_key in (self.ready_key, ""):
+            with redis_call():
+                result = await self._end(args=[
+                    str(sid) if sid else "", digest, successor, repr(time.time()), self.grace,
+                    str(owner) if owner else "", ready_key])
+            if not _unready(result):
+                break
+            await self._ready()
         if not result:
             return None
         org = _text(result[2])
-        return Ended(UUID(_text(result[0])), UUID(_text(result[1])),
-                     UUID(org) if org else None, bool(result[3]))
+        ended = Ended(UUID(_text(result[0])), UUID(_text(result[1])),
+                      UUID(org) if org else None, bool(result[3]))
+        if self.kept is not None:
+            await rows.revoked(self.kept, ended.user_id, [ended.session_id])
+        return ended
 
     async def revoke(self, sid: UUID) -> UUID | None:
         """Deletes the family; returns its user id (None if it was already gone)."""
@@ -345,6 +282,8 @@ class SessionStore:
     async def revoke_user(self, user_id: UUID, keep: UUID | None = None) -> list[UUID]:
         with redis_call():
             sids = await self._revoke_user(args=[str(user_id), str(keep) if keep else ""])
+        if self.kept is not None:  # every one PostgreSQL knows, whatever Redis still held
+            await rows.revoked_for_user(self.kept, user_id, keep)
         return [UUID(_text(s)) for s in sids]
 
     async def cut_off(self, user_id: UUID, *, end_sessions: bool) -> int:
@@ -352,4 +291,7 @@ class SessionStore:
         session), leaving those minted afterwards alive; returns the cut (µs, Redis's
         clock) for PostgreSQL to keep (users.set_tokens_valid_after)."""
         with redis_call():
-            return int(await self._cut(args=[str(user_id), "1" if end_sessions else "0"]))
+            cut = int(await self._cut(args=[str(user_id), "1" if end_sessions else "0"]))
+        if self.kept is not None and end_sessions:
+            await rows.revoked_for_user(self.kept, user_id, None)
+        return cut

@@ -1,0 +1,111 @@
+"""Sessions as PostgreSQL keeps them beside Redis (sql/012): what survives Redis losing
+its data. One statement each, at most one per login, refresh, switch and logout, in a
+transaction scoped to the session's user (row-level security: a person's rows only); the
+hot path never reads them (only the rebuild does, see revocation.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID
+
+import asyncpg
+
+from archomata.errors import ServiceUnavailable
+
+INSERT = """
+    insert into sessions (id, user_id, org_id, created_at, last_used_at, ip, user_agent,
+                          expires_at, current_hash, rotated_at)
+    values ($1, $2, $3, $4, $4, $5, $6, $7, $8, $4)
+"""
+ROTATED = """
+    update sessions set current_hash = $2, parent_hash = $3, rotated_at = $4,
+                        last_used_at = $4, ip = $5, user_agent = $6,
+                        org_id = coalesce($7, org_id)
+    where id = $1 and revoked_at is null
+"""
+MOVED = "update sessions set org_id = $2 where id = $1 and revoked_at is null"
+REVOKED = """
+    update sessions set revoked_at = now() where id = any($1::uuid[]) and revoked_at is null
+"""
+REVOKED_FOR_USER = """
+    update sessions set revoked_at = now()
+    where user_id = $1 and ($2::uuid is null or id <> $2) and revoked_at is null
+"""
+LIVE = """
+    select id, user_id, org_id, created_at, last_used_at, ip, user_agent, expires_at,
+           current_hash, parent_hash, rotated_at
+    from sessions where revoked_at is null and expires_at > $1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: UUID
+    user_id: UUID
+    org_id: UUID | None
+    created_at: float
+    last_used_at: float
+    ip: str
+    user_agent: str
+    expires_at: float
+    current_hash: str
+    parent_hash: str | None
+    rotated_at: float
+
+
+async def _execute(door: UserDoor, user_id: UUID, sql: str, *args: object) -> None:
+    try:
+        async with door(user_id) as tx:
+            await tx.execute(sql, *args)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise ServiceUnavailable("The database is unavailable.") from exc
+
+
+async def insert(door: UserDoor, sid: UUID, user_id: UUID, org_id: UUID | None,
+                 now: float, ip: str, user_agent: str, expires_at: float,
+                 current_hash: str) -> None:
+    await _execute(door, user_id, INSERT, sid, user_id, org_id, now, ip, user_agent,
+                   expires_at, current_hash)
+
+
+async def rotated(door: UserDoor, user_id: UUID, sid: UUID, current_hash: str,
+                  parent_hash: str, now: float, ip: str, user_agent: str,
+                  org_id: UUID | None) -> None:
+    await _execute(door, user_id, ROTATED, sid, current_hash, parent_hash, now, ip,
+                   user_agent, org_id)
+
+
+async def moved(door: UserDoor, user_id: UUID, sid: UUID, org_id: UUID) -> None:
+    await _execute(door, user_id, MOVED, sid, org_id)
+
+
+async def revoked(door: UserDoor, user_id: UUID, sids: Sequence[UUID]) -> None:
+    if sids:
+        await _execute(door, user_id, REVOKED, list(sids))
+
+
+async def revoked_for_user(door: UserDoor, user_id: UUID, keep: UUID | None) -> None:
+    await _execute(door, user_id, REVOKED_FOR_USER, user_id, keep)
+
+
+class _Tx(Protocol):
+    """A transaction (archomata.db.Tx; not imported: the sessions store sits below the
+    doors, which it is handed)."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]: ...
+
+    async def execute(self, sql: str, *args: Any) -> str: ...
+
+
+# A transaction scoped to one user, opened by the door the app hands the store.
+UserDoor = Callable[[UUID], AbstractAsyncContextManager[_Tx]]
+
+
+async def live(tx: _Tx) -> list[Row]:
+    """Every session neither revoked nor expired, for the rebuild (in its transaction)."""
+    found = await tx.fetch(LIVE, time.time())
+    return [Row(*r) for r in found]

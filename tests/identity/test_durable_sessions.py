@@ -1,0 +1,145 @@
+"""Sessions outlive Redis losing its data: kept in PostgreSQL as well (hashes only), put
+back before any token is accepted. Access tokens and refresh cookies of live sessions
+work again, no one is signed out, and every revocation holds: logged-out and deleted
+sessions, reuse-detected families, logout-all, password changes, disabled users."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from archomata import keys
+from archomata.app import create_app
+from archomata.config import Config, Secret
+from archomata.db import service_tx
+from archomata.ops.devservers import RedisServer, free_port
+from tests.factories import login, refresh_cookie_of, signed_up, strong_password
+from tests.identity.test_auth import refresh
+
+PROBE = "/api/v1/org/members"
+
+
+@pytest.fixture
+def forgetful_redis(workdir: Path) -> Iterator[RedisServer]:
+    """No persistence: stopped and started again, it is empty."""
+    server = RedisServer(workdir / f"redis-sess-{uuid4().hex[:8]}", free_port(),
+                         durable=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def on(aiohttp_client: Any, config: Config, redis: RedisServer) -> Any:
+    return await aiohttp_client(create_app(dataclasses.replace(
+        config, redis_url=Secret(redis.url))))
+
+
+async def forget(client: Any) -> None:
+    """Redis loses everything: what a restart without persistence or a FLUSHALL does."""
+    await client.app[keys.REDIS].flushall()
+
+
+async def test_live_sessions_survive_a_redis_restart_on_both_instances(
+        aiohttp_client: Any, config: Config, mail_sink: Any, forgetful_redis: RedisServer,
+        owner_conn: Any) -> None:
+    first = await on(aiohttp_client, config, forgetful_redis)
+    second = await on(aiohttp_client, config, forgetful_redis)
+    person = await signed_up(first, mail_sink)
+    assert (await second.get(PROBE, headers=person.auth)).status == 200
+    forgetful_redis.stop()
+    forgetful_redis.start()  # empty
+    # The access token works again, on either instance, with no one signing in.
+    assert (await second.get(PROBE, headers=person.auth)).status == 200
+    assert (await first.get(PROBE, headers=person.auth)).status == 200
+    # So does the refresh cookie, and it rotates as before.
+    renewed = await refresh(first, person.refresh or "")
+    assert renewed.status == 200, await renewed.text()
+    new_cookie = refresh_cookie_of(renewed)
+    assert new_cookie not in (None, person.refresh)
+    sessions = await (await second.get("/api/v1/auth/sessions",
+                                       headers=person.auth)).json()
+    assert [s["current"] for s in sessions["items"]] == [True]
+    # What PostgreSQL keeps is hashes: no token in clear.
+    row = await owner_conn.fetchrow("select * from sessions where user_id = $1",
+                                    person.user_id)
+    assert person.refresh not in str(dict(row)) and new_cookie not in str(dict(row))
+
+
+async def test_a_refresh_is_the_first_to_meet_an_empty_redis(
+        aiohttp_client: Any, config: Config, mail_sink: Any,
+        forgetful_redis: RedisServer) -> None:
+    client = await on(aiohttp_client, config, forgetful_redis)
+    person = await signed_up(client, mail_sink)
+    await forget(client)
+    renewed = await refresh(client, person.refresh or "")  # no access token came first
+    assert renewed.status == 200, await renewed.text()
+
+
+async def test_every_revocation_holds_after_redis_forgets(
+        aiohttp_client: Any, config: Config, mail_sink: Any,
+        forgetful_redis: RedisServer) -> None:
+    client = await on(aiohttp_client, config, forgetful_redis)
+    person = await signed_up(client, mail_sink)
+    logged_out = await login(client, person.email, person.password)
+    deleted = await login(client, person.email, person.password)
+    replayed = await login(client, person.email, person.password)
+    kept = await login(client, person.email, person.password)
+    assert (await client.post("/api/v1/auth/logout", headers={
+        **logged_out.auth, **logged_out.cookie})).status == 204
+    assert (await client.delete(f"/api/v1/auth/sessions/{await _sid(client, deleted)}",
+                                headers=person.auth)).status == 204
+    # A family whose grandparent token is replayed is revoked as a reuse.
+    one = await refresh(client, replayed.refresh or "")
+    two = await refresh(client, refresh_cookie_of(one) or "")
+    assert two.status == 200
+    assert (await refresh(client, replayed.refresh or "")).status == 401
+    await forget(client)
+    for gone in (logged_out, deleted, replayed):
+        assert (await client.get(PROBE, headers=gone.auth)).status == 401
+    assert (await refresh(client, logged_out.refresh or "")).status == 401
+    assert (await refresh(client, refresh_cookie_of(two) or "")).status == 401
+    for alive in (person, kept):
+        assert (await client.get(PROBE, headers=alive.auth)).status == 200
+
+
+async def test_logout_all_and_a_password_change_hold_after_redis_forgets(
+        aiohttp_client: Any, config: Config, mail_sink: Any,
+        forgetful_redis: RedisServer) -> None:
+    client = await on(aiohttp_client, config, forgetful_redis)
+    person = await signed_up(client, mail_sink)
+    other = await login(client, person.email, person.password)
+    changed = await client.post("/api/v1/auth/password/change", headers=person.auth, json={
+        "current_password": person.password, "new_password": strong_password()})
+    assert changed.status == 204
+    everywhere = await signed_up(client, mail_sink)
+    also = await login(client, everywhere.email, everywhere.password)
+    assert (await client.post("/api/v1/auth/logout-all",
+                              headers=everywhere.auth)).status == 204
+    await forget(client)
+    assert (await client.get(PROBE, headers=person.auth)).status == 200  # the one kept
+    assert (await client.get(PROBE, headers=other.auth)).status == 401
+    assert (await refresh(client, other.refresh or "")).status == 401
+    for gone in (everywhere, also):
+        assert (await client.get(PROBE, headers=gone.auth)).status == 401
+        assert (await refresh(client, gone.refresh or "")).status == 401
+
+
+async def _sid(client: Any, session: Any) -> str:
+    listed = await (await client.get("/api/v1/auth/sessions", headers=session.auth)).json()
+    [current] = [s for s in listed["items"] if s["current"]]
+    sid: str = current["id"]
+    return sid
+
+
+async def test_a_persons_transaction_sees_only_their_own_sessions(
+        client: Any, mail_sink: Any) -> None:
+    mine, theirs = await signed_up(client, mail_sink), await signed_up(client, mail_sink)
+    async with service_tx(client.app[keys.DB_POOL], user_id=mine.user_id) as tx:
+        # No filter on purpose: row-level security alone keeps the others' rows out.
+        owners = {r["user_id"] for r in await tx.fetch("select user_id from sessions")}
+    assert owners == {mine.user_id} and theirs.user_id not in owners
