@@ -176,6 +176,14 @@ UNIQUE_CONFLICTS: dict[str, tuple[str, str]] = {
 _ArgumentError = asyncpg.exceptions._base.DataError
 
 
+# The database going away under a connection (a restart, a failover, the network): a
+# connection the pool hands out may be dead already, or die mid-transaction. A 503, like
+# a connection that cannot be had, never a 500.
+DATABASE_GONE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                 asyncpg.InternalClientError, asyncpg.AdminShutdownError,
+                 asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError)
+
+
 def _raise_client_error(exc: BaseException) -> None:
     error = client_error(exc)
     if error is not None:
@@ -190,6 +198,8 @@ def client_error(exc: BaseException) -> ApiError | None:
     a check or data error (a value PostgreSQL refuses) a 422. None of them names the
     constraint, the table or the value to the client; the log has the constraint.
     """
+    if isinstance(exc, DATABASE_GONE):
+        return ServiceUnavailable("The database is unavailable.")
     constraint = getattr(exc, "constraint_name", None) or ""
     if isinstance(exc, asyncpg.UniqueViolationError):
         code, detail = UNIQUE_CONFLICTS.get(
@@ -263,18 +273,23 @@ async def _scoped_tx(pool: asyncpg.Pool, *, turns: asyncio.Semaphore | None = No
     async with turns if turns is not None else contextlib.nullcontext():
         try:
             conn = await pool.acquire()
-        except (OSError, asyncpg.PostgresConnectionError,
-                asyncpg.CannotConnectNowError) as exc:
+        except DATABASE_GONE as exc:
             raise ServiceUnavailable("The database is unavailable.") from exc
         try:
-            await conn.execute(_begin_sql(org_id, user_id, platform))
+            try:
+                await conn.execute(_begin_sql(org_id, user_id, platform))
+            except DATABASE_GONE as exc:
+                raise ServiceUnavailable("The database is unavailable.") from exc
             tx = Tx(conn, org_id, user_id, platform)
             try:
                 yield tx
                 await tx.raise_permission_versions(_PERMISSION_CACHES.get(pool))
             except BaseException as exc:
-                if not conn.is_closed():
-                    await conn.execute("ROLLBACK")
+                # A connection the database dropped (asyncpg may have taken it back
+                # already) has nothing left to roll back.
+                with contextlib.suppress(*DATABASE_GONE):
+                    if not conn.is_closed():
+                        await conn.execute("ROLLBACK")
                 _raise_client_error(exc)
                 raise
             try:
@@ -283,7 +298,8 @@ async def _scoped_tx(pool: asyncpg.Pool, *, turns: asyncio.Semaphore | None = No
                 _raise_client_error(exc)
                 raise
         finally:
-            await pool.release(conn)
+            with contextlib.suppress(*DATABASE_GONE):  # one the pool took back already
+                await pool.release(conn)
     # Committed: the connection and the turn are back, the hooks hold neither.
     hooks = tx.committed_hooks()
     if hooks:

@@ -18,7 +18,14 @@ from archomata.app import create_app
 from archomata.config import Config, Secret
 from archomata.db import service_tx
 from archomata.ops.devservers import RedisServer, free_port
-from tests.factories import login, refresh_cookie_of, signed_up, strong_password
+from tests.factories import (
+    agent_auth,
+    agent_with_key,
+    login,
+    refresh_cookie_of,
+    signed_up,
+    strong_password,
+)
 from tests.identity.test_auth import refresh
 
 PROBE = "/api/v1/org/members"
@@ -143,3 +150,24 @@ async def test_a_persons_transaction_sees_only_their_own_sessions(
         # No filter on purpose: row-level security alone keeps the others' rows out.
         owners = {r["user_id"] for r in await tx.fetch("select user_id from sessions")}
     assert owners == {mine.user_id} and theirs.user_id not in owners
+
+
+async def test_a_rotated_agent_key_stays_refused_after_redis_forgets(
+        aiohttp_client: Any, config: Config, mail_sink: Any,
+        forgetful_redis: RedisServer) -> None:
+    client = await on(aiohttp_client, config, forgetful_redis)
+    admin = await signed_up(client, mail_sink)
+    agent, old_key = await agent_with_key(client, admin)
+    beat = {"version": "1"}
+    assert (await client.post("/api/v1/bridge/heartbeat", json=beat,
+                              headers=agent_auth(old_key))).status == 200  # now cached
+    rotated = await client.post(f"/api/v1/agents/{agent['id']}/rotate-key",
+                                headers=admin.auth)
+    new_key = (await rotated.json())["api_key"]
+    await forget(client)  # the revocation marker goes with everything else
+    assert (await client.post("/api/v1/bridge/heartbeat", json=beat,
+                              headers=agent_auth(old_key))).status == 401
+    assert (await client.post("/api/v1/bridge/heartbeat", json=beat,
+                              headers=agent_auth(new_key))).status == 200
+    # And the people's sessions came back with it.
+    assert (await client.get(PROBE, headers=admin.auth)).status == 200
