@@ -38,14 +38,22 @@ async def commands(client: Any, key: str, wait: int = 0) -> list[dict[str, Any]]
     return found
 
 
+async def desk(aiohttp_client: Any, config: Config,
+               mail_sink: Any) -> tuple[Any, Any, str, dict[str, Any]]:
+    """An instance with short leases, listening for wake-ups; an admin, their agent's key
+    and an account of that agent."""
+    client = await aiohttp_client(leased(config))
+    admin = await signed_up(client, mail_sink)
+    agent, key = await agent_with_key(client, admin)
+    account = await trading_account(client, admin, agent_id=agent["id"])
+    await asyncio.wait_for(client.app[keys.BROADCAST].subscribed.wait(), 5)
+    return client, admin, key, account
+
+
 class TestAPollThatDies:
     async def test_the_command_it_took_comes_back_after_the_lease(
             self, aiohttp_client: Any, config: Config, mail_sink: Any) -> None:
-        client = await aiohttp_client(leased(config))
-        admin = await signed_up(client, mail_sink)
-        agent, key = await agent_with_key(client, admin)
-        account = await trading_account(client, admin, agent_id=agent["id"])
-        await asyncio.wait_for(client.app[keys.BROADCAST].subscribed.wait(), 5)
+        client, admin, key, account = await desk(aiohttp_client, config, mail_sink)
         # A long poll on a raw connection: woken by the order, it takes the command...
         dying = await sockets.request(client.port, "/api/v1/bridge/commands?wait=20",
                                       agent_auth(key))
@@ -74,11 +82,7 @@ class TestAPollThatDies:
 
     async def test_a_poll_whose_client_left_before_any_order_takes_nothing(
             self, aiohttp_client: Any, config: Config, mail_sink: Any) -> None:
-        client = await aiohttp_client(leased(config))
-        admin = await signed_up(client, mail_sink)
-        agent, key = await agent_with_key(client, admin)
-        account = await trading_account(client, admin, agent_id=agent["id"])
-        await asyncio.wait_for(client.app[keys.BROADCAST].subscribed.wait(), 5)
+        client, admin, key, account = await desk(aiohttp_client, config, mail_sink)
         gone = await sockets.request(client.port, "/api/v1/bridge/commands?wait=20",
                                      agent_auth(key))
         await asyncio.sleep(0.3)

@@ -14,8 +14,6 @@ from uuid import UUID
 
 import asyncpg
 
-from archomata.errors import ServiceUnavailable
-
 INSERT = """
     insert into sessions (id, user_id, org_id, created_at, last_used_at, ip, user_agent,
                           expires_at, current_hash, rotated_at)
@@ -58,11 +56,8 @@ class Row:
 
 
 async def _execute(door: UserDoor, user_id: UUID, sql: str, *args: object) -> None:
-    try:
-        async with door(user_id) as tx:
-            await tx.execute(sql, *args)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise ServiceUnavailable("The database is unavailable.") from exc
+    async with door(user_id) as tx:  # the door translates database errors (db_errors)
+        await tx.execute(sql, *args)
 
 
 async def insert(door: UserDoor, sid: UUID, user_id: UUID, org_id: UUID | None,
