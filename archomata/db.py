@@ -34,6 +34,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
@@ -64,6 +65,18 @@ class PermissionCache(Protocol):
 
 # The permission cache of each pool the app opened (registered by the app for its life):
 # every door on that pool, the pool-only ones included, reaches it without being handed it.
+# Whether this task holds a transaction. A second one opened inside it waits for a pooled
+# connection while holding one: enough requests doing so at once hold the whole pool, and
+# every one of them waits for the request deadline (seen: a password change, whose session
+# revocation took a connection of its own, against logins waiting on its row lock).
+_HOLDING: ContextVar[bool] = ContextVar("archomata_db_holding", default=False)
+
+
+class NestedTransaction(RuntimeError):
+    """A transaction opened inside another on the same task: a programming error (pass
+    the open one down instead)."""
+
+
 _PERMISSION_CACHES: dict[asyncpg.Pool, PermissionCache] = {}
 
 
@@ -209,6 +222,29 @@ async def _scoped_tx(pool: asyncpg.Pool, *, turns: asyncio.Semaphore | None = No
     they asked. asyncpg's own wait lets a newcomer take a connection just freed for the
     longest waiter, who then queues again at the back: under load a few requests waited
     seconds while most were served at once (measured: p99 2.4x a fair queue's)."""
+    if _HOLDING.get():
+        raise NestedTransaction("a transaction opened inside another: pass the open one")
+    holding = _HOLDING.set(True)
+    try:
+        async with _connection_tx(pool, turns, org_id, user_id, platform) as tx:
+            yield tx
+    finally:
+        _HOLDING.reset(holding)
+    # Committed: the connection and the turn are back, the hooks hold neither.
+    hooks = tx.committed_hooks()
+    if hooks:
+        # Shielded: a request cancelled now (its client gone, its deadline passed) is
+        # committed all the same, and so must its hooks run.
+        task = asyncio.ensure_future(_run_hooks(hooks))
+        _RUNNING_HOOKS.add(task)
+        task.add_done_callback(_RUNNING_HOOKS.discard)
+        await asyncio.shield(task)
+
+
+@asynccontextmanager
+async def _connection_tx(pool: asyncpg.Pool, turns: asyncio.Semaphore | None,
+                         org_id: UUID | None, user_id: UUID | None,
+                         platform: bool) -> AsyncIterator[Tx]:
     # asyncio's Semaphore hands a freed turn to its first waiter, newcomers queue behind.
     async with turns if turns is not None else contextlib.nullcontext():
         try:
@@ -240,15 +276,6 @@ async def _scoped_tx(pool: asyncpg.Pool, *, turns: asyncio.Semaphore | None = No
         finally:
             with contextlib.suppress(*DATABASE_GONE):  # one the pool took back already
                 await pool.release(conn)
-    # Committed: the connection and the turn are back, the hooks hold neither.
-    hooks = tx.committed_hooks()
-    if hooks:
-        # Shielded: a request cancelled now (its client gone, its deadline passed) is
-        # committed all the same, and so must its hooks run.
-        task = asyncio.ensure_future(_run_hooks(hooks))
-        _RUNNING_HOOKS.add(task)
-        task.add_done_callback(_RUNNING_HOOKS.discard)
-        await asyncio.shield(task)
 
 
 # The loop keeps only weak references to tasks: these hold the hooks' until they end.

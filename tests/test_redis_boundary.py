@@ -141,16 +141,16 @@ class TestComponentsWithoutRedis:
 
     async def test_every_session_store_call_is_translated(self, dead_redis: Redis,
                                                           config: Config) -> None:
-        store = SessionStore(dead_redis, config)
-        user, sid = uuid4(), uuid4()
+        store = SessionStore(dead_redis, config)  # Redis alone: no transaction is written
+        user, sid, no_tx = uuid4(), uuid4(), cast(Any, None)
         for call in (store.create(user, None, "127.0.0.1", "ua"),
                      store.rotate("token", "127.0.0.1", "ua"),
                      store.move_to_org(sid, uuid4()),
                      store.list_for_user(user),
                      store.end(sid),
                      store.revoke(sid),
-                     store.revoke_user(user),
-                     store.cut_off(user, end_sessions=True)):
+                     store.revoke_user(no_tx, user),
+                     store.cut_off(no_tx, user, end_sessions=True)):
             await raises_unavailable(call)
 
     async def test_revocation_writes_and_rebuild_are_translated_the_cache_is_not(

@@ -143,7 +143,7 @@ async def _wipe_access(door: Door, tx: Tx, user_id: UUID) -> None:
     gone (reset_unverified_user), and so are sessions, access tokens and mailed links."""
     for purpose in Purpose:
         await mail_tokens.retire_all(tx, user_id, purpose)
-    cut = await door.sessions.cut_off(user_id, end_sessions=True)
+    cut = await door.sessions.cut_off(tx, user_id, end_sessions=True)
     await users.set_tokens_valid_after(tx, user_id, cut)
 
 

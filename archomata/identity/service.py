@@ -150,18 +150,19 @@ async def confirm_password_reset(door: Door, who: AuditContext, token: str,
     access token minted so far dies. The link is checked before the bcrypt work (no
     hashing for a forged link) and spent in the transaction that writes the password."""
     async with service_tx(door.pool) as tx:
-        valid = await mail_tokens.peek(tx, token, Purpose.PASSWORD_RESET)
-    if not valid:
+        owner = await mail_tokens.peek(tx, token, Purpose.PASSWORD_RESET)
+    if owner is None:
         raise _invalid_link()
     password_hash = await door.passwords.hash(new_password)
-    async with service_tx(door.pool) as tx:
+    # Scoped to the link's user: the sessions it ends are revoked in this transaction.
+    async with service_tx(door.pool, user_id=owner) as tx:
         user_id = await mail_tokens.consume(tx, token, Purpose.PASSWORD_RESET)
-        if user_id is None:
+        if user_id is None or user_id != owner:  # spent meanwhile (a link names one user)
             raise _invalid_link()
         await users.set_password_hash(tx, user_id, password_hash)
         await users.mark_verified(tx, user_id)  # the mailbox answered: the address is real
         await mail_tokens.retire_all(tx, user_id, Purpose.PASSWORD_RESET)
-        cut = await door.sessions.cut_off(user_id, end_sessions=True)
+        cut = await door.sessions.cut_off(tx, user_id, end_sessions=True)
         await users.set_tokens_valid_after(tx, user_id, cut)
         await audit.record(tx, _named(who, user_id),
                            AuditAction.AUTH_PASSWORD_RESET_COMPLETED, resource_type="user",
@@ -185,7 +186,7 @@ async def change_password(door: Door, who: AuditContext, me: Me, current_passwor
                                          password_hash) is None:
             raise _wrong_current_password()
         await mail_tokens.retire_all(tx, user.id, Purpose.PASSWORD_RESET)
-        await door.sessions.revoke_user(user.id, keep=me.session_id)
+        await door.sessions.revoke_user(tx, user.id, keep=me.session_id)
         await audit.record(tx, who, AuditAction.AUTH_PASSWORD_CHANGED, resource_type="user",
                            resource_id=user.id)
 
@@ -247,7 +248,7 @@ async def logout_all(door: Door, who: AuditContext, me: Me) -> None:
     """Ends every session of the caller and kills every access token minted so far, in
     Redis at once and in PostgreSQL (tokens_valid_after) for when Redis is rebuilt."""
     async with me.tx() as tx:
-        cut = await door.sessions.cut_off(me.user_id, end_sessions=True)
+        cut = await door.sessions.cut_off(tx, me.user_id, end_sessions=True)
         await users.set_tokens_valid_after(tx, me.user_id, cut)
         await audit.record(tx, who, AuditAction.AUTH_LOGOUT_ALL, resource_type="user",
                            resource_id=me.user_id)

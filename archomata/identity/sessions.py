@@ -279,19 +279,23 @@ class SessionStore:
         ended = await self.end(sid)
         return ended.user_id if ended else None
 
-    async def revoke_user(self, user_id: UUID, keep: UUID | None = None) -> list[UUID]:
+    async def revoke_user(self, tx: rows.Tx, user_id: UUID,
+                          keep: UUID | None = None) -> list[UUID]:
+        """Ends every session of the user but `keep`: in Redis at once, in PostgreSQL in
+        `tx`, the caller's transaction (a user's or the platform's), with the change that
+        ends them."""
         with redis_call():
             sids = await self._revoke_user(args=[str(user_id), str(keep) if keep else ""])
         if self.kept is not None:  # every one PostgreSQL knows, whatever Redis still held
-            await rows.revoked_for_user(self.kept, user_id, keep)
+            await rows.revoked_for_user(tx, user_id, keep)
         return [UUID(_text(s)) for s in sids]
 
-    async def cut_off(self, user_id: UUID, *, end_sessions: bool) -> int:
+    async def cut_off(self, tx: rows.Tx, user_id: UUID, *, end_sessions: bool) -> int:
         """Kills the user's access tokens minted so far (and, with `end_sessions`, every
-        session), leaving those minted afterwards alive; returns the cut (µs, Redis's
-        clock) for PostgreSQL to keep (users.set_tokens_valid_after)."""
+        session, in `tx` as revoke_user), leaving those minted afterwards alive; returns
+        the cut (µs, Redis's clock) for PostgreSQL to keep (users.set_tokens_valid_after)."""
         with redis_call():
             cut = int(await self._cut(args=[str(user_id), "1" if end_sessions else "0"]))
         if self.kept is not None and end_sessions:
-            await rows.revoked_for_user(self.kept, user_id, None)
+            await rows.revoked_for_user(tx, user_id, None)
         return cut

@@ -14,6 +14,7 @@ import jwt
 from archomata import keys
 from archomata.app import create_app
 from archomata.config import Config
+from archomata.db import service_tx
 from archomata.identity.revocation import READY
 from tests.factories import (
     FRONTEND,
@@ -203,7 +204,8 @@ class TestCutOffs:
         PostgreSQL; a rebuild running then must not undo it."""
         me = await signed_up(client, mail_sink)
         redis = client.app[keys.REDIS]
-        await client.app[keys.SESSIONS].cut_off(me.user_id, end_sessions=False)
+        async with service_tx(client.app[keys.DB_POOL], user_id=me.user_id) as tx:
+            await client.app[keys.SESSIONS].cut_off(tx, me.user_id, end_sessions=False)
         after = await login(client, me.email, me.password)
         await redis.delete(READY)
         assert await _me(client, after.access) == 200  # rebuilds first

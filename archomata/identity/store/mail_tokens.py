@@ -45,14 +45,15 @@ async def consume(tx: Tx, token: str, purpose: Purpose) -> UUID | None:
 
 
 PEEK = """
-    select 1 from mail_tokens
+    select user_id from mail_tokens
     where token_hash = $1 and purpose = $2 and used_at is null and expires_at > now()
 """
 
 
-async def peek(tx: Tx, token: str, purpose: Purpose) -> bool:
-    """Whether the token would be accepted, without using it up."""
-    return await tx.fetchval(PEEK, digest(token), purpose.value) is not None
+async def peek(tx: Tx, token: str, purpose: Purpose) -> UUID | None:
+    """The user the token would be accepted for, without using it up."""
+    user_id: UUID | None = await tx.fetchval(PEEK, digest(token), purpose.value)
+    return user_id
 
 
 RETIRE = """

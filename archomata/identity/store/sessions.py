@@ -83,13 +83,21 @@ async def revoked(door: UserDoor, user_id: UUID, sids: Sequence[UUID]) -> None:
         await _execute(door, user_id, REVOKED, list(sids))
 
 
-async def revoked_for_user(door: UserDoor, user_id: UUID, keep: UUID | None) -> None:
-    await _execute(door, user_id, REVOKED_FOR_USER, user_id, keep)
+async def revoked_for_user(tx: Tx, user_id: UUID, keep: UUID | None) -> None:
+    """In the caller's transaction (the change that ends them commits with it, on the one
+    connection it holds), which must see the user's rows: row-level security would
+    otherwise leave them alive without a word."""
+    if not (tx.platform or tx.user_id == user_id):
+        raise ValueError("the transaction's scope does not reach this user's sessions")
+    await tx.execute(REVOKED_FOR_USER, user_id, keep)
 
 
-class _Tx(Protocol):
+class Tx(Protocol):
     """A transaction (archomata.db.Tx; not imported: the sessions store sits below the
     doors, which it is handed)."""
+
+    user_id: UUID | None
+    platform: bool
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]: ...
 
@@ -97,10 +105,10 @@ class _Tx(Protocol):
 
 
 # A transaction scoped to one user, opened by the door the app hands the store.
-UserDoor = Callable[[UUID], AbstractAsyncContextManager[_Tx]]
+UserDoor = Callable[[UUID], AbstractAsyncContextManager[Tx]]
 
 
-async def live(tx: _Tx) -> list[Row]:
+async def live(tx: Tx) -> list[Row]:
     """Every session neither revoked nor expired, for the rebuild (in its transaction)."""
     found = await tx.fetch(LIVE, time.time())
     return [Row(*r) for r in found]

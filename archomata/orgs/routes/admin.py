@@ -126,11 +126,11 @@ async def update_user(request: web.Request) -> web.Response:
                                       RevokeReason.INVITER_DISABLED)
         if user.disabled:
             await app[REVOCATION].set_user_disabled(user_id, True)
-            await app[keys.SESSIONS].revoke_user(user_id)
+            await app[keys.SESSIONS].revoke_user(tx, user_id)
         if "platform_role" in changes:
             # Tokens carry the platform role: those minted so far die, and the next refresh
             # mints from the row this transaction leaves (it waits for it).
-            cut = await app[keys.SESSIONS].cut_off(user_id, end_sessions=False)
+            cut = await app[keys.SESSIONS].cut_off(tx, user_id, end_sessions=False)
             await users.set_tokens_valid_after(tx, user_id, cut)
     if not user.disabled:
         await app[REVOCATION].set_user_disabled(user_id, False)
