@@ -31,6 +31,7 @@ from archomata.identity.login_throttle import LoginThrottle
 from archomata.identity.passwords import PasswordHasher
 from archomata.identity.revocation import READY, REVOCATION, Revocation
 from archomata.identity.routes import auth, identities, me, sso
+from archomata.identity.server_watch import ServerWatch
 from archomata.identity.sessions import SessionStore
 from archomata.mail import Mailer
 from archomata.metrics import METRICS, Metrics, metrics_middleware
@@ -112,7 +113,8 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     # connections are dead, and the first request on each would otherwise answer 503.
     client = Redis.from_url(app[keys.CONFIG].redis_url.reveal(), socket_timeout=2,
                             socket_connect_timeout=2, health_check_interval=30,
-                            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
+                            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
+                            redis_connect_func=ServerWatch(READY).connected)
     app[keys.REDIS] = client
     yield
     await client.aclose()

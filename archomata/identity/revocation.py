@@ -14,7 +14,9 @@ PostgreSQL is the source of truth; Redis holds what every request must check:
     sess:{sid}          the session (see sessions.py): gone means revoked
 
 If Redis loses its data, `rv:ready` is gone with it, and the state is rebuilt from
-PostgreSQL before any access token is accepted again. If Redis cannot be reached,
+PostgreSQL before any access token is accepted again; a connection that finds another
+Redis server than before (which may lack the latest writes) deletes it first
+(server_watch.py). If Redis cannot be reached,
 authenticated requests fail closed (503).
 """
 
@@ -155,6 +157,7 @@ class Revocation:
             orgs = await tx.fetch("select id from orgs where disabled_at is not null")
             versions = await tx.fetch("select org_id, version from permission_versions")
             live_sessions = await session_rows.live(tx)
+            ended_sessions = await session_rows.ended(tx)
             users = await tx.fetch(
                 "select id, disabled_at is not null as disabled, "
                 "(extract(epoch from tokens_valid_after) * 1000000)::bigint as cut from users "
@@ -171,8 +174,10 @@ class Revocation:
                         # (so not read above) but is already in force.
                         await self._raise_cut(keys=[f"rv:user:{user['id']}"],
                                               args=[user["cut"]], client=pipe)
-                # The live sessions before the marker: no token is judged against a Redis
-                # that has not got them back.
+                # The sessions before the marker: no token is judged against a Redis that
+                # has not got the live ones back, or still holds an ended one (a server
+                # that lost the latest writes, see server_watch.py).
+                await session_scripts.end_all(self.redis, pipe, ended_sessions)
                 await session_scripts.restore(self.redis, pipe, live_sessions)
                 if versions:
                     await self._raise_versions(

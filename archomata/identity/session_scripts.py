@@ -7,10 +7,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from redis.asyncio import Redis
 
 from archomata.identity.store import sessions as rows
+
+# Longer than any rebuild takes between reading PostgreSQL and writing Redis.
+GONE_SECONDS = 900
 
 REVOKE = """
 local function revoke(sid)
@@ -21,9 +25,11 @@ local function revoke(sid)
     end
     redis.call('DEL', skey, 'sessrt:' .. sid)
     if uid then redis.call('SREM', 'usess:' .. uid, sid) end
+    -- A rebuild that read the family as live before this ran must not put it back.
+    redis.call('SET', 'sessgone:' .. sid, 1, 'EX', GONE_SECONDS)
     return uid
 end
-"""
+""".replace("GONE_SECONDS", str(GONE_SECONDS))
 
 # The issue instant of access tokens minted from what a script wrote: Redis's clock in
 # microseconds, raised to the user's cut-off when behind it, so a token minted after a cut
@@ -145,12 +151,16 @@ return cut
 """
 
 
-# A family from PostgreSQL, unless Redis holds it already (written since it lost its
-# data: newer than the row read). ARGV: sid, user id, org id, created, last used, ip,
-# user agent, expires at, current hash, parent hash ('' = none), rotated at, ttl.
+# A family from PostgreSQL, unless Redis holds it as rotated as late or later (written
+# since it lost its data, or a rotation whose row is still being written), or ended it
+# while the rebuild ran. Held older (a server that lost the latest rotation), it is
+# written over. ARGV: sid, user id, org id, created, last used, ip, user agent,
+# expires at, current hash, parent hash ('' = none), rotated at, ttl.
 RESTORE = """
 local skey = 'sess:' .. ARGV[1]
-if redis.call('EXISTS', skey) == 1 then return 0 end
+if redis.call('EXISTS', 'sessgone:' .. ARGV[1]) == 1 then return 0 end
+local held = redis.call('HGET', skey, 'rotated_at')
+if held and tonumber(held) >= tonumber(ARGV[11]) then return 0 end
 redis.call('HSET', skey, 'user_id', ARGV[2], 'org_id', ARGV[3], 'created_at', ARGV[4],
            'last_used_at', ARGV[5], 'ip', ARGV[6], 'user_agent', ARGV[7], 'expires_at', ARGV[8],
            'current', ARGV[9], 'parent', ARGV[10], 'rotated_at', ARGV[11])
@@ -168,6 +178,21 @@ if redis.call('TTL', 'usess:' .. ARGV[2]) < tonumber(ARGV[12]) then
 end
 return 1
 """
+
+
+# Families PostgreSQL holds as ended that a server which lost writes may still hold.
+# ARGV: their sids.
+REVOKE_ALL = REVOKE + """
+for _, sid in ipairs(ARGV) do revoke(sid) end
+return #ARGV
+"""
+
+
+async def end_all(redis: Redis, client: Any, sids: Sequence[UUID]) -> None:
+    """Queues the end of these families onto `client` (the rebuild's pipeline)."""
+    script = redis.register_script(REVOKE_ALL)
+    for start in range(0, len(sids), 500):
+        await script(client=client, args=[str(sid) for sid in sids[start:start + 500]])
 
 
 async def restore(redis: Redis, client: Any, found: Sequence[rows.Row]) -> None:

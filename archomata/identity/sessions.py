@@ -9,6 +9,7 @@ token, only hashes:
     rt:{sha256}    string the sid of the family the token belongs (or belonged) to
     sessrt:{sid}   set    every token hash of the family, to delete them with it
     usess:{uid}    set    the user's session ids
+    sessgone:{sid} string the family ended lately (a rebuild must not put it back)
 
 Rotation derives the successor from the presented token with HMAC (a key derived from
 the data key), so tabs that present the same parent inside the grace window all receive
@@ -23,7 +24,10 @@ statement after each script that changes one, so that when Redis loses its data 
 rebuild puts the live families back (`restore`) before any token is accepted: no one is
 signed out, and every revocation holds. A script that finds or changes a family by its
 token first asks whether Redis has been rebuilt, and the store rebuilds it before
-answering: a refresh or a logout never meets an empty Redis.
+answering: a refresh or a logout never meets an empty Redis. A server that came back
+with older data (a replica promoted behind its master, an old snapshot) is rebuilt too
+(server_watch.py): the families PostgreSQL has ended are ended there, and those it holds
+rotated later are written over.
 
 The scripts (archomata.identity.session_scripts) that hand out a session also return the
 issue instant of the access tokens minted from it, on the clock the user's token cut-off

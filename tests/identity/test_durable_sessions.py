@@ -11,12 +11,18 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import jwt
 import pytest
+from redis.asyncio import Redis
 
 from archomata import keys
 from archomata.app import create_app
 from archomata.config import Config, Secret
-from archomata.db import service_tx
+from archomata.db import service_tx, system_tx
+from archomata.identity import session_scripts
+from archomata.identity.revocation import READY
+from archomata.identity.server_watch import run_id_of
+from archomata.identity.store import sessions as session_rows
 from archomata.ops.devservers import RedisServer, free_port
 from tests.factories import (
     agent_auth,
@@ -171,3 +177,75 @@ async def test_a_rotated_agent_key_stays_refused_after_redis_forgets(
                               headers=agent_auth(new_key))).status == 200
     # And the people's sessions came back with it.
     assert (await client.get(PROBE, headers=admin.auth)).status == 200
+
+
+def _sid_of(session: Any) -> str:
+    sid: str = jwt.decode(session.access, options={"verify_signature": False})["sid"]
+    return sid
+
+
+async def test_a_redis_back_without_its_latest_writes_is_rebuilt_before_any_token_is_judged(
+        aiohttp_client: Any, config: Config, mail_sink: Any,
+        forgetful_redis: RedisServer) -> None:
+    """What a replica promoted behind its master does, or a restart from an older snapshot:
+    the rebuilt marker is there, the latest writes are not. Each instance sees another
+    server on its next connection, and nothing is judged before the rebuild."""
+    first = await on(aiohttp_client, config, forgetful_redis)
+    second = await on(aiohttp_client, config, forgetful_redis)
+    person = await signed_up(first, mail_sink)
+    logged_out = await login(first, person.email, person.password)
+    rotated = await login(first, person.email, person.password)
+    assert (await second.get(PROBE, headers=person.auth)).status == 200
+    await first.app[keys.REDIS].save()  # the snapshot the server comes back with
+    # Written after the snapshot, so lost with the server:
+    assert (await first.post("/api/v1/auth/logout", headers={
+        **logged_out.auth, **logged_out.cookie})).status == 204
+    fresh = await login(first, person.email, person.password)
+    renewed = await refresh(first, rotated.refresh or "")
+    assert renewed.status == 200
+    renewed_access = (await renewed.json())["access_token"]
+    assert forgetful_redis.proc is not None
+    forgetful_redis.proc.kill()
+    forgetful_redis.proc.wait()
+    forgetful_redis.start()
+    raw = Redis.from_url(forgetful_redis.url)
+    try:  # the server came back with its marker but without those writes
+        assert await raw.exists(READY)
+        assert await raw.exists(f"sess:{_sid_of(logged_out)}")
+        assert not await raw.exists(f"sess:{_sid_of(fresh)}")
+    finally:
+        await raw.aclose()
+    assert (await second.get(PROBE, headers=fresh.auth)).status == 200
+    assert (await second.get(PROBE, headers=logged_out.auth)).status == 401
+    assert (await refresh(second, logged_out.refresh or "")).status == 401
+    assert (await first.get(PROBE, headers=logged_out.auth)).status == 401
+    assert (await first.get(PROBE, headers={
+        "Authorization": f"Bearer {renewed_access}"})).status == 200
+    again = await refresh(first, refresh_cookie_of(renewed) or "")  # the rotation held
+    assert again.status == 200, await again.text()
+    assert (await refresh(second, fresh.refresh or "")).status == 200
+    for alive in (person, fresh):
+        assert (await first.get(PROBE, headers=alive.auth)).status == 200
+
+
+async def test_a_rebuild_that_read_a_session_as_live_does_not_bring_it_back_ended(
+        client: Any, mail_sink: Any) -> None:
+    """A logout between the rebuild's read of PostgreSQL and its write to Redis."""
+    person = await signed_up(client, mail_sink)
+    redis = client.app[keys.REDIS]
+    async with system_tx(client.app[keys.DB_POOL]) as tx:
+        read = [row for row in await session_rows.live(tx) if row.user_id == person.user_id]
+    assert len(read) == 1
+    assert (await client.post("/api/v1/auth/logout", headers={
+        **person.auth, **person.cookie})).status == 204
+    async with redis.pipeline(transaction=True) as pipe:
+        await session_scripts.restore(redis, pipe, read)
+        await pipe.execute()
+    assert (await client.get(PROBE, headers=person.auth)).status == 401
+    assert (await refresh(client, person.refresh or "")).status == 401
+
+
+def test_the_run_id_is_read_from_an_info_answer() -> None:
+    info = b"# Server\r\nredis_version:7.0.15\r\nrun_id:4f1e0c\r\ntcp_port:6379\r\n"
+    assert run_id_of(info) == "4f1e0c"
+    assert run_id_of("# Server\r\nredis_version:7.0.15\r\n") == ""

@@ -40,6 +40,9 @@ LIVE = """
 """
 
 
+ENDED = "select id from sessions where revoked_at is not null and expires_at > $1"
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     id: UUID
@@ -112,3 +115,9 @@ async def live(tx: Tx) -> list[Row]:
     """Every session neither revoked nor expired, for the rebuild (in its transaction)."""
     found = await tx.fetch(LIVE, time.time())
     return [Row(*r) for r in found]
+
+
+async def ended(tx: Tx) -> list[UUID]:
+    """Every session revoked before it expired, for the rebuild: a server that lost writes
+    may hold some of them still."""
+    return [r["id"] for r in await tx.fetch(ENDED, time.time())]
