@@ -9,12 +9,11 @@ from types import ModuleType
 
 import asyncpg
 from aiohttp import web
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from archomata import db, keys
+from archomata import db, keys, redis_client
 from archomata.access import route_policy
 from archomata.access import routes as roles
 from archomata.access.guards import policy_problems
@@ -111,13 +110,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     # One retry on a fresh connection: after a Redis restart or failover, the pooled
     # connections are dead, and the first request on each would otherwise answer 503.
-    client = Redis.from_url(app[keys.CONFIG].redis_url.reveal(), socket_timeout=2,
+    client = redis_client.connect(app[keys.CONFIG].redis_url.reveal(), socket_timeout=2,
                             socket_connect_timeout=2, health_check_interval=30,
                             retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
                             redis_connect_func=ServerWatch(READY).connected)
     app[keys.REDIS] = client
     yield
-    await client.aclose()
+    await redis_client.close(client)
 
 
 async def _security(app: web.Application) -> AsyncIterator[None]:

@@ -18,6 +18,8 @@ from enum import StrEnum
 from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
+from archomata.redis_client import checked_url
+
 T = TypeVar("T")
 
 PREFIX = "ARCHOMATA_"
@@ -123,6 +125,7 @@ class Config:
     shutdown_grace_seconds: int = 20  # for in-flight requests, once SIGTERM came
     db_pool_min: int = 2
     db_pool_max: int = 10
+    database_pooler: str = ""  # "pgbouncer": no statement kept on a server connection
     bcrypt_threads: int = field(default_factory=lambda: default_bcrypt_threads())
     # Jobs that may wait for the bcrypt pool in each lane (people, API keys) before the
     # next is refused with 503 `busy` (archomata.identity.passwords).
@@ -212,6 +215,19 @@ def _check_url(name: str, url: str, schemes: set[str], production: bool) -> str:
     if production and parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ConfigError(f"{PREFIX}{name} must use https outside loopback hosts")
     return url.rstrip("/")
+
+
+def _redis_url(url: str) -> str:
+    try:
+        return checked_url(url)
+    except ValueError as exc:  # its message names no password
+        raise ConfigError(f"{PREFIX}REDIS_URL {exc}") from None
+
+
+def _choice(reader: _Reader, name: str, choices: tuple[str, ...]) -> str:
+    if (value := reader.str(name, choices[0]).strip().lower()) not in choices:
+        raise ConfigError(f"{PREFIX}{name} must be one of: {', '.join(c for c in choices if c)}")
+    return value
 
 
 def _check_origin(name: str, origin: str, production: bool) -> str:
@@ -340,8 +356,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             if owner_url else database_url
         ),
         database_owner_url_is_default=owner_url is None,
-        redis_url=Secret(_check_url("REDIS_URL", reader.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                                    {"redis", "rediss"}, production=False)),
+        redis_url=Secret(_redis_url(reader.str("REDIS_URL", "redis://127.0.0.1:6379/0"))),
+        database_pooler=_choice(reader, "DATABASE_POOLER", ("", "pgbouncer")),
         jwt_secrets=_jwt_secrets(reader),
         data_key=_data_key(reader),
         frontend_origins=tuple(_check_origin("FRONTEND_ORIGINS", o, production) for o in origins),

@@ -42,11 +42,27 @@ class TestLoadConfig:
         ("ARCHOMATA_RATE_LIMIT_LOGIN", "ten", "ARCHOMATA_RATE_LIMIT_LOGIN"),
         ("ARCHOMATA_TLS_CERT", "/tmp/cert.pem", "TLS_KEY must be set together"),
         ("ARCHOMATA_ENV", "staging", "ARCHOMATA_ENV"),
+        ("ARCHOMATA_REDIS_URL", "memcached://127.0.0.1", "ARCHOMATA_REDIS_URL must be a URL"),
+        ("ARCHOMATA_REDIS_URL", "redis+sentinel://:pw@h1:26379/", "REDIS_URL must name the"),
+        ("ARCHOMATA_REDIS_URL", "redis+sentinel://h1:x/m", "REDIS_URL must name each"),
+        ("ARCHOMATA_REDIS_URL", "redis+sentinel://h1/m/zero", "REDIS_URL must end with"),
+        ("ARCHOMATA_DATABASE_POOLER", "pgpool", "ARCHOMATA_DATABASE_POOLER must be one of"),
     ])
     def test_bad_setting_stops_start_naming_the_variable(
             self, variable: str, value: str | None, message: str) -> None:
         with pytest.raises(ConfigError, match=message):
             config_with(**{variable: value})
+
+    def test_a_sentinel_url_names_its_sentinels_service_and_database(self) -> None:
+        from archomata.redis_client import sentinel_target
+
+        url = "redis+sentinel://:p%40ss@10.0.0.1:26379,[::1]:26380,sentinel-3/cache/2"
+        assert config_with(ARCHOMATA_REDIS_URL=url).redis_url.reveal() == url
+        target = sentinel_target(url)
+        assert target.sentinels == (("10.0.0.1", 26379), ("::1", 26380), ("sentinel-3", 26379))
+        assert (target.service, target.db, target.password) == ("cache", 2, "p@ss")
+        assert config_with(ARCHOMATA_DATABASE_POOLER="PgBouncer").database_pooler == "pgbouncer"
+        assert config_with().database_pooler == ""
 
     def test_http_is_accepted_on_loopback_in_production(self) -> None:
         config = config_with(ARCHOMATA_FRONTEND_URL="http://127.0.0.1:5173")

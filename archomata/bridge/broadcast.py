@@ -22,6 +22,7 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from archomata import redis_client
 from archomata.redis_boundary import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,8 @@ class Broadcast:
         while True:
             # A client of its own, remade on every reconnect: a pub/sub connection that
             # broke must never go back into the pool the requests use.
-            client = Redis.from_url(self._redis_url, socket_connect_timeout=2,
-                                    health_check_interval=READ_SECONDS)
+            client = redis_client.connect(self._redis_url, socket_connect_timeout=2,
+                                          health_check_interval=READ_SECONDS)
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(WAKE_CHANNEL, KEY_REVOKED_CHANNEL)
@@ -136,6 +137,6 @@ class Broadcast:
                 log.warning("pub/sub connection lost; reconnecting",
                             extra={"error": type(exc).__name__})
             finally:
-                await client.aclose()
+                await redis_client.close(client)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
