@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean chromium
+.PHONY: run test lint bench clean chromium pgbouncer
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -23,10 +23,21 @@ run: $(STAMP)
 chromium:
 	@bash .ci/install-chromium
 
-test: $(STAMP) chromium
+# Debian's pgbouncer for the tests behind it, likewise.
+pgbouncer:
+	@bash .ci/install-pgbouncer
+
+# The tests of the org-scoped doors, the bridge and the audit chain, run a second time
+# with the service behind a real PgBouncer in transaction mode (tests/conftest.py).
+POOLED_TESTS := tests/access tests/bridge tests/audit tests/orgs tests/trading \
+	tests/test_tenancy.py tests/test_narrow_doors.py tests/test_user_tx.py \
+	tests/test_after_commit.py tests/test_one_connection.py tests/test_pooler.py tests/test_db.py
+
+test: $(STAMP) chromium pgbouncer
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+	ARCHOMATA_TEST_POOLER=pgbouncer $(BIN)/python -m pytest -q $(POOLED_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -28,7 +28,7 @@ from archomata.crypto import DataKeys
 from archomata.identity.authenticator import AUTHENTICATOR, Authenticator
 from archomata.identity.login_throttle import LoginThrottle
 from archomata.identity.passwords import PasswordHasher
-from archomata.identity.revocation import READY, REVOCATION, Revocation
+from archomata.identity.revocation import READY, REVOCATION, STALE, Revocation
 from archomata.identity.routes import auth, identities, me, sso
 from archomata.identity.server_watch import ServerWatch
 from archomata.identity.sessions import SessionStore
@@ -113,7 +113,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     client = redis_client.connect(app[keys.CONFIG].redis_url.reveal(), socket_timeout=2,
                             socket_connect_timeout=2, health_check_interval=30,
                             retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
-                            redis_connect_func=ServerWatch(READY).connected)
+                            redis_connect_func=ServerWatch(READY, STALE).connected)
     app[keys.REDIS] = client
     yield
     await redis_client.close(client)

@@ -201,6 +201,11 @@ async def create_pool(dsn: str, config: Config | None = None, **overrides: Any) 
         "reset": _on_release,
         "server_settings": {"application_name": "archomata"},
     }
+    if config is not None and config.database_pooler == "pgbouncer":
+        # Each transaction may land on another server connection: a statement prepared
+        # on one is unknown on the next. Unnamed statements only (one more round trip
+        # per query: PgBouncer's price).
+        options["statement_cache_size"] = 0
     options.update(overrides)
     return await asyncpg.create_pool(dsn, **options)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import secrets
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from email import policy as email_policy
 from email.message import Message
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import pytest
@@ -39,8 +41,11 @@ from archomata.ops.devservers import (
     new_password,
 )
 from archomata.ops.migrations import migrate
+from archomata.ops.pgbouncer import PgBouncerServer, pgbouncer_binary
 from tests import secret_scan
 
+# `pgbouncer`: the service talks to PostgreSQL through PgBouncer (see runtime_url).
+POOLER = os.environ.get("ARCHOMATA_TEST_POOLER", "")
 RUNTIME_PASSWORD = new_password()
 OWNER_PASSWORD = new_password()
 DATABASES: list[DatabaseUrls] = []  # every test database, for the secret scan at the end
@@ -158,9 +163,33 @@ def environ_for(database: DatabaseUrls, redis_url: str, smtp_port: int) -> dict[
 
 
 @pytest.fixture(scope="session")
-def environ(database: DatabaseUrls, redis_server: RedisServer,
-            mail_sink: MailSink) -> dict[str, str]:
+def runtime_url(database: DatabaseUrls, postgres: PostgresServer,
+                workdir: Path) -> Iterator[str]:
+    """The runtime role's DSN as the service is given it: PostgreSQL's own, or through a
+    PgBouncer in transaction mode when ARCHOMATA_TEST_POOLER=pgbouncer (`make test` runs
+    the doors', the bridge's and the audit chain's tests so a second time)."""
+    if POOLER != "pgbouncer":
+        yield database.runtime
+        return
+    if pgbouncer_binary() is None:
+        message = "no pgbouncer binary: .ci/install-pgbouncer installs Debian's as root"
+        if os.environ.get("ARCHOMATA_REQUIRE_PGBOUNCER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    role = urlsplit(database.runtime).username or ""
+    bouncer = PgBouncerServer(workdir / "pgbouncer", free_port(), postgres.port,
+                              {unquote(role): RUNTIME_PASSWORD})
+    bouncer.start()
+    yield bouncer.through(database.runtime)
+    bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def environ(database: DatabaseUrls, redis_server: RedisServer, mail_sink: MailSink,
+            runtime_url: str) -> dict[str, str]:
     environ = environ_for(database, redis_server.url, mail_sink.port)
+    if runtime_url != database.runtime:
+        environ.update(ARCHOMATA_DATABASE_URL=runtime_url, ARCHOMATA_DATABASE_POOLER=POOLER)
     secret_scan.remember(environ["ARCHOMATA_DATA_KEY"], *(
         kid_secret.split(":", 1)[1] for kid_secret in environ["ARCHOMATA_JWT_SECRETS"].split(",")))
     return environ
@@ -193,7 +222,7 @@ def app_with_routes(config: Config, routes: web.RouteTableDef) -> web.Applicatio
 async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
     """A pool of one connection as the runtime role: a test that needs a second one while
     a transaction holds it hangs, which shows a door that gave its connection back late."""
-    pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=1)
+    pool = await create_pool(config.database_url.reveal(), config, min_size=1, max_size=1)
     yield pool
     await pool.close()
 

@@ -119,7 +119,7 @@ async def platform_admin(client: Any, config: Any) -> Session:
     from archomata.identity.passwords import PasswordHasher
 
     email, password = unique_email("admin"), strong_password()
-    pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=1)
+    pool = await create_pool(config.database_url.reveal(), config, min_size=1, max_size=1)
     hasher = PasswordHasher(config.bcrypt_rounds, 1)
     try:
         await ensure_platform_admin(pool, hasher, email=email, password=password)

@@ -157,7 +157,7 @@ class TestComponentsWithoutRedis:
 
     async def test_revocation_writes_and_rebuild_are_translated_the_cache_is_not(
             self, dead_redis: Redis, config: Config) -> None:
-        pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=1)
+        pool = await create_pool(config.database_url.reveal(), config, min_size=1, max_size=1)
         try:
             revocation = Revocation(dead_redis, pool)
             for call in (revocation.rebuild(), revocation.set_org_disabled(uuid4(), True),

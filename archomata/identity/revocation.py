@@ -46,6 +46,9 @@ from archomata.web.ratelimit import OPTIONAL_HIT
 # of this version rebuild them from PostgreSQL instead of trusting the old ones.
 READY = "rv:ready:v2"
 REBUILD_LOCK = "rv:rebuilding"
+# Raised on a server that may lack writes (server_watch.py): its next rebuild also ends the
+# families PostgreSQL has ended, which an empty Redis has no need of.
+STALE = "rv:stale"
 AUTHZ_TTL_SECONDS = 300
 
 
@@ -143,21 +146,35 @@ end
 """
 
 
+# KEYS: rv:ready, rv:stale; ARGV: the stale mark the rebuild began with, now. Not ready
+# while the server was marked stale again meanwhile: the next rebuild ends its families.
+_MARK_READY = """
+local stale = tonumber(redis.call('GET', KEYS[2]) or '0')
+if stale > tonumber(ARGV[1]) then return 0 end
+if stale > 0 then redis.call('DEL', KEYS[2]) end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
 class Revocation:
     def __init__(self, redis: Redis, pool: asyncpg.Pool) -> None:
         self.redis = redis
         self.pool = pool
+        self._mark_ready = redis.register_script(_MARK_READY)
         self._raise_cut = redis.register_script(_RAISE_CUT)
         self._raise_versions = redis.register_script(_RAISE_VERSIONS)
 
     async def rebuild(self) -> None:
         """Re-reads disabled orgs and users, token cut-offs and permission versions from
         PostgreSQL."""
+        with redis_call():
+            stale = int(await self.redis.get(STALE) or 0)
         async with system_tx(self.pool) as tx:
             orgs = await tx.fetch("select id from orgs where disabled_at is not null")
             versions = await tx.fetch("select org_id, version from permission_versions")
             live_sessions = await session_rows.live(tx)
-            ended_sessions = await session_rows.ended(tx)
+            ended_sessions = await session_rows.ended(tx) if stale else []
             users = await tx.fetch(
                 "select id, disabled_at is not null as disabled, "
                 "(extract(epoch from tokens_valid_after) * 1000000)::bigint as cut from users "
@@ -183,7 +200,8 @@ class Revocation:
                     await self._raise_versions(
                         keys=[f"permv:{v['org_id']}" for v in versions],
                         args=[v["version"] for v in versions], client=pipe)
-                pipe.set(READY, int(time.time()))
+                await self._mark_ready(keys=[READY, STALE], args=[stale, int(time.time())],
+                                       client=pipe)
                 await pipe.execute()
 
     async def set_org_disabled(self, org_id: UUID, disabled: bool) -> None:

@@ -79,7 +79,7 @@ def redis_binary() -> Path:
     raise DevServerError("no Redis server binary: install the 'local' extra")
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -139,7 +139,7 @@ class PostgresServer:
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, **run_as)
         finally:
             os.close(log)
-        _wait_for_port(self.port, self.proc, "PostgreSQL", home / "postgres.log")
+        wait_for_port(self.port, self.proc, "PostgreSQL", home / "postgres.log")
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -201,7 +201,7 @@ class RedisServer:
                 **(user.popen() if user else {}))
         finally:
             os.close(log)
-        _wait_for_port(self.port, self.proc, "Redis", home / "redis.log")
+        wait_for_port(self.port, self.proc, "Redis", home / "redis.log")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -294,7 +294,7 @@ class SentinelGroup:
                 stdin=subprocess.DEVNULL, cwd=home, **(user.popen() if user else {}))
         finally:
             os.close(log)
-        _wait_for_port(self.sentinel_port, self.proc, "Redis Sentinel", home / "sentinel.log")
+        wait_for_port(self.sentinel_port, self.proc, "Redis Sentinel", home / "sentinel.log")
         self._until_replicated()
 
     def _until_replicated(self) -> None:

@@ -14,7 +14,7 @@ from archomata.db import create_pool, service_tx
 
 
 async def _entry(config: Config) -> UUID:
-    pool = await create_pool(config.database_url.reveal(), min_size=1, max_size=1)
+    pool = await create_pool(config.database_url.reveal(), config, min_size=1, max_size=1)
     try:
         async with service_tx(pool) as tx:
             return await record(tx, AuditContext(ActorType.SYSTEM, None, ip="127.0.0.1"),

@@ -20,7 +20,7 @@ from archomata.app import create_app
 from archomata.config import Config, Secret
 from archomata.db import service_tx, system_tx
 from archomata.identity import session_scripts
-from archomata.identity.revocation import READY
+from archomata.identity.revocation import READY, REVOCATION, STALE
 from archomata.identity.server_watch import run_id_of
 from archomata.identity.store import sessions as session_rows
 from archomata.ops.devservers import RedisServer, free_port
@@ -249,3 +249,32 @@ def test_the_run_id_is_read_from_an_info_answer() -> None:
     info = b"# Server\r\nredis_version:7.0.15\r\nrun_id:4f1e0c\r\ntcp_port:6379\r\n"
     assert run_id_of(info) == "4f1e0c"
     assert run_id_of("# Server\r\nredis_version:7.0.15\r\n") == ""
+
+
+async def test_a_server_marked_stale_again_during_a_rebuild_is_not_called_ready(
+        aiohttp_client: Any, config: Config, mail_sink: Any,
+        forgetful_redis: RedisServer) -> None:
+    client = await on(aiohttp_client, config, forgetful_redis)
+    person = await signed_up(client, mail_sink)
+    redis, revocation = client.app[keys.REDIS], client.app[REVOCATION]
+    await redis.set(STALE, 1)
+    await redis.delete(READY)
+    await revocation.rebuild()  # began with the mark it clears
+    assert await redis.exists(READY) and not await redis.exists(STALE)
+    await redis.delete(READY)
+    real_get = redis.get
+
+    async def marked_again_meanwhile(name: str) -> Any:
+        value = await real_get(name)
+        if name == STALE:  # the rebuild has read the mark: another connection raises it
+            await redis.incr(STALE)
+        return value
+
+    redis.get = marked_again_meanwhile
+    try:
+        await revocation.rebuild()
+    finally:
+        del redis.get
+    assert not await redis.exists(READY)  # the next one ends the families, then it is ready
+    assert (await client.get(PROBE, headers=person.auth)).status == 200
+    assert await redis.exists(READY) and not await redis.exists(STALE)
