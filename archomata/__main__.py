@@ -50,10 +50,23 @@ def _backup_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
     restore.add_argument("--input", required=True)
 
 
+def _workers(text: str) -> int:
+    from archomata.ops.workers import worker_count
+
+    try:
+        return worker_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="archomata", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="serve the API (configuration from ARCHOMATA_*)")
+    serve_command = commands.add_parser("serve", help="serve the API (configuration from "
+                                        "ARCHOMATA_*)")
+    serve_command.add_argument("--workers", type=_workers, metavar="N|auto",
+                               help="N processes on the port (auto: one per core), "
+                               "restarted when they die")
     commands.add_parser("migrate", help="apply pending migrations as the schema owner")
     admin = commands.add_parser("create-admin", help="create or promote a platform administrator")
     admin.add_argument("--email", required=True)
@@ -88,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure()
     try:
         if args.command == "serve":
-            serve(load_config())
+            return serve(load_config(), args.workers)
         elif args.command == "migrate":
             migrate()
         elif args.command == "create-admin":

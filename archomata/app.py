@@ -33,7 +33,7 @@ from archomata.identity.routes import auth, identities, me, sso
 from archomata.identity.server_watch import ServerWatch
 from archomata.identity.sessions import SessionStore
 from archomata.mail import Mailer
-from archomata.metrics import METRICS, Metrics, metrics_middleware
+from archomata.metrics import METRICS, Metrics, metrics_middleware, worker_gauges
 from archomata.ops import health, migrations
 from archomata.orgs.routes import admin, groups, invitations, org
 from archomata.trading.routes import accounts, orders, strategies
@@ -199,7 +199,7 @@ def create_app(config: Config) -> web.Application:
     app[keys.STOPPING] = asyncio.Event()
     app.on_shutdown.append(_stop_taking_work)
     app.cleanup_ctx.extend([_database, _redis, _security, _rate_limits])
-    app.cleanup_ctx.append(_bridge)
+    app.cleanup_ctx.extend([_bridge, worker_gauges])
     app.on_response_prepare.append(on_response_prepare)  # security headers on streams
     for module in ROUTE_MODULES:
         app.router.add_routes(module.routes)

@@ -69,10 +69,11 @@ def connect(url: str, **options: Any) -> Redis:
     if not url.startswith(SENTINEL_SCHEME + "://"):
         return Redis.from_url(url, **options)
     target = sentinel_target(url)
-    timeouts = {name: options[name] for name in ("socket_timeout", "socket_connect_timeout")
-                if name in options}
-    sentinel = Sentinel(list(target.sentinels),  # type: ignore[no-untyped-call]
-                        sentinel_kwargs=timeouts)
+    timeouts: dict[str, Any] = {name: options[name] for name in
+                                ("socket_timeout", "socket_connect_timeout") if name in options}
+    # Any: redis-py's typing of Sentinel differs between its releases.
+    sentinel_class: Any = Sentinel
+    sentinel = sentinel_class(list(target.sentinels), sentinel_kwargs=timeouts)
     client: Redis = sentinel.master_for(target.service, db=target.db,
                                         password=target.password, **options)
     return client

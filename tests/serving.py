@@ -33,12 +33,14 @@ class Served:
         await self.process.wait()
 
 
-async def serve(environ: dict[str, str], directory: Path, **overrides: str) -> Served:
+async def serve(environ: dict[str, str], directory: Path, *arguments: str,
+                **overrides: str) -> Served:
+    """`archomata serve *arguments`, with ARCHOMATA_{NAME} set from `overrides`."""
     port = free_port()
     log = directory / f"serve-{port}.log"
     with log.open("wb") as sink:  # a file, not a pipe: a full pipe would stall the logs
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "archomata", "serve",
+            sys.executable, "-m", "archomata", "serve", *arguments,
             env={**environ, "ARCHOMATA_PORT": str(port),
                  **{f"ARCHOMATA_{k.upper()}": v for k, v in overrides.items()}},
             stdout=asyncio.subprocess.DEVNULL, stderr=sink)

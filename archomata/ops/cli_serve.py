@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from archomata.config import Config
+from archomata.ops import workers as supervision
 from archomata.web import server
 
 
@@ -16,7 +17,11 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve(config: Config) -> None:
+def serve(config: Config, workers: int | None = None) -> int:
+    """Serves until SIGTERM or SIGINT; with `workers`, that many processes on the port,
+    minded by this one (archomata.ops.workers). The exit code."""
+    if workers is not None and not supervision.is_worker():
+        return supervision.Supervisor(workers, config.shutdown_grace_seconds).run()
     from archomata.app import create_app
 
     # The role it connects as is checked at start-up (app.py): refused in production if
@@ -25,3 +30,4 @@ def serve(config: Config) -> None:
     # Not web.run_app: archomata.web.server holds the connection limits and TLS settings
     # that the tests start the service with too.
     server.run(create_app(config), config)
+    return 0

@@ -69,7 +69,7 @@ async def ready(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 @operations
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    body = generate_latest(request.app[METRICS].exposition())
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -33,6 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from archomata.config import Config
+from archomata.ops import workers
 
 log = logging.getLogger(__name__)
 
@@ -249,9 +250,10 @@ async def start(app: web.Application, config: Config, *, host: str | None = None
     runner = Runner(app, config)
     await runner.setup()
     try:
+        # A worker of `serve --workers N` shares the port with its siblings.
         site = web.TCPSite(runner, host or config.host,
                            config.port if port is None else port,
-                           ssl_context=tls_context(config))
+                           ssl_context=tls_context(config), reuse_port=workers.is_worker())
         await site.start()
     except BaseException:
         await runner.cleanup()
@@ -273,12 +275,23 @@ def run(app: web.Application, config: Config) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         runner = await start(app, config)
+        watchdog = asyncio.create_task(_until_orphaned(stop)) if workers.is_worker() else None
         try:
             scheme = "https" if config.tls_cert else "http"
             log.info("serving", extra={"url": f"{scheme}://{config.host}:{config.port}"})
             await stop.wait()
             log.info("stopping", extra={"grace_seconds": config.shutdown_grace_seconds})
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             await runner.cleanup()
 
     asyncio.run(serve_forever())
+
+
+async def _until_orphaned(stop: asyncio.Event) -> None:
+    # Polled: the kernel tells a child nothing when its parent dies.
+    while not workers.parent_gone():  # noqa: ASYNC110
+        await asyncio.sleep(1)
+    log.warning("the supervising process is gone: stopping")
+    stop.set()
