@@ -110,10 +110,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     # One retry on a fresh connection: after a Redis restart or failover, the pooled
     # connections are dead, and the first request on each would otherwise answer 503.
-    client = redis_client.connect(app[keys.CONFIG].redis_url.reveal(), socket_timeout=2,
-                            socket_connect_timeout=2, health_check_interval=30,
-                            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
-                            redis_connect_func=ServerWatch(READY, STALE).connected)
+    # Each new connection also checks it reaches the server it did (server_watch.py).
+    client = redis_client.connect(
+        app[keys.CONFIG].redis_url.reveal(), socket_timeout=2, socket_connect_timeout=2,
+        health_check_interval=30, retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
+        redis_connect_func=ServerWatch(READY, STALE).connected)
     app[keys.REDIS] = client
     yield
     await redis_client.close(client)

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 BENCHMARKS = ["bench.login_storm", "bench.org_members", "bench.health_live", "bench.bridge",
-              "bench.key_flood", "bench.audit_export", "bench.audit_plans", "bench.backup"]
+              "bench.key_flood", "bench.audit_export", "bench.audit_plans", "bench.backup",
+              "bench.workers"]
 
 
 def main() -> int:

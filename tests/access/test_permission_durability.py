@@ -1,8 +1,8 @@
 """A permission change cannot be lost to Redis: its version lives in PostgreSQL and
 Redis hears of it before the COMMIT, so a Redis that stops at that moment rolls the change
 back (503, nothing committed that a cache has not heard of), and a Redis that returns
-with its data serves no instance a removed role. (Redis returning empty loses the
-sessions too, until they are kept in PostgreSQL: issue 13's first point.)"""
+with its data serves no instance a removed role; one that returns without the raise (an
+older snapshot, a replica behind) has it raised again from PostgreSQL first."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from uuid import uuid4
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from archomata import keys
 from archomata.access import store as roles
@@ -81,6 +82,42 @@ async def test_redis_stopping_as_a_change_commits_rolls_it_back_and_nothing_goes
     assert await statuses(both, member) == [403, 403]
     durable_redis.stop()
     durable_redis.start()
+    assert await statuses(both, member) == [403, 403]
+
+
+@pytest.fixture
+def forgetful_redis(workdir: Path) -> Iterator[RedisServer]:
+    """No persistence but what SAVE writes: killed, it comes back with the last snapshot."""
+    yield from own_redis(workdir, durable=False)
+
+
+async def test_a_bump_lost_with_redis_after_the_commit_is_raised_again_from_postgresql(
+        aiohttp_client: Any, config: Config, mail_sink: Any, owner_conn: Any,
+        forgetful_redis: RedisServer) -> None:
+    """The issue's "Redis stopped between the commit and the bump": the change commits,
+    and the Redis that comes back has not heard of it (a snapshot from before, with the
+    entry cached under the old version). Each instance meets another server on its next
+    connection and raises the versions from PostgreSQL before judging anything."""
+    first, second = both = await instances(aiohttp_client, config, forgetful_redis)
+    admin = await signed_up(first, mail_sink)
+    assert admin.org_id is not None
+    member = await member_with_roles(first, mail_sink, owner_conn, admin.org_id, ["Viewer"])
+    assert await statuses(both, member) == [200, 200]  # cached on both instances
+    await first.app[keys.REDIS].save()  # what Redis will come back with
+    removed = await second.put(f"/api/v1/org/members/{member.user_id}/roles",
+                               headers=admin.auth, json={"role_ids": []})
+    assert removed.status == 200, await removed.text()
+    assert forgetful_redis.proc is not None
+    forgetful_redis.proc.kill()  # the bump goes with it
+    forgetful_redis.proc.wait()
+    forgetful_redis.start()
+    raw = Redis.from_url(forgetful_redis.url)
+    try:  # the old entry, under the old version, is what this Redis holds
+        cached = orjson.loads(await raw.get(f"perm:{admin.org_id}:{member.user_id}"))
+        assert "accounts:read" in cached["perms"]
+        assert int(await raw.get(f"permv:{admin.org_id}") or 0) <= cached["v"]
+    finally:
+        await raw.aclose()
     assert await statuses(both, member) == [403, 403]
 
 
