@@ -25,6 +25,7 @@ from archomata.bridge.api_keys import API_KEYS, ApiKeyAuthenticator
 from archomata.bridge.broadcast import Broadcast
 from archomata.config import Config, ConfigError
 from archomata.crypto import DataKeys
+from archomata.identity import breached
 from archomata.identity.authenticator import AUTHENTICATOR, Authenticator
 from archomata.identity.login_throttle import LoginThrottle
 from archomata.identity.passwords import PasswordHasher
@@ -123,6 +124,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 async def _security(app: web.Application) -> AsyncIterator[None]:
     config, redis, pool = app[keys.CONFIG], app[keys.REDIS], app[keys.DB_POOL]
+    breached.load()  # once per process: never on the first password that needs it
     hasher = PasswordHasher(config.bcrypt_rounds, config.bcrypt_threads,
                             config.bcrypt_queue)
     revocation = Revocation(redis, pool)

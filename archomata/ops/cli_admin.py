@@ -23,6 +23,10 @@ def read_new_password() -> str:
             raise ConfigError("the passwords differ")
     if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
         raise ConfigError(f"the password must be {MIN_LENGTH} to {MAX_LENGTH} characters")
+    from archomata.identity.breached import is_breached
+
+    if is_breached(password):
+        raise ConfigError("the password is in a public list of breached passwords")
     return password
 
 

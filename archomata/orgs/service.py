@@ -23,6 +23,7 @@ from archomata.audit import AuditAction, AuditContext
 from archomata.audit import service as audit
 from archomata.db import Tx, service_tx
 from archomata.errors import BadRequest, Conflict, Forbidden, Unauthorized, ValidationFailed
+from archomata.identity.breached import refuse_breached
 from archomata.identity.passwords import MAX_LENGTH, MIN_LENGTH
 from archomata.identity.signin import Attempt, Door, Opened, Via, open_session, password_proves, vet
 from archomata.identity.store import users
@@ -133,6 +134,7 @@ async def _invitee(door: Door, invitation: Invitation,
         errors["password"] = [f"Between {MIN_LENGTH} and {MAX_LENGTH} characters."]
     if errors or acceptance.password is None:
         raise ValidationFailed("A new account needs a name and a password.", errors=errors)
+    refuse_breached(acceptance.password)
     return await door.passwords.hash(acceptance.password)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from archomata.web.schemas import Email, MemberOrgSchema, Name, Password, UserSchema
+from archomata.web.schemas import Email, MemberOrgSchema, Name, UserSchema, password_to_set
 from archomata.web.text import Text
 
 
 class RegisterSchema(Schema):
     email = Email
-    password = Password
+    password = password_to_set("password")
     name = Name
     org_name = Text(required=True, validate=validate.Length(1, 200))
 
@@ -35,12 +35,12 @@ class LoginSchema(Schema):
 
 class ResetConfirmSchema(Schema):
     token = Text(required=True, validate=validate.Length(1, 200))
-    new_password = Password
+    new_password = password_to_set("new_password")
 
 
 class PasswordChangeSchema(Schema):
     current_password = Text(multiline=True, required=True, validate=validate.Length(1, 1024))
-    new_password = Password
+    new_password = password_to_set("new_password")
 
 
 class SwitchOrgSchema(Schema):
