@@ -29,7 +29,7 @@ pgbouncer:
 
 # The tests of the org-scoped doors, the bridge and the audit chain, run a second time
 # with the service behind a real PgBouncer in transaction mode (tests/conftest.py).
-POOLED_TESTS := tests/access tests/bridge tests/audit tests/orgs tests/trading \
+POOLED_TESTS := tests/access tests/bridge tests/audit \
 	tests/test_tenancy.py tests/test_narrow_doors.py tests/test_user_tx.py \
 	tests/test_after_commit.py tests/test_one_connection.py tests/test_pooler.py tests/test_db.py
 

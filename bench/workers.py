@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk's")
     args = parser.parse_args()
     serve = [sys.executable, "-m", "archomata", "serve"]
     figures: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
@@ -39,7 +40,7 @@ def main() -> None:
             for round_no in range(1, args.rounds + 1):
                 for name, url in sides if round_no % 2 else sides[::-1]:
                     load = wrk(f"{url}{ROUTE}", connections=args.connections,
-                               seconds=args.seconds, headers=headers)
+                               seconds=args.seconds, threads=args.threads, headers=headers)
                     if load.errors:
                         raise SystemExit(f"{name}: {load.errors} non-2xx answers")
                     figures[name].append(load.requests_per_second)
@@ -48,7 +49,7 @@ def main() -> None:
     one_rps, two_rps = median(figures["1 worker"]), median(figures["2 workers"])
     paired = [t / o for o, t in zip(figures["1 worker"], figures["2 workers"], strict=True)]
     print(f"\n{ROUTE}: medians over {args.rounds} rounds, {args.connections} connections, "
-          f"{os.cpu_count()} cores (root: {ROOT.name}):")
+          f"wrk threads {args.threads}, {os.cpu_count()} cores (root: {ROOT.name}):")
     print(f"  throughput: 2 workers {two_rps:.1f} / 1 worker {one_rps:.1f} req/s = "
           f"{two_rps / one_rps:.2f}x (target >= 1.6x); per round: "
           f"{', '.join(f'{x:.2f}x' for x in paired)}\n", flush=True)
