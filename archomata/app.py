@@ -30,7 +30,7 @@ from archomata.identity.authenticator import AUTHENTICATOR, Authenticator
 from archomata.identity.login_throttle import LoginThrottle
 from archomata.identity.passwords import PasswordHasher
 from archomata.identity.revocation import READY, REVOCATION, STALE, Revocation
-from archomata.identity.routes import auth, identities, me, sso
+from archomata.identity.routes import auth, identities, me, mfa, sso
 from archomata.identity.server_watch import ServerWatch
 from archomata.identity.sessions import SessionStore
 from archomata.mail import Mailer
@@ -62,7 +62,7 @@ ROUTE_MODULES: tuple[ModuleType, ...] = (
     health, auth, invitations, me, admin, org, roles, groups,
     audit_logs,
     agents, accounts, orders, strategies, bridge,
-    sso, identities,
+    sso, identities, mfa,
 )
 
 

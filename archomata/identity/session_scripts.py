@@ -43,12 +43,14 @@ local function instant(uid)
 end
 """
 
-# ARGV: sid, user id, org id, now, ip, user agent, expires at, token hash, ttl.
+# ARGV: sid, user id, org id, now, ip, user agent, expires at, token hash, ttl, amr,
+# mfa at ('' = none).
 CREATE = INSTANT + """
 local skey = 'sess:' .. ARGV[1]
 redis.call('HSET', skey, 'user_id', ARGV[2], 'org_id', ARGV[3], 'created_at', ARGV[4],
            'last_used_at', ARGV[4], 'ip', ARGV[5], 'user_agent', ARGV[6], 'expires_at', ARGV[7],
-           'current', ARGV[8], 'parent', '', 'rotated_at', ARGV[4])
+           'current', ARGV[8], 'parent', '', 'rotated_at', ARGV[4], 'amr', ARGV[10],
+           'mfa_at', ARGV[11])
 redis.call('SET', 'rt:' .. ARGV[8], ARGV[1], 'EX', ARGV[9])
 redis.call('SADD', 'sessrt:' .. ARGV[1], ARGV[8])
 redis.call('SADD', 'usess:' .. ARGV[2], ARGV[1])
@@ -155,7 +157,7 @@ return cut
 # since it lost its data, or a rotation whose row is still being written), or ended it
 # while the rebuild ran. Held older (a server that lost the latest rotation), it is
 # written over. ARGV: sid, user id, org id, created, last used, ip, user agent,
-# expires at, current hash, parent hash ('' = none), rotated at, ttl.
+# expires at, current hash, parent hash ('' = none), rotated at, ttl, amr, mfa at.
 RESTORE = """
 local skey = 'sess:' .. ARGV[1]
 if redis.call('EXISTS', 'sessgone:' .. ARGV[1]) == 1 then return 0 end
@@ -163,7 +165,8 @@ local held = redis.call('HGET', skey, 'rotated_at')
 if held and tonumber(held) >= tonumber(ARGV[11]) then return 0 end
 redis.call('HSET', skey, 'user_id', ARGV[2], 'org_id', ARGV[3], 'created_at', ARGV[4],
            'last_used_at', ARGV[5], 'ip', ARGV[6], 'user_agent', ARGV[7], 'expires_at', ARGV[8],
-           'current', ARGV[9], 'parent', ARGV[10], 'rotated_at', ARGV[11])
+           'current', ARGV[9], 'parent', ARGV[10], 'rotated_at', ARGV[11], 'amr', ARGV[13],
+           'mfa_at', ARGV[14])
 local hashes = {ARGV[9]}
 if ARGV[10] ~= '' then table.insert(hashes, ARGV[10]) end
 for _, h in ipairs(hashes) do
@@ -206,6 +209,7 @@ async def restore(redis: Redis, client: Any, found: Sequence[rows.Row]) -> None:
             str(row.id), str(row.user_id), str(row.org_id) if row.org_id else "",
             repr(row.created_at), repr(row.last_used_at), row.ip, row.user_agent,
             repr(row.expires_at), row.current_hash, row.parent_hash or "",
-            repr(row.rotated_at), max(1, int(row.expires_at - now))])
+            repr(row.rotated_at), max(1, int(row.expires_at - now)), row.amr,
+            repr(row.mfa_at) if row.mfa_at is not None else ""])
 
 

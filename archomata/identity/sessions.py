@@ -95,6 +95,8 @@ class Session:
     # The issue instant of access tokens minted from this view (see _INSTANT); 0 for a
     # view only read (a listing), which mints nothing.
     issued_us: int = 0
+    amr: str = "pwd"  # how it was proven, comma separated: its tokens' `amr`
+    mfa_at: float | None = None  # when its second factor was, if it was: their `mfa_at`
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +132,8 @@ def _session(sid: str, data: dict[bytes, bytes] | dict[str, str] | list[bytes],
                    UUID(fields["org_id"]) if fields.get("org_id") else None,
                    float(fields["created_at"]), float(fields["last_used_at"]),
                    fields.get("ip", ""), fields.get("user_agent", ""),
-                   float(fields["expires_at"]), issued_us)
+                   float(fields["expires_at"]), issued_us, fields.get("amr") or "pwd",
+                   float(fields["mfa_at"]) if fields.get("mfa_at") else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,26 +173,28 @@ class SessionStore:
         if self.rebuild is not None:
             await self.rebuild()
 
-    async def create(self, user_id: UUID, org_id: UUID | None, ip: str,
-                     user_agent: str) -> tuple[Session, str]:
-        """A new family; returns it and its first refresh token. Kept in PostgreSQL too:
-        if it cannot be, the family ends and the sign-in answers 503."""
+    async def create(self, user_id: UUID, org_id: UUID | None, ip: str, user_agent: str,
+                     amr: str = "pwd", mfa_at: float | None = None) -> tuple[Session, str]:
+        """A new family, proven as `amr` says (and by a second factor at `mfa_at`);
+        returns it and its first refresh token. Kept in PostgreSQL too: if it cannot be,
+        the family ends and the sign-in answers 503."""
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = time.time()
         sid = uuid.uuid4()
         with redis_call():
             issued = await self._create(args=[
                 str(sid), str(user_id), str(org_id) if org_id else "", repr(now), ip,
-                user_agent[:256], repr(now + self.ttl), token_hash(token), self.ttl])
+                user_agent[:256], repr(now + self.ttl), token_hash(token), self.ttl, amr,
+                repr(mfa_at) if mfa_at is not None else ""])
         if self.kept is not None:
             try:
                 await rows.insert(self.kept, sid, user_id, org_id, now, ip, user_agent[:256],
-                                  now + self.ttl, token_hash(token))
+                                  now + self.ttl, token_hash(token), amr, mfa_at)
             except BaseException:
                 await self.end(sid)
                 raise
         return Session(sid, user_id, org_id, now, now, ip, user_agent[:256], now + self.ttl,
-                       int(issued)), token
+                       int(issued), amr, mfa_at), token
 
     async def rotate(self, token: str, ip: str, user_agent: str,
                      new_org: UUID | None = None, only: UUID | None = None) -> Rotation:

@@ -21,6 +21,8 @@ identity/routes/sso.py). No HTTP here: collaborators are passed in (Door), and s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,9 +36,10 @@ from archomata.access.principal import ActorType
 from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx, service_tx
 from archomata.identity.login_throttle import LoginThrottle
+from archomata.identity.mfa.challenges import Challenges
 from archomata.identity.passwords import PasswordHasher
 from archomata.identity.sessions import Session, SessionStore
-from archomata.identity.store import users
+from archomata.identity.store import mfa, users
 from archomata.identity.store.users import User
 from archomata.orgs.store import orgs
 from archomata.orgs.store.orgs import Membership
@@ -51,6 +54,11 @@ class Via(StrEnum):
     def action(self) -> AuditAction:
         return AuditAction.AUTH_SSO_LOGIN if self is Via.SSO else AuditAction.AUTH_LOGIN_SUCCEEDED
 
+    @property
+    def amr(self) -> str:
+        """How this way in proves who someone is, as the tokens' `amr` names it."""
+        return "sso" if self is Via.SSO else "pwd"
+
 
 class Reason(StrEnum):
     """Why a sign-in was refused: the `reason` of its audit entry."""
@@ -64,6 +72,17 @@ class Reason(StrEnum):
     EVERY_ORG_DISABLED = "every_org_disabled"
     CREDENTIALS_CHANGED = "credentials_changed"  # the proven password moved meanwhile
     MEMBERSHIP_REVOKED = "membership_revoked"  # a session's org, left since
+
+
+class SecondFactorRequired(Exception):
+    """The user has a second factor: no session yet, a challenge to answer instead
+    (`/auth/mfa/verify` with its `mfa_token`). Each way in answers it in its own shape."""
+
+    METHODS = ("totp", "recovery_code")
+
+    def __init__(self, mfa_token: str) -> None:
+        super().__init__("mfa_required")
+        self.mfa_token = mfa_token
 
 
 class SignInRefused(Exception):
@@ -95,6 +114,8 @@ class Attempt:
     # The proof itself went through the account's mailbox (an invitation's mailed token, a
     # provider vouching for the address it links): it stands for a verified email.
     mailbox_proven: bool = False
+    # The second factor proven with it ("otp", "recovery_code"), by /auth/mfa/verify only.
+    second_factor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +216,7 @@ async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opene
     user = attempt.user
     async with service_tx(door.pool, user_id=user.id) as tx:
         memberships = await orgs.memberships_of(tx, user.id)
+        has_second_factor = await mfa.enabled(tx, user.id)
     reason = refusal_of(user, attempt)
     membership = None
     if reason is None:
@@ -204,11 +226,16 @@ async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opene
             reason = exc.reason
     if reason is not None:
         await _refuse(door, who, attempt, reason)
-    # The second factor (issue 15) goes here: a user who has one gets a challenge to
-    # answer instead of a session, on every way in at once.
+    # A user with a second factor gets a challenge to answer instead of a session, on
+    # every way in at once; the session opens here once it is answered.
+    if has_second_factor and attempt.second_factor is None:
+        raise SecondFactorRequired(await Challenges(door.sessions.redis).open(
+            challenge_of(attempt)))
     org_id = membership.org.id if membership else None
-    session, refresh = await door.sessions.create(user.id, org_id, who.ip or "",
-                                                  (who.user_agent or "")[:256])
+    amr = ",".join(filter(None, (attempt.via.amr, attempt.second_factor)))
+    session, refresh = await door.sessions.create(
+        user.id, org_id, who.ip or "", (who.user_agent or "")[:256], amr,
+        time.time() if attempt.second_factor else None)
     async with service_tx(door.pool, org_id=org_id, user_id=user.id) as tx:
         current = await users.get(tx, user.id, settled=True)
         if current is None or current.password_hash != user.password_hash:
@@ -223,6 +250,31 @@ async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opene
         await door.sessions.revoke(session.id)
         await _refuse(door, who, attempt, reason or Reason.CREDENTIALS_CHANGED)
     return Opened(membership, session, refresh, current)
+
+
+def proof_mark(user: User) -> str:
+    """What a challenge keeps of the password hash the proof was checked against (never the
+    hash): a password changed before the code is answered opens no session."""
+    return hashlib.sha256((user.password_hash or "").encode()).hexdigest()
+
+
+def challenge_of(attempt: Attempt) -> dict[str, Any]:
+    return {"user_id": str(attempt.user.id), "via": attempt.via.value,
+            "org_id": str(attempt.org_id) if attempt.org_id else None,
+            "details": dict(attempt.details), "refusal_details": dict(attempt.refusal_details),
+            "mailbox_proven": attempt.mailbox_proven, "proof": proof_mark(attempt.user)}
+
+
+def answered(challenge: Mapping[str, Any], user: User, second_factor: str) -> Attempt:
+    """The attempt a challenge stood for, now with its second factor, against `user` as it
+    stands: its own proof if the password is the one proven, else one the door refuses
+    (CREDENTIALS_CHANGED, as a password changed mid-login)."""
+    proof = user if proof_mark(user) == challenge["proof"] else dataclasses.replace(
+        user, password_hash="\x00changed")
+    org_id = challenge["org_id"]
+    return Attempt(proof, Via(challenge["via"]), UUID(org_id) if org_id else None,
+                   challenge["details"], challenge["refusal_details"],
+                   bool(challenge["mailbox_proven"]), second_factor)
 
 
 def throttle_subject(user: User | None, email: str) -> str:

@@ -40,20 +40,27 @@ class Claims:
     expires_at: int
     token_id: str
     issued_us: int
+    mfa_at: int | None = None  # when the session's second factor was proven (step-up)
 
 
 def issue(config: Config, *, user_id: UUID, org_id: UUID | None, session_id: UUID,
-          platform_role: PlatformRole, issued_us: int,
-          now: float | None = None) -> tuple[str, Claims]:
+          platform_role: PlatformRole, issued_us: int, amr: str = "pwd",
+          mfa_at: float | None = None, now: float | None = None) -> tuple[str, Claims]:
+    """`amr` and `mfa_at` are the session's: a refreshed token carries them on."""
     issued = int(now if now is not None else time.time())
+    proven = int(mfa_at) if mfa_at is not None else None
     claims = Claims(user_id, org_id, session_id, platform_role, issued,
-                    issued + config.access_token_ttl_seconds, uuid.uuid4().hex, issued_us)
+                    issued + config.access_token_ttl_seconds, uuid.uuid4().hex, issued_us,
+                    proven)
     kid, secret = config.signing_key
     payload = {
         "sub": str(user_id), "org": str(org_id) if org_id else None, "sid": str(session_id),
         "prole": platform_role.value, "iat": claims.issued_at, "exp": claims.expires_at,
         "jti": claims.token_id, "iss": ISSUER, "aud": AUDIENCE, "iat_us": issued_us,
+        "amr": amr.split(","),
     }
+    if proven is not None:
+        payload["mfa_at"] = proven
     token = jwt.encode(payload, secret.reveal().encode(), algorithm=ALGORITHM,
                        headers={"kid": kid})
     return token, claims
@@ -86,11 +93,13 @@ def verify(config: Config, token: str) -> Claims:
         # A token minted before iat_us existed counts from the start of its second: at
         # worst it dies with a cut later in that second, never outlives an earlier one.
         issued_us = payload.get("iat_us", int(payload["iat"]) * 1_000_000)
-        if not isinstance(issued_us, int) or isinstance(issued_us, bool):
+        mfa_at = payload.get("mfa_at")
+        if not isinstance(issued_us, int) or isinstance(issued_us, bool) or not (
+                mfa_at is None or (isinstance(mfa_at, int) and not isinstance(mfa_at, bool))):
             raise _invalid()
         return Claims(UUID(payload["sub"]), UUID(org) if org else None, UUID(payload["sid"]),
                       PlatformRole(payload["prole"]), int(payload["iat"]),
-                      int(payload["exp"]), str(payload["jti"]), issued_us)
+                      int(payload["exp"]), str(payload["jti"]), issued_us, mfa_at)
     except (ValueError, TypeError, KeyError):
         raise _invalid() from None
 

@@ -5,6 +5,7 @@ archomata.identity.signin."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aiohttp import web
@@ -12,11 +13,13 @@ from aiohttp import web
 from archomata import audit, keys
 from archomata.audit import AuditContext
 from archomata.config import Config
+from archomata.db import member_tx, user_tx
 from archomata.errors import ApiError, Forbidden, Unauthorized
 from archomata.identity import tokens
 from archomata.identity.schemas.auth import LoginResultSchema
+from archomata.identity.service import Me
 from archomata.identity.sessions import Session
-from archomata.identity.signin import Door, Opened, Reason, SignInRefused
+from archomata.identity.signin import Door, Opened, Reason, SecondFactorRequired, SignInRefused
 from archomata.identity.store.users import User
 from archomata.orgs.store.orgs import Membership
 from archomata.web.json_io import json_response
@@ -44,7 +47,8 @@ def login_result(config: Config, user: User, membership: Membership | None,
     access_token, _ = tokens.issue(config, user_id=user.id,
                                    org_id=membership.org.id if membership else None,
                                    session_id=session.id, platform_role=user.platform_role,
-                                   issued_us=session.issued_us)
+                                   issued_us=session.issued_us, amr=session.amr,
+                                   mfa_at=session.mfa_at)
     result: dict[str, Any] = LoginResultSchema().dump({
         "access_token": access_token, "token_type": "Bearer",
         "expires_in": config.access_token_ttl_seconds,
@@ -75,6 +79,15 @@ def client_ip(request: web.Request) -> str:
 
 def user_agent(request: web.Request) -> str:
     return request.headers.get("User-Agent", "")[:256]
+
+
+def me_of(request: web.Request) -> Me:
+    """The signed-in caller with the doors of their scope, as their verified token names
+    them (an authenticated route: the guard ran)."""
+    principal = request[keys.PRINCIPAL]
+    assert principal is not None and principal.user_id is not None
+    return Me(principal.actor_id, principal.org_id, principal.session_id,
+              functools.partial(user_tx, request), functools.partial(member_tx, request))
 
 
 def door(request: web.Request) -> Door:
@@ -125,6 +138,12 @@ _ENDED: dict[Reason, str] = {
 def refresh_problem(reason: Reason) -> Unauthorized:
     """A session that no longer meets signin.service.still_signed_in, as refresh says it."""
     return Unauthorized(_ENDED[reason], code=reason.value)
+
+
+def mfa_required(challenge: SecondFactorRequired) -> web.Response:
+    """The answer of a JSON way in for a user with a second factor: no token, no cookie."""
+    return json_response({"mfa_required": True, "mfa_token": challenge.mfa_token,
+                          "methods": list(challenge.METHODS)})
 
 
 def signed_in(config: Config, opened: Opened) -> web.Response:

@@ -39,6 +39,7 @@ from tests.factories import (
     unique_email,
     wait_for_mail,
 )
+from tests.identity.test_mfa import challenge, code, enrol
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -54,6 +55,9 @@ EXEMPT: dict[str, str] = {
     "POST /api/v1/bridge/heartbeat": "telemetry: last seen and version",
     "PUT /api/v1/bridge/accounts/{login}/state": "telemetry: balances and open positions",
     "POST /api/v1/bridge/accounts/{login}/deals": "telemetry: the broker's deal history",
+    # An unconfirmed secret changes nothing of how anyone signs in (and replaces only an
+    # unconfirmed one); the first code confirming it writes mfa.enabled.
+    "POST /api/v1/me/mfa/totp": "an unconfirmed secret; confirming writes mfa.enabled",
 }
 
 
@@ -169,6 +173,30 @@ async def _login(w: World) -> Case:
                                                     "password": admin.password}),
                 lambda r: _claims(r["access_token"])["sid"],
                 Call("POST", "/api/v1/auth/login", {"email": admin.email}), admin.org_id)
+
+
+@sample("POST /api/v1/auth/mfa/verify", AuditAction.AUTH_LOGIN_SUCCEEDED, "session")
+async def _mfa_verify(w: World) -> Case:
+    admin = await w.admin()
+    secret, _ = await enrol(w.client, admin)
+    token = await challenge(w.client, admin)
+    path = "/api/v1/auth/mfa/verify"
+    # An unknown challenge opens nothing, and writes nothing (a wrong code would be audited).
+    return Case(Call("POST", path, {"mfa_token": token, "code": code(secret, 1)}),
+                lambda r: _claims(r["access_token"])["sid"],
+                Call("POST", path, {"mfa_token": "x" * 43, "code": code(secret, 1)}),
+                admin.org_id)
+
+
+@sample("POST /api/v1/me/mfa/totp/confirm", AuditAction.MFA_ENABLED, "user")
+async def _mfa_confirm(w: World) -> Case:
+    admin = await w.admin()
+    started = await w.client.post("/api/v1/me/mfa/totp", headers=admin.auth,
+                                  json={"current_password": admin.password})
+    secret = (await started.json())["secret"]
+    path = "/api/v1/me/mfa/totp/confirm"
+    return Case(Call("POST", path, {"code": code(secret)}, admin.auth), str(admin.user_id),
+                Call("POST", path, {"code": "000000"}, admin.auth), admin.org_id)
 
 
 @sample("POST /api/v1/auth/logout", AuditAction.AUTH_LOGOUT, "session")

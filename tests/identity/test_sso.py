@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from uuid import UUID, uuid4
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import web
 from joserfc.jwk import RSAKey
@@ -26,7 +27,8 @@ from archomata.identity import linking
 from archomata.identity.store.users import same_mailbox
 from archomata.ops.devservers import free_port
 from tests.browser import Browser, Visit
-from tests.factories import FRONTEND, login, register, strong_password, unique_email
+from tests.factories import FRONTEND, login, register, signed_up, strong_password, unique_email
+from tests.identity.test_mfa import code, enrol
 from tests.oidc_provider import IdpUser, OidcProvider
 from tests.secret_scan import remember
 
@@ -277,6 +279,26 @@ class TestLinking:
         assert [(str(r["actor_id"]), r["details"]) for r in linked] == [
             (user["id"], {"provider": "google", "via": "email_match"})]
         await login(client, email, password)  # the password still works
+
+    async def test_a_person_with_a_second_factor_is_sent_for_the_code_without_a_cookie(
+            self, world: World, client: Any, mail_sink: Any) -> None:
+        me = await signed_up(client, mail_sink)
+        secret, _ = await enrol(client, me)
+        world.google.user = google_user(email=me.email)
+        visit, browser = await world.sign_in()
+        path, _, query = visit.url.partition("?")
+        assert path == f"{FRONTEND}/login/mfa"
+        token = parse_qs(query)["mfa_token"][0]
+        no_session = await browser.fetch("POST", f"{world.service}/api/v1/auth/refresh",
+                                         origin=FRONTEND)
+        assert no_session.status == 401  # no cookie came with the redirect
+        done = await client.post("/api/v1/auth/mfa/verify",
+                                 json={"mfa_token": token, "code": code(secret, 1)})
+        assert done.status == 200, await done.text()
+        body = await done.json()
+        assert body["user"]["id"] == str(me.user_id)
+        amr = jwt.decode(body["access_token"], options={"verify_signature": False})["amr"]
+        assert set(amr) == {"sso", "otp"}
 
     async def test_google_email_not_verified_links_nothing(
             self, world: World, client: Any, mail_sink: Any, owner_conn: Any) -> None:

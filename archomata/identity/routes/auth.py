@@ -5,7 +5,6 @@ sessions. The handlers parse and answer; the flows are in archomata.identity.ser
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -17,7 +16,6 @@ from aiohttp import web
 from archomata import keys
 from archomata.access.guards import authenticated, public
 from archomata.access.principal import Principal
-from archomata.db import member_tx, user_tx
 from archomata.errors import NotFound, Unauthorized
 from archomata.identity import onboarding, service, signin
 from archomata.identity.schemas.auth import (
@@ -32,11 +30,13 @@ from archomata.identity.schemas.auth import (
     SwitchOrgSchema,
     TokenSchema,
 )
-from archomata.identity.service import MailLink, Me, Renewed
+from archomata.identity.service import MailLink, Renewed
 from archomata.identity.web import (
     clear_refresh_cookie,
     door,
     login_result,
+    me_of,
+    mfa_required,
     problem,
     refresh_problem,
     refresh_token_of,
@@ -66,12 +66,7 @@ def _principal(request: web.Request) -> Principal:
     return principal
 
 
-def _me(request: web.Request) -> Me:
-    """The signed-in caller with the doors of their scope, as their verified token names
-    them."""
-    principal = _principal(request)
-    return Me(principal.actor_id, principal.org_id, principal.session_id,
-              functools.partial(user_tx, request), functools.partial(member_tx, request))
+_me = me_of
 
 
 def _renewed(request: web.Request, renewed: Renewed) -> web.Response:
@@ -134,7 +129,9 @@ async def resend_verification(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/auth/login")
 @public
-@doc("Sign in with email and password", request=LoginSchema, response=LoginResultSchema)
+@doc("Sign in with email and password; someone with a second factor gets "
+     "`{mfa_required, mfa_token, methods}` instead (answered at /auth/mfa/verify)",
+     request=LoginSchema, response=LoginResultSchema)
 async def login(request: web.Request) -> web.Response:
     body = await load_body(request, LoginSchema)
     try:
@@ -142,6 +139,8 @@ async def login(request: web.Request) -> web.Response:
                                                body["password"], body["org_id"])
     except signin.SignInRefused as exc:
         raise problem(exc) from None
+    except signin.SecondFactorRequired as challenge:
+        return mfa_required(challenge)
     return signed_in(request.app[keys.CONFIG], opened)
 
 

@@ -10,7 +10,7 @@ from archomata.access import store as roles
 from archomata.access.guards import authenticated
 from archomata.db import user_tx
 from archomata.errors import Unauthorized
-from archomata.identity.store import users
+from archomata.identity.store import mfa, users
 from archomata.identity.web import org_body, user_body
 from archomata.orgs.store import orgs
 from archomata.web.json_io import json_response
@@ -25,8 +25,12 @@ class RoleRefSchema(Schema):
     name = fields.String(required=True)
 
 
+class MeUserSchema(UserSchema):
+    mfa_enabled = fields.Boolean(required=True)
+
+
 class MeSchema(Schema):
-    user = fields.Nested(UserSchema, required=True)
+    user = fields.Nested(MeUserSchema, required=True)
     org = fields.Nested(MemberOrgSchema, allow_none=True, required=True)
     org_role = fields.String(allow_none=True, required=True)
     platform_role = fields.String(required=True)
@@ -46,11 +50,12 @@ async def get_me(request: web.Request) -> web.Response:
         memberships = await orgs.memberships_of(tx, principal.actor_id)
         held = (await roles.of_member(tx, principal.org_id, principal.actor_id)
                 if principal.org_id else [])
+        mfa_enabled = await mfa.enabled(tx, principal.actor_id)
     if user is None:
         raise Unauthorized("This account no longer exists.", code="user_disabled")
     current = next((m for m in memberships if m.org.id == principal.org_id), None)
     return json_response(MeSchema().dump({
-        "user": user_body(user),
+        "user": {**user_body(user), "mfa_enabled": mfa_enabled},
         "org": org_body(current),
         "org_role": principal.org_role.value if principal.org_role else None,
         "platform_role": user.platform_role.value,

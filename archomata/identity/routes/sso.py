@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlencode
 from weakref import WeakKeyDictionary
 
 import asyncpg
@@ -30,6 +31,7 @@ from archomata.identity.schemas.sso import SsoCallbackQuerySchema, SsoLoginQuery
 from archomata.identity.signin import (
     Attempt,
     Reason,
+    SecondFactorRequired,
     SignInRefused,
     Via,
     open_session,
@@ -165,11 +167,15 @@ async def _complete(request: web.Request, client: OidcClient) -> web.Response:
     config = request.app[keys.CONFIG]
     signed_in = await linking.resolve(door(request), who(request), assertion,
                                       allow_signup=config.sso_allow_signup)
-    opened = await open_session(door(request), who(request), Attempt(
-        signed_in.user, Via.SSO,
-        details={"provider": client.name, "identity_id": str(signed_in.identity.id),
-                 "via": signed_in.how.value},
-        refusal_details=sso_details(client.name)))
+    try:
+        opened = await open_session(door(request), who(request), Attempt(
+            signed_in.user, Via.SSO,
+            details={"provider": client.name, "identity_id": str(signed_in.identity.id),
+                     "via": signed_in.how.value},
+            refusal_details=sso_details(client.name)))
+    except SecondFactorRequired as challenge:  # the SPA asks for the code: no cookie yet
+        return _redirect(f"{config.frontend_url}/login/mfa?"
+                         f"{urlencode({'mfa_token': challenge.mfa_token})}")
     response = _redirect(f"{config.frontend_url}{pending.next}")
     set_refresh_cookie(response, config, opened.refresh_token)
     return response

@@ -16,8 +16,8 @@ import asyncpg
 
 INSERT = """
     insert into sessions (id, user_id, org_id, created_at, last_used_at, ip, user_agent,
-                          expires_at, current_hash, rotated_at)
-    values ($1, $2, $3, $4, $4, $5, $6, $7, $8, $4)
+                          expires_at, current_hash, rotated_at, amr, mfa_at)
+    values ($1, $2, $3, $4, $4, $5, $6, $7, $8, $4, $9, $10)
 """
 ROTATED = """
     update sessions set current_hash = $2, parent_hash = $3, rotated_at = $4,
@@ -35,7 +35,7 @@ REVOKED_FOR_USER = """
 """
 LIVE = """
     select id, user_id, org_id, created_at, last_used_at, ip, user_agent, expires_at,
-           current_hash, parent_hash, rotated_at
+           current_hash, parent_hash, rotated_at, amr, mfa_at
     from sessions where revoked_at is null and expires_at > $1
 """
 
@@ -56,6 +56,8 @@ class Row:
     current_hash: str
     parent_hash: str | None
     rotated_at: float
+    amr: str
+    mfa_at: float | None
 
 
 async def _execute(door: UserDoor, user_id: UUID, sql: str, *args: object) -> None:
@@ -65,9 +67,9 @@ async def _execute(door: UserDoor, user_id: UUID, sql: str, *args: object) -> No
 
 async def insert(door: UserDoor, sid: UUID, user_id: UUID, org_id: UUID | None,
                  now: float, ip: str, user_agent: str, expires_at: float,
-                 current_hash: str) -> None:
+                 current_hash: str, amr: str, mfa_at: float | None) -> None:
     await _execute(door, user_id, INSERT, sid, user_id, org_id, now, ip, user_agent,
-                   expires_at, current_hash)
+                   expires_at, current_hash, amr, mfa_at)
 
 
 async def rotated(door: UserDoor, user_id: UUID, sid: UUID, current_hash: str,

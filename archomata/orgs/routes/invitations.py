@@ -8,8 +8,8 @@ from aiohttp import web
 from archomata import keys
 from archomata.access.guards import public
 from archomata.identity.schemas.auth import LoginResultSchema
-from archomata.identity.signin import SignInRefused
-from archomata.identity.web import door, problem, signed_in, who
+from archomata.identity.signin import SecondFactorRequired, SignInRefused
+from archomata.identity.web import door, mfa_required, problem, signed_in, who
 from archomata.orgs import service
 from archomata.orgs.schemas import AcceptInvitationSchema
 from archomata.web.json_io import load_body
@@ -34,4 +34,6 @@ async def accept_invitation(request: web.Request) -> web.Response:
         opened = await service.accept_invitation(door(request), who(request), acceptance)
     except SignInRefused as exc:
         raise problem(exc) from None
+    except SecondFactorRequired as challenge:  # joined: the session waits for the code
+        return mfa_required(challenge)
     return signed_in(request.app[keys.CONFIG], opened)

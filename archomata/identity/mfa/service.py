@@ -1,0 +1,152 @@
+"""The second-factor flows, with no HTTP: enrolment (a secret, confirmed by a first code,
+then ten recovery codes), the challenge a way in answered with (`/auth/mfa/verify`), and
+what the user has.
+
+A code is proven in a transaction scoped to its user that also takes it (the last step
+accepted, or the recovery code spent), so two requests with one code cannot both pass.
+Wrong codes count against the account's login backoff, against the challenge (which ends
+at the fifth), and are audited (`mfa.challenge_failed`); no code or secret is ever
+logged, audited or echoed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from archomata import audit
+from archomata.audit import AuditAction, AuditContext
+from archomata.crypto import DataKeys
+from archomata.db import Tx, service_tx
+from archomata.errors import BadRequest, Conflict, Unauthorized
+from archomata.identity.mfa import codes
+from archomata.identity.mfa.challenges import Challenges
+from archomata.identity.service import Me
+from archomata.identity.signin import (
+    Door,
+    Opened,
+    answered,
+    as_user,
+    open_session,
+    password_proves,
+)
+from archomata.identity.store import mfa, users
+
+
+def _sealed_for(user_id: UUID) -> bytes:
+    """The associated data of a user's sealed secret: a row moved to another user opens not."""
+    return b"archomata.mfa.totp:" + user_id.bytes
+
+
+def _wrong_code() -> Unauthorized:
+    return Unauthorized("The code is wrong or was used already.", code="invalid_mfa_code")
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    confirmed_at: datetime | None
+    recovery_codes_left: int
+
+
+async def status(me: Me) -> Status:
+    async with me.tx() as tx:
+        found = await mfa.totp(tx, me.user_id)
+        left = await mfa.recovery_codes_left(tx, me.user_id)
+    return Status(found.confirmed_at if found else None, left)
+
+
+async def start_totp(door: Door, data_keys: DataKeys, me: Me,
+                     current_password: str) -> tuple[str, str]:
+    """A new secret to confirm (replacing one not yet confirmed): (secret, otpauth URI).
+    The password is asked, under the login backoff, so a stolen access token alone
+    cannot bind an attacker's authenticator."""
+    async with me.tx() as tx:
+        user = await users.get(tx, me.user_id)
+    assert user is not None  # the token's user: the authenticator read it
+    if not await password_proves(door, user, user.email, current_password):
+        raise Unauthorized("The current password is wrong.", code="invalid_credentials")
+    secret = codes.new_secret()
+    async with me.tx() as tx:
+        if not await mfa.start_enrolment(
+                tx, me.user_id, data_keys.encrypt(secret.encode(), _sealed_for(me.user_id))):
+            raise Conflict("A second factor is enabled already.", code="mfa_already_enabled")
+    return secret, codes.otpauth_uri(secret, user.email)
+
+
+async def confirm_totp(door: Door, data_keys: DataKeys, who: AuditContext, me: Me,
+                       code: str) -> list[str]:
+    """The first code proves the authenticator holds the secret: the factor is required
+    at every sign-in from now on, the other sessions end, and ten recovery codes are
+    returned (shown once)."""
+    recovery = codes.new_recovery_codes()
+    async with me.tx() as tx:
+        found = await mfa.totp(tx, me.user_id)
+        if found is None:
+            raise BadRequest("Start the enrolment first.", code="mfa_not_started")
+        if found.confirmed_at is not None:
+            raise Conflict("A second factor is enabled already.", code="mfa_already_enabled")
+        secret = data_keys.decrypt(found.secret_sealed, _sealed_for(me.user_id)).decode()
+        step = codes.matching_step(secret, code, after=found.last_step)
+        if step is None or not await mfa.take_step(tx, me.user_id, step, confirming=True):
+            raise _wrong_code()
+        await mfa.replace_recovery_codes(tx, me.user_id,
+                                         [codes.recovery_digest(c) for c in recovery])
+        await door.sessions.revoke_user(tx, me.user_id, keep=me.session_id)
+        await audit.record(tx, who, AuditAction.MFA_ENABLED, resource_type="user",
+                           resource_id=me.user_id, details={"method": "totp"})
+    return recovery
+
+
+async def _prove(tx: Tx, data_keys: DataKeys, user_id: UUID, code: str | None,
+                 recovery_code: str | None) -> str | None:
+    """The factor `code` or `recovery_code` proves for the user, taken so it serves once:
+    "otp", "recovery_code", or None."""
+    found = await mfa.totp(tx, user_id)
+    if found is None or found.confirmed_at is None:
+        return None
+    if code is not None:
+        secret = data_keys.decrypt(found.secret_sealed, _sealed_for(user_id)).decode()
+        step = codes.matching_step(secret, code, after=found.last_step)
+        return "otp" if step is not None and await mfa.take_step(tx, user_id, step) else None
+    if recovery_code is not None and await mfa.use_recovery_code(
+            tx, user_id, codes.recovery_digest(recovery_code)):
+        return "recovery_code"
+    return None
+
+
+async def verify_challenge(door: Door, data_keys: DataKeys, who: AuditContext, token: str,
+                           code: str | None, recovery_code: str | None) -> Opened:
+    """Answers a way in's challenge: the session opens through the door, with its second
+    factor, or Unauthorized `invalid_mfa_code` (BadRequest `invalid_token` for a
+    challenge used, expired, or ended by wrong codes)."""
+    challenges = Challenges(door.sessions.redis)
+    challenge = await challenges.peek(token)
+    if challenge is None:
+        raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
+    user_id = UUID(challenge["user_id"])
+    subject = f"user:{user_id}"  # signin.throttle_subject of a known user
+    await door.throttle.check(subject)
+    async with service_tx(door.pool, user_id=user_id) as tx:
+        factor = await _prove(tx, data_keys, user_id, code, recovery_code)
+        if factor == "recovery_code":
+            await audit.record(tx, as_user(who, user_id), AuditAction.MFA_RECOVERY_CODE_USED,
+                               resource_type="user", resource_id=user_id,
+                               details={"left": await mfa.recovery_codes_left(tx, user_id)})
+    if factor is None:
+        await door.throttle.record_failure(subject)
+        wrong = await challenges.wrong_code(token)
+        async with service_tx(door.pool, user_id=user_id) as tx:
+            await audit.record(tx, as_user(who, user_id), AuditAction.MFA_CHALLENGE_FAILED,
+                               resource_type="user", resource_id=user_id, details={
+                                   "method": "totp" if code is not None else "recovery_code",
+                                   "wrong_codes": wrong})
+        raise _wrong_code()
+    if await challenges.take(token) is None:  # answered meanwhile by another request
+        raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
+    await door.throttle.reset(subject)
+    async with service_tx(door.pool, user_id=user_id) as tx:
+        user = await users.get(tx, user_id)
+    if user is None:
+        raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
+    return await open_session(door, who, answered(challenge, user, factor))
