@@ -123,6 +123,7 @@ class Config:
     long_poll_timeout_seconds: float = 45.0
     command_lease_seconds: int = 60  # a polled command's, before it is handed out again
     shutdown_grace_seconds: int = 20  # for in-flight requests, once SIGTERM came
+    step_up_max_age_seconds: int = 600  # how old a second factor may be on step-up routes
     db_pool_min: int = 2
     db_pool_max: int = 10
     database_pooler: str = ""  # "pgbouncer": no statement kept on a server connection
@@ -248,10 +249,8 @@ def _jwt_secrets(reader: _Reader) -> tuple[tuple[str, Secret[str]], ...]:
         if not sep or not kid or not secret:
             raise ConfigError(f"{PREFIX}JWT_SECRETS entries must look like kid:secret")
         if len(secret) < MIN_JWT_SECRET_CHARS:
-            raise ConfigError(
-                f"{PREFIX}JWT_SECRETS secret for kid {kid!r} must be at least "
-                f"{MIN_JWT_SECRET_CHARS} characters"
-            )
+            raise ConfigError(f"{PREFIX}JWT_SECRETS secret for kid {kid!r} must be at least "
+                              f"{MIN_JWT_SECRET_CHARS} characters")
         if kid in {k for k, _ in keys}:
             raise ConfigError(f"{PREFIX}JWT_SECRETS repeats kid {kid!r}")
         keys.append((kid, Secret(secret)))
@@ -397,4 +396,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         exports_per_instance=reader.int("EXPORTS_PER_INSTANCE", 8, 1, 1000),
         command_lease_seconds=reader.int("COMMAND_LEASE_SECONDS", 60, 1, 3600),
         shutdown_grace_seconds=reader.int("SHUTDOWN_GRACE_SECONDS", 20, 0, 3600),
+        step_up_max_age_seconds=reader.int("STEP_UP_MAX_AGE_SECONDS", 600, 1, 10**9),
     )

@@ -21,7 +21,7 @@ from typing import Any, overload
 from aiohttp import web
 
 from archomata import keys
-from archomata.access import route_policy
+from archomata.access import route_policy, step_up
 from archomata.access.principal import ActorType, Principal
 from archomata.access.route_policy import POLICY_ATTR, Authn, RoutePolicy, declared_policy
 from archomata.errors import Forbidden, Unauthorized
@@ -205,4 +205,8 @@ def policy_problems(app: web.Application) -> list[str]:
         kind = rule.kind if rule is not None else None
         problems += [f"{route.method} {path}: {why}"
                      for why in _contradictions(kind, route.method, policy)]
+        if step_up.dangerous(route.method, path, kind, rule.permission if rule else None) \
+                and step_up.declaration(route.handler) is None:
+            problems.append(f"{route.method} {path}: a dangerous write that declares no "
+                            "step-up (@step_up, @step_up_when or @step_up_exempt)")
     return problems

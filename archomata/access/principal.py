@@ -32,6 +32,7 @@ class Principal:
     platform_role: PlatformRole = PlatformRole.USER
     org_role: OrgRole | None = None
     permissions: frozenset[str] = field(default_factory=frozenset)
+    mfa_at: int | None = None  # the token's: when its session's second factor was proven
 
     @property
     def user_id(self) -> UUID | None:

@@ -28,6 +28,7 @@ class AuditAction(StrEnum):
     AUTH_SESSION_REVOKED = "auth.session.revoked"
     AUTH_SSO_LINKED = "auth.sso.linked"
     AUTH_SSO_LOGIN = "auth.sso.login"
+    AUTH_STEP_UP = "auth.step_up"
     GROUP_CREATED = "group.created"
     GROUP_DELETED = "group.deleted"
     GROUP_MEMBERS_SET = "group.members_set"

@@ -7,6 +7,7 @@ from aiohttp import web
 from archomata import audit, keys
 from archomata.access.guards import require_permission, require_write
 from archomata.access.permissions import Permission
+from archomata.access.step_up import step_up, step_up_exempt
 from archomata.audit import AuditAction
 from archomata.bridge import api_keys
 from archomata.bridge import store as agents
@@ -65,6 +66,7 @@ async def get_agent(request: web.Request) -> web.Response:
 @routes.post("/api/v1/agents")
 @require_permission(Permission.AGENTS_CREATE)
 @require_write
+@step_up
 @doc("Create an agent; its API key is in this answer and never again",
      request=AgentCreateSchema, response=AgentCreatedSchema, status=201)
 async def create_agent(request: web.Request) -> web.Response:
@@ -82,6 +84,7 @@ async def create_agent(request: web.Request) -> web.Response:
 @routes.post("/api/v1/agents/{agent_id}/rotate-key")
 @require_permission(Permission.AGENTS_UPDATE)
 @require_write
+@step_up
 @doc("Replace the agent's API key: the old one fails at once on every instance. For an "
      "agent that serves an account with credentials, the org administrator only (403 "
      "permission_denied): the new key can fetch them", response=ApiKeySchema)
@@ -112,6 +115,7 @@ async def rotate_agent_key(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/agents/{agent_id}")
 @require_permission(Permission.AGENTS_DELETE)
 @require_write
+@step_up_exempt("deleting an agent revokes its key")
 @doc("Delete an agent: its key fails at once, its accounts become unassigned", status=204)
 async def delete_agent(request: web.Request) -> web.Response:
     org_id, _ = caller(request)

@@ -45,7 +45,7 @@ class Authenticator:
                 raise ServiceUnavailable("Revocation state is being rebuilt; retry.")
         if claims.org_id is None:
             return Principal(ActorType.USER, claims.user_id, None, claims.session_id,
-                             claims.platform_role)
+                             claims.platform_role, mfa_at=claims.mfa_at)
         access = result.authz
         if access is None:
             access, version = await authz.load(self.pool, claims.org_id, claims.user_id)
@@ -54,7 +54,8 @@ class Authenticator:
                 raise Unauthorized("You are no longer a member of this organisation.",
                                    code="membership_revoked")
         return Principal(ActorType.USER, claims.user_id, claims.org_id, claims.session_id,
-                         claims.platform_role, OrgRole(access.org_role), access.permissions)
+                         claims.platform_role, OrgRole(access.org_role), access.permissions,
+                         claims.mfa_at)
 
     async def _check(self, claims: Claims, request: web.Request | None = None) -> CheckResult:
         """Revocation and the permission cache in one script call, with the request's rate

@@ -105,6 +105,20 @@ redis.call('HSET', skey, 'org_id', ARGV[2])
 return {instant(s[3]), redis.call('HGETALL', skey)}
 """
 
+# A second factor proven on a live session (step-up): `mfa_at` renewed, the factor added
+# to `amr`. ARGV: sid, factor, at, now.
+PROVE = INSTANT + """
+local skey = 'sess:' .. ARGV[1]
+local s = redis.call('HMGET', skey, 'current', 'expires_at', 'user_id', 'amr')
+if not s[1] or tonumber(s[2]) <= tonumber(ARGV[4]) then return false end
+local amr = s[4] or 'pwd'
+if not string.find(',' .. amr .. ',', ',' .. ARGV[2] .. ',', 1, true) then
+    amr = amr .. ',' .. ARGV[2]
+end
+redis.call('HSET', skey, 'mfa_at', ARGV[3], 'amr', amr)
+return {instant(s[3]), redis.call('HGETALL', skey)}
+"""
+
 # Ends one family. ARGV: sid ('' = the one of the token), token hash ('' = none), its
 # successor's hash, now, grace, owner user id ('' = anyone), the rebuilt marker's key
 # ('' = do not ask). Returns false when there was

@@ -162,6 +162,7 @@ class SessionStore:
         self._create = redis.register_script(scripts.CREATE)
         self._rotate = redis.register_script(scripts.ROTATE)
         self._move = redis.register_script(scripts.MOVE)
+        self._prove = redis.register_script(scripts.PROVE)
         self._end = redis.register_script(scripts.END)
         self._revoke_user = redis.register_script(scripts.REVOKE_USER)
         self._cut = redis.register_script(scripts.CUT)
@@ -232,6 +233,17 @@ class SessionStore:
         elif self.kept is not None and new_org is not None:
             await rows.moved(self.kept, session.user_id, session.id, new_org)
         return Rotation(outcome, session, successor)
+
+    async def prove_second_factor(self, sid: UUID, factor: str) -> Session | None:
+        """Records a second factor proven now on a live session (step-up): its tokens and
+        refreshes carry the new `mfa_at`. None when the session is gone."""
+        now = time.time()
+        with redis_call():
+            result = await self._prove(args=[str(sid), factor, repr(now), repr(now)])
+        session = _session(str(sid), result[1], int(result[0])) if result else None
+        if session is not None and self.kept is not None:
+            await rows.proven(self.kept, session.user_id, sid, session.amr, now)
+        return session
 
     async def move_to_org(self, sid: UUID, org_id: UUID) -> Session | None:
         """Points a live session at another org (no cookie to rotate at hand); None when

@@ -17,7 +17,7 @@ from archomata.db import member_tx, user_tx
 from archomata.errors import ApiError, Forbidden, Unauthorized
 from archomata.identity import tokens
 from archomata.identity.schemas.auth import LoginResultSchema
-from archomata.identity.service import Me
+from archomata.identity.service import Me, Renewed
 from archomata.identity.sessions import Session
 from archomata.identity.signin import Door, Opened, Reason, SecondFactorRequired, SignInRefused
 from archomata.identity.store.users import User
@@ -55,6 +55,16 @@ def login_result(config: Config, user: User, membership: Membership | None,
         "user": user_body(user), "org": org_body(membership),
     })
     return result
+
+
+def renewed_response(request: web.Request, renewed: Renewed) -> web.Response:
+    """The login shape of a session carried on, with its rotated cookie if it has one."""
+    config = request.app[keys.CONFIG]
+    response = json_response(login_result(config, renewed.user, renewed.membership,
+                                          renewed.session))
+    if renewed.refresh_token is not None:
+        set_refresh_cookie(response, config, renewed.refresh_token)
+    return response
 
 
 def set_refresh_cookie(response: web.StreamResponse, config: Config, token: str) -> None:

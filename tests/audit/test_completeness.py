@@ -199,6 +199,45 @@ async def _mfa_confirm(w: World) -> Case:
                 Call("POST", path, {"code": "000000"}, admin.auth), admin.org_id)
 
 
+@sample("POST /api/v1/auth/step-up", AuditAction.AUTH_STEP_UP, "session")
+async def _step_up(w: World) -> Case:
+    admin = await w.admin()
+    _, recovery = await enrol(w.client, admin)
+    path = "/api/v1/auth/step-up"
+    # Both answers at once is refused before anything is proven (a wrong code is audited).
+    return Case(Call("POST", path, {"recovery_code": recovery[0]}, admin.auth),
+                _claims(admin.access)["sid"],
+                Call("POST", path, {"recovery_code": recovery[0], "code": "123456"},
+                     admin.auth), admin.org_id)
+
+
+async def _stepped_up(w: World) -> tuple[Session, dict[str, str]]:
+    """An enrolled admin, and their token once stepped up (the first one never was)."""
+    admin = await w.admin()
+    _, recovery = await enrol(w.client, admin)
+    stepped = await w.client.post("/api/v1/auth/step-up", headers=admin.auth,
+                                  json={"recovery_code": recovery[0]})
+    assert stepped.status == 200, await stepped.text()
+    return admin, {"Authorization": f"Bearer {(await stepped.json())['access_token']}"}
+
+
+@sample("DELETE /api/v1/me/mfa/totp", AuditAction.MFA_DISABLED, "user")
+async def _mfa_disable(w: World) -> Case:
+    admin, fresh = await _stepped_up(w)
+    path = "/api/v1/me/mfa/totp"
+    return Case(Call("DELETE", path, headers=fresh), str(admin.user_id),
+                Call("DELETE", path, headers=admin.auth), admin.org_id)
+
+
+@sample("POST /api/v1/me/mfa/recovery-codes", AuditAction.MFA_RECOVERY_CODES_REGENERATED,
+        "user")
+async def _mfa_regenerate(w: World) -> Case:
+    admin, fresh = await _stepped_up(w)
+    path = "/api/v1/me/mfa/recovery-codes"
+    return Case(Call("POST", path, headers=fresh), str(admin.user_id),
+                Call("POST", path, headers=admin.auth), admin.org_id)
+
+
 @sample("POST /api/v1/auth/logout", AuditAction.AUTH_LOGOUT, "session")
 async def _logout(w: World) -> Case:
     admin = await w.admin()

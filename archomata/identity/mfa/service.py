@@ -19,10 +19,10 @@ from archomata import audit
 from archomata.audit import AuditAction, AuditContext
 from archomata.crypto import DataKeys
 from archomata.db import Tx, service_tx
-from archomata.errors import BadRequest, Conflict, Unauthorized
+from archomata.errors import BadRequest, Conflict, NotFound, Unauthorized
 from archomata.identity.mfa import codes
 from archomata.identity.mfa.challenges import Challenges
-from archomata.identity.service import Me
+from archomata.identity.service import Me, Renewed
 from archomata.identity.signin import (
     Door,
     Opened,
@@ -32,6 +32,7 @@ from archomata.identity.signin import (
     password_proves,
 )
 from archomata.identity.store import mfa, users
+from archomata.orgs.store import orgs
 
 
 def _sealed_for(user_id: UUID) -> bytes:
@@ -150,3 +151,65 @@ async def verify_challenge(door: Door, data_keys: DataKeys, who: AuditContext, t
     if user is None:
         raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
     return await open_session(door, who, answered(challenge, user, factor))
+
+
+async def step_up(door: Door, data_keys: DataKeys, who: AuditContext, me: Me,
+                  refresh_token: str | None, code: str | None,
+                  recovery_code: str | None) -> Renewed:
+    """A second factor proven again on the caller's own session: it gets a fresh
+    `mfa_at` (and its cookie, when it is the session's, rotates), for the routes that ask
+    for a recent one (archomata.access.step_up). Wrong codes count as at sign-in."""
+    assert me.session_id is not None  # a person's token always names its session
+    subject = f"user:{me.user_id}"
+    await door.throttle.check(subject)
+    async with me.tx() as tx:
+        factor = await _prove(tx, data_keys, me.user_id, code, recovery_code)
+    if factor is None:
+        await door.throttle.record_failure(subject)
+        async with me.tx() as tx:
+            await audit.record(tx, who, AuditAction.MFA_CHALLENGE_FAILED, resource_type="user",
+                               resource_id=me.user_id, details={"via": "step_up"})
+        raise _wrong_code()
+    await door.throttle.reset(subject)
+    session = await door.sessions.prove_second_factor(me.session_id, factor)
+    if session is None:
+        raise Unauthorized("This session has been revoked.", code="session_revoked")
+    rotation = None
+    if refresh_token is not None:
+        rotation = await door.sessions.rotate(refresh_token, who.ip or "",
+                                              (who.user_agent or "")[:256], only=me.session_id)
+    async with me.tx() as tx:
+        user = await users.get(tx, me.user_id, settled=True)
+        memberships = await orgs.memberships_of(tx, me.user_id)
+        details = {"method": factor}
+        if factor == "recovery_code":
+            details["left"] = str(await mfa.recovery_codes_left(tx, me.user_id))
+        await audit.record(tx, who, AuditAction.AUTH_STEP_UP, resource_type="session",
+                           resource_id=me.session_id, details=details)
+    assert user is not None
+    membership = next((m for m in memberships if m.org.id == me.org_id), None)
+    if rotation is not None and rotation.session is not None:
+        return Renewed(user, membership, rotation.session, rotation.token)
+    return Renewed(user, membership, session, None)
+
+
+async def disable_totp(who: AuditContext, me: Me) -> None:
+    """The second factor goes, and its recovery codes with it (a step-up route)."""
+    async with me.tx() as tx:
+        if not await mfa.remove(tx, me.user_id):
+            raise NotFound("No second factor is enabled.")
+        await audit.record(tx, who, AuditAction.MFA_DISABLED, resource_type="user",
+                           resource_id=me.user_id, details={"method": "totp"})
+
+
+async def regenerate_recovery_codes(who: AuditContext, me: Me) -> list[str]:
+    """Ten new recovery codes, the old ones dead (a step-up route)."""
+    recovery = codes.new_recovery_codes()
+    async with me.tx() as tx:
+        if not await mfa.enabled(tx, me.user_id):
+            raise NotFound("No second factor is enabled.")
+        await mfa.replace_recovery_codes(tx, me.user_id,
+                                         [codes.recovery_digest(c) for c in recovery])
+        await audit.record(tx, who, AuditAction.MFA_RECOVERY_CODES_REGENERATED,
+                           resource_type="user", resource_id=me.user_id)
+    return recovery

@@ -30,17 +30,16 @@ from archomata.identity.schemas.auth import (
     SwitchOrgSchema,
     TokenSchema,
 )
-from archomata.identity.service import MailLink, Renewed
+from archomata.identity.service import MailLink
 from archomata.identity.web import (
     clear_refresh_cookie,
     door,
-    login_result,
     me_of,
     mfa_required,
     problem,
     refresh_problem,
     refresh_token_of,
-    set_refresh_cookie,
+    renewed_response,
     signed_in,
     user_body,
     who,
@@ -69,13 +68,7 @@ def _principal(request: web.Request) -> Principal:
 _me = me_of
 
 
-def _renewed(request: web.Request, renewed: Renewed) -> web.Response:
-    config = request.app[keys.CONFIG]
-    response = json_response(login_result(config, renewed.user, renewed.membership,
-                                          renewed.session))
-    if renewed.refresh_token is not None:
-        set_refresh_cookie(response, config, renewed.refresh_token)
-    return response
+
 
 
 @routes.post("/api/v1/auth/register")
@@ -155,7 +148,7 @@ async def refresh(request: web.Request) -> web.Response:
         renewed = await service.refresh(door(request), who(request), token)
     except signin.SignInRefused as exc:
         raise refresh_problem(exc.reason) from None
-    return _renewed(request, renewed)
+    return renewed_response(request, renewed)
 
 
 @routes.post("/api/v1/auth/logout")
@@ -225,7 +218,7 @@ async def switch_org(request: web.Request) -> web.Response:
                                            refresh_token_of(request), body["org_id"])
     except signin.SignInRefused as exc:
         raise problem(exc) from None
-    return _renewed(request, renewed)
+    return renewed_response(request, renewed)
 
 
 def _timestamp(epoch: float) -> datetime:

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from archomata import audit, keys
 from archomata.access.guards import authenticated, public
+from archomata.access.step_up import step_up, step_up_exempt
 from archomata.identity.mfa import service
 from archomata.identity.schemas.auth import LoginResultSchema
 from archomata.identity.schemas.mfa import (
@@ -15,10 +16,19 @@ from archomata.identity.schemas.mfa import (
     MfaStatusSchema,
     MfaVerifySchema,
     RecoveryCodesSchema,
+    StepUpSchema,
     TotpStartedSchema,
 )
 from archomata.identity.signin import SignInRefused
-from archomata.identity.web import door, me_of, problem, signed_in, who
+from archomata.identity.web import (
+    door,
+    me_of,
+    problem,
+    refresh_token_of,
+    renewed_response,
+    signed_in,
+    who,
+)
 from archomata.web.json_io import json_response, load_body
 from archomata.web.openapi import doc
 
@@ -53,6 +63,7 @@ async def get_status(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/me/mfa/totp")
 @authenticated
+@step_up_exempt("it asks the password, and replaces only an unconfirmed secret")
 @doc("Start enrolling a TOTP authenticator (inactive until confirmed)",
      request=CurrentPasswordSchema, response=TotpStartedSchema)
 async def start_totp(request: web.Request) -> web.Response:
@@ -64,6 +75,7 @@ async def start_totp(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/me/mfa/totp/confirm")
 @authenticated
+@step_up_exempt("the first code of the enrolment is its own proof")
 @doc("Confirm the authenticator with its first code; returns the recovery codes once",
      request=CodeSchema, response=RecoveryCodesSchema)
 async def confirm_totp(request: web.Request) -> web.Response:
@@ -71,4 +83,37 @@ async def confirm_totp(request: web.Request) -> web.Response:
     recovery = await service.confirm_totp(door(request), request.app[keys.DATA_KEYS],
                                           audit.context_of(request), me_of(request),
                                           body["code"])
+    return json_response(RecoveryCodesSchema().dump({"recovery_codes": recovery}))
+
+
+@routes.post("/api/v1/auth/step-up")
+@authenticated
+@doc("Prove the second factor again: a token with a fresh `mfa_at` (the cookie rotates "
+     "too), for the routes that ask for a recent one", request=StepUpSchema,
+     response=LoginResultSchema)
+async def step_up_session(request: web.Request) -> web.Response:
+    body = await load_body(request, StepUpSchema)
+    renewed = await service.step_up(door(request), request.app[keys.DATA_KEYS],
+                                    audit.context_of(request), me_of(request),
+                                    refresh_token_of(request), body.get("code"),
+                                    body.get("recovery_code"))
+    return renewed_response(request, renewed)
+
+
+@routes.delete("/api/v1/me/mfa/totp")
+@authenticated
+@step_up
+@doc("Turn the second factor off; its recovery codes die with it", status=204)
+async def disable_totp(request: web.Request) -> web.Response:
+    await service.disable_totp(audit.context_of(request), me_of(request))
+    return web.Response(status=204)
+
+
+@routes.post("/api/v1/me/mfa/recovery-codes")
+@authenticated
+@step_up
+@doc("Ten new recovery codes, shown once; the old ones die", response=RecoveryCodesSchema)
+async def regenerate_recovery_codes(request: web.Request) -> web.Response:
+    recovery = await service.regenerate_recovery_codes(audit.context_of(request),
+                                                       me_of(request))
     return json_response(RecoveryCodesSchema().dump({"recovery_codes": recovery}))

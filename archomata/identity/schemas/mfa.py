@@ -26,6 +26,10 @@ class MfaVerifySchema(_OneFactor):
     mfa_token = Text(required=True, validate=validate.Length(1, 200))
 
 
+class StepUpSchema(_OneFactor):
+    pass
+
+
 class CurrentPasswordSchema(Schema):
     current_password = Text(multiline=True, required=True, validate=validate.Length(1, 1024))
 

@@ -80,3 +80,12 @@ async def recovery_codes_left(tx: Tx, user_id: UUID) -> int:
         "select count(*) from mfa_recovery_codes where user_id = $1 and used_at is null",
         user_id)
     return left
+
+
+async def remove(tx: Tx, user_id: UUID) -> bool:
+    """The confirmed factor and every recovery code gone: False when there was none."""
+    removed = await tx.fetchval(
+        "delete from mfa_totp where user_id = $1 and confirmed_at is not null returning true",
+        user_id)
+    await tx.execute("delete from mfa_recovery_codes where user_id = $1", user_id)
+    return bool(removed)

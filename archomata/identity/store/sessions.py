@@ -26,6 +26,7 @@ ROTATED = """
     where id = $1 and revoked_at is null
 """
 MOVED = "update sessions set org_id = $2 where id = $1 and revoked_at is null"
+PROVEN = "update sessions set amr = $2, mfa_at = $3 where id = $1 and revoked_at is null"
 REVOKED = """
     update sessions set revoked_at = now() where id = any($1::uuid[]) and revoked_at is null
 """
@@ -81,6 +82,10 @@ async def rotated(door: UserDoor, user_id: UUID, sid: UUID, current_hash: str,
 
 async def moved(door: UserDoor, user_id: UUID, sid: UUID, org_id: UUID) -> None:
     await _execute(door, user_id, MOVED, sid, org_id)
+
+
+async def proven(door: UserDoor, user_id: UUID, sid: UUID, amr: str, mfa_at: float) -> None:
+    await _execute(door, user_id, PROVEN, sid, amr, mfa_at)
 
 
 async def revoked(door: UserDoor, user_id: UUID, sids: Sequence[UUID]) -> None:

@@ -8,6 +8,7 @@ from marshmallow import Schema, fields, validate
 from archomata import audit, keys
 from archomata.access.guards import require_platform_admin
 from archomata.access.principal import PlatformRole
+from archomata.access.step_up import step_up
 from archomata.audit import AuditAction
 from archomata.db import platform_tx
 from archomata.errors import NotFound, ValidationFailed
@@ -84,6 +85,7 @@ async def _set_org_disabled(request: web.Request, disabled: bool) -> web.Respons
 
 @routes.post("/api/v1/admin/orgs/{org_id}/disable")
 @require_platform_admin
+@step_up
 @doc("Disable an org: its tokens, sessions and agent keys stop at once", response=OrgSchema)
 async def disable_org(request: web.Request) -> web.Response:
     return await _set_org_disabled(request, True)
@@ -91,6 +93,7 @@ async def disable_org(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/admin/orgs/{org_id}/enable")
 @require_platform_admin
+@step_up
 @doc("Enable a disabled org", response=OrgSchema)
 async def enable_org(request: web.Request) -> web.Response:
     return await _set_org_disabled(request, False)
@@ -98,6 +101,7 @@ async def enable_org(request: web.Request) -> web.Response:
 
 @routes.patch("/api/v1/admin/users/{user_id}")
 @require_platform_admin
+@step_up
 @doc("Change a user's platform role or disable them", request=UserPatchSchema,
      response=UserSchema)
 async def update_user(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from aiohttp import web
 from archomata import audit
 from archomata.access.guards import require_org_admin, require_permission, require_write
 from archomata.access.permissions import Permission
+from archomata.access.step_up import step_up, step_up_exempt
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
@@ -60,6 +61,7 @@ async def list_groups(request: web.Request) -> web.Response:
 @routes.post("/api/v1/groups")
 @require_org_admin
 @require_write
+@step_up_exempt("a new group has no members and no roles")
 @doc("Create a group", request=GroupCreateSchema, response=GroupSchema, status=201)
 async def create_group(request: web.Request) -> web.Response:
     body = await load_body(request, GroupCreateSchema)
@@ -87,6 +89,7 @@ async def get_group(request: web.Request) -> web.Response:
 @routes.patch("/api/v1/groups/{group_id}")
 @require_org_admin
 @require_write
+@step_up_exempt("a group's name and description grant nothing")
 @doc("Rename or describe a group", request=GroupPatchSchema, response=GroupSchema)
 async def update_group(request: web.Request) -> web.Response:
     group_id = uuid_param(request, "group_id")
@@ -109,6 +112,7 @@ async def update_group(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/groups/{group_id}")
 @require_org_admin
 @require_write
+@step_up_exempt("deleting a group takes access away")
 @doc("Delete a group; its members lose the roles it granted", status=204)
 async def delete_group(request: web.Request) -> web.Response:
     group_id = uuid_param(request, "group_id")
@@ -128,6 +132,7 @@ def _ids(refs: tuple[dict[str, Any], ...]) -> list[str]:
 @routes.put("/api/v1/groups/{group_id}/members")
 @require_org_admin
 @require_write
+@step_up
 @doc("Set who is in a group", request=UserIdsSchema, response=GroupSchema)
 async def set_group_members(request: web.Request) -> web.Response:
     group_id = uuid_param(request, "group_id")
@@ -152,6 +157,7 @@ async def set_group_members(request: web.Request) -> web.Response:
 @routes.put("/api/v1/groups/{group_id}/roles")
 @require_org_admin
 @require_write
+@step_up
 @doc("Set the roles a group grants", request=RoleIdsSchema, response=GroupSchema)
 async def set_group_roles(request: web.Request) -> web.Response:
     group_id = uuid_param(request, "group_id")

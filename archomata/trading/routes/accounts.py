@@ -18,6 +18,8 @@ from archomata import audit, keys
 from archomata.access.guards import require_permission, require_write
 from archomata.access.permissions import Permission
 from archomata.access.principal import Principal
+from archomata.access.step_up import require as require_step_up
+from archomata.access.step_up import step_up, step_up_exempt, step_up_when
 from archomata.audit import AuditAction
 from archomata.bridge import store as agents
 from archomata.db import Tx, org_tx
@@ -120,12 +122,15 @@ async def get_account(request: web.Request) -> web.Response:
 @routes.post("/api/v1/accounts")
 @require_permission(Permission.ACCOUNTS_CREATE)
 @require_write
+@step_up_when("it carries credentials or agent_id")
 @doc("Add an account (trading enabled, no other risk limit). With both `agent_id` and "
      "`credentials`, the org administrator only (403 permission_denied)",
      request=AccountCreateSchema, response=AccountSchema, status=201)
 async def create_account(request: web.Request) -> web.Response:
     org_id, principal = caller(request)
     body = await load_body(request, AccountCreateSchema)
+    if body["credentials"] is not None or body["agent_id"] is not None:
+        await require_step_up(request)
     account_id = uuid.uuid4()
     body["credentials"] = _sealed(request, account_id, body["credentials"])
     after = custody.Holding(body["agent_id"], body["credentials"] is not None,
@@ -145,6 +150,7 @@ async def create_account(request: web.Request) -> web.Response:
 @routes.patch("/api/v1/accounts/{account_id}")
 @require_permission(Permission.ACCOUNTS_UPDATE)
 @require_write
+@step_up_when("it carries credentials or agent_id")
 @doc("Change an account; `credentials: null` removes them. Pointing an account with "
      "credentials at another agent, setting credentials on an account with an agent, or "
      "changing the broker or server of an assigned account with credentials: the org "
@@ -156,6 +162,8 @@ async def update_account(request: web.Request) -> web.Response:
     body = await load_body(request, AccountPatchSchema)
     if not body:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
+    if "credentials" in body or "agent_id" in body:
+        await require_step_up(request)
     if "credentials" in body:
         body["credentials"] = _sealed(request, account_id, body["credentials"])
     credentials_set = body.get("credentials") is not None
@@ -179,6 +187,7 @@ async def update_account(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/accounts/{account_id}")
 @require_permission(Permission.ACCOUNTS_DELETE)
 @require_write
+@step_up_exempt("deleting an account hands nothing out")
 @doc("Delete an account (its orders and deals stay on record; pending orders are cancelled)",
      status=204)
 async def delete_account(request: web.Request) -> web.Response:
@@ -237,6 +246,7 @@ async def get_risk_limits(request: web.Request) -> web.Response:
 @routes.put("/api/v1/accounts/{account_id}/risk-limits")
 @require_permission(Permission.RISK_LIMITS_UPDATE)
 @require_write
+@step_up
 @doc("Set every risk limit of the account (null: no limit)", request=RiskLimitsSchema,
      response=RiskLimitsSchema)
 async def put_risk_limits(request: web.Request) -> web.Response:
