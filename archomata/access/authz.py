@@ -16,6 +16,7 @@ LOAD_MEMBERSHIP = """
     select coalesce((select version from permission_versions where org_id = $1), 0)
                as version,
            m.org_role,
+           (select require_mfa from orgs where id = $1) as require_mfa,
            array(select distinct rp.permission
                  from role_permissions rp
                  where rp.role_id in (
@@ -38,4 +39,5 @@ async def load(pool: asyncpg.Pool, org_id: UUID, user_id: UUID) -> tuple[Authz |
     assert row is not None  # one row always: the left join keeps it
     if row["org_role"] is None:
         return None, row["version"]
-    return Authz(row["org_role"], frozenset(row["permissions"])), row["version"]
+    return (Authz(row["org_role"], frozenset(row["permissions"]), bool(row["require_mfa"])),
+            row["version"])

@@ -33,6 +33,7 @@ class Principal:
     org_role: OrgRole | None = None
     permissions: frozenset[str] = field(default_factory=frozenset)
     mfa_at: int | None = None  # the token's: when its session's second factor was proven
+    org_requires_mfa: bool = False  # the token's org asks its members for a second factor
 
     @property
     def user_id(self) -> UUID | None:

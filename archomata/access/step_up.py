@@ -79,11 +79,32 @@ async def require(request: web.Request) -> None:
     max_age = request.app[keys.CONFIG].step_up_max_age_seconds
     if principal.mfa_at is not None and time.time() - principal.mfa_at <= max_age:
         return
-    async with user_tx(request) as tx:
-        if not await mfa.enabled(tx, principal.user_id):
-            return
+    if not principal.org_requires_mfa:
+        async with user_tx(request) as tx:
+            if not await mfa.enabled(tx, principal.user_id):
+                return
     raise Forbidden("Confirm it is you with your second factor first (POST /auth/step-up).",
                     code="step_up_required")
+
+
+# Where a member of an org that requires a second factor still goes without one: to see
+# who they are, to enrol, to sign in and out.
+ENROLMENT_OPEN = ("/api/v1/me", "/api/v1/auth/")
+
+
+async def refuse_unenrolled(request: web.Request) -> None:
+    """403 `mfa_enrollment_required` for a member of an org that requires a second factor
+    who has none, on the org's routes. A token whose session proved one passes at once;
+    one that did not (an older session, the one that enrolled) costs one read."""
+    principal = request[keys.PRINCIPAL]
+    if (principal is None or not principal.org_requires_mfa or principal.mfa_at is not None
+            or principal.user_id is None or request.path.startswith(ENROLMENT_OPEN)):
+        return
+    async with user_tx(request) as tx:
+        if await mfa.enabled(tx, principal.user_id):
+            return
+    raise Forbidden("This organisation requires a second factor: enrol one at /me/mfa.",
+                    code="mfa_enrollment_required")
 
 
 def dangerous(method: str, path: str, rule_kind: str | None,

@@ -55,7 +55,7 @@ class Authenticator:
                                    code="membership_revoked")
         return Principal(ActorType.USER, claims.user_id, claims.org_id, claims.session_id,
                          claims.platform_role, OrgRole(access.org_role), access.permissions,
-                         claims.mfa_at)
+                         claims.mfa_at, access.org_requires_mfa)
 
     async def _check(self, claims: Claims, request: web.Request | None = None) -> CheckResult:
         """Revocation and the permission cache in one script call, with the request's rate

@@ -58,6 +58,7 @@ class Authz:
 
     org_role: str
     permissions: frozenset[str]
+    org_requires_mfa: bool = False  # the org asks its members for a second factor
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,8 @@ def judge(claims: Claims, reply: Sequence[Any]) -> CheckResult:
     if not cached.get("member"):
         raise Unauthorized("You are no longer a member of this organisation.",
                            code="membership_revoked")
-    return CheckResult(True, Authz(cached["role"], frozenset(cached["perms"])), version, False)
+    return CheckResult(True, Authz(cached["role"], frozenset(cached["perms"]),
+                                   bool(cached.get("mfa"))), version, False)
 
 
 # KEYS: permv:{org}...; ARGV: their versions. Each only ever goes up.
@@ -225,7 +227,8 @@ class Revocation:
                           authz: Authz | None) -> None:
         value: dict[str, object] = {"v": version, "member": authz is not None}
         if authz is not None:
-            value.update(role=authz.org_role, perms=sorted(authz.permissions))
+            value.update(role=authz.org_role, perms=sorted(authz.permissions),
+                         mfa=authz.org_requires_mfa)
         # Only a cache: if it cannot be written, the next request loads from PostgreSQL.
         with contextlib.suppress(*REDIS_FAILURES):
             await self.redis.set(f"perm:{org_id}:{user_id}", orjson.dumps(value),

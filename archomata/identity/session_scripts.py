@@ -119,6 +119,17 @@ redis.call('HSET', skey, 'mfa_at', ARGV[3], 'amr', amr)
 return {instant(s[3]), redis.call('HGETALL', skey)}
 """
 
+# The second factor turned off: the session keeps how it was entered, not the factor.
+# ARGV: sid.
+FORGET = """
+local skey = 'sess:' .. ARGV[1]
+local amr = redis.call('HGET', skey, 'amr')
+if not amr then return false end
+local entered = string.match(amr, '^[^,]+') or 'pwd'
+redis.call('HSET', skey, 'mfa_at', '', 'amr', entered)
+return entered
+"""
+
 # Ends one family. ARGV: sid ('' = the one of the token), token hash ('' = none), its
 # successor's hash, now, grace, owner user id ('' = anyone), the rebuilt marker's key
 # ('' = do not ask). Returns false when there was

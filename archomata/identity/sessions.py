@@ -163,6 +163,7 @@ class SessionStore:
         self._rotate = redis.register_script(scripts.ROTATE)
         self._move = redis.register_script(scripts.MOVE)
         self._prove = redis.register_script(scripts.PROVE)
+        self._forget = redis.register_script(scripts.FORGET)
         self._end = redis.register_script(scripts.END)
         self._revoke_user = redis.register_script(scripts.REVOKE_USER)
         self._cut = redis.register_script(scripts.CUT)
@@ -244,6 +245,15 @@ class SessionStore:
         if session is not None and self.kept is not None:
             await rows.proven(self.kept, session.user_id, sid, session.amr, now)
         return session
+
+    async def forget_second_factor(self, tx: rows.Tx, user_id: UUID, keep: UUID) -> None:
+        """The factor turned off: every other session of the user ends, `keep` stays
+        without its `mfa_at` (its next tokens carry none), in Redis and in `tx`."""
+        await self.revoke_user(tx, user_id, keep=keep)
+        with redis_call():
+            await self._forget(args=[str(keep)])
+        if self.kept is not None:
+            await rows.forgotten(tx, user_id)
 
     async def move_to_org(self, sid: UUID, org_id: UUID) -> Session | None:
         """Points a live session at another org (no cookie to rotate at hand); None when

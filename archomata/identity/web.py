@@ -39,7 +39,8 @@ def org_body(membership: Membership | None) -> dict[str, Any] | None:
         return None
     org = membership.org
     return {"id": org.id, "name": org.name, "disabled": org.disabled,
-            "created_at": org.created_at, "org_role": membership.org_role.value}
+            "created_at": org.created_at, "require_mfa": org.require_mfa,
+            "org_role": membership.org_role.value}
 
 
 def login_result(config: Config, user: User, membership: Membership | None,

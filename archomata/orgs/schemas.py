@@ -13,7 +13,8 @@ IdList = fields.List(fields.UUID(), validate=validate.Length(max=100), load_defa
 
 
 class OrgPatchSchema(Schema):
-    name = Text(required=True, validate=validate.Length(1, 200))
+    name = Text(validate=validate.Length(1, 200))
+    require_mfa = fields.Boolean()
 
 
 class RefSchema(Schema):

@@ -36,6 +36,7 @@ class OrgSchema(Schema):
     name = fields.String(required=True)
     disabled = fields.Boolean(required=True)
     created_at = fields.DateTime(required=True)
+    require_mfa = fields.Boolean(required=True)
 
 
 class MemberOrgSchema(OrgSchema):

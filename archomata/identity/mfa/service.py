@@ -193,11 +193,15 @@ async def step_up(door: Door, data_keys: DataKeys, who: AuditContext, me: Me,
     return Renewed(user, membership, session, None)
 
 
-async def disable_totp(who: AuditContext, me: Me) -> None:
-    """The second factor goes, and its recovery codes with it (a step-up route)."""
+async def disable_totp(door: Door, who: AuditContext, me: Me) -> None:
+    """The second factor goes, and its recovery codes with it (a step-up route); the
+    other sessions end, and this one's next tokens carry no `mfa_at` (the one in hand
+    keeps it until it expires)."""
+    assert me.session_id is not None
     async with me.tx() as tx:
         if not await mfa.remove(tx, me.user_id):
             raise NotFound("No second factor is enabled.")
+        await door.sessions.forget_second_factor(tx, me.user_id, keep=me.session_id)
         await audit.record(tx, who, AuditAction.MFA_DISABLED, resource_type="user",
                            resource_id=me.user_id, details={"method": "totp"})
 

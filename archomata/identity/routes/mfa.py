@@ -105,7 +105,7 @@ async def step_up_session(request: web.Request) -> web.Response:
 @step_up
 @doc("Turn the second factor off; its recovery codes die with it", status=204)
 async def disable_totp(request: web.Request) -> web.Response:
-    await service.disable_totp(audit.context_of(request), me_of(request))
+    await service.disable_totp(door(request), audit.context_of(request), me_of(request))
     return web.Response(status=204)
 
 

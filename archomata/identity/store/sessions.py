@@ -27,6 +27,10 @@ ROTATED = """
 """
 MOVED = "update sessions set org_id = $2 where id = $1 and revoked_at is null"
 PROVEN = "update sessions set amr = $2, mfa_at = $3 where id = $1 and revoked_at is null"
+FORGOTTEN = """
+    update sessions set amr = split_part(amr, ',', 1), mfa_at = null
+    where user_id = $1 and revoked_at is null
+"""
 REVOKED = """
     update sessions set revoked_at = now() where id = any($1::uuid[]) and revoked_at is null
 """
@@ -86,6 +90,12 @@ async def moved(door: UserDoor, user_id: UUID, sid: UUID, org_id: UUID) -> None:
 
 async def proven(door: UserDoor, user_id: UUID, sid: UUID, amr: str, mfa_at: float) -> None:
     await _execute(door, user_id, PROVEN, sid, amr, mfa_at)
+
+
+async def forgotten(tx: Tx, user_id: UUID) -> None:
+    """Every live session of the user as if no second factor had been proven (in the
+    transaction that turns the factor off)."""
+    await tx.execute(FORGOTTEN, user_id)
 
 
 async def revoked(door: UserDoor, user_id: UUID, sids: Sequence[UUID]) -> None:

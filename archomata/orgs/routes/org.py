@@ -17,10 +17,11 @@ from archomata.access.guards import (
 )
 from archomata.access.permissions import Permission
 from archomata.access.principal import OrgRole
-from archomata.access.step_up import step_up, step_up_exempt
+from archomata.access.step_up import require as require_step_up
+from archomata.access.step_up import step_up, step_up_exempt, step_up_when
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
-from archomata.errors import Conflict, Forbidden, NotFound
+from archomata.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from archomata.orgs.invitation_revocation import audit_revoked, revoke_with_inviter
 from archomata.orgs.schemas import (
     InvitationCreateSchema,
@@ -59,18 +60,27 @@ async def get_org(request: web.Request) -> web.Response:
 @routes.patch("/api/v1/org")
 @require_org_admin
 @require_write
-@step_up_exempt("its name only; require_mfa, when it comes (issue 15 point 4), will ask")
-@doc("Rename the org", request=OrgPatchSchema, response=OrgSchema)
+@step_up_when("it sets require_mfa")
+@doc("Rename the org, or require a second factor of its members (`require_mfa`: "
+     "a member without one then gets 403 mfa_enrollment_required on the org's routes)",
+     request=OrgPatchSchema, response=OrgSchema)
 async def update_org(request: web.Request) -> web.Response:
     body = await load_body(request, OrgPatchSchema)
+    if not body:
+        raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
+    if "require_mfa" in body:
+        await require_step_up(request)
     org_id, _ = caller(request)
     async with org_tx(request) as tx:
         before = await orgs.get(tx, org_id)
-        org = await orgs.rename(tx, org_id, body["name"])
+        org = await orgs.update(tx, org_id, body.get("name"), body.get("require_mfa"))
         assert before is not None and org is not None
+        changes = {k: {"from": getattr(before, k), "to": getattr(org, k)}
+                   for k in ("name", "require_mfa") if getattr(before, k) != getattr(org, k)}
+        if "require_mfa" in changes:
+            tx.permissions_changed(org_id)  # read with every member's permissions
         await audit.record(tx, request, AuditAction.ORG_UPDATED, resource_type="org",
-                           resource_id=org_id,
-                           details={"name": {"from": before.name, "to": org.name}})
+                           resource_id=org_id, details=changes)
     return json_response(org)
 
 

@@ -19,14 +19,15 @@ class Org:
     name: str
     disabled: bool
     created_at: datetime
+    require_mfa: bool = False  # its members must have a second factor
 
 
-COLUMNS = "id, name, disabled_at is not null as disabled, created_at"
+COLUMNS = "id, name, disabled_at is not null as disabled, created_at, require_mfa"
 
 
 def _org(row: asyncpg.Record | None) -> Org | None:
     return None if row is None else Org(row["id"], row["name"], row["disabled"],
-                                        row["created_at"])
+                                        row["created_at"], row["require_mfa"])
 
 
 INSERT = f"insert into orgs (id, name) values ($1, $2) returning {COLUMNS}"
@@ -67,7 +68,8 @@ class Membership:
 
 
 LIST_FOR_USER = """
-    select o.id, o.name, o.disabled_at is not null as disabled, o.created_at, m.org_role
+    select o.id, o.name, o.disabled_at is not null as disabled, o.created_at, o.require_mfa,
+           m.org_role
     from memberships m join orgs o on o.id = m.org_id
     where m.user_id = $1
     order by m.created_at, o.id
@@ -77,8 +79,8 @@ LIST_FOR_USER = """
 async def memberships_of(tx: Tx, user_id: UUID) -> list[Membership]:
     """Every org the user belongs to (needs a transaction scoped to that user)."""
     rows = await tx.fetch(LIST_FOR_USER, user_id)
-    return [Membership(Org(r["id"], r["name"], r["disabled"], r["created_at"]),
-                       OrgRole(r["org_role"])) for r in rows]
+    return [Membership(Org(r["id"], r["name"], r["disabled"], r["created_at"],
+                           r["require_mfa"]), OrgRole(r["org_role"])) for r in rows]
 
 
 LIST_PAGE = f"""
@@ -106,13 +108,17 @@ async def set_disabled(tx: Tx, org_id: UUID, disabled: bool) -> Org | None:
     return _org(await tx.fetchrow(SET_DISABLED, org_id, disabled))
 
 
-RENAME = f"""
-    update orgs set name = $2, updated_at = now() where id = $1 returning {COLUMNS}
+UPDATE = f"""
+    update orgs set name = coalesce($2, name), require_mfa = coalesce($3, require_mfa),
+                    updated_at = now()
+    where id = $1 returning {COLUMNS}
 """
 
 
-async def rename(tx: Tx, org_id: UUID, name: str) -> Org | None:
-    return _org(await tx.fetchrow(RENAME, org_id, name))
+async def update(tx: Tx, org_id: UUID, name: str | None,
+                 require_mfa: bool | None) -> Org | None:
+    """Changes what is given (None: left as it is)."""
+    return _org(await tx.fetchrow(UPDATE, org_id, name, require_mfa))
 
 
 HAS_MEMBER_WITH_EMAIL = """

@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 
 from archomata import keys
 from archomata.access.route_policy import Authn, policy_of
+from archomata.access.step_up import refuse_unenrolled
 from archomata.bridge.api_keys import API_KEYS
 from archomata.errors import ApiError, Unauthorized
 from archomata.identity.authenticator import AUTHENTICATOR
@@ -41,6 +42,7 @@ async def authn_middleware(request: web.Request, handler: Handler) -> web.Stream
         except ApiError:
             if not ignore_failures:
                 raise
+        await refuse_unenrolled(request)
     api_key = request.headers.get(API_KEY_HEADER)
     if header is None and api_key is not None and authn is Authn.AGENT:
         try:
