@@ -6,12 +6,14 @@ user's code)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 import jwt
 import pyotp
 
+from archomata.app import create_app
 from tests.factories import (
     Session,
     login,
@@ -221,3 +223,22 @@ class TestSigningIn:
         body = me.body
         assert "access_token" in body and claims(body)["amr"] == ["pwd"]
         assert "mfa_at" not in claims(body)
+
+
+async def test_wrong_codes_count_against_the_accounts_login_backoff(
+        aiohttp_client: Any, config: Any, mail_sink: Any) -> None:
+    client = await aiohttp_client(create_app(dataclasses.replace(
+        config, login_backoff_after=3)))
+    me = await signed_up(client, mail_sink)
+    secret, _ = await enrol(client, me)
+    token = await challenge(client, me)
+    statuses = [(await client.post(VERIFY, json={"mfa_token": token, "code": "999999"})
+                 ).status for _ in range(5)]
+    # Three free, the fourth imposes a wait: the fifth is not even checked.
+    assert statuses == [401, 401, 401, 401, 429]
+    # Backing off, even the right code waits (and the password too: the same account).
+    held = await client.post(VERIFY, json={"mfa_token": token, "code": code(secret, 1)})
+    assert held.status == 429 and "Retry-After" in held.headers
+    password = await client.post("/api/v1/auth/login",
+                                 json={"email": me.email, "password": me.password})
+    assert password.status == 429
