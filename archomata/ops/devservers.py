@@ -139,8 +139,12 @@ class PostgresServer:
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, **run_as)
         finally:
             os.close(log)
-        wait_for_port(self.port, self.proc, "PostgreSQL", home / "postgres.log")
-        self._wait_ready()
+        try:
+            wait_for_port(self.port, self.proc, "PostgreSQL", home / "postgres.log")
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # a server that never became ready is not left running
+            raise
 
     def _wait_ready(self) -> None:
         import asyncio
@@ -201,7 +205,11 @@ class RedisServer:
                 **(user.popen() if user else {}))
         finally:
             os.close(log)
-        wait_for_port(self.port, self.proc, "Redis", home / "redis.log")
+        try:
+            wait_for_port(self.port, self.proc, "Redis", home / "redis.log")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -271,6 +279,13 @@ class SentinelGroup:
         return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/{SENTINEL_SERVICE}/0"
 
     def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # nothing started is left running
+            raise
+
+    def _start(self) -> None:
         master_port = free_port()
         self.master = RedisServer(self.data_dir / "master", master_port, durable=False)
         self.master.start()

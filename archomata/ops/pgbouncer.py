@@ -76,7 +76,11 @@ class PgBouncerServer:
                 cwd=home, **(user.popen() if user else {}))
         finally:
             os.close(log)
-        wait_for_port(self.port, self.proc, "PgBouncer", home / "pgbouncer.log")
+        try:
+            wait_for_port(self.port, self.proc, "PgBouncer", home / "pgbouncer.log")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
