@@ -21,6 +21,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from uuid import UUID
 
 from aiohttp import web
 
@@ -79,10 +80,8 @@ async def require(request: web.Request) -> None:
     max_age = request.app[keys.CONFIG].step_up_max_age_seconds
     if principal.mfa_at is not None and time.time() - principal.mfa_at <= max_age:
         return
-    if not principal.org_requires_mfa:
-        async with user_tx(request) as tx:
-            if not await mfa.enabled(tx, principal.user_id):
-                return
+    if not principal.org_requires_mfa and not await _has_factor(request, principal.user_id):
+        return
     raise Forbidden("Confirm it is you with your second factor first (POST /auth/step-up).",
                     code="step_up_required")
 
@@ -100,11 +99,16 @@ async def refuse_unenrolled(request: web.Request) -> None:
     if (principal is None or not principal.org_requires_mfa or principal.mfa_at is not None
             or principal.user_id is None or request.path.startswith(ENROLMENT_OPEN)):
         return
-    async with user_tx(request) as tx:
-        if await mfa.enabled(tx, principal.user_id):
-            return
+    if await _has_factor(request, principal.user_id):
+        return
     raise Forbidden("This organisation requires a second factor: enrol one at /me/mfa.",
                     code="mfa_enrollment_required")
+
+
+async def _has_factor(request: web.Request, user_id: UUID) -> bool:
+    """Whether the caller has a confirmed second factor (one read, in their own scope)."""
+    async with user_tx(request) as tx:
+        return await mfa.enabled(tx, user_id)
 
 
 def dangerous(method: str, path: str, rule_kind: str | None,

@@ -36,7 +36,6 @@ class ServerWatch:
     def __init__(self, ready_key: str, stale_key: str) -> None:
         self.ready_key, self.stale_key = ready_key, stale_key
         self.run_id: str | None = None  # None: no connection yet, whatever it finds is it
-        self.changes = 0
 
     async def connected(self, connection: AbstractConnection) -> None:
         await connection.on_connect()
@@ -48,7 +47,6 @@ class ServerWatch:
             for command in (("INCR", self.stale_key), ("DEL", self.ready_key)):
                 await connection.send_command(*command)
                 await connection.read_response()
-            self.changes += 1
             log.warning("redis is another server now: its revocation state is rebuilt",
                         extra={"run_id": run_id, "previous_run_id": self.run_id})
         self.run_id = run_id

@@ -281,7 +281,13 @@ def throttle_subject(user: User | None, email: str) -> str:
     """The login backoff's name for an account: the resolved user, else the email exactly
     as the user lookup normalises it (users.normalize_email). Never the typed spelling, or
     a fullwidth, `ß` or upper-case variant of a locked account's email would escape it."""
-    return f"user:{user.id}" if user is not None else f"email:{users.normalize_email(email)}"
+    return user_subject(user.id) if user is not None else f"email:{users.normalize_email(email)}"
+
+
+def user_subject(user_id: UUID) -> str:
+    """The login backoff's name for a known account (what a second factor's codes count
+    against too)."""
+    return f"user:{user_id}"
 
 
 async def password_proves(door: Door, user: User | None, email: str, password: str) -> bool:

@@ -79,6 +79,18 @@ def redis_binary() -> Path:
     raise DevServerError("no Redis server binary: install the 'local' extra")
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 15 s; nothing if it is not running."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -165,13 +177,7 @@ class PostgresServer:
         raise DevServerError("PostgreSQL never accepted connections")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: "smart" shutdown, waits for clients to leave
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)  # SIGTERM: "smart" shutdown, waits for clients to leave
         self.proc = None
 
 
@@ -212,13 +218,7 @@ class RedisServer:
             raise
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
 
@@ -343,9 +343,7 @@ class SentinelGroup:
                 server.proc = None
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(15)
+        stop_process(self.proc)
         self.proc = None
         for server in (self.master, self.replica):
             if server:

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from archomata.ops.devroot import DevServerError, data_dir, open_log, server_user, write_secret
-from archomata.ops.devservers import wait_for_port
+from archomata.ops.devservers import stop_process, wait_for_port
 
 DEBIAN_BINARY = Path("/usr/sbin/pgbouncer")
 
@@ -83,11 +83,5 @@ class PgBouncerServer:
             raise
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None

@@ -23,7 +23,7 @@ from archomata.identity import session_scripts
 from archomata.identity.revocation import READY, REVOCATION, STALE
 from archomata.identity.server_watch import run_id_of
 from archomata.identity.store import sessions as session_rows
-from archomata.ops.devservers import RedisServer, free_port
+from archomata.ops.devservers import RedisServer, SentinelGroup, free_port
 from tests.factories import (
     agent_auth,
     agent_with_key,
@@ -47,7 +47,8 @@ def forgetful_redis(workdir: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-async def on(aiohttp_client: Any, config: Config, redis: RedisServer) -> Any:
+async def on(aiohttp_client: Any, config: Config, redis: RedisServer | SentinelGroup) -> Any:
+    """The service on that Redis (a server, or the master a Sentinel group names)."""
     return await aiohttp_client(create_app(dataclasses.replace(
         config, redis_url=Secret(redis.url))))
 

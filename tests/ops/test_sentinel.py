@@ -9,7 +9,6 @@ back (a long poll is woken across instances again)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,8 +19,7 @@ from uuid import uuid4
 import pytest
 
 from archomata import keys
-from archomata.app import create_app
-from archomata.config import Config, Secret
+from archomata.config import Config
 from archomata.ops.devservers import SentinelGroup
 from tests.factories import (
     agent_auth,
@@ -32,6 +30,7 @@ from tests.factories import (
     trading_account,
 )
 from tests.identity.test_auth import refresh
+from tests.identity.test_durable_sessions import on
 
 PROBE = "/api/v1/org/members"
 
@@ -44,11 +43,6 @@ def group(workdir: Path) -> Iterator[SentinelGroup]:
     servers.stop()
 
 
-async def _instance(aiohttp_client: Any, config: Config, group: SentinelGroup) -> Any:
-    return await aiohttp_client(create_app(dataclasses.replace(
-        config, redis_url=Secret(group.url))))
-
-
 async def _until(predicate: Any, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not await predicate():
@@ -59,8 +53,8 @@ async def _until(predicate: Any, seconds: float, what: str) -> None:
 
 async def test_a_killed_master_is_followed_to_the_promoted_replica(
         aiohttp_client: Any, config: Config, mail_sink: Any, group: SentinelGroup) -> None:
-    first = await _instance(aiohttp_client, config, group)
-    second = await _instance(aiohttp_client, config, group)
+    first = await on(aiohttp_client, config, group)
+    second = await on(aiohttp_client, config, group)
     person = await signed_up(first, mail_sink)
     agent, key = await agent_with_key(first, person)
     account = await trading_account(first, person, agent_id=agent["id"])

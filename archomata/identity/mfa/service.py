@@ -11,6 +11,8 @@ logged, audited or echoed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -30,6 +32,7 @@ from archomata.identity.signin import (
     as_user,
     open_session,
     password_proves,
+    user_subject,
 )
 from archomata.identity.store import mfa, users
 from archomata.orgs.store import orgs
@@ -116,6 +119,33 @@ async def _prove(tx: Tx, data_keys: DataKeys, user_id: UUID, code: str | None,
     return None
 
 
+async def _proven(door: Door, data_keys: DataKeys, who: AuditContext, user_id: UUID,
+                  opener: Callable[[], AbstractAsyncContextManager[Tx]], code: str | None,
+                  recovery_code: str | None,
+                  wrong: Callable[[], Awaitable[dict[str, object]]], *,
+                  audit_recovery: bool = False) -> str:
+    """The factor the answer proves for the user, taken once, under the account's login
+    backoff (RateLimited while it backs off). A wrong answer counts against the backoff,
+    is audited (`mfa.challenge_failed`, with what `wrong` says) and is Unauthorized."""
+    subject = user_subject(user_id)
+    await door.throttle.check(subject)
+    async with opener() as tx:
+        factor = await _prove(tx, data_keys, user_id, code, recovery_code)
+        if factor == "recovery_code" and audit_recovery:
+            await audit.record(tx, who, AuditAction.MFA_RECOVERY_CODE_USED,
+                               resource_type="user", resource_id=user_id,
+                               details={"left": await mfa.recovery_codes_left(tx, user_id)})
+    if factor is None:
+        await door.throttle.record_failure(subject)
+        details = await wrong()
+        async with opener() as tx:
+            await audit.record(tx, who, AuditAction.MFA_CHALLENGE_FAILED, resource_type="user",
+                               resource_id=user_id, details=details)
+        raise _wrong_code()
+    await door.throttle.reset(subject)
+    return factor
+
+
 async def verify_challenge(door: Door, data_keys: DataKeys, who: AuditContext, token: str,
                            code: str | None, recovery_code: str | None) -> Opened:
     """Answers a way in's challenge: the session opens through the door, with its second
@@ -126,26 +156,16 @@ async def verify_challenge(door: Door, data_keys: DataKeys, who: AuditContext, t
     if challenge is None:
         raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
     user_id = UUID(challenge["user_id"])
-    subject = f"user:{user_id}"  # signin.throttle_subject of a known user
-    await door.throttle.check(subject)
-    async with service_tx(door.pool, user_id=user_id) as tx:
-        factor = await _prove(tx, data_keys, user_id, code, recovery_code)
-        if factor == "recovery_code":
-            await audit.record(tx, as_user(who, user_id), AuditAction.MFA_RECOVERY_CODE_USED,
-                               resource_type="user", resource_id=user_id,
-                               details={"left": await mfa.recovery_codes_left(tx, user_id)})
-    if factor is None:
-        await door.throttle.record_failure(subject)
-        wrong = await challenges.wrong_code(token)
-        async with service_tx(door.pool, user_id=user_id) as tx:
-            await audit.record(tx, as_user(who, user_id), AuditAction.MFA_CHALLENGE_FAILED,
-                               resource_type="user", resource_id=user_id, details={
-                                   "method": "totp" if code is not None else "recovery_code",
-                                   "wrong_codes": wrong})
-        raise _wrong_code()
+
+    async def wrong() -> dict[str, object]:
+        return {"method": "totp" if code is not None else "recovery_code",
+                "wrong_codes": await challenges.wrong_code(token)}
+
+    factor = await _proven(door, data_keys, as_user(who, user_id), user_id,
+                           lambda: service_tx(door.pool, user_id=user_id), code,
+                           recovery_code, wrong, audit_recovery=True)
     if await challenges.take(token) is None:  # answered meanwhile by another request
         raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
-    await door.throttle.reset(subject)
     async with service_tx(door.pool, user_id=user_id) as tx:
         user = await users.get(tx, user_id)
     if user is None:
@@ -160,17 +180,12 @@ async def step_up(door: Door, data_keys: DataKeys, who: AuditContext, me: Me,
     `mfa_at` (and its cookie, when it is the session's, rotates), for the routes that ask
     for a recent one (archomata.access.step_up). Wrong codes count as at sign-in."""
     assert me.session_id is not None  # a person's token always names its session
-    subject = f"user:{me.user_id}"
-    await door.throttle.check(subject)
-    async with me.tx() as tx:
-        factor = await _prove(tx, data_keys, me.user_id, code, recovery_code)
-    if factor is None:
-        await door.throttle.record_failure(subject)
-        async with me.tx() as tx:
-            await audit.record(tx, who, AuditAction.MFA_CHALLENGE_FAILED, resource_type="user",
-                               resource_id=me.user_id, details={"via": "step_up"})
-        raise _wrong_code()
-    await door.throttle.reset(subject)
+
+    async def wrong() -> dict[str, object]:
+        return {"via": "step_up"}
+
+    factor = await _proven(door, data_keys, who, me.user_id, me.tx, code, recovery_code,
+                           wrong)
     session = await door.sessions.prove_second_factor(me.session_id, factor)
     if session is None:
         raise Unauthorized("This session has been revoked.", code="session_revoked")

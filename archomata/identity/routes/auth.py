@@ -65,7 +65,6 @@ def _principal(request: web.Request) -> Principal:
     return principal
 
 
-_me = me_of
 
 
 
@@ -168,7 +167,7 @@ async def logout(request: web.Request) -> web.Response:
 @authenticated
 @doc("End every session of the caller and kill their access tokens", status=204)
 async def logout_all(request: web.Request) -> web.Response:
-    await service.logout_all(door(request), who(request), _me(request))
+    await service.logout_all(door(request), who(request), me_of(request))
     response = web.Response(status=204)
     clear_refresh_cookie(response, request.app[keys.CONFIG])
     return response
@@ -202,7 +201,7 @@ async def confirm_password_reset(request: web.Request) -> web.Response:
      status=204)
 async def change_password(request: web.Request) -> web.Response:
     body = await load_body(request, PasswordChangeSchema)
-    await service.change_password(door(request), who(request), _me(request),
+    await service.change_password(door(request), who(request), me_of(request),
                                   body["current_password"], body["new_password"])
     return web.Response(status=204)
 
@@ -214,7 +213,7 @@ async def change_password(request: web.Request) -> web.Response:
 async def switch_org(request: web.Request) -> web.Response:
     body = await load_body(request, SwitchOrgSchema)
     try:
-        renewed = await service.switch_org(door(request), who(request), _me(request),
+        renewed = await service.switch_org(door(request), who(request), me_of(request),
                                            refresh_token_of(request), body["org_id"])
     except signin.SignInRefused as exc:
         raise problem(exc) from None
@@ -246,5 +245,5 @@ async def delete_session(request: web.Request) -> web.Response:
         sid = UUID(request.match_info["session_id"])
     except ValueError:
         raise NotFound("No such session.") from None
-    await service.delete_session(door(request), who(request), _me(request), sid)
+    await service.delete_session(door(request), who(request), me_of(request), sid)
     return web.Response(status=204)
