@@ -35,6 +35,7 @@ from archomata.ops.devservers import (
     create_database,
     free_port,
     new_password,
+    stop_process,
 )
 from archomata.ops.migrations import migrate
 
@@ -95,12 +96,7 @@ def process(argv: list[str], environ: dict[str, str], port: int,
         wait_until_up(url, proc, log)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
