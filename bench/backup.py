@@ -18,7 +18,8 @@ import time
 
 import asyncpg
 
-from archomata.ops.cli_backup import libpq_target, pg_tool
+from archomata.ops.cli_backup import pg_tool
+from archomata.ops.database_urls import libpq_target
 from bench.lib import median, stack
 
 # Runs one backup to stdout (sent to /dev/null) and reports this process's peak RSS.
@@ -45,12 +46,11 @@ async def fill(owner_url: str, megabytes: int) -> int:
 
 
 def timed_pg_dump(environ: dict[str, str], owner_url: str) -> float:
-    target, env = libpq_target(owner_url, environ)
-    start = time.perf_counter()
-    with open("/dev/null", "wb") as sink:
+    with libpq_target(owner_url, environ) as (target, env), open("/dev/null", "wb") as sink:
+        start = time.perf_counter()
         subprocess.run([pg_tool("pg_dump", environ), "--format=custom", f"--dbname={target}"],
                        stdout=sink, env=env, check=True)
-    return time.perf_counter() - start
+        return time.perf_counter() - start
 
 
 def timed_backup(environ: dict[str, str]) -> tuple[float, int]:

@@ -10,9 +10,12 @@ pg_restore sees a byte of it.
                              database (refused otherwise), pg_restore in one transaction
                              fed the same chunks authenticated again as they are read
 
-The key is ARCHOMATA_BACKUP_KEY (base64 of 32 bytes), never the data key. The owner's
-password goes to pg_dump/pg_restore in their environment (PGPASSWORD), never on their
-command line, where `ps` would show it. Each refusal exits 1 with what is wrong.
+The key is ARCHOMATA_BACKUP_KEY (base64 of 32 bytes), never the data key. The owner
+DSN's secrets (its password, in the netloc or its query, and an sslpassword) go to
+pg_dump/pg_restore in their environment or a private service file, never on their
+command line, where `ps` would show them (archomata.ops.database_urls.libpq_target); the
+service's own ARCHOMATA_* settings are not passed on. Each refusal exits 1 with what is
+wrong.
 """
 
 from __future__ import annotations
@@ -29,12 +32,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from archomata.config import ConfigError
 from archomata.ops import backup_stream
 from archomata.ops.backup_stream import BackupError
-from archomata.ops.database_urls import database_urls
+from archomata.ops.database_urls import database_urls, libpq_target
 
 KEY_VARIABLE = "ARCHOMATA_BACKUP_KEY"
 
@@ -83,29 +85,15 @@ def pg_tool(name: str, environ: Mapping[str, str]) -> str:
     return found
 
 
-def libpq_target(dsn: str, environ: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    """The DSN without its password, and an environment carrying the password."""
-    parts = urlsplit(dsn)
-    env = dict(environ)
-    if parts.password is not None:
-        env["PGPASSWORD"] = unquote(parts.password)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        user = f"{parts.username}@" if parts.username else ""
-        port = f":{parts.port}" if parts.port else ""
-        parts = parts._replace(netloc=f"{user}{host}{port}")
-    return urlunsplit(parts), env
-
-
 def backup(output: str, environ: Mapping[str, str] = os.environ) -> int:
     key = backup_key(environ)
     owner, _ = database_urls(dict(environ))
-    target, env = libpq_target(owner, environ)
-    command = [pg_tool("pg_dump", environ), "--format=custom", f"--dbname={target}"]
+    dump_tool = pg_tool("pg_dump", environ)
     # stderr to a file, not a pipe: a full pipe nobody reads would stall pg_dump.
-    with _output(output) as sink, tempfile.TemporaryFile() as errors, subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=errors, env=env) as dump:
+    with libpq_target(owner, environ) as (target, env), _output(output) as sink, \
+            tempfile.TemporaryFile() as errors, subprocess.Popen(
+                [dump_tool, "--format=custom", f"--dbname={target}"],
+                stdout=subprocess.PIPE, stderr=errors, env=env) as dump:
         assert dump.stdout is not None
 
         def finished() -> None:
@@ -175,11 +163,11 @@ def restore(input_path: str, environ: Mapping[str, str] = os.environ) -> int:
         backup_stream.verify(key, source)
     owner, runtime = database_urls(dict(environ))
     asyncio.run(_prepare_empty(owner, runtime))
-    target, env = libpq_target(owner, environ)
-    command = [pg_tool("pg_restore", environ), "--single-transaction", "--exit-on-error",
-               "--no-owner", f"--dbname={target}"]
-    with tempfile.TemporaryFile() as errors, subprocess.Popen(
-            command, stdin=subprocess.PIPE, stderr=errors, env=env) as restoring:
+    restore_tool = pg_tool("pg_restore", environ)
+    with libpq_target(owner, environ) as (target, env), tempfile.TemporaryFile() as errors, \
+            subprocess.Popen([restore_tool, "--single-transaction", "--exit-on-error",
+                              "--no-owner", f"--dbname={target}"],
+                             stdin=subprocess.PIPE, stderr=errors, env=env) as restoring:
         assert restoring.stdin is not None
         try:
             with _input(input_path) as source:

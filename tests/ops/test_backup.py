@@ -202,3 +202,82 @@ async def test_the_backup_key_must_not_be_the_data_key(
     refused = await asyncio.to_thread(archomata, "backup", "--output",
                                       str(tmp_path / "x"), env=env)
     assert refused.returncode == 2 and "must not be the data key" in refused.stderr
+
+
+WRAPPER = """#!/bin/sh
+# Records what it was started with, then runs the real program (the harness's).
+out="{record}/$(basename "$0").$$"
+tr '\\0' ' ' < /proc/$$/cmdline > "$out"
+{{ echo; env; echo ==; cat "$PGSERVICEFILE" 2>/dev/null; }} >> "$out"
+exec "{real}/$(basename "$0")" "$@"
+"""
+
+
+def wrapped_tools(tmp_path: Path) -> tuple[Path, Path]:
+    """A folder of pg_dump and pg_restore that write down their command line, their
+    environment and any service file, then exec the real ones: ARCHOMATA_POSTGRES_BIN_DIR."""
+    from archomata.ops.cli_backup import pg_tool
+
+    real = Path(pg_tool("pg_dump", {})).parent
+    tools, record = tmp_path / "bin", tmp_path / "record"
+    tools.mkdir()
+    record.mkdir()
+    for name in ("pg_dump", "pg_restore"):
+        (tools / name).write_text(WRAPPER.format(record=record, real=real))
+        (tools / name).chmod(0o755)
+    return tools, record
+
+
+def in_query(dsn: str, **more: str) -> str:
+    """`dsn` with its password moved from the netloc to the query string (`?password=`)."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    netloc = f"{parts.username}@{parts.hostname}:{parts.port}"
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in
+                     {"password": parts.password or "", **more}.items())
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+async def test_no_secret_of_the_owner_dsn_reaches_the_command_line(
+        tmp_path: Path, postgres: PostgresServer, environ: dict[str, str],
+        source: Source) -> None:
+    """A password in the query string (and an sslpassword, which libpq reads from no
+    variable) travels in pg_dump's and pg_restore's environment or a private service
+    file, never their argv; the round trip still restores every row."""
+    from urllib.parse import unquote, urlsplit
+
+    tools, record = wrapped_tools(tmp_path)
+    password = unquote(urlsplit(source.urls.owner).password or "")
+    ssl_password = "ssl-" + secrets.token_hex(8)
+    backup_key, path = key(), tmp_path / "query.backup"
+    env = {**env_for(environ, source.urls, backup_key),
+           "ARCHOMATA_POSTGRES_BIN_DIR": str(tools),
+           "ARCHOMATA_DATABASE_OWNER_URL": in_query(
+               source.urls.owner, sslpassword=ssl_password, sslmode="disable")}
+    made = await asyncio.to_thread(archomata, "backup", "--output", str(path), env=env)
+    assert made.returncode == 0, made.stderr
+    target = await empty_database(postgres, "backup_query")
+    env = {**env_for(environ, target, backup_key), "ARCHOMATA_POSTGRES_BIN_DIR": str(tools),
+           "ARCHOMATA_DATABASE_OWNER_URL": in_query(target.owner)}
+    restored = await asyncio.to_thread(archomata, "restore", "--input", str(path), env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert await row_counts(target.owner) == await row_counts(source.urls.owner)
+
+    _check_recorded(record, password, ssl_password)
+
+
+def _check_recorded(record: Path, password: str, ssl_password: str) -> None:
+    [dumped] = record.glob("pg_dump.*")
+    [restoring] = record.glob("pg_restore.*")
+    for seen in (dumped, restoring):
+        argv, _, rest = seen.read_text().partition("\n")
+        environment = rest.partition("==\n")[0]
+        assert "--dbname=postgresql://" in argv
+        assert password not in argv and ssl_password not in argv and "password" not in argv
+        assert f"PGPASSWORD={password}\n" in environment
+        assert "ARCHOMATA_" not in environment  # nor the service's keys and DSNs
+    assert f"sslpassword={ssl_password}\n" in dumped.read_text().partition("==\n")[2]
+    service_files = [line.partition("=")[2] for line in dumped.read_text().splitlines()
+                     if line.startswith("PGSERVICEFILE=")]
+    assert service_files and not Path(service_files[0]).exists()  # removed after
