@@ -18,7 +18,7 @@ from archomata.access import route_policy
 from archomata.access import routes as roles
 from archomata.access.guards import policy_problems
 from archomata.audit import routes as audit_logs
-from archomata.audit.export_slots import ExportSlots
+from archomata.audit.export_slots import EXPORTS_PER_ORG, ExportSlots
 from archomata.bridge import agents_routes as agents
 from archomata.bridge import routes as bridge
 from archomata.bridge.api_keys import API_KEYS, ApiKeyAuthenticator
@@ -146,11 +146,16 @@ async def _security(app: web.Application) -> AsyncIterator[None]:
 async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
     config, redis = app[keys.CONFIG], app[keys.REDIS]
     on_fallback = app[METRICS].ratelimit_fallback.inc
-    app[keys.RATE_LIMITER] = RateLimiter(redis, on_fallback=on_fallback)
+    # The stand-ins in memory, while Redis is out, allow this worker's share of each
+    # limit: the instance's workers together allow the limit, not N times it.
+    share = config.worker.share
+    app[keys.RATE_LIMITER] = RateLimiter(redis, on_fallback=on_fallback, share=share)
     app[keys.LOGIN_THROTTLE] = LoginThrottle(
         redis, free_failures=config.login_backoff_after,
-        max_seconds=config.login_backoff_max_seconds, on_fallback=on_fallback)
-    app[keys.EXPORTS] = ExportSlots(redis, config.exports_per_instance)
+        max_seconds=config.login_backoff_max_seconds, on_fallback=on_fallback,
+        local_free_failures=share(config.login_backoff_after))
+    app[keys.EXPORTS] = ExportSlots(redis, config.exports_per_instance,
+                                    per_org_here=share(EXPORTS_PER_ORG))
     yield
 
 

@@ -81,6 +81,23 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerSlot:
+    """Which of the instance's `serve --workers` processes this is (0 of 1 without
+    workers). The instance settings are the instance's, not each worker's: a worker gets
+    its `share` of each (archomata.ops.workers.worker_config)."""
+
+    index: int = 0
+    count: int = 1
+
+    def share(self, total: int, floor: int = 1) -> int:
+        """This worker's part of `total`, at least `floor`: the remainder goes one each
+        to the first workers, so the parts sum to `total` (10 over 3: 4, 3, 3) unless
+        the floor lifts them (2 over 3: 1, 1, 1)."""
+        base, extra = divmod(total, self.count)
+        return max(floor, base + (1 if self.index < extra else 0))
+
+
+@dataclass(frozen=True, slots=True)
 class SsoProvider:
     name: str
     client_id: str
@@ -141,6 +158,7 @@ class Config:
     # A response the client takes nothing of for this long is cut (archomata.web.server).
     stream_stall_seconds: float = 30.0
     exports_per_instance: int = 8
+    worker: WorkerSlot = WorkerSlot()  # set by `serve --workers` in each worker
 
     @property
     def is_production(self) -> bool:

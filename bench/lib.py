@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
 import secrets
@@ -88,13 +89,21 @@ def stack(bcrypt_rounds: int = 12, **extra: str) -> Iterator[Stack]:
 def process(argv: list[str], environ: dict[str, str], port: int,
             log: Path) -> Iterator[str]:
     """Runs a server process until the block ends; yields its base URL once it answers."""
+    with spawned(argv, environ, port, log) as (url, _):
+        yield url
+
+
+@contextmanager
+def spawned(argv: list[str], environ: dict[str, str], port: int,
+            log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`process`, yielding the process too (its pid: bench/workers.py reads its CPU time)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env={**environ, "ARCHOMATA_PORT": str(port)},
                                 stdout=out, stderr=out, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, proc, log)
-        yield url
+        yield url, proc
     finally:
         stop_process(proc)
 
@@ -130,10 +139,12 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0  # answered in all
 
 
 _LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_REQUESTS = re.compile(r"^\s+(\d+) requests in ", re.MULTILINE)
 _ERRORS = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -145,15 +156,24 @@ def wrk(url: str, *, connections: int = 64, seconds: int = 10, threads: int = 2,
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `apt-get install wrk` (Debian) or brew")
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    for name, value in (headers or {}).items():
-        argv += ["-H", f"{name}: {value}"]
-    if script is not None:
-        argv += ["-s", str(script)]
-    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    with tempfile.TemporaryDirectory(prefix="archomata-wrk-") as folder:
+        if headers:
+            # In a script, not `-H` on wrk's command line: a bearer token there is in
+            # every local user's `ps`.
+            lines = [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n"
+                     for k, v in headers.items()]
+            if script is not None:
+                lines.append(f"dofile({json.dumps(str(script.resolve()))})\n")
+            script = Path(folder) / "headers.lua"
+            script.write_text("".join(lines))
+        if script is not None:
+            argv += ["-s", str(script)]
+        out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
     latencies = {m[0]: float(m[1]) * _UNIT[m[2]] for m in _LATENCY.findall(out)}
     errors = _ERRORS.search(out)
     return Load(float(_RPS.search(out).group(1)),  # type: ignore[union-attr]
-                latencies["50"], latencies["99"], int(errors.group(1)) if errors else 0)
+                latencies["50"], latencies["99"], int(errors.group(1)) if errors else 0,
+                int(_REQUESTS.search(out).group(1)))  # type: ignore[union-attr]
 
 
 def median(values: list[float]) -> float:

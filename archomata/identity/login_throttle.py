@@ -71,9 +71,12 @@ class LoginThrottle:
     def __init__(self, redis: Redis, *, free_failures: int, max_seconds: float,
                  base_seconds: float = 1.0, memory_seconds: float | None = None,
                  on_fallback: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 local_free_failures: int | None = None) -> None:
         self._redis = redis
         self._free = free_failures
+        # While Redis fails, in memory: this process's share (a `serve --workers` worker's).
+        self._local_free = free_failures if local_free_failures is None else local_free_failures
         self._base_ms = int(base_seconds * 1000)
         self._max_ms = int(max_seconds * 1000)
         self._memory_ms = int((memory_seconds or max(900.0, 2 * max_seconds)) * 1000)
@@ -132,7 +135,7 @@ class LoginThrottle:
             account = self._local[key] = _LocalAccount()
         account.failures += 1
         account.forget_at = now + self._memory_ms / 1000
-        over = account.failures - self._free
+        over = account.failures - self._local_free
         if over <= 0:
             return 0
         wait_ms: int = min(self._base_ms * 2 ** min(over - 1, 30), self._max_ms)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from archomata.config import Config
 from archomata.ops import workers as supervision
 from archomata.web import server
+
+log = logging.getLogger(__name__)
 
 
 def _use_uvloop() -> None:
@@ -21,8 +24,15 @@ def serve(config: Config, workers: int | None = None) -> int:
     """Serves until SIGTERM or SIGINT; with `workers`, that many processes on the port,
     minded by this one (archomata.ops.workers). The exit code."""
     if workers is not None and not supervision.is_worker():
+        if over := supervision.over_shared(config, workers):
+            log.warning("fewer than one per worker: each worker gets 1, the instance more "
+                        "than the setting", extra={"workers": workers, "settings": over})
         return supervision.Supervisor(workers, config.shutdown_grace_seconds).run()
     from archomata.app import create_app
+
+    if supervision.is_worker():
+        whole, config = config, supervision.worker_config(config, supervision.this_worker())
+        supervision.log_share(whole, config)
 
     # The role it connects as is checked at start-up (app.py): refused in production if
     # row-level security does not hold for it, a warning in development.

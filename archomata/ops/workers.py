@@ -8,10 +8,18 @@ broken configuration does not spin), and on SIGTERM or SIGINT passes SIGTERM on,
 for each to shut down gracefully, and exits 0 when every one did. Metrics are summed
 across the workers by prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, a
 folder of the parent's making unless the operator names one).
+
+The instance settings are the instance's, whatever N (the contract's "instance
+settings"): each worker learns its slot (ARCHOMATA_WORKER_SLOT of ARCHOMATA_WORKER_COUNT)
+and serves with its share of the database pool, the bcrypt threads and queue, the audit
+export slots, and the in-memory stand-ins for Redis's limits (`worker_config`), at least
+1 of each, and says so in one log line at start. A worker started in a dead one's place
+takes its slot, and its share.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -23,9 +31,13 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from archomata.config import Config, WorkerSlot
+
 log = logging.getLogger(__name__)
 
 WORKER_OF = "ARCHOMATA_WORKER_OF"
+WORKER_SLOT = "ARCHOMATA_WORKER_SLOT"
+WORKER_COUNT = "ARCHOMATA_WORKER_COUNT"
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 MAX_WORKERS = 64
 QUICK_DEATH_SECONDS = 5.0  # a worker that dies sooner than this after starting...
@@ -51,6 +63,54 @@ def parent_gone() -> bool:
     unminded."""
     expected = os.environ.get(WORKER_OF)
     return bool(expected) and str(os.getppid()) != expected
+
+
+def this_worker() -> WorkerSlot:
+    """This worker's slot, as its parent named it."""
+    index, count = int(os.environ[WORKER_SLOT]), int(os.environ[WORKER_COUNT])
+    if not 0 <= index < count <= MAX_WORKERS:
+        raise ValueError(f"{WORKER_SLOT} {index} of {WORKER_COUNT} {count}")
+    return WorkerSlot(index, count)
+
+
+def worker_config(config: Config, slot: WorkerSlot) -> Config:
+    """`config` with the instance settings divided: this worker's share of each (the
+    limits kept in Redis are shared by every process already and stay whole; their
+    in-memory stand-ins take `config.worker.share` where they are built, in app.py)."""
+    pool_max = slot.share(config.db_pool_max)
+    return dataclasses.replace(
+        config, worker=slot, db_pool_max=pool_max,
+        # A worker may keep no idle connection (0), never more than its maximum.
+        db_pool_min=min(pool_max, slot.share(config.db_pool_min, floor=0)),
+        bcrypt_threads=slot.share(config.bcrypt_threads),
+        # The queue bounds the wait behind the threads: it shrinks with them.
+        bcrypt_queue=slot.share(config.bcrypt_queue),
+        exports_per_instance=slot.share(config.exports_per_instance))
+
+
+def log_share(whole: Config, mine: Config) -> None:
+    """One line per worker at start: what it got of each instance setting."""
+    slot = mine.worker
+    limits = {name: f"{slot.share(limit.limit)}/{limit.window_seconds}" for name, limit in (
+        ("login", whole.rate_limit_login), ("bridge", whole.rate_limit_bridge),
+        ("api", whole.rate_limit_api))}
+    log.info("worker share", extra={
+        "worker": slot.index, "workers": slot.count,
+        "db_pool_min": mine.db_pool_min, "db_pool_max": mine.db_pool_max,
+        "bcrypt_threads": mine.bcrypt_threads, "bcrypt_queue": mine.bcrypt_queue,
+        "exports_per_instance": mine.exports_per_instance,
+        "rate_limits_in_memory": limits,
+        "login_backoff_after_in_memory": slot.share(whole.login_backoff_after)})
+
+
+def over_shared(config: Config, count: int) -> list[str]:
+    """The settings smaller than the worker count: each worker still gets 1, so the
+    instance uses more than the setting says."""
+    settings = {"ARCHOMATA_DB_POOL_MAX": config.db_pool_max,
+                "ARCHOMATA_BCRYPT_THREADS": config.bcrypt_threads,
+                "ARCHOMATA_BCRYPT_QUEUE": config.bcrypt_queue,
+                "ARCHOMATA_EXPORTS_PER_INSTANCE": config.exports_per_instance}
+    return [f"{name}={value}" for name, value in settings.items() if value < count]
 
 
 class Supervisor:
@@ -85,8 +145,8 @@ class Supervisor:
         self.stopping = True
 
     def _start(self, slot: int) -> None:
-        process = subprocess.Popen([sys.executable, "-m", "archomata", "serve"],
-                                   env=self._env)
+        process = subprocess.Popen([sys.executable, "-m", "archomata", "serve"], env={
+            **self._env, WORKER_SLOT: str(slot), WORKER_COUNT: str(self.count)})
         self.workers[slot] = (process, time.monotonic())
         log.info("worker started", extra={"worker": slot, "pid": process.pid})
 

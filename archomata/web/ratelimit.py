@@ -33,7 +33,9 @@ limit and, say, the revocation check)::
 cache flushed): it then answers from memory, exactly as `hit` does.
 
 When Redis is unreachable each process keeps the same windows in memory (never
-unlimited; with N instances a client may get up to N times the limit meanwhile). Every
+unlimited; with N instances a client may get up to N times the limit meanwhile). A
+`serve --workers` worker allows its `share` of each limit there, so that the workers of
+one instance together allow the limit, as one process would. Every
 such decision counts in `archomata_ratelimit_fallback_total`; a warning is logged at most
 once a minute.
 
@@ -241,8 +243,10 @@ class RateLimiter:
     """Sliding-window limits in Redis, with an in-memory stand-in (see the module doc)."""
 
     def __init__(self, redis: Redis, *, on_fallback: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 share: Callable[[int], int] = lambda limit: limit) -> None:
         self._redis = redis
+        self._share = share  # of a limit, in memory (see the module doc)
         self._sha = hashlib.sha1(SLIDING_WINDOW.encode(), usedforsecurity=False).hexdigest()
         self._script_loaded = False
         self._local = _LocalWindows(clock)
@@ -296,4 +300,6 @@ class RateLimiter:
     def _fallback(self, pending: PendingHit, exc: BaseException) -> RateDecision:
         # Fail to memory, never open: a Redis outage must not lift the limits.
         self._reporter.report("rate limits", exc)
-        return self._local.hit(pending.key, pending.limit)
+        limit = pending.limit
+        return self._local.hit(pending.key,
+                               RateLimit(self._share(limit.limit), limit.window_seconds))
