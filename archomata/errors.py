@@ -15,7 +15,8 @@
      ├── ValidationFailed       422  validation_failed (+ per-field `errors`)
      ├── RateLimited            429  rate_limited, too_many_exports (+ Retry-After)
      ├── InternalError          500  internal_error
-     ├── ServiceUnavailable     503  service_unavailable, exports_busy
+     ├── ServiceUnavailable     503  service_unavailable, exports_busy,
+     │                               secret_unavailable (archomata.sealed)
      └── GatewayTimeout         504  timeout
 
 Handlers raise these; the errors middleware renders them as RFC 9457 problem+json.

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from archomata import audit, keys
+from archomata import audit, keys, sealed
 from archomata.access.guards import agent_only
 from archomata.access.route_policy import TimeoutClass
 from archomata.bridge import service
@@ -55,7 +55,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 @routes.get("/api/v1/bridge/accounts")
 @agent_only
 @doc("The accounts assigned to this agent, with their credentials (audited)",
-     response=BridgeAccountListSchema)
+     response=BridgeAccountListSchema, problems=sealed.PROBLEMS)
 async def list_bridge_accounts(request: web.Request) -> web.Response:
     items = await service.assigned_accounts(_agent(request), audit.context_of(request),
                                             request.app[keys.DATA_KEYS])

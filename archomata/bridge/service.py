@@ -25,7 +25,7 @@ from archomata import audit
 from archomata.audit import AuditAction, AuditContext
 from archomata.bridge import store as agents
 from archomata.bridge.broadcast import Broadcast
-from archomata.crypto import DataKeys, DecryptionError
+from archomata.crypto import DataKeys
 from archomata.db import TxOpener
 from archomata.errors import Conflict, NotFound
 from archomata.trading import credentials
@@ -61,12 +61,9 @@ def _bridge_account(data_keys: DataKeys, assigned: AssignedAccount) -> dict[str,
     account = assigned.account
     secret = None
     if assigned.credentials is not None:
-        try:
-            secret = credentials.open_sealed(data_keys, account.id, assigned.credentials)
-        except DecryptionError:
-            # The other accounts stay usable; this one needs its credentials set again
-            # (or the previous data key configured). Logged without any secret.
-            log.error("stored credentials do not open", extra={"account_id": str(account.id)})
+        # Credentials that do not open answer 503 `secret_unavailable` (logged for the
+        # operator, no secret in it): the contract's rule for every stored secret.
+        secret = credentials.open_sealed(data_keys, account.id, assigned.credentials)
     return {"id": account.id, "name": account.name, "broker": account.broker,
             "server": account.server, "login": account.login,
             "environment": account.environment, "credentials": secret}

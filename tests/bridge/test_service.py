@@ -25,6 +25,7 @@ from archomata.config import Config
 from archomata.crypto import DataKeys
 from archomata.db import service_tx
 from archomata.errors import Conflict, NotFound
+from archomata.sealed import SecretUnavailable
 from archomata.trading import credentials
 from archomata.trading import service as trading
 from tests.bridge.test_routes import deal, position, state
@@ -178,7 +179,7 @@ class TestCredentials:
         assert secret["password"] not in entry["details"]
         assert str(d.account_id) in entry["details"]
 
-    async def test_credentials_that_do_not_open_are_withheld_and_the_rest_served(
+    async def test_credentials_that_do_not_open_answer_secret_unavailable_unaudited(
             self, pool: asyncpg.Pool, owner_conn: Any, config: Config) -> None:
         d = await desk(pool, owner_conn)
         keys = DataKeys(config.data_key.reveal(), [])
@@ -186,8 +187,12 @@ class TestCredentials:
         # Sealed for another account: moved rows do not open (the account id is bound).
         await owner_conn.execute("update accounts set credentials = $2 where id = $1",
                                  d.account_id, credentials.seal(keys, uuid4(), {"p": "x"}))
-        [item] = await service.assigned_accounts(agent_of(d), as_agent(d), keys)
-        assert (item["id"], item["credentials"]) == (d.account_id, None)
+        who = as_agent(d)
+        with pytest.raises(SecretUnavailable) as refused:
+            await service.assigned_accounts(agent_of(d), who, keys)
+        assert (refused.value.status, refused.value.code) == (503, "secret_unavailable")
+        assert not await owner_conn.fetch(
+            "select 1 from audit_log where request_id = $1", who.request_id)
 
 
 class TestLeases:

@@ -24,6 +24,7 @@ from archomata.db import Tx, service_tx
 from archomata.errors import BadRequest, Conflict, NotFound, Unauthorized
 from archomata.identity.mfa import codes
 from archomata.identity.mfa.challenges import Challenges
+from archomata.identity.mfa.sealing import TOTP
 from archomata.identity.service import Me, Renewed
 from archomata.identity.signin import (
     Door,
@@ -36,11 +37,6 @@ from archomata.identity.signin import (
 )
 from archomata.identity.store import mfa, users
 from archomata.orgs.store import orgs
-
-
-def _sealed_for(user_id: UUID) -> bytes:
-    """The associated data of a user's sealed secret: a row moved to another user opens not."""
-    return b"archomata.mfa.totp:" + user_id.bytes
 
 
 def _wrong_code() -> Unauthorized:
@@ -73,7 +69,7 @@ async def start_totp(door: Door, data_keys: DataKeys, me: Me,
     secret = codes.new_secret()
     async with me.tx() as tx:
         if not await mfa.start_enrolment(
-                tx, me.user_id, data_keys.encrypt(secret.encode(), _sealed_for(me.user_id))):
+                tx, me.user_id, TOTP.seal(data_keys, me.user_id, secret.encode())):
             raise Conflict("A second factor is enabled already.", code="mfa_already_enabled")
     return secret, codes.otpauth_uri(secret, user.email)
 
@@ -90,7 +86,7 @@ async def confirm_totp(door: Door, data_keys: DataKeys, who: AuditContext, me: M
             raise BadRequest("Start the enrolment first.", code="mfa_not_started")
         if found.confirmed_at is not None:
             raise Conflict("A second factor is enabled already.", code="mfa_already_enabled")
-        secret = data_keys.decrypt(found.secret_sealed, _sealed_for(me.user_id)).decode()
+        secret = TOTP.open(data_keys, me.user_id, found.secret_sealed).decode()
         step = codes.matching_step(secret, code, after=found.last_step)
         if step is None or not await mfa.take_step(tx, me.user_id, step, confirming=True):
             raise _wrong_code()
@@ -110,7 +106,7 @@ async def _prove(tx: Tx, data_keys: DataKeys, user_id: UUID, code: str | None,
     if found is None or found.confirmed_at is None:
         return None
     if code is not None:
-        secret = data_keys.decrypt(found.secret_sealed, _sealed_for(user_id)).decode()
+        secret = TOTP.open(data_keys, user_id, found.secret_sealed).decode()
         step = codes.matching_step(secret, code, after=found.last_step)
         return "otp" if step is not None and await mfa.take_step(tx, user_id, step) else None
     if recovery_code is not None and await mfa.use_recovery_code(

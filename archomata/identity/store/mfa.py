@@ -89,3 +89,21 @@ async def remove(tx: Tx, user_id: UUID) -> bool:
         user_id)
     await tx.execute("delete from mfa_recovery_codes where user_id = $1", user_id)
     return bool(removed)
+
+
+ALL_SEALED = "select user_id, secret_sealed from mfa_totp order by user_id for update"
+SET_SEALED_MANY = """
+    update mfa_totp t set secret_sealed = r.blob
+    from unnest($1::uuid[], $2::bytea[]) as r(user_id, blob) where t.user_id = r.user_id
+"""
+
+
+async def all_sealed(tx: Tx) -> list[tuple[UUID, bytes]]:
+    """Every TOTP secret, confirmed or pending, locked, for re-sealing under a new data
+    key (a system transaction: every user's rows)."""
+    return [(r["user_id"], bytes(r["secret_sealed"])) for r in await tx.fetch(ALL_SEALED)]
+
+
+async def set_sealed_many(tx: Tx, blobs: list[tuple[UUID, bytes]]) -> None:
+    if blobs:
+        await tx.execute(SET_SEALED_MANY, [i for i, _ in blobs], [b for _, b in blobs])
