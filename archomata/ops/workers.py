@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -103,13 +104,18 @@ def log_share(whole: Config, mine: Config) -> None:
         "login_backoff_after_in_memory": slot.share(whole.login_backoff_after)})
 
 
-def over_shared(config: Config, count: int) -> list[str]:
+def over_shared(config: Config, count: int,
+                environ: Mapping[str, str] = os.environ) -> list[str]:
     """The settings smaller than the worker count: each worker still gets 1, so the
-    instance uses more than the setting says."""
+    instance uses more than the setting says. The bcrypt threads only when set: their
+    default (cores - 1) is below `--workers auto` by design, and 1 each is what it means
+    then."""
     settings = {"ARCHOMATA_DB_POOL_MAX": config.db_pool_max,
                 "ARCHOMATA_BCRYPT_THREADS": config.bcrypt_threads,
                 "ARCHOMATA_BCRYPT_QUEUE": config.bcrypt_queue,
                 "ARCHOMATA_EXPORTS_PER_INSTANCE": config.exports_per_instance}
+    if not environ.get("ARCHOMATA_BCRYPT_THREADS", "").strip():
+        del settings["ARCHOMATA_BCRYPT_THREADS"]
     return [f"{name}={value}" for name, value in settings.items() if value < count]
 
 

@@ -75,10 +75,13 @@ class TestWorkerConfig:
     def test_the_parent_names_settings_the_workers_outnumber(self, config: Config) -> None:
         whole = dataclasses.replace(config, db_pool_max=10, bcrypt_threads=1, bcrypt_queue=16,
                                     exports_per_instance=8)
-        assert over_shared(whole, 2) == ["ARCHOMATA_BCRYPT_THREADS=1"]
-        assert over_shared(whole, 16) == ["ARCHOMATA_DB_POOL_MAX=10",
-                                          "ARCHOMATA_BCRYPT_THREADS=1",
-                                          "ARCHOMATA_EXPORTS_PER_INSTANCE=8"]
+        set_threads = {"ARCHOMATA_BCRYPT_THREADS": "1"}
+        assert over_shared(whole, 2, set_threads) == ["ARCHOMATA_BCRYPT_THREADS=1"]
+        assert over_shared(whole, 16, set_threads) == ["ARCHOMATA_DB_POOL_MAX=10",
+                                                       "ARCHOMATA_BCRYPT_THREADS=1",
+                                                       "ARCHOMATA_EXPORTS_PER_INSTANCE=8"]
+        # The default threads (cores - 1) under `--workers auto`: 1 each, by design.
+        assert over_shared(whole, 2, {}) == []
 
 
 class TestInMemoryShares:

@@ -176,11 +176,18 @@ async def test_the_instance_pool_is_shared_among_the_workers_not_multiplied(
     here.pop("ARCHOMATA_DATABASE_POOLER", None)
     database, role = urlsplit(urls.runtime).path.lstrip("/"), unquote(
         urlsplit(urls.runtime).username or "")
-    async with workers(here, workdir, 2, db_pool_max="3", db_pool_min="2") as served:
-        shares = [json.loads(line) for line in served.log.read_text().splitlines()
-                  if '"message":"worker share"' in line]
-        assert sorted((s["worker"], s["workers"], s["db_pool_max"], s["db_pool_min"])
-                      for s in shares) == [(0, 2, 2, 1), (1, 2, 1, 1)]
+    async with workers(here, workdir, 2, db_pool_max="3", db_pool_min="2",
+                       exports_per_instance="1") as served:
+        lines = [json.loads(line) for line in served.log.read_text().splitlines()
+                 if line.startswith("{")]
+        shares = [line for line in lines if line["message"] == "worker share"]
+        assert sorted((s["worker"], s["workers"], s["db_pool_max"], s["db_pool_min"],
+                       s["exports_per_instance"]) for s in shares) \
+            == [(0, 2, 2, 1, 1), (1, 2, 1, 1, 1)]
+        # One export slot cannot be shared by two: each gets 1, and the parent says so.
+        [warned] = [line for line in lines
+                    if line["message"].startswith("fewer than one per worker")]
+        assert warned["settings"] == ["ARCHOMATA_EXPORTS_PER_INSTANCE=1"]
         owner = await asyncpg.connect(urls.owner)
         seen: list[int] = []
         try:
@@ -193,10 +200,12 @@ async def test_the_instance_pool_is_shared_among_the_workers_not_multiplied(
                         await asyncio.sleep(0.01)
 
                 sampler = asyncio.create_task(sample())
-                for _ in range(5):  # bursts on fresh connections: both workers busy
+                for _ in range(10):  # bursts on fresh connections: both workers busy
                     answers = await asyncio.gather(*(
                         client.get(PROBE, headers=person.auth) for _ in range(60)))
                     assert {a.status for a in answers} == {200}
+                    if len(seen) > 20 and max(seen) >= 3:
+                        break
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampler
