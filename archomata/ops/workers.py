@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from archomata.config import Config, WorkerSlot
+from archomata.config import Config, ConfigError, WorkerSlot
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,14 @@ def parent_gone() -> bool:
 
 
 def this_worker() -> WorkerSlot:
-    """This worker's slot, as its parent named it."""
-    index, count = int(os.environ[WORKER_SLOT]), int(os.environ[WORKER_COUNT])
+    """This worker's slot, as its parent named it (ConfigError if it did not)."""
+    try:
+        index, count = int(os.environ[WORKER_SLOT]), int(os.environ[WORKER_COUNT])
+    except (KeyError, ValueError):
+        index, count = -1, 0
     if not 0 <= index < count <= MAX_WORKERS:
-        raise ValueError(f"{WORKER_SLOT} {index} of {WORKER_COUNT} {count}")
+        raise ConfigError(f"a worker (with {WORKER_OF}) needs {WORKER_SLOT} below "
+                          f"{WORKER_COUNT}: start workers with `serve --workers N`")
     return WorkerSlot(index, count)
 
 

@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 from archomata import keys
 from archomata.app import create_app
 from archomata.audit.export_slots import ExportSlots
-from archomata.config import Config, RateLimit, WorkerSlot
+from archomata.config import Config, ConfigError, RateLimit, WorkerSlot
 from archomata.errors import RateLimited
 from archomata.identity.login_throttle import LoginThrottle
-from archomata.ops.workers import over_shared, worker_config
+from archomata.ops.workers import over_shared, this_worker, worker_config
 from archomata.web.ratelimit import PendingHit, RateLimiter
 
 
@@ -82,6 +82,26 @@ class TestWorkerConfig:
                                                        "ARCHOMATA_EXPORTS_PER_INSTANCE=8"]
         # The default threads (cores - 1) under `--workers auto`: 1 each, by design.
         assert over_shared(whole, 2, {}) == []
+
+
+class TestThisWorker:
+    @pytest.mark.parametrize("slot", [{}, {"ARCHOMATA_WORKER_SLOT": "2",
+                                           "ARCHOMATA_WORKER_COUNT": "2"},
+                                      {"ARCHOMATA_WORKER_SLOT": "x",
+                                       "ARCHOMATA_WORKER_COUNT": "2"}])
+    def test_a_worker_without_a_slot_of_its_parent_is_refused(
+            self, monkeypatch: pytest.MonkeyPatch, slot: dict[str, str]) -> None:
+        for name in ("ARCHOMATA_WORKER_SLOT", "ARCHOMATA_WORKER_COUNT"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in slot.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError, match="serve --workers N"):
+            this_worker()
+
+    def test_the_parents_slot_is_read(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("ARCHOMATA_WORKER_SLOT", "1")
+        monkeypatch.setenv("ARCHOMATA_WORKER_COUNT", "3")
+        assert this_worker() == WorkerSlot(1, 3)
 
 
 class TestInMemoryShares:
