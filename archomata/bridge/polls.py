@@ -111,13 +111,16 @@ class Polls:
         """Counts the poll among its agent's waiting ones, dropping the oldest beyond
         MAX_WAITING (this instance's at once, the others' through their listener)."""
         now = int(time.time() * 1000)
+        # Marked before the call: a wake-up or a drop that arrives while it runs (its
+        # token is in the set from the script on) must not be overwritten after it.
+        poll.registered = True
         try:
             dropped = await self._register(keys=[_key(poll.agent_id)], args=[
                 poll.token, now, MAX_WAITING, now - STALE_MS, KEY_TTL_SECONDS, CHANNEL])
         except REDIS_FAILURES as exc:  # fail open: the poll waits for its deadline
+            poll.registered = False
             log.warning("could not register a long poll", extra={"error": type(exc).__name__})
             return
-        poll.registered = True
         for token in dropped:
             self.dropped(_text(token))
 

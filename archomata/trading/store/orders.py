@@ -206,11 +206,12 @@ async def claim(tx: Tx, org_id: UUID, agent_id: UUID, limit: int,
 
 
 # A result is taken only from the agent the account is assigned to now (API.md, Bridge):
-# one it moved away from has no say on what its successor may be executing. The account
-# row is read FOR SHARE, so a move in progress is waited for and seen.
+# one it moved away from has no say on what its successor may be executing. Read, not
+# locked: a move that commits first is seen (404), one that commits after comes after
+# the result; and a result never waits for a state push, which holds the account row.
 SERVES = """
     exists (select 1 from accounts a
-            where a.org_id = $1 and a.id = c.account_id and a.agent_id = $3 for share of a)
+            where a.org_id = $1 and a.id = c.account_id and a.agent_id = $3)
 """
 COMPLETE = f"""
     update commands c set status = 'done', completed_at = now(), result = $4
