@@ -196,4 +196,8 @@ class TestComponentsWithoutRedis:
         broadcast = Broadcast(dead_redis, "redis://127.0.0.1:1", on_key_revoked=lambda _: None)
         await broadcast.wake(uuid4())
         await broadcast.key_revoked("ak_test")
+        with broadcast.polls.waiting(uuid4()) as poll:  # it waits for its deadline
+            await broadcast.polls.register(poll)
+            assert not poll.registered and not poll.superseded
+            await broadcast.polls.leave(poll)
 

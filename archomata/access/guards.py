@@ -205,8 +205,8 @@ def policy_problems(app: web.Application) -> list[str]:
         kind = rule.kind if rule is not None else None
         problems += [f"{route.method} {path}: {why}"
                      for why in _contradictions(kind, route.method, policy)]
-        if step_up.dangerous(route.method, path, kind, rule.permission if rule else None) \
-                and step_up.declaration(route.handler) is None:
-            problems.append(f"{route.method} {path}: a dangerous write that declares no "
-                            "step-up (@step_up, @step_up_when or @step_up_exempt)")
+        why_not = step_up.problem(route.method, path, kind, rule.permission if rule else None,
+                                  step_up.declaration(route.handler))
+        if why_not is not None:
+            problems.append(f"{route.method} {path}: {why_not}")
     return problems

@@ -7,12 +7,18 @@ A route whose danger depends on its body declares `@step_up_when(...)` and calls
 `require` itself when it applies. A caller with no second factor is not asked (they
 have none to give).
 
+A route that may change custody (who or what can reach an account's stored
+credentials: API.md §3 "Step-up") declares `@step_up_custody` and decides from the rows
+it has locked, inside its transaction and before it changes anything
+(archomata.trading.custody.changes_custody): what the body names is not what it does.
+
 Declared beside the guard, so create_app can refuse a dangerous route that declares
 nothing (`problems`): every write of the platform administration, of an org's
 administration (members, roles, invitations, groups, the org), of agents (their API
 keys), of accounts (credentials, agent assignment) and of risk limits, and the second
-factor's own settings, must say `@step_up`, `@step_up_when(reason)` or
-`@step_up_exempt(reason)`.
+factor's own settings, must say `@step_up`, `@step_up_when(reason)`,
+`@step_up_custody` or `@step_up_exempt(reason)`. The routes the contract marks, and any
+write that can change custody, may not be exempt (`REQUIRED`, `required_of`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from archomata.errors import Forbidden
 from archomata.identity.store import mfa
 
 STEP_UP_ATTR = "__archomata_step_up__"
+ALWAYS = "always"
+CUSTODY = "custody"
+WHEN = "when"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -52,16 +61,23 @@ def step_up(handler: Handler) -> Handler:
     async def stepped_up(request: web.Request) -> web.StreamResponse:
         await require(request)
         return await handler(request)
-    _declare(stepped_up, "always")
+    _declare(stepped_up, ALWAYS)
     return stepped_up
 
 
 def step_up_when(reason: str) -> Callable[[Handler], Handler]:
     """The route calls `require` itself when its body makes it dangerous (`reason`)."""
     def declare(handler: Handler) -> Handler:
-        _declare(handler, f"when: {reason}")
+        _declare(handler, f"{WHEN}: {reason}")
         return handler
     return declare
+
+
+def step_up_custody(handler: Handler) -> Handler:
+    """The route may change custody: it asks `stale` before its transaction and refuses
+    with `refusal()` inside it, once the locked rows say custody changes."""
+    _declare(handler, CUSTODY)
+    return handler
 
 
 def step_up_exempt(reason: str) -> Callable[[Handler], Handler]:
@@ -74,16 +90,26 @@ def step_up_exempt(reason: str) -> Callable[[Handler], Handler]:
 
 async def require(request: web.Request) -> None:
     """403 `step_up_required` unless the caller proved a second factor lately or has none."""
+    if await stale(request):
+        raise refusal()
+
+
+async def stale(request: web.Request) -> bool:
+    """Whether a step-up route would refuse this caller now: they have a second factor
+    (or their org requires one) and proved none lately. One read at most, none for a
+    fresh token; call it before opening a transaction (the read has its own)."""
     principal = request[keys.PRINCIPAL]
     if principal is None or principal.user_id is None:
-        return  # the route's guard refused these already
+        return False  # the route's guard refused these already
     max_age = request.app[keys.CONFIG].step_up_max_age_seconds
     if principal.mfa_at is not None and time.time() - principal.mfa_at <= max_age:
-        return
-    if not principal.org_requires_mfa and not await _has_factor(request, principal.user_id):
-        return
-    raise Forbidden("Confirm it is you with your second factor first (POST /auth/step-up).",
-                    code="step_up_required")
+        return False
+    return principal.org_requires_mfa or await _has_factor(request, principal.user_id)
+
+
+def refusal() -> Forbidden:
+    return Forbidden("Confirm it is you with your second factor first (POST /auth/step-up).",
+                     code="step_up_required")
 
 
 # Where a member of an org that requires a second factor still goes without one: to see
@@ -122,3 +148,64 @@ def dangerous(method: str, path: str, rule_kind: str | None,
 def declaration(handler: Any) -> str | None:
     found: str | None = getattr(handler, STEP_UP_ATTR, None)
     return found
+
+
+# The routes API.md §3 marks *step-up*, with what they must declare: ALWAYS, or CUSTODY
+# for the two that ask only when custody changes, or WHEN (PATCH /org: `require_mfa`).
+# Listed whether or not the app serves them yet, so a route added later under a marked
+# path is held to it.
+REQUIRED: dict[tuple[str, str], frozenset[str]] = {
+    **{route: frozenset({ALWAYS}) for route in (
+        ("POST", "/api/v1/agents"),
+        ("POST", "/api/v1/agents/{agent_id}/rotate-key"),
+        ("PUT", "/api/v1/accounts/{account_id}/risk-limits"),
+        ("POST", "/api/v1/org/invitations"),
+        ("DELETE", "/api/v1/me/mfa/totp"),
+        ("POST", "/api/v1/me/mfa/recovery-codes"),
+        ("DELETE", "/api/v1/me/passkeys/{passkey_id}"),
+        ("PUT", "/api/v1/org/trading-halt"),
+        ("DELETE", "/api/v1/org/trading-halt"),
+        ("POST", "/api/v1/accounts/{account_id}/flatten"),
+        ("POST", "/api/v1/accounts/{account_id}/risk-status/reset"))},
+    ("POST", "/api/v1/accounts"): frozenset({ALWAYS, CUSTODY}),
+    ("PATCH", "/api/v1/accounts/{account_id}"): frozenset({ALWAYS, CUSTODY}),
+    ("PATCH", "/api/v1/org"): frozenset({ALWAYS, WHEN}),
+    ("POST", "/api/v1/me/passkeys"): frozenset({ALWAYS, WHEN}),
+}
+# Writes that can change custody: an account's agent, credentials or destination, an
+# agent's key. Their routes ask when custody changes, or always; never exempt.
+CUSTODY_PERMISSIONS = frozenset({"accounts:create", "accounts:update",
+                                 "agents:create", "agents:update"})
+# Every write under these asks always: the members' (a stale administrator token can
+# change or remove the other administrators) and the platform administration's.
+ALWAYS_PREFIXES = (("/api/v1/org/members", STATE_CHANGING),
+                   ("/api/v1/admin", frozenset({"POST", "PUT", "PATCH"})))
+
+
+def required_of(method: str, path: str, permission: str | None) -> frozenset[str] | None:
+    """What the contract requires the route to declare (None: anything, or nothing when
+    it is not `dangerous`)."""
+    if (method, path) in REQUIRED:
+        return REQUIRED[(method, path)]
+    for prefix, methods in ALWAYS_PREFIXES:
+        if method in methods and (path == prefix or path.startswith(prefix + "/")):
+            return frozenset({ALWAYS})
+    if method in STATE_CHANGING and permission in CUSTODY_PERMISSIONS:
+        return frozenset({ALWAYS, CUSTODY})
+    return None
+
+
+def problem(method: str, path: str, rule_kind: str | None, permission: str | None,
+            declared: str | None) -> str | None:
+    """Why create_app refuses the route's step-up declaration, or None."""
+    required = required_of(method, path, permission)
+    if required is not None:
+        kind = None if declared is None else declared.split(":", 1)[0]
+        if kind not in required:
+            return (f"declares {declared or 'no step-up'}, where it must ask for one "
+                    f"({' or '.join(sorted(required))})")
+        return None
+    if dangerous(method, path, rule_kind, permission) and declared is None:
+        return ("a dangerous write that declares no step-up (@step_up, @step_up_when, "
+                "@step_up_custody or @step_up_exempt)")
+    return None

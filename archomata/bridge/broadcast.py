@@ -1,7 +1,9 @@
 """Messages between service instances over one Redis pub/sub connection per instance.
 
-    archomata:bridge:wake       an agent id: a command is waiting for it; wakes the long
-                                polls of that agent on every instance
+    archomata:bridge:polls      `wake TOKEN`: a command is waiting; wakes that one long
+                                poll (the newest of its agent), on the instance that
+                                holds it; `drop TOKEN`: a newer poll of the agent took its
+                                place, it answers no commands (archomata.bridge.polls)
     archomata:apikey:revoked    a key id: drop it from the API-key cache at once
 
 Both are hints that make things prompt, never what makes them correct: a long poll
@@ -14,20 +16,19 @@ wake-up may have been missed meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 from redis.asyncio import Redis
 
 from archomata import redis_client
+from archomata.bridge import polls
 from archomata.redis_boundary import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
-WAKE_CHANNEL = "archomata:bridge:wake"
 KEY_REVOKED_CHANNEL = "archomata:apikey:revoked"
 READ_SECONDS = 15.0
 MAX_BACKOFF_SECONDS = 5.0
@@ -45,7 +46,7 @@ class Broadcast:
         self.redis = redis  # publishes
         self._redis_url = redis_url  # the listener's own connection, see _listen
         self._on_key_revoked = on_key_revoked
-        self._waiters: dict[UUID, set[asyncio.Event]] = {}
+        self.polls = polls.Polls(redis)
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
@@ -67,30 +68,12 @@ class Broadcast:
 
     def release_all(self) -> None:
         """Wakes every waiting long poll (the process stops: they answer at once)."""
-        for waiting in self._waiters.values():
-            for event in waiting:
-                event.set()
-
-    @contextlib.contextmanager
-    def waiter(self, agent_id: UUID) -> Iterator[asyncio.Event]:
-        """An event set whenever a command may be waiting for `agent_id`."""
-        event = asyncio.Event()
-        self._waiters.setdefault(agent_id, set()).add(event)
-        try:
-            yield event
-        finally:
-            waiting = self._waiters.get(agent_id)
-            if waiting is not None:
-                waiting.discard(event)
-                if not waiting:
-                    del self._waiters[agent_id]
+        self.polls.wake_all()
 
     async def wake(self, agent_id: UUID) -> None:
-        # Fail open: a lost wake-up only delays the command to the end of the long poll.
-        try:
-            await self.redis.publish(WAKE_CHANNEL, str(agent_id))
-        except REDIS_FAILURES as exc:
-            log.warning("could not publish a wake-up", extra={"error": type(exc).__name__})
+        """A command is waiting for `agent_id`: one of its polls, wherever it waits,
+        claims (none waiting: its next poll claims as it starts)."""
+        await self.polls.wake_one(agent_id)
 
     async def key_revoked(self, key_id: str) -> None:
         # The Redis marker set before this is what guarantees the refusal; this only
@@ -100,20 +83,13 @@ class Broadcast:
         except REDIS_FAILURES as exc:
             log.warning("could not publish a key revocation", extra={"error": type(exc).__name__})
 
-    def _wake_local(self, agent_id: UUID | None) -> None:
-        targets = (self._waiters.get(agent_id, set()) if agent_id is not None
-                   else set().union(*self._waiters.values()))
-        for event in targets:
-            event.set()
-
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, channel = _text(message["type"]), _text(message["channel"])
         if kind == "subscribe":
             self.subscribed.set()
-            self._wake_local(None)
-        elif kind == "message" and channel == WAKE_CHANNEL:
-            with contextlib.suppress(ValueError):
-                self._wake_local(UUID(_text(message["data"])))
+            self.polls.wake_all()  # a wake-up may have been missed while unsubscribed
+        elif kind == "message" and channel == polls.CHANNEL:
+            self.polls.message(_text(message["data"]))
         elif kind == "message" and channel == KEY_REVOKED_CHANNEL:
             self._on_key_revoked(_text(message["data"]))
 
@@ -126,7 +102,7 @@ class Broadcast:
                                           health_check_interval=READ_SECONDS)
             try:
                 async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(WAKE_CHANNEL, KEY_REVOKED_CHANNEL)
+                    await pubsub.subscribe(polls.CHANNEL, KEY_REVOKED_CHANNEL)
                     while True:
                         message = await pubsub.get_message(timeout=READ_SECONDS)
                         if message is not None:

@@ -89,7 +89,8 @@ async def post_deals(request: web.Request) -> web.Response:
 @agent_only(timeout=TimeoutClass.LONG_POLL)
 @doc("Commands for this agent's accounts, each leased to this poll; with `wait`, holds the "
      "request up to that many seconds until one arrives. A command with no result when "
-     "its lease ends is handed out again (same id, attempt + 1).",
+     "its lease ends is handed out again (same id, attempt + 1). An agent holds at most 4 "
+     "waiting polls: a fifth answers the oldest with no commands; an order wakes one.",
      query=CommandsQuerySchema, response=CommandListSchema)
 async def poll_commands(request: web.Request) -> web.Response:
     agent = _agent(request)

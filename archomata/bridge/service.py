@@ -25,6 +25,7 @@ from archomata import audit
 from archomata.audit import AuditAction, AuditContext
 from archomata.bridge import store as agents
 from archomata.bridge.broadcast import Broadcast
+from archomata.bridge.polls import Poll, Polls
 from archomata.crypto import DataKeys
 from archomata.db import TxOpener
 from archomata.errors import Conflict, NotFound
@@ -112,25 +113,54 @@ async def poll(agent: Agent, broadcast: Broadcast, wait: float, lease_seconds: f
     result by then is handed out again); with none, waits up to `wait` seconds for a
     wake-up. Stops claiming as soon as `gone()` says no one would get the commands (the
     client hung up, or the process stops: its waiters are woken then), leaving them
-    queued; a poll that dies holding some holds them only until their lease runs out."""
+    queued; a poll that dies holding some holds them only until their lease runs out.
+
+    A waiting poll is one of at most polls.MAX_WAITING of its agent, across instances: a
+    newer one supersedes it (it answers no commands, claiming nothing more), and an order
+    wakes one of them, so the database sees one claim per wake-up however many polls an
+    agent opens (archomata.bridge.polls)."""
+    if wait <= 0:
+        return [] if gone() else await _claim(agent, lease_seconds)
+    waiting_polls = broadcast.polls
+    with waiting_polls.waiting(agent.agent_id) as waiting:
+        try:
+            return await _wait_and_claim(agent, waiting_polls, waiting, wait, lease_seconds,
+                                         gone)
+        finally:
+            await waiting_polls.leave(waiting)
+            if waiting.wake_pending:  # woken, and gone before it claimed: pass it on
+                await waiting_polls.wake_one(agent.agent_id)
+
+
+async def _wait_and_claim(agent: Agent, waiting_polls: Polls, waiting: Poll, wait: float,
+                          lease_seconds: float, gone: Callable[[], bool]
+                          ) -> list[orders.Command]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     claimed: list[orders.Command] = []
-    with broadcast.waiter(agent.agent_id) as woken:
-        while True:
-            woken.clear()  # before claiming: a wake-up from here on is not lost
-            if gone():
+    while True:
+        waiting.woken.clear()  # before claiming: a wake-up from here on is not lost
+        if gone() or waiting.superseded:
+            break
+        if not waiting.registered:  # before the claim: an order after its snapshot finds it
+            await waiting_polls.register(waiting)
+            if waiting.superseded:
                 break
-            async with agent.tx() as tx:
-                claimed = await orders.claim(tx, agent.org_id, agent.agent_id, MAX_COMMANDS,
-                                             lease_seconds)
-            remaining = deadline - loop.time()
-            if claimed or remaining <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await woken.wait()
+        waiting.wake_pending = False
+        claimed = await _claim(agent, lease_seconds)
+        remaining = deadline - loop.time()
+        if claimed or remaining <= 0:
+            break
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining):
+                await waiting.woken.wait()
     return claimed
+
+
+async def _claim(agent: Agent, lease_seconds: float) -> list[orders.Command]:
+    async with agent.tx() as tx:
+        return await orders.claim(tx, agent.org_id, agent.agent_id, MAX_COMMANDS,
+                                  lease_seconds)
 
 
 async def report_result(agent: Agent, who: AuditContext, command_id: UUID,

@@ -7,7 +7,10 @@ authlib's JOSE library: signature, `iss`, `aud`, `azp`, `exp`, `iat`, `nonce`, `
 What this module adds is what authlib leaves to its caller:
 
 - discovery and JWKS are fetched once and cached; a token naming a `kid` the cached set
-  does not hold makes one fetch of the JWKS again (the provider rotated its keys);
+  does not hold makes one fetch of the JWKS again (the provider rotated its keys), at
+  most once a minute per provider, however many such tokens arrive at once or one after
+  another: anyone can send a callback with a made-up `kid`, and each must not cost the
+  provider (and us) a fetch;
 - `aud` must be exactly our client id. authlib on its own only insists when `azp` is
   absent: a token for another audience whose `azp` names us would pass;
 - only asymmetric algorithms the provider announces are accepted (never `none`, never
@@ -49,6 +52,7 @@ log = logging.getLogger(__name__)
 SCOPE = "openid email profile"
 METADATA_TTL_SECONDS = 3600
 JWKS_TTL_SECONDS = 3600
+JWKS_REFETCH_SECONDS = 60.0  # the least time between two fetches for an unknown kid
 HTTP_TIMEOUT_SECONDS = 10.0
 MAX_DOCUMENT_BYTES = 512 * 1024
 CLOCK_LEEWAY_SECONDS = 60
@@ -169,6 +173,7 @@ class OidcClient:
         self._keys: KeySet | None = None
         self._keys_at = 0.0
         self._keys_generation = 0
+        self._refetched_at: float | None = None  # the last fetch for an unknown kid
         self._lock = asyncio.Lock()
 
     async def _get_json(self, url: str) -> dict[str, Any]:
@@ -197,18 +202,28 @@ class OidcClient:
                 self._metadata, self._metadata_at = document, time.monotonic()
         return self._metadata
 
+    def _may_refetch(self, stale: int | None) -> bool:
+        """Whether a token that lacked a key in generation `stale` gets a fetch: not when
+        another request fetched since, nor within a minute of the last such fetch."""
+        return stale == self._keys_generation and (
+            self._refetched_at is None
+            or time.monotonic() - self._refetched_at >= JWKS_REFETCH_SECONDS)
+
     async def _key_set(self, stale: int | None = None) -> tuple[KeySet, int]:
         """The provider's keys and their generation. `stale` is a generation that lacked
-        a key: fetched again unless another request already did."""
+        a key: fetched again unless another request already did, or one did less than a
+        minute ago (single flight: the others wait on the lock and find it done)."""
         fresh = self._keys is not None and time.monotonic() - self._keys_at < JWKS_TTL_SECONDS
-        if fresh and stale != self._keys_generation:
+        if fresh and not self._may_refetch(stale):
             assert self._keys is not None
             return self._keys, self._keys_generation
         metadata = await self.metadata()
         async with self._lock:
             current = self._keys is not None and \
                 time.monotonic() - self._keys_at < JWKS_TTL_SECONDS
-            if not current or stale == self._keys_generation:
+            if not current or self._may_refetch(stale):
+                if current:  # counted tried or not: a provider that fails is not hammered
+                    self._refetched_at = time.monotonic()
                 document = await self._get_json(metadata["jwks_uri"])
                 try:
                     self._keys = KeySet.import_key_set(document)  # type: ignore[arg-type]

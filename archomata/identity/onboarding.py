@@ -92,7 +92,7 @@ async def ensure_platform_admin(pool: asyncpg.Pool, hasher: PasswordHasher, *, e
     password_hash = await hasher.hash(password)
     async with service_tx(pool) as tx:
         user = await users.insert(tx, email=email, name=name, password_hash=password_hash,
-                                  verified=True, platform_role=PlatformRole.PLATFORM_ADMINISTRATOR)
+                                  verified=True)
         action = AuditAction.USER_CREATED
         if user is None:
             existing = await users.get_by_email(tx, email)
@@ -102,11 +102,14 @@ async def ensure_platform_admin(pool: asyncpg.Pool, hasher: PasswordHasher, *, e
                     f"an account exists as {existing.email!r}, which the lookup takes for "
                     f"{email!r} but may be another mailbox: give its exact address")
             await users.set_password_hash(tx, existing.id, password_hash)
-            user = await users.make_verified_with_role(tx, existing.id,
-                                                       PlatformRole.PLATFORM_ADMINISTRATOR)
+            user = await users.mark_verified(tx, existing.id)
             action = AuditAction.USER_UPDATED
         assert user is not None
+        role = PlatformRole.PLATFORM_ADMINISTRATOR
+        # The entry first: the database changes the platform role only once it is written.
         await audit.record(tx, AuditContext.system(), action, resource_type="user",
                            resource_id=user.id,
-                           details={"email": user.email, "platform_role": user.platform_role})
+                           details={"email": user.email, "platform_role": role})
+        user = await users.update_admin_fields(tx, user.id, role, None)
+        assert user is not None
     return user

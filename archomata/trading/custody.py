@@ -16,6 +16,10 @@ that is, and each needs the org administrator, whatever `agents:update` or
 Moves that only take credentials out of reach (unassigning, clearing credentials,
 deleting the account or the agent) need nothing more than their own permission.
 
+Step-up (API.md §3) is asked on a wider rule, `changes_custody`: any change of who or
+what the stored credentials reach, whoever is asking; it too is judged on the locked
+rows, before the change is written.
+
 The decision is made inside the transaction that makes the change, on rows it has
 locked: the agent's row (FOR UPDATE by a rotation, FOR SHARE by an assignment) and the
 account's. A rotation and an assignment to the same agent therefore run one after the
@@ -56,6 +60,16 @@ def hands_over(before: Holding | None, after: Holding, credentials_set: bool) ->
     if credentials_set or before is None:
         return True
     return before.agent_id != after.agent_id or before.destination != after.destination
+
+
+def changes_custody(before: Holding | None, after: Holding, credentials_named: bool) -> bool:
+    """Whether a change moves custody of the account's credentials, which asks for a
+    recent second factor (archomata.access.step_up): credentials set or cleared, another
+    agent (or none), or another broker or server for credentials already stored."""
+    if before is None:
+        return after.agent_id is not None or after.has_credentials
+    return (credentials_named or before.agent_id != after.agent_id
+            or (before.has_credentials and before.destination != after.destination))
 
 
 async def require_administrator(tx: Tx, principal: Principal, what: str) -> None:

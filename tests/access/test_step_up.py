@@ -13,11 +13,23 @@ import jwt
 import pytest
 from aiohttp import web
 
-from archomata.access.guards import policy_problems, require_org_admin, require_write
-from archomata.access.step_up import step_up_exempt
+from archomata.access.guards import (
+    policy_problems,
+    require_org_admin,
+    require_permission,
+    require_write,
+)
+from archomata.access.permissions import Permission
+from archomata.access.step_up import declaration, step_up_custody, step_up_exempt, step_up_when
 from archomata.app import create_app
 from archomata.config import Config
-from tests.factories import Session, refresh_cookie_of, signed_up, unique_email
+from tests.factories import (
+    Session,
+    member_with_roles,
+    refresh_cookie_of,
+    signed_up,
+    unique_email,
+)
 from tests.identity.test_auth import refresh
 from tests.identity.test_mfa import VERIFY, challenge, code, enrol
 
@@ -143,3 +155,68 @@ class TestDeclaration:
         app.router.add_post("/api/v1/org/_test/fine", require_org_admin(require_write(
             step_up_exempt("grants nothing")(change))))
         assert not any("_test/fine" in p for p in policy_problems(app))
+
+
+async def test_removing_a_member_asks_for_a_recent_factor(
+        client: Any, mail_sink: Any, owner_conn: Any) -> None:
+    """A stale administrator token cannot remove the other administrators."""
+    admin = await signed_up(client, mail_sink)
+    other = await member_with_roles(client, mail_sink, owner_conn, admin.org_id, [])
+    promoted = await client.patch(f"/api/v1/org/members/{other.user_id}", headers=admin.auth,
+                                  json={"org_role": "administrator"})
+    assert promoted.status == 200, await promoted.text()
+    await enrol(client, admin)  # the enrolling session proved no factor on itself
+    refused = await client.delete(f"/api/v1/org/members/{other.user_id}", headers=admin.auth)
+    assert refused.status == 403 and (await refused.json())["code"] == "step_up_required"
+    assert await owner_conn.fetchval(
+        "select org_role from memberships where org_id = $1 and user_id = $2",
+        admin.org_id, other.user_id) == "administrator"
+    # The other administrator, with no factor, is not asked.
+    assert (await client.delete(f"/api/v1/org/members/{admin.user_id}",
+                                headers=other.auth)).status == 204
+
+
+class TestMarkedRoutes:
+    """The contract's marked routes, and any write that can change custody, must ask."""
+
+    @property
+    def change(self) -> Any:
+        async def change(request: web.Request) -> web.Response:
+            return web.Response()
+        return change  # a new one each time: the declarations are set on the handler
+
+    def test_the_app_declares_every_marked_route_as_required(self, config: Config) -> None:
+        app = create_app(config)
+        assert policy_problems(app) == []
+        declared = {(r.method, r.resource.canonical): declaration(r.handler)
+                    for r in app.router.routes() if r.resource is not None}
+        assert declared[("DELETE", "/api/v1/org/members/{user_id}")] == "always"
+        assert declared[("PATCH", "/api/v1/accounts/{account_id}")] == "custody"
+        assert declared[("POST", "/api/v1/accounts")] == "custody"
+
+    @pytest.mark.parametrize("declare", [step_up_exempt("it only renames"),
+                                         step_up_when("it names credentials"),
+                                         lambda handler: handler])
+    def test_a_custody_write_that_does_not_ask_stops_the_start(
+            self, config: Config, declare: Any) -> None:
+        app = create_app(config)
+        app.router.add_put("/api/v1/accounts/{account_id}/_test/credentials",
+                           require_permission(Permission.ACCOUNTS_UPDATE)(
+                               require_write(declare(self.change))))
+        assert any("_test/credentials: " in p and "must ask" in p
+                   for p in policy_problems(app))
+        fine = create_app(config)
+        fine.router.add_put("/api/v1/accounts/{account_id}/_test/credentials",
+                            require_permission(Permission.ACCOUNTS_UPDATE)(
+                                require_write(step_up_custody(self.change))))
+        assert not any("_test/credentials" in p for p in policy_problems(fine))
+
+    @pytest.mark.parametrize("method", ["DELETE", "POST", "PUT"])
+    def test_an_exempt_write_under_the_members_stops_the_start(
+            self, config: Config, method: str) -> None:
+        app = create_app(config)
+        app.router.add_route(method, "/api/v1/org/members/{user_id}/_test",
+                             require_org_admin(require_write(
+                                 step_up_exempt("takes access away")(self.change))))
+        assert any("/api/v1/org/members/{user_id}/_test: declares exempt" in p
+                   for p in policy_problems(app))

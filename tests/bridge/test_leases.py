@@ -188,3 +188,35 @@ class TestTwoInstancesUnderFaults:
 
 async def _statuses(client: Any, auth: dict[str, str], order_ids: list[str]) -> list[str]:
     return [await order_status(client, auth, order_id) for order_id in order_ids]
+
+
+class TestAResultFromAnAgentMovedAway:
+    async def test_only_the_agent_serving_the_account_now_reports(
+            self, aiohttp_client: Any, config: Config, mail_sink: Any) -> None:
+        client, admin, key_a, account = await desk(aiohttp_client, config, mail_sink)
+        agent_b, key_b = await agent_with_key(client, admin, "Terminal B")
+        placed = await client.post(f"/api/v1/accounts/{account['id']}/orders",
+                                   headers=admin.auth, json={"symbol": "EURUSD", "side": "buy",
+                                                             "type": "market", "volume": "1"})
+        order = await placed.json()
+        [held] = await commands(client, key_a)
+        moved = await client.patch(f"/api/v1/accounts/{account['id']}", headers=admin.auth,
+                                   json={"agent_id": agent_b["id"]})
+        assert moved.status == 200, await moved.text()
+        result = {"status": "filled", "broker_ticket": 7, "retcode": 10009}
+        late = await client.post(f"/api/v1/bridge/commands/{held['id']}/result",
+                                 json=result, headers=agent_auth(key_a))
+        assert late.status == 404 and (await late.json())["code"] == "not_found"
+        assert await order_status(client, admin.auth, order["id"]) == "sent"
+        await asyncio.sleep(LEASE_SECONDS + 0.2)
+        [again] = await commands(client, key_b)
+        assert (again["id"], again["attempt"]) == (held["id"], 2)
+        # A's result from its attempt stays refused; B's is taken.
+        assert (await client.post(f"/api/v1/bridge/commands/{held['id']}/result",
+                                  json=result, headers=agent_auth(key_a))).status == 404
+        taken = await client.post(f"/api/v1/bridge/commands/{again['id']}/result",
+                                  json={**result, "broker_ticket": 8}, headers=agent_auth(key_b))
+        assert taken.status == 204, await taken.text()
+        done = await (await client.get(f"/api/v1/orders/{order['id']}",
+                                       headers=admin.auth)).json()
+        assert (done["status"], done["broker_ticket"]) == ("filled", 8)

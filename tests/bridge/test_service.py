@@ -130,6 +130,25 @@ class TestCommands:
         assert command.payload["order_id"] == str(placed.order.id)
 
 
+    async def test_a_wake_up_of_a_poll_that_left_is_passed_on(
+            self, pool: asyncpg.Pool, owner_conn: Any, broadcast: Broadcast) -> None:
+        """An order wakes one poll, the newest: one whose client left before it claimed
+        hands the wake-up to another, which answers at once rather than at its deadline."""
+        d = await desk(pool, owner_conn)
+        waiting = asyncio.create_task(service.poll(agent_of(d), broadcast, 20, 60, never_gone))
+        await asyncio.sleep(0.2)
+        left = [False]
+        leaving = asyncio.create_task(service.poll(agent_of(d), broadcast, 20, 60,
+                                                   lambda: left[0]))
+        await asyncio.sleep(0.2)
+        left[0] = True  # its client hung up; it learns when woken
+        placed = await trading.place_order(d.door(), d.who, broadcast.wake, d.org_id,
+                                           d.user_id, d.account_id, draft())
+        assert await asyncio.wait_for(leaving, 5) == []
+        [command] = await asyncio.wait_for(waiting, 5)
+        assert command.payload["order_id"] == str(placed.order.id)
+
+
 class TestTelemetry:
     async def test_state_replaces_the_positions_of_the_agents_account_only(
             self, pool: asyncpg.Pool, owner_conn: Any) -> None:

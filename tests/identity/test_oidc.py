@@ -4,6 +4,7 @@ tests/oidc_provider.py, bent where a test needs it."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -15,10 +16,11 @@ from joserfc import jwt
 from joserfc.jwk import OctKey
 
 from archomata.config import Secret, SsoProvider
+from archomata.identity import oidc
 from archomata.identity.oidc import OidcClient, SsoError, asserted
 from archomata.identity.sso_state import LoginStates, new_login, safe_next
 from archomata.ops.devservers import free_port
-from tests.oidc_provider import Grant, IdpUser, OidcProvider
+from tests.oidc_provider import Grant, IdpUser, OidcProvider, new_key
 
 REDIRECT = "http://127.0.0.1:8080/api/v1/auth/sso/google/callback"
 
@@ -258,3 +260,35 @@ class TestStates:
             assert not login.pending.bound_to("another-browser")
         finally:
             await redis.aclose()
+
+
+class TestKeyRefetch:
+    """A token naming a kid the JWKS lacks refetches it at most once a minute per
+    provider: neither a burst nor a stream of made-up kids reaches the provider more."""
+
+    async def test_unknown_kids_refetch_the_jwks_at_most_once_a_minute(
+            self, idp: OidcProvider, monkeypatch: pytest.MonkeyPatch) -> None:
+        client = client_for(idp)
+        assert (await client.validate_id_token(token(idp), "n-1"))["sub"]
+        assert idp.jwks_fetches == 1
+        idp.sign_with = new_key()  # a kid the provider never published
+
+        async def refused() -> str:
+            return await reason(client.validate_id_token(token(idp), "n-1"))
+
+        burst = await asyncio.gather(*(refused() for _ in range(50)))
+        assert set(burst) == {"invalid_id_token:invalid_key_id"}, set(burst)
+        assert idp.jwks_fetches == 2  # one for the whole burst
+        for _ in range(20):
+            await refused()
+        assert idp.jwks_fetches == 2  # and none for those that followed within the minute
+        monkeypatch.setattr(oidc, "JWKS_REFETCH_SECONDS", 0.3)
+        await asyncio.sleep(0.35)
+        await asyncio.gather(*(refused() for _ in range(10)))
+        assert idp.jwks_fetches == 3  # the minute over: one more
+        # A real rotation is still followed once the minute allows it.
+        idp.sign_with = None
+        idp.rotate_key()
+        await asyncio.sleep(0.35)
+        assert (await client.validate_id_token(token(idp), "n-1"))["sub"]
+        assert idp.jwks_fetches == 4

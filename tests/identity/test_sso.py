@@ -5,6 +5,7 @@ browsers do, SameSite included."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -492,6 +493,18 @@ class TestProviderKeys:
         world.google.rotate_key()
         assert (await world.sign_in())[0].url == f"{FRONTEND}/dashboard"
         assert (world.google.discovery_fetches, world.google.jwks_fetches) == (1, 2)
+
+    async def test_callbacks_with_unknown_kids_refetch_at_most_once_a_minute(
+            self, world: World) -> None:
+        world.google.user = google_user()
+        assert (await world.sign_in())[0].url == f"{FRONTEND}/dashboard"
+        world.google.sign_with = RSAKey.generate_key(
+            2048, parameters={"kid": "k-made-up", "alg": "RS256"}, private=True)
+        for visit, _ in await asyncio.gather(*(world.sign_in() for _ in range(12))):
+            refused(visit, "sso_failed")
+        for _ in range(4):
+            refused((await world.sign_in())[0], "sso_failed")
+        assert world.google.jwks_fetches == 2  # the first, and one refetch for all 16
 
     async def test_a_provider_without_a_client_id_answers_404(
             self, aiohttp_server: Any, environ: dict[str, str],

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import asyncpg
+import pytest
 
 from archomata import keys
 from archomata.config import Config
@@ -115,3 +119,69 @@ class TestMe:
         assert body["org_role"] == "administrator"
         assert [r["name"] for r in body["roles"]] == ["Administrator"]
         assert set(body["permissions"]) == {p.value for p in Permission}
+
+
+class TestAdminColumns:
+    """The runtime role cannot write a platform role or a disabled mark by hand (sql/020):
+    a SQL injection in an org route could not make itself a platform administrator, lift
+    its org's suspension or re-enable its user. Only the audited paths can."""
+
+    # Each with $1: the user's id, or their org's.
+    WRITES = (
+        ("user", "update users set platform_role = 'platform_administrator' where id = $1"),
+        ("user", "update users set disabled_at = null where id = $1"),
+        ("org", "update orgs set disabled_at = now() where id = $1"),
+        ("org", "update orgs set disabled_at = null where id = $1"),
+        ("user", "insert into users (email, email_normalized, name, platform_role) "
+                 "values ('x' || $1::uuid || '@x.com', 'x' || $1::uuid || '@x.com', 'X', "
+                 "'platform_administrator')"),
+        ("user", "select admin_update_user($1, 'platform_administrator', null)"),
+        ("org", "select admin_set_org_disabled($1, true)"),
+    )
+
+    async def test_the_runtime_role_cannot_write_them(
+            self, client: Any, config: Config, mail_sink: Any, owner_conn: Any) -> None:
+        member = await signed_up(client, mail_sink)
+        conn = await asyncpg.connect(config.database_url.reveal())
+        try:
+            for whose, sql in self.WRITES:
+                async with conn.transaction():
+                    await conn.execute("select set_config('app.platform', 'on', true)")
+                    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                        await conn.execute(sql, member.user_id if whose == "user"
+                                           else member.org_id)
+        finally:
+            await conn.close()
+        row = await owner_conn.fetchrow(
+            "select u.platform_role, o.disabled_at from users u, orgs o "
+            "where u.id = $1 and o.id = $2", member.user_id, member.org_id)
+        assert (row["platform_role"], row["disabled_at"]) == ("user", None)
+        # What the runtime role still writes on those tables is untouched.
+        assert (await client.patch("/api/v1/org", json={"name": "Renamed"},
+                                   headers=member.auth)).status == 200
+
+    async def test_the_admin_routes_change_them_with_their_entries(
+            self, client: Any, config: Config, mail_sink: Any, owner_conn: Any) -> None:
+        member = await signed_up(client, mail_sink)
+        admin = await platform_admin(client, config)
+        for path in ("disable", "enable"):
+            done = await client.post(f"/api/v1/admin/orgs/{member.org_id}/{path}",
+                                     headers=admin.auth)
+            assert done.status == 200, await done.text()
+        promoted = await client.patch(f"/api/v1/admin/users/{member.user_id}",
+                                      json={"platform_role": "platform_administrator",
+                                            "disabled": True}, headers=admin.auth)
+        assert promoted.status == 200, await promoted.text()
+        body = await promoted.json()
+        assert (body["platform_role"], body["disabled"]) == ("platform_administrator", True)
+        entries = await owner_conn.fetch(
+            "select action, details from audit_log where resource_id = any($1::text[]) "
+            "and action in ('org.disabled', 'org.enabled', 'user.updated') order by seq",
+            [str(member.org_id), str(member.user_id)])
+        assert [e["action"] for e in entries] == ["org.disabled", "org.enabled", "user.updated"]
+        assert json.loads(entries[2]["details"])["changes"] == {
+            "platform_role": {"from": "user", "to": "platform_administrator"},
+            "disabled": {"from": False, "to": True}}
+        assert await owner_conn.fetchval(
+            "select platform_role from users where id = $1", admin.user_id) == \
+            "platform_administrator"  # create-admin's path, audited as user.created

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -18,6 +19,7 @@ from tests.factories import (
     signed_up,
     trading_account,
 )
+from tests.identity.test_mfa import code, enrol
 
 HEARTBEAT = "/api/v1/bridge/heartbeat"
 ACCOUNT = {"name": "Live", "broker": "Broker Ltd", "server": "Broker-Live",
@@ -298,3 +300,61 @@ class TestRaces:
         assert not patch.done(), "credentials were set under a rotation in progress"
         await rotating.commit()
         assert (await patch).status == 200
+
+
+class TestStepUp:
+    """Step-up follows custody (API.md §3): decided on the account's stored state, not
+    on the fields the body names. The enrolling session has a factor and proved none on
+    itself, so it is asked, as a stale one is."""
+
+    async def test_sending_credentials_elsewhere_asks_for_a_recent_factor(
+            self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        admin = await signed_up(client, mail_sink)
+        agent, _ = await agent_with_key(client, admin)
+        held = await trading_account(client, admin, agent_id=agent["id"],
+                                     password="mt5-pw-stepup")
+        idle = await trading_account(client, admin, password="mt5-pw-idle")
+        bare = await trading_account(client, admin, agent_id=agent["id"])
+        secret, _ = await enrol(client, admin)
+        row = "select agent_id, credentials, broker, server, name from accounts where id = $1"
+        for account, change in ((held, {"server": "Attacker-Live"}),
+                                (held, {"broker": "Attacker Ltd", "name": "Renamed"}),
+                                (held, {"agent_id": None}),
+                                (held, {"credentials": {"password": "mt5-pw-other"}}),
+                                (idle, {"server": "Attacker-Live"}),
+                                (bare, {"credentials": {"password": "mt5-pw-new"}})):
+            before = await owner_conn.fetchrow(row, UUID(account["id"]))
+            refused = await client.patch(f"/api/v1/accounts/{account['id']}", json=change,
+                                         headers=admin.auth)
+            assert refused.status == 403, (change, await refused.text())
+            assert (await refused.json())["code"] == "step_up_required"
+            assert await owner_conn.fetchrow(row, UUID(account["id"])) == before
+        # What hands nothing over passes: a rename, the agent it already has, and the
+        # destination of an account whose agent has no credentials to take there.
+        for account, change in ((held, {"name": "Renamed"}),
+                                (held, {"agent_id": agent["id"], "name": "Same agent"}),
+                                (bare, {"server": "Elsewhere", "broker": "Other Ltd"})):
+            passed = await client.patch(f"/api/v1/accounts/{account['id']}", json=change,
+                                        headers=admin.auth)
+            assert passed.status == 200, (change, await passed.text())
+        stepped = await client.post("/api/v1/auth/step-up", headers=admin.auth,
+                                    json={"code": code(secret, 1)})
+        assert stepped.status == 200, await stepped.text()
+        fresh = {"Authorization": f"Bearer {(await stepped.json())['access_token']}"}
+        moved = await client.patch(f"/api/v1/accounts/{held['id']}",
+                                   json={"server": "Broker-Live-2"}, headers=fresh)
+        assert moved.status == 200 and (await moved.json())["server"] == "Broker-Live-2"
+
+    async def test_a_new_account_asks_when_it_carries_custody(
+            self, client: Any, mail_sink: Any) -> None:
+        admin = await signed_up(client, mail_sink)
+        agent, _ = await agent_with_key(client, admin)
+        await enrol(client, admin)
+        plain = {**ACCOUNT, "login": 7100}
+        assert (await client.post("/api/v1/accounts", json=plain,
+                                  headers=admin.auth)).status == 201
+        for extra in ({"agent_id": agent["id"]}, {"credentials": {"password": "pw-x-1"}}):
+            refused = await client.post("/api/v1/accounts", headers=admin.auth,
+                                        json={**plain, "login": 7101, **extra})
+            assert refused.status == 403
+            assert (await refused.json())["code"] == "step_up_required"

@@ -68,20 +68,21 @@ def _user(row: asyncpg.Record | None) -> User | None:
                 row["tokens_valid_after"], row["created_at"])
 
 
+# Every new user starts with the platform role `user`: the runtime role may not write
+# the column (sql/020); `update_admin_fields` is the way to another.
 INSERT = f"""
-    insert into users (email, email_normalized, name, password_hash, email_verified_at,
-                       platform_role)
-    values ($1, $2, $3, $4, case when $5 then now() end, $6)
+    insert into users (email, email_normalized, name, password_hash, email_verified_at)
+    values ($1, $2, $3, $4, case when $5 then now() end)
     on conflict (email_normalized) do nothing
     returning {COLUMNS}
 """
 
 
 async def insert(tx: Tx, *, email: str, name: str, password_hash: str | None,
-                 verified: bool, platform_role: PlatformRole = PlatformRole.USER) -> User | None:
+                 verified: bool) -> User | None:
     """The new user, or None when the email is taken."""
     row = await tx.fetchrow(INSERT, email.strip(), normalize_email(email), name,
-                            password_hash, verified, platform_role.value)
+                            password_hash, verified)
     return _user(row)
 
 
@@ -126,17 +127,6 @@ async def replace_password_hash(tx: Tx, user_id: UUID, verified_hash: str,
     return _user(await tx.fetchrow(REPLACE_PASSWORD, user_id, verified_hash, new_hash))
 
 
-PROMOTE = f"""
-    update users set platform_role = $2, email_verified_at = coalesce(email_verified_at, now()),
-                     updated_at = now()
-    where id = $1 returning {COLUMNS}
-"""
-
-
-async def make_verified_with_role(tx: Tx, user_id: UUID, role: PlatformRole) -> User | None:
-    return _user(await tx.fetchrow(PROMOTE, user_id, role.value))
-
-
 MARK_VERIFIED = f"""
     update users set email_verified_at = coalesce(email_verified_at, now()), updated_at = now()
     where id = $1 returning {COLUMNS}
@@ -175,16 +165,15 @@ async def list_page(tx: Tx, after: tuple[datetime, UUID] | None, limit: int) -> 
             if (u := _user(r)) is not None]
 
 
-UPDATE_ADMIN_FIELDS = f"""
-    update users set platform_role = coalesce($2, platform_role),
-                     disabled_at = case when $3::boolean is null then disabled_at
-                                        when $3 then coalesce(disabled_at, now()) end,
-                     updated_at = now()
-    where id = $1 returning {COLUMNS}
-"""
+# The runtime role cannot write these columns: the owner's function does, once the
+# change's audit entry is in this transaction (sql/020).
+UPDATE_ADMIN_FIELDS = f"select {COLUMNS} from admin_update_user($1, $2, $3)"
 
 
 async def update_admin_fields(tx: Tx, user_id: UUID, platform_role: PlatformRole | None,
                               disabled: bool | None) -> User | None:
+    """Sets the platform role and the disabled mark (None: unchanged). Record the
+    change's `user.updated` (or `user.created`) entry in `tx` first: without it the
+    database refuses."""
     return _user(await tx.fetchrow(UPDATE_ADMIN_FIELDS, user_id,
                                    platform_role.value if platform_role else None, disabled))

@@ -68,12 +68,14 @@ async def _set_org_disabled(request: web.Request, disabled: bool) -> web.Respons
     org_id = uuid_param(request, "org_id")
     revocation = request.app[REVOCATION]
     async with platform_tx(request) as tx:
-        org = await orgs.set_disabled(tx, org_id, disabled)
-        if org is None:
+        if await orgs.get(tx, org_id) is None:
             raise NotFound("No such organisation.")
+        # The entry first: the database changes the column only once it is written.
         await audit.record(tx, request, AuditAction.ORG_DISABLED if disabled
                            else AuditAction.ORG_ENABLED, resource_type="org",
                            resource_id=org_id, org_id=org_id)
+        org = await orgs.set_disabled(tx, org_id, disabled)
+        assert org is not None  # the row was there in this transaction
         if disabled:
             # Restrictive changes reach Redis before the commit: if the commit fails the
             # org is refused for a moment too long, never accepted a moment too long.
@@ -115,12 +117,15 @@ async def update_user(request: web.Request) -> web.Response:
         before = await users.get(tx, user_id)
         if before is None:
             raise NotFound("No such user.")
-        user = await users.update_admin_fields(tx, user_id, role, body.get("disabled"))
-        assert user is not None
-        changes = {k: {"from": getattr(before, k), "to": getattr(user, k)}
-                   for k in ("platform_role", "disabled") if getattr(before, k) != getattr(user, k)}
+        wanted = {"platform_role": role or before.platform_role,
+                  "disabled": body.get("disabled", before.disabled)}
+        changes = {k: {"from": getattr(before, k), "to": v}
+                   for k, v in wanted.items() if getattr(before, k) != v}
+        # The entry first: the database changes these columns only once it is written.
         await audit.record(tx, request, AuditAction.USER_UPDATED, resource_type="user",
                            resource_id=user_id, details={"changes": changes})
+        user = await users.update_admin_fields(tx, user_id, role, body.get("disabled"))
+        assert user is not None
         if user.disabled and not before.disabled:
             # An account disabled, as one taken over, keeps none of its invitations
             # (enabling it again does not bring them back).

@@ -209,7 +209,7 @@ async def update_member(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/org/members/{user_id}")
 @require_org_admin
 @require_write
-@step_up_exempt("removing a member takes access away")
+@step_up  # a stale administrator token could remove the other administrators
 @doc("Remove a member: their tokens for this org die at once", status=204)
 async def remove_member(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")

@@ -97,14 +97,14 @@ async def list_page(tx: Tx, after: tuple[datetime, UUID] | None, limit: int) -> 
     return [Org(r["id"], r["name"], r["disabled"], r["created_at"]) for r in rows]
 
 
-SET_DISABLED = f"""
-    update orgs set disabled_at = case when $2 then coalesce(disabled_at, now()) end,
-                    updated_at = now()
-    where id = $1 returning {COLUMNS}
-"""
+# The runtime role cannot write disabled_at: the owner's function does, once the
+# change's audit entry is in this transaction (sql/020).
+SET_DISABLED = f"select {COLUMNS} from admin_set_org_disabled($1, $2)"
 
 
 async def set_disabled(tx: Tx, org_id: UUID, disabled: bool) -> Org | None:
+    """Record the `org.disabled` / `org.enabled` entry in `tx` first: without it the
+    database refuses."""
     return _org(await tx.fetchrow(SET_DISABLED, org_id, disabled))
 
 

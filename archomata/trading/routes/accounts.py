@@ -15,11 +15,11 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit, keys
+from archomata.access import step_up as step_ups
 from archomata.access.guards import require_permission, require_write
 from archomata.access.permissions import Permission
 from archomata.access.principal import Principal
-from archomata.access.step_up import require as require_step_up
-from archomata.access.step_up import step_up, step_up_exempt, step_up_when
+from archomata.access.step_up import step_up, step_up_custody, step_up_exempt
 from archomata.audit import AuditAction
 from archomata.bridge import store as agents
 from archomata.db import Tx, org_tx
@@ -44,6 +44,8 @@ from archomata.web.pagination import listing, page_of
 from archomata.web.params import after, caller, uuid_param
 
 routes = web.RouteTableDef()
+# The fields a change of custody can come through (archomata.trading.custody).
+CUSTODY_FIELDS = frozenset({"credentials", "agent_id", "broker", "server"})
 
 
 async def _lock_agent(tx: Tx, org_id: UUID, agent_id: UUID | None) -> None:
@@ -54,7 +56,13 @@ async def _lock_agent(tx: Tx, org_id: UUID, agent_id: UUID | None) -> None:
 
 
 async def _guard_handover(tx: Tx, principal: Principal, before: custody.Holding | None,
-                          after: custody.Holding, credentials_set: bool) -> None:
+                          after: custody.Holding, credentials_named: bool,
+                          credentials_set: bool, stale: bool) -> None:
+    """On the locked rows, before anything is written: a custody change by a caller whose
+    second factor is stale is refused (403 step_up_required), and a hand-over by someone
+    other than the org administrator (403 permission_denied)."""
+    if stale and custody.changes_custody(before, after, credentials_named):
+        raise step_ups.refusal()
     if custody.hands_over(before, after, credentials_set):
         await custody.require_administrator(
             tx, principal, "Giving an agent an account with credentials")
@@ -122,22 +130,24 @@ async def get_account(request: web.Request) -> web.Response:
 @routes.post("/api/v1/accounts")
 @require_permission(Permission.ACCOUNTS_CREATE)
 @require_write
-@step_up_when("it carries credentials or agent_id")
-@doc("Add an account (trading enabled, no other risk limit). With both `agent_id` and "
-     "`credentials`, the org administrator only (403 permission_denied)",
+@step_up_custody
+@doc("Add an account (trading enabled, no other risk limit). With `agent_id` or "
+     "`credentials`, a recent second factor (403 step_up_required); with both, the org "
+     "administrator only (403 permission_denied)",
      request=AccountCreateSchema, response=AccountSchema, status=201)
 async def create_account(request: web.Request) -> web.Response:
     org_id, principal = caller(request)
     body = await load_body(request, AccountCreateSchema)
-    if body["credentials"] is not None or body["agent_id"] is not None:
-        await require_step_up(request)
+    stale = (body["credentials"] is not None or body["agent_id"] is not None) \
+        and await step_ups.stale(request)
     account_id = uuid.uuid4()
     body["credentials"] = _sealed(request, account_id, body["credentials"])
     after = custody.Holding(body["agent_id"], body["credentials"] is not None,
                             (body["broker"], body["server"]))
     async with org_tx(request) as tx:
         await _lock_agent(tx, org_id, body["agent_id"])
-        await _guard_handover(tx, principal, None, after, after.has_credentials)
+        await _guard_handover(tx, principal, None, after, after.has_credentials,
+                              after.has_credentials, stale)
         account = await accounts.insert(tx, account_id, org_id, body)
         await audit.record(tx, request, AuditAction.ACCOUNT_CREATED,
                            resource_type="account", resource_id=account.id,
@@ -150,8 +160,10 @@ async def create_account(request: web.Request) -> web.Response:
 @routes.patch("/api/v1/accounts/{account_id}")
 @require_permission(Permission.ACCOUNTS_UPDATE)
 @require_write
-@step_up_when("it carries credentials or agent_id")
-@doc("Change an account; `credentials: null` removes them. Pointing an account with "
+@step_up_custody
+@doc("Change an account; `credentials: null` removes them. A change of custody "
+     "(credentials, the agent, or the broker or server of an account with credentials) "
+     "needs a recent second factor (403 step_up_required). Pointing an account with "
      "credentials at another agent, setting credentials on an account with an agent, or "
      "changing the broker or server of an assigned account with credentials: the org "
      "administrator only (403 permission_denied)", request=AccountPatchSchema,
@@ -162,8 +174,9 @@ async def update_account(request: web.Request) -> web.Response:
     body = await load_body(request, AccountPatchSchema)
     if not body:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
-    if "credentials" in body or "agent_id" in body:
-        await require_step_up(request)
+    # Asked before the transaction (it may read), judged inside it on the locked account:
+    # a rename or a limit-free field changes no custody and never asks.
+    stale = not CUSTODY_FIELDS.isdisjoint(body) and await step_ups.stale(request)
     if "credentials" in body:
         body["credentials"] = _sealed(request, account_id, body["credentials"])
     credentials_set = body.get("credentials") is not None
@@ -174,7 +187,8 @@ async def update_account(request: web.Request) -> web.Response:
             credentials_set if "credentials" in body else before.has_credentials,
             (body.get("broker", before.destination[0]),
              body.get("server", before.destination[1])))
-        await _guard_handover(tx, principal, before, after, credentials_set)
+        await _guard_handover(tx, principal, before, after, "credentials" in body,
+                              credentials_set, stale)
         account = await accounts.update(tx, org_id, account_id, body)
         if account is None:
             raise NotFound("No such account.")

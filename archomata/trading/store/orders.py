@@ -205,12 +205,24 @@ async def claim(tx: Tx, org_id: UUID, agent_id: UUID, limit: int,
                     r["lease_expires_at"]) for r in found]
 
 
-COMPLETE = """
-    update commands set status = 'done', completed_at = now(), result = $4
-    where org_id = $1 and id = $2 and claimed_by = $3 and status = 'claimed'
-    returning order_id
+# A result is taken only from the agent the account is assigned to now (API.md, Bridge):
+# one it moved away from has no say on what its successor may be executing. Read, not
+# locked: a move that commits first is seen (404), one that commits after comes after
+# the result; and a result never waits for a state push, which holds the account row.
+SERVES = """
+    exists (select 1 from accounts a
+            where a.org_id = $1 and a.id = c.account_id and a.agent_id = $3)
 """
-COMMAND_STATE = "select status from commands where org_id = $1 and id = $2 and claimed_by = $3"
+COMPLETE = f"""
+    update commands c set status = 'done', completed_at = now(), result = $4
+    where c.org_id = $1 and c.id = $2 and c.claimed_by = $3 and c.status = 'claimed'
+      and {SERVES}
+    returning c.order_id
+"""
+COMMAND_STATE = f"""
+    select c.status from commands c
+    where c.org_id = $1 and c.id = $2 and c.claimed_by = $3 and {SERVES}
+"""
 # Terminal states never change: only an order on its way takes a result.
 RECORD_RESULT = f"""
     update orders set status = $3, broker_ticket = $4, fill_price = $5, message = $6,
@@ -223,13 +235,14 @@ RECORD_RESULT = f"""
 
 @dataclass(frozen=True)
 class Completion:
-    found: bool  # the command exists and this agent claimed it
+    found: bool  # the command exists, this agent claimed it and serves its account now
     order: Order | None  # set when this call recorded the result
 
 
 async def complete(tx: Tx, org_id: UUID, agent_id: UUID, command_id: UUID,
                    result: dict[str, Any]) -> Completion:
-    """Records the agent's result of a command it was handed, from any attempt, once."""
+    """Records the agent's result of a command it was handed, from any attempt, once,
+    while the agent still serves the command's account."""
     order_id = await tx.fetchval(COMPLETE, org_id, command_id, agent_id,
                                  with_decimal_texts(result))
     if order_id is None:
