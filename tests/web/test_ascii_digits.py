@@ -16,7 +16,7 @@ from archomata.config import Config
 from archomata.errors import BadRequest, NotFound
 from archomata.trading.values import parse_decimal
 from archomata.web.middlewares.body_limit import body_limit_middleware
-from archomata.web.params import int_param
+from archomata.web.params import int_param, uuid_param
 from tests.factories import signed_up
 
 ARABIC_INDIC_12 = "\u0661\u0662"
@@ -31,6 +31,16 @@ def test_a_path_number_in_other_digits_names_nothing() -> None:
             int_param(request, "ticket")
     assert int_param(make_mocked_request("GET", "/x", match_info={"ticket": "12"}),
                      "ticket") == 12
+
+
+def test_a_path_id_in_other_digits_names_nothing() -> None:
+    ascii_id = "12345678-1234-1234-1234-123456789012"
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in ascii_id)
+    request = make_mocked_request("GET", "/x", match_info={"id": fullwidth})
+    with pytest.raises(NotFound):
+        uuid_param(request, "id")
+    assert str(uuid_param(make_mocked_request("GET", "/x", match_info={"id": ascii_id}),
+                          "id")) == ascii_id
 
 
 async def test_a_content_length_in_other_digits_is_a_bad_request(config: Config) -> None:
