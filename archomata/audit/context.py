@@ -43,9 +43,16 @@ def context_of(request: web.Request, actor_id: UUID | None = None) -> AuditConte
         actor_type=actor_type,
         actor_id=actor,
         ip=_inet(request.get(keys.CLIENT_IP) or request.remote),
-        user_agent=(request.headers.get("User-Agent") or "")[:512] or None,
+        user_agent=readable(request.headers.get("User-Agent") or "")[:512] or None,
         request_id=request.get(keys.REQUEST_ID),
     )
+
+
+def readable(header: str) -> str:
+    """A header value as text that can be stored: aiohttp hands bytes that are not UTF-8
+    over as lone surrogates, which PostgreSQL, Redis and the JSON logs refuse (a 500
+    once); each becomes U+FFFD."""
+    return header.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _inet(value: str | None) -> str | None:

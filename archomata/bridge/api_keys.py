@@ -229,7 +229,9 @@ class ApiKeyAuthenticator:
 
     async def principal(self, request: web.Request, key: str) -> Principal:
         parsed = parse(key)
-        digest = hashlib.sha256(key.encode()).digest()
+        # Only a well-formed (ASCII) key is hashed: a header's undecodable bytes arrive as
+        # lone surrogates, which str.encode refuses (a 500 once).
+        digest = hashlib.sha256(key.encode()).digest() if parsed else b""
         cached = self.cache.get(digest) if parsed else None
         state = await self._check(request, parsed[0] if parsed else None,
                                   cached.org_id if cached else None)

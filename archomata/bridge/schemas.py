@@ -30,7 +30,7 @@ from archomata.trading.values import (
     parse_ticket,
     parse_timestamp,
 )
-from archomata.web.text import Text
+from archomata.web.text import QueryInteger, Text
 
 MAX_DEALS = 1000
 MAX_POSITIONS = 5000
@@ -212,7 +212,7 @@ class DealBatchResultSchema(Schema):
 
 
 class CommandsQuerySchema(Schema):
-    wait = fields.Integer(load_default=0, validate=validate.Range(0, 30),
+    wait = QueryInteger(load_default=0, validate=validate.Range(0, 30),
                           metadata={"description": "seconds to wait for a command (long poll)"})
 
 

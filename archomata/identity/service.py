@@ -117,12 +117,18 @@ async def issue_mail_link(door: Door, redis: Redis, who: AuditContext, email: st
                           link: MailLink) -> tuple[str, str] | None:
     """A fresh single-use link for the email's account when it is eligible and was not
     mailed one a moment ago (older links die), audited: the address and token to mail,
-    else None. The route answers alike either way, so nothing tells which emails exist."""
+    else None. The route answers alike either way, so nothing tells which emails exist.
+
+    The entry goes in the log of the org a sign-in of the account opens by default (its
+    first enabled org), whose administrators watch over it; the platform's for an account
+    with none."""
     async with service_tx(door.pool) as tx:
         user = await users.get_by_email(tx, email)
-        if user is None or not link.eligible(user) or not await first_mail_in_a_while(
-                redis, user.id, link.purpose):
-            return None
+    if user is None or not link.eligible(user) or not await first_mail_in_a_while(
+            redis, user.id, link.purpose):
+        return None
+    home = await signin.home_org(door, user.id)
+    async with service_tx(door.pool, org_id=home, user_id=user.id) as tx:
         await mail_tokens.retire_all(tx, user.id, link.purpose)
         token = await mail_tokens.issue(tx, user.id, link.purpose, link.ttl_seconds)
         await audit.record(tx, _named(who, user.id), link.action,
@@ -154,8 +160,9 @@ async def confirm_password_reset(door: Door, who: AuditContext, token: str,
     if owner is None:
         raise _invalid_link()
     password_hash = await door.passwords.hash(new_password)
+    home = await signin.home_org(door, owner)  # its entry's org, as for the request
     # Scoped to the link's user: the sessions it ends are revoked in this transaction.
-    async with service_tx(door.pool, user_id=owner) as tx:
+    async with service_tx(door.pool, org_id=home, user_id=owner) as tx:
         user_id = await mail_tokens.consume(tx, token, Purpose.PASSWORD_RESET)
         if user_id is None or user_id != owner:  # spent meanwhile (a link names one user)
             raise _invalid_link()

@@ -161,6 +161,16 @@ def choose_org(memberships: list[Membership], requested: UUID | None) -> Members
     return None
 
 
+async def home_org(door: Door, user_id: UUID) -> UUID | None:
+    """The org a sign-in of the user opens when none is asked for (choose_org's), where
+    the account's security events that belong to no sign-in are written (a reset asked
+    for); None for someone in no enabled org: the platform's log then."""
+    async with service_tx(door.pool, user_id=user_id) as tx:
+        memberships = await orgs.memberships_of(tx, user_id)
+    enabled = [m for m in memberships if not m.org.disabled]
+    return enabled[0].org.id if enabled else None
+
+
 def still_signed_in(user: User | None, org_id: UUID | None,
                     membership: Membership | None) -> Reason | None:
     """What a session must still meet to be refreshed (`org_id` its org, `membership` the
@@ -230,7 +240,7 @@ async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opene
     # every way in at once; the session opens here once it is answered.
     if has_second_factor and attempt.second_factor is None:
         raise SecondFactorRequired(await Challenges(door.sessions.redis).open(
-            challenge_of(attempt)))
+            challenge_of(attempt, membership)))
     org_id = membership.org.id if membership else None
     amr = ",".join(filter(None, (attempt.via.amr, attempt.second_factor)))
     session, refresh = await door.sessions.create(
@@ -258,9 +268,12 @@ def proof_mark(user: User) -> str:
     return hashlib.sha256((user.password_hash or "").encode()).hexdigest()
 
 
-def challenge_of(attempt: Attempt) -> dict[str, Any]:
+def challenge_of(attempt: Attempt, membership: Membership | None = None) -> dict[str, Any]:
+    """What a challenge keeps; `opening` is the org the sign-in is opening (its member's
+    security events, a wrong code or a spent recovery code, are written in its log)."""
     return {"user_id": str(attempt.user.id), "via": attempt.via.value,
             "org_id": str(attempt.org_id) if attempt.org_id else None,
+            "opening": str(membership.org.id) if membership else None,
             "details": dict(attempt.details), "refusal_details": dict(attempt.refusal_details),
             "mailbox_proven": attempt.mailbox_proven, "proof": proof_mark(attempt.user)}
 

@@ -64,7 +64,9 @@ class PendingLogin:
     binding: str  # sha256 of the browser's binding cookie
 
     def bound_to(self, cookie: str | None) -> bool:
-        return cookie is not None and hmac.compare_digest(_digest(cookie), self.binding)
+        # Ours is ASCII; a cookie's undecodable bytes (lone surrogates) would fail encode().
+        return cookie is not None and cookie.isascii() and hmac.compare_digest(
+            _digest(cookie), self.binding)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,8 @@ def _invalid(detail: str = "The access token is invalid.") -> Unauthorized:
 
 def verify(config: Config, token: str) -> Claims:
     """The token's claims, or Unauthorized (`token_invalid` / `token_expired`)."""
+    if not token.isascii():  # see VerifiedTokens.verify
+        raise _invalid()
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
@@ -124,6 +126,10 @@ class VerifiedTokens:
         self._claims: dict[bytes, Claims] = {}
 
     def verify(self, token: str) -> Claims:
+        # A JWT is ASCII; a header's undecodable bytes arrive as lone surrogates, which
+        # str.encode refuses with an error of its own (a 500 once).
+        if not token.isascii():
+            raise _invalid()
         digest = hashlib.sha256(token.encode()).digest()
         claims = self._claims.get(digest)
         if claims is not None and self._clock() < claims.expires_at:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from archomata import audit, keys
 from archomata.audit import AuditContext
+from archomata.audit.context import readable
 from archomata.config import Config
 from archomata.db import member_tx, user_tx
 from archomata.errors import ApiError, Forbidden, Unauthorized
@@ -81,7 +82,9 @@ def clear_refresh_cookie(response: web.StreamResponse, config: Config) -> None:
 
 def refresh_token_of(request: web.Request) -> str | None:
     token = request.cookies.get(REFRESH_COOKIE)
-    return token if token and len(token) <= 128 else None
+    # Ours are short and ASCII; anything else is no cookie of ours (and a header's
+    # undecodable bytes, lone surrogates, would fail the hashing with a 500).
+    return token if token and len(token) <= 128 and token.isascii() else None
 
 
 def client_ip(request: web.Request) -> str:
@@ -89,7 +92,7 @@ def client_ip(request: web.Request) -> str:
 
 
 def user_agent(request: web.Request) -> str:
-    return request.headers.get("User-Agent", "")[:256]
+    return readable(request.headers.get("User-Agent", ""))[:256]
 
 
 def me_of(request: web.Request) -> Me:

@@ -13,7 +13,8 @@ from typing import Any
 
 from marshmallow import ValidationError, fields
 
-DECIMAL = re.compile(r"-?\d{1,20}(?:\.\d{1,10})?")
+# ASCII digits: `\d` would take Arabic-Indic or fullwidth ones too (which Decimal reads).
+DECIMAL = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,10})?")
 SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._#+-]{0,31}")
 MAX_TICKET = 2**63 - 1
 SIDES = ("buy", "sell")

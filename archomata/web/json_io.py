@@ -203,8 +203,12 @@ def dumps(data: Any) -> bytes:
 
 
 def uuid_param(request: web.Request, name: str) -> UUID:
-    """A path id; anything that is not a UUID cannot exist, so it is a 404."""
+    """A path id; anything that is not a UUID cannot exist, so it is a 404. ASCII only:
+    UUID() reads fullwidth or Arabic-Indic digits too, another spelling of the same id."""
+    text = request.match_info[name]
     try:
-        return UUID(request.match_info[name])
+        if not text.isascii():
+            raise ValueError("not ASCII")
+        return UUID(text)
     except ValueError:
         raise NotFound("No such resource.") from None

@@ -20,13 +20,14 @@ from marshmallow import Schema, fields, validate
 
 from archomata.errors import ValidationFailed
 from archomata.web.json_io import validate as validate_body
+from archomata.web.text import QueryInteger
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
 
 class PageQuerySchema(Schema):
-    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT))
+    limit = QueryInteger(load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT))
     cursor = fields.String(load_default=None, validate=validate.Length(max=200))
 
 

@@ -33,9 +33,11 @@ def client_gone(request: web.Request) -> bool:
 
 
 def int_param(request: web.Request, name: str) -> int:
-    """A numeric path part (login, ticket); anything else cannot exist, so it is a 404."""
+    """A numeric path part (login, ticket); anything else cannot exist, so it is a 404.
+    ASCII digits only: `isdecimal` and `int` also take Arabic-Indic or fullwidth ones,
+    another spelling of the same number."""
     text = request.match_info[name]
-    if not text.isdecimal() or len(text) > 19 or int(text) > MAX_BIGINT:
+    if not (text.isascii() and text.isdecimal()) or len(text) > 19 or int(text) > MAX_BIGINT:
         raise NotFound("No such resource.")
     return int(text)
 

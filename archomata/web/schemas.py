@@ -6,7 +6,7 @@ from marshmallow import Schema, fields, validate
 
 from archomata.identity.breached import refuse_breached
 from archomata.identity.passwords import MAX_LENGTH, MIN_LENGTH
-from archomata.web.text import EmailText, Text
+from archomata.web.text import EmailText, QueryInteger, Text
 
 
 def password_to_set(name: str) -> Text:
@@ -44,5 +44,5 @@ class MemberOrgSchema(OrgSchema):
 
 
 class ListQuerySchema(Schema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+    limit = QueryInteger(load_default=50, validate=validate.Range(1, 200))
     cursor = fields.String(load_default=None)

@@ -53,3 +53,15 @@ class Text(fields.String):
 class EmailText(Text, fields.Email):
     """An email address: single-line text that also passes marshmallow's email check
     (and is documented with `format: email`)."""
+
+
+class QueryInteger(fields.Integer):
+    """An integer in a query string: ASCII digits only. marshmallow's Integer reads any
+    text `int()` reads, and that takes fullwidth or Arabic-Indic digits (and surrounding
+    space): another spelling of a number is a 422, as any other non-number is."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, str) and not re.fullmatch(r"-?[0-9]{1,19}", value):
+            raise self.make_error("invalid")
+        result: int = super()._deserialize(value, attr, data, **kwargs)
+        return result

@@ -65,3 +65,23 @@ def test_recovery_codes_are_ten_distinct_and_matched_whatever_their_spelling() -
     assert len({codes.recovery_digest(s) for s in spellings}) == 1
     assert codes.recovery_digest(made[1]) != codes.recovery_digest(code)
     assert code not in codes.recovery_digest(code)
+
+
+def test_only_ascii_digits_make_a_code_never_an_error() -> None:
+    secret = codes.new_secret()
+    right = code_at(secret, NOW)
+    ascii_to = {ord(d): None for d in "0123456789"}
+    for zero in (0xFF10, 0x0660, 0x06F0, 0x0966, 0x1D7CE):  # fullwidth, Arabic-Indic, ...
+        other = right.translate({k: chr(zero + int(chr(k))) for k in ascii_to})
+        assert codes.matching_step(secret, other, after=0, now=NOW) is None
+    superscript = right.translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
+    assert codes.matching_step(secret, superscript, after=0, now=NOW) is None
+    assert codes.matching_step(secret, right, after=0, now=NOW) is not None
+
+
+def test_recovery_codes_keep_only_their_ascii_letters() -> None:
+    code = codes.new_recovery_codes()[0]
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if c != "-" else c for c in code)
+    assert codes.recovery_digest(fullwidth) != codes.recovery_digest(code)
+    assert codes.recovery_digest(fullwidth) == codes.recovery_digest("")
+    assert codes.recovery_digest(f"\u200d{code}😀") == codes.recovery_digest(code)

@@ -4,9 +4,12 @@ what the user has.
 
 A code is proven in a transaction scoped to its user that also takes it (the last step
 accepted, or the recovery code spent), so two requests with one code cannot both pass.
-Wrong codes count against the account's login backoff, against the challenge (which ends
-at the fifth), and are audited (`mfa.challenge_failed`); no code or secret is ever
-logged, audited or echoed.
+Every answer (the challenge's, step-up's, the enrolment's first code) is first reserved
+on the account's own second-factor counter (archomata.identity.mfa.throttle), which
+refuses it unjudged during a wait, whatever the request or how many come at once. Wrong
+codes count against the account's login backoff too, against the challenge (which ends
+at the fifth), and are audited (`mfa.challenge_failed`) in the org the caller signs in
+to or works in; no code or secret is ever logged, audited or echoed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from archomata.errors import BadRequest, Conflict, NotFound, Unauthorized
 from archomata.identity.mfa import codes
 from archomata.identity.mfa.challenges import Challenges
 from archomata.identity.mfa.sealing import TOTP
+from archomata.identity.mfa.throttle import SecondFactorThrottle
 from archomata.identity.service import Me, Renewed
 from archomata.identity.signin import (
     Door,
@@ -80,7 +84,8 @@ async def confirm_totp(door: Door, data_keys: DataKeys, who: AuditContext, me: M
     at every sign-in from now on, the other sessions end, and ten recovery codes are
     returned (shown once)."""
     recovery = codes.new_recovery_codes()
-    async with me.tx() as tx:
+
+    async def judge(tx: Tx) -> str | None:
         found = await mfa.totp(tx, me.user_id)
         if found is None:
             raise BadRequest("Start the enrolment first.", code="mfa_not_started")
@@ -89,12 +94,20 @@ async def confirm_totp(door: Door, data_keys: DataKeys, who: AuditContext, me: M
         secret = TOTP.open(data_keys, me.user_id, found.secret_sealed).decode()
         step = codes.matching_step(secret, code, after=found.last_step)
         if step is None or not await mfa.take_step(tx, me.user_id, step, confirming=True):
-            raise _wrong_code()
+            return None
         await mfa.replace_recovery_codes(tx, me.user_id,
                                          [codes.recovery_digest(c) for c in recovery])
         await door.sessions.revoke_user(tx, me.user_id, keep=me.session_id)
         await audit.record(tx, who, AuditAction.MFA_ENABLED, resource_type="user",
                            resource_id=me.user_id, details={"method": "totp"})
+        return "otp"
+
+    async def wrong() -> dict[str, object]:
+        return {"via": "enrolment"}
+
+    # A stolen access token plus a pending enrolment guesses under the same counter as
+    # every other answer: the factor, and its recovery codes, are what it would win.
+    await _counted(door, who, me.user_id, me.tx, judge, wrong)
     return recovery
 
 
@@ -120,17 +133,35 @@ async def _proven(door: Door, data_keys: DataKeys, who: AuditContext, user_id: U
                   recovery_code: str | None,
                   wrong: Callable[[], Awaitable[dict[str, object]]], *,
                   audit_recovery: bool = False) -> str:
-    """The factor the answer proves for the user, taken once, under the account's login
-    backoff (RateLimited while it backs off). A wrong answer counts against the backoff,
-    is audited (`mfa.challenge_failed`, with what `wrong` says) and is Unauthorized."""
-    subject = user_subject(user_id)
-    await door.throttle.check(subject)
-    async with opener() as tx:
+    """The factor the answer proves for the user, taken once (see _counted)."""
+
+    async def judge(tx: Tx) -> str | None:
         factor = await _prove(tx, data_keys, user_id, code, recovery_code)
         if factor == "recovery_code" and audit_recovery:
             await audit.record(tx, who, AuditAction.MFA_RECOVERY_CODE_USED,
                                resource_type="user", resource_id=user_id,
                                details={"left": await mfa.recovery_codes_left(tx, user_id)})
+        return factor
+
+    return await _counted(door, who, user_id, opener, judge, wrong)
+
+
+async def _counted(door: Door, who: AuditContext, user_id: UUID,
+                   opener: Callable[[], AbstractAsyncContextManager[Tx]],
+                   judge: Callable[[Tx], Awaitable[str | None]],
+                   wrong: Callable[[], Awaitable[dict[str, object]]]) -> str:
+    """What `judge` finds a second-factor answer proves (in one transaction of `opener`,
+    which takes the factor with whatever it does), under the account's login backoff and
+    reserved first on its second-factor counter: RateLimited, unjudged, while either
+    makes it wait. A wrong answer (None) counts against the backoff, is audited
+    (`mfa.challenge_failed`, with what `wrong` says, in the transaction's org) and is
+    Unauthorized; a right one clears both counters."""
+    subject = user_subject(user_id)
+    answers = SecondFactorThrottle(door.sessions.redis)
+    await door.throttle.check(subject)
+    await answers.reserve(user_id)  # counted now: a burst cannot outrun the verdicts
+    async with opener() as tx:
+        factor = await judge(tx)
     if factor is None:
         await door.throttle.record_failure(subject)
         details = await wrong()
@@ -138,6 +169,7 @@ async def _proven(door: Door, data_keys: DataKeys, who: AuditContext, user_id: U
             await audit.record(tx, who, AuditAction.MFA_CHALLENGE_FAILED, resource_type="user",
                                resource_id=user_id, details=details)
         raise _wrong_code()
+    await answers.proven(user_id)
     await door.throttle.reset(subject)
     return factor
 
@@ -157,9 +189,12 @@ async def verify_challenge(door: Door, data_keys: DataKeys, who: AuditContext, t
         return {"method": "totp" if code is not None else "recovery_code",
                 "wrong_codes": await challenges.wrong_code(token)}
 
+    # Its entries go in the org the sign-in is opening, for that org's administrators to
+    # see (the server's own record, kept in the challenge); none: the platform's log.
+    opening = UUID(challenge["opening"]) if challenge.get("opening") else None
     factor = await _proven(door, data_keys, as_user(who, user_id), user_id,
-                           lambda: service_tx(door.pool, user_id=user_id), code,
-                           recovery_code, wrong, audit_recovery=True)
+                           lambda: service_tx(door.pool, org_id=opening, user_id=user_id),
+                           code, recovery_code, wrong, audit_recovery=True)
     if await challenges.take(token) is None:  # answered meanwhile by another request
         raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
     async with service_tx(door.pool, user_id=user_id) as tx:

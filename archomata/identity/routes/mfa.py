@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from archomata import audit, keys, sealed
+from archomata import audit, keys
 from archomata.access.guards import authenticated, public
 from archomata.access.step_up import step_up, step_up_exempt
 from archomata.identity.mfa import service
@@ -34,11 +34,20 @@ from archomata.web.openapi import doc
 
 routes = web.RouteTableDef()
 
+# What every second-factor answer may meet (archomata.identity.mfa.throttle).
+_ANSWER_PROBLEMS = {
+    401: "`invalid_mfa_code`: wrong, used already, or not six ASCII digits (counted)",
+    429: "`rate_limited`: the account's wrong answers impose a wait, or its login backoff "
+         "does (Retry-After); the answer was not judged",
+    503: "`service_unavailable`: the counter cannot be read, and the answer was not judged; "
+         "`secret_unavailable`: the stored secret does not open (the operator is told)",
+}
+
 
 @routes.post("/api/v1/auth/mfa/verify")
 @public
 @doc("Answer a sign-in's second-factor challenge", request=MfaVerifySchema,
-     response=LoginResultSchema, problems=sealed.PROBLEMS)
+     response=LoginResultSchema, problems=_ANSWER_PROBLEMS)
 async def verify(request: web.Request) -> web.Response:
     body = await load_body(request, MfaVerifySchema)
     try:
@@ -77,7 +86,7 @@ async def start_totp(request: web.Request) -> web.Response:
 @authenticated
 @step_up_exempt("the first code of the enrolment is its own proof")
 @doc("Confirm the authenticator with its first code; returns the recovery codes once",
-     request=CodeSchema, response=RecoveryCodesSchema, problems=sealed.PROBLEMS)
+     request=CodeSchema, response=RecoveryCodesSchema, problems=_ANSWER_PROBLEMS)
 async def confirm_totp(request: web.Request) -> web.Response:
     body = await load_body(request, CodeSchema)
     recovery = await service.confirm_totp(door(request), request.app[keys.DATA_KEYS],
@@ -90,7 +99,7 @@ async def confirm_totp(request: web.Request) -> web.Response:
 @authenticated
 @doc("Prove the second factor again: a token with a fresh `mfa_at` (the cookie rotates "
      "too), for the routes that ask for a recent one", request=StepUpSchema,
-     response=LoginResultSchema, problems=sealed.PROBLEMS)
+     response=LoginResultSchema, problems=_ANSWER_PROBLEMS)
 async def step_up_session(request: web.Request) -> web.Response:
     body = await load_body(request, StepUpSchema)
     renewed = await service.step_up(door(request), request.app[keys.DATA_KEYS],

@@ -18,7 +18,8 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
     declared = request.headers.get("Content-Length")
     if declared is not None:
         limit = request.app[keys.CONFIG].max_body_bytes
-        if not declared.isdigit():
+        # ASCII digits only: isdigit also takes '²' (a Latin-1 header byte), which int refuses.
+        if not (declared.isascii() and declared.isdigit()):
             raise BadRequest("Content-Length is not a number.", code="bad_content_length")
         if int(declared) > limit:
             raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
