@@ -289,6 +289,20 @@ class TestSigningIn:
         assert unspent.status == 200, await unspent.text()
         assert (await unspent.json())["org"]["id"] == str(invitee.org_id)
 
+    async def test_a_user_disabled_before_the_code_joins_nothing(
+            self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        admin = await signed_up(client, mail_sink)
+        invitee = await signed_up(client, mail_sink, org_name="Elsewhere")
+        secret, _ = await enrol(client, invitee)
+        invitation, token = await invite(client, mail_sink, admin, email=invitee.email)
+        mfa_token = await accept_with_password(client, token, invitee)
+        await owner_conn.execute("update users set disabled_at = now() where id = $1",
+                                 invitee.user_id)
+        answer = await client.post(VERIFY, json={"mfa_token": mfa_token,
+                                                 "code": code(secret, 1)})
+        assert answer.status == 401, await answer.text()  # the door refuses, as at login
+        assert await joined(owner_conn, invitation["id"], admin, invitee) == (None, None, 0)
+
     async def test_without_a_second_factor_nothing_changes(self, client: Any,
                                                            mail_sink: Any) -> None:
         me = await signed_up(client, mail_sink)
