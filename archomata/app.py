@@ -39,6 +39,7 @@ from archomata.ops import health, migrations
 from archomata.orgs.routes import admin, groups, invitations, org
 from archomata.trading.routes import accounts, orders, strategies
 from archomata.web.cors import setup_cors
+from archomata.web.later import Later
 from archomata.web.middlewares.access_log import access_log_middleware
 from archomata.web.middlewares.authn import authn_middleware
 from archomata.web.middlewares.body_limit import body_limit_middleware
@@ -175,6 +176,14 @@ async def _bridge(app: web.Application) -> AsyncIterator[None]:
     await broadcast.stop()
 
 
+async def _after_answers(app: web.Application) -> AsyncIterator[None]:
+    """Work left for after an answer (mails, a registration's writes) finishes before the
+    pools and the mailer it uses go: this context is the last set up, the first ended."""
+    app[keys.LATER] = Later()
+    yield
+    await app[keys.LATER].drain(app[keys.CONFIG].shutdown_grace_seconds)
+
+
 async def _stop_taking_work(app: web.Application) -> None:
     """SIGTERM (the runner's shutdown, once the listener is closed): readiness answers
     503 from now on, and every waiting long poll answers at once with no commands, so
@@ -209,6 +218,7 @@ def create_app(config: Config) -> web.Application:
     app.on_shutdown.append(_stop_taking_work)
     app.cleanup_ctx.extend([_database, _redis, _security, _rate_limits])
     app.cleanup_ctx.extend([_bridge, worker_gauges])
+    app.cleanup_ctx.append(_after_answers)
     app.on_response_prepare.append(on_response_prepare)  # security headers on streams
     for module in ROUTE_MODULES:
         app.router.add_routes(module.routes)

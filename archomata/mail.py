@@ -69,6 +69,14 @@ class Mailer:
                                f"{self.link('/reset-password', token)}\n\n"
                                "If not, ignore this mail.\n")
 
+    async def send_registration_attempt(self, to: str) -> bool:
+        return await self.send(to, "Someone tried to register with your Archomata address",
+                               "Someone tried to create an Archomata account with this "
+                               "address, which already has one. Nothing was changed.\n\n"
+                               "If it was you, sign in (a forgotten password can be reset "
+                               f"from there):\n\n{self.config.frontend_url}/login\n\n"
+                               "If not, ignore this mail.\n")
+
     async def send_invitation(self, to: str, org_name: str, token: str) -> bool:
         return await self.send(to, f"You are invited to {org_name} on Archomata",
                                f"You have been invited to join {org_name}. Accept here:\n\n"

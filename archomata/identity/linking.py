@@ -17,19 +17,24 @@ An email the provider does not vouch for (Google `email_verified` false, Azure w
 `xms_edov`) links nothing and creates nothing: whoever controls that claim could claim
 anyone's account. Every new link writes `auth.sso.linked` in the same transaction. An
 account the sign-in door would refuse (archomata.identity.signin.vet: disabled, say) gets
-no identity linked; the door itself opens the session.
+no identity linked; the door itself opens the session. An account with a second factor
+gets nothing linked yet: the link waits on the challenge (SignIn.pending) and is made in
+the transaction that proves the factor (link_pending, by archomata.identity.mfa.pending),
+so an abandoned challenge links nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from archomata import audit
 from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx, service_tx, signup_tx
-from archomata.errors import Conflict
+from archomata.errors import BadRequest, Conflict
 from archomata.identity import onboarding
 from archomata.identity.oidc import Assertion, SsoError
 from archomata.identity.signin import (
@@ -39,6 +44,7 @@ from archomata.identity.signin import (
     Via,
     as_user,
     choose_org,
+    has_second_factor,
     sso_details,
     vet,
 )
@@ -56,11 +62,15 @@ class How(StrEnum):
     SIGNUP = "signup"            # a new account
 
 
+LINK = "link"  # the kind of pending change that links an identity (identity.mfa.pending)
+
+
 @dataclass(frozen=True, slots=True)
 class SignIn:
     user: User
-    identity: Identity
+    identity: Identity | None  # None: the link is pending on the second factor
     how: How
+    pending: Mapping[str, Any] | None = None  # the link to make once the factor is proven
 
 
 async def resolve(door: Door, who: AuditContext, assertion: Assertion, *,
@@ -90,7 +100,16 @@ async def resolve(door: Door, who: AuditContext, assertion: Assertion, *,
     # The provider vouches for the address it links (and a takeover marks it verified).
     await vet(door, who, Attempt(user, Via.SSO, mailbox_proven=True,
                                  refusal_details=sso_details(assertion.provider)))
+    if await has_second_factor(door, user.id):
+        return SignIn(user, None, How.EMAIL_MATCH, {
+            "kind": LINK, "org_id": _str(await _home_org(door, user.id)),
+            "provider": assertion.provider, "subject": assertion.subject,
+            "email": assertion.email})
     return await _link(door, who, user, assertion)
+
+
+def _str(value: UUID | None) -> str | None:
+    return str(value) if value is not None else None
 
 
 async def _sign_up(door: Door, who: AuditContext, assertion: Assertion) -> SignIn:
@@ -124,18 +143,53 @@ async def _home_org(door: Door, user_id: UUID) -> UUID | None:
 async def _link(door: Door, who: AuditContext, user: User, assertion: Assertion) -> SignIn:
     org_id = await _home_org(door, user.id)
     async with service_tx(door.pool, org_id=org_id, user_id=user.id) as tx:
-        identity = await identities.insert(tx, user.id, assertion.provider, assertion.subject,
-                                           assertion.email)
-        if identity is None:
+        linked = await _link_in(door, tx, who, user, assertion.provider, assertion.subject,
+                                assertion.email)
+        if linked is None:
             raise SsoError("sso_failed", "identity_linked_concurrently", user_id=user.id)
-        how = How.EMAIL_MATCH
-        if not user.email_verified and await identities.reset_unverified_user(tx, user.id):
-            how = How.TAKEOVER
-            await _wipe_access(door, tx, user.id)
-        await _audit_link(tx, who, identity, how)
-        linked = await users.get(tx, user.id)
-    assert linked is not None
-    return SignIn(linked, identity, how)
+        identity, how = linked
+        user_now = await users.get(tx, user.id)
+    assert user_now is not None
+    return SignIn(user_now, identity, how)
+
+
+async def _link_in(door: Door, tx: Tx, who: AuditContext, user: User, provider: str,
+                   subject: str, email: str | None) -> tuple[Identity, How] | None:
+    """The link and its entry, in the caller's transaction (scoped to the user and their
+    home org); None when the identity is linked already."""
+    identity = await identities.insert(tx, user.id, provider, subject, email)
+    if identity is None:
+        return None
+    how = How.EMAIL_MATCH
+    if not user.email_verified and await identities.reset_unverified_user(tx, user.id):
+        how = How.TAKEOVER
+        await _wipe_access(door, tx, user.id)
+    await _audit_link(tx, who, identity, how)
+    return identity, how
+
+
+async def link_pending(door: Door, tx: Tx, who: AuditContext, pending: Mapping[str, Any],
+                       user: User) -> dict[str, Any]:
+    """Makes a link that waited for the user's second factor, in `tx`, the transaction
+    that proves it: the details it gives the session's entry. 400 invalid_token (and `tx`
+    must roll back) when the identity was linked to someone else meanwhile, or the
+    account's address no longer is the one the provider vouched for."""
+    if pending["email"] is None or not same_mailbox(user.email, pending["email"]):
+        raise sign_in_again()
+    linked = await _link_in(door, tx, who, user, pending["provider"], pending["subject"],
+                            pending["email"])
+    if linked is None:
+        found = await identities.get_by_subject(tx, pending["provider"], pending["subject"])
+        if found is None or found.user_id != user.id:
+            raise sign_in_again()
+        # Linked to this same person meanwhile (another of their sign-ins): nothing to do.
+        return {"identity_id": str(found.id), "via": How.IDENTITY.value}
+    identity, how = linked
+    return {"identity_id": str(identity.id), "via": how.value}
+
+
+def sign_in_again() -> BadRequest:
+    return BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
 
 
 async def _wipe_access(door: Door, tx: Tx, user_id: UUID) -> None:

@@ -70,6 +70,34 @@ def verify_sync(password: str, password_hash: str) -> bool:
         return False
 
 
+# bcrypt's lowest cost; a hash of a lower (or unreadable) one is judged as no hash at all.
+MIN_ROUNDS = 4
+# A well-formed hash of no password (fixed salt and digest, in bcrypt's alphabet): checking
+# against it costs what checking a real hash of its cost does, and never matches.
+_FILLER = "N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"
+
+
+def _filler(rounds: int) -> str:
+    return f"$2b${rounds:02d}${_FILLER}"
+
+
+def judge_sync(password: str, password_hash: str | None, rounds: int) -> bool:
+    """Whether `password` matches `password_hash`, at the cost of one bcrypt at `rounds`
+    (the configured cost) at least, whatever the hash: none (an unknown account), or one
+    of a lower cost (a dormant account, hashed before the cost was raised) costs as much
+    as a current one, so the time of a wrong answer tells nothing. A cost-c hash costs
+    2**c rounds: one of cost c < `rounds` is topped up by fillers of costs c..rounds-1,
+    2**c + (2**c + ... + 2**(rounds-1)) = 2**rounds."""
+    cost = rounds_of(password_hash) if password_hash else 0
+    if password_hash is None or cost < MIN_ROUNDS:
+        verify_sync(password, _filler(rounds))
+        return False
+    matches = verify_sync(password, password_hash)
+    for top_up in range(cost, rounds):
+        verify_sync(password, _filler(top_up))
+    return matches
+
+
 class _LaneGate:
     """How many jobs of one lane may run in the pool, and wait for it."""
 
@@ -134,7 +162,6 @@ class PasswordHasher:
         self.threads = threads
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bcrypt")
         self._lanes = {lane: _LaneGate(threads, queue) for lane in Lane}
-        self._dummy_hash: str | None = None
         self._calls = 0
         self._calls_lock = threading.Lock()
 
@@ -143,21 +170,13 @@ class PasswordHasher:
 
     async def verify(self, password: str, password_hash: str | None,
                      lane: Lane = Lane.PEOPLE) -> bool:
-        """Checks a password; with no hash (unknown user) spends the same bcrypt work and
-        answers False, so timing does not tell which emails exist."""
-        if password_hash is None:
-            password_hash = await self._dummy()
-            await self._run(lane, verify_sync, password, password_hash)
-            return False
-        return await self._run(lane, verify_sync, password, password_hash)
+        """Checks a password, at the configured cost at least (judge_sync): with no hash
+        (unknown user) or a weaker one (a dormant account), the same bcrypt work as
+        with a current hash, so timing does not tell which emails exist."""
+        return await self._run(lane, judge_sync, password, password_hash, self.rounds)
 
     def needs_rehash(self, password_hash: str) -> bool:
         return rounds_of(password_hash) < self.rounds
-
-    async def _dummy(self) -> str:
-        if self._dummy_hash is None:
-            self._dummy_hash = await self.hash("archomata-dummy-password")
-        return self._dummy_hash
 
     def load(self, lane: Lane) -> int:
         """Jobs of `lane` running or waiting now."""

@@ -12,7 +12,7 @@ which the route answers in its shape (identity.web.problem, refresh_problem).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from uuid import UUID
@@ -101,13 +101,13 @@ def reset_link(ttl_seconds: int) -> MailLink:
                     AuditAction.AUTH_PASSWORD_RESET_REQUESTED, lambda user: not user.disabled)
 
 
-async def first_mail_in_a_while(redis: Redis, user_id: UUID, purpose: Purpose) -> bool:
+async def first_mail_in_a_while(redis: Redis, user_id: UUID, purpose: Purpose | str) -> bool:
     """One link per account and purpose per MAIL_COOLDOWN_SECONDS, whatever address or
     spelling of the email asks (keyed on the account), so that many IPs together cannot
     flood a mailbox; the link already sent stays good. Redis down: the per-IP limit alone
     bounds it, rather than no one getting their link."""
     try:
-        return bool(await redis.set(f"mailed:{purpose.value}:{user_id}", 1, nx=True,
+        return bool(await redis.set(f"mailed:{purpose}:{user_id}", 1, nx=True,
                                     ex=MAIL_COOLDOWN_SECONDS))
     except REDIS_FAILURES:  # fail open: the per-IP limit still bounds it (see above)
         return True
@@ -134,6 +134,15 @@ async def issue_mail_link(door: Door, redis: Redis, who: AuditContext, email: st
         await audit.record(tx, _named(who, user.id), link.action,
                            resource_type="user", resource_id=user.id)
     return user.email, token
+
+
+async def mail_link(door: Door, redis: Redis, who: AuditContext, email: str, link: MailLink,
+                    send: Callable[[str, str], Awaitable[bool]]) -> None:
+    """issue_mail_link, then its mail: the work of a reset or resend request, which the
+    route runs after its answer (archomata.web.later)."""
+    mail = await issue_mail_link(door, redis, who, email, link)
+    if mail is not None:
+        await send(*mail)
 
 
 async def verify_email(door: Door, who: AuditContext, token: str) -> User:

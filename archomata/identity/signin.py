@@ -7,7 +7,11 @@ session here, through the same rules:
                        account (orgs/routes/invitations.py)
         -> vet()            the rules on the user, for a way in that changes something
                             before its session (a hash upgrade, an identity linked, an org
-                            joined): nothing changes for someone the door would refuse
+                            joined): nothing changes for someone the door would refuse.
+                            For someone with a second factor, the identity linked or the
+                            org joined waits for it instead (Attempt.pending): the change
+                            rides on the challenge and commits with the proven factor
+                            (archomata.identity.mfa.pending)
         -> open_session()   the rules on the user and the org, [second factor], the
                             session, the row read again once it exists, the audit entry
 
@@ -116,6 +120,11 @@ class Attempt:
     mailbox_proven: bool = False
     # The second factor proven with it ("otp", "recovery_code"), by /auth/mfa/verify only.
     second_factor: str | None = None
+    # What this way in changes for the user (an org joined, an identity linked) once their
+    # second factor is proven: kept on the challenge, server side, and applied in the
+    # transaction that proves it (archomata.identity.mfa.pending). Only ever set for a
+    # user with a second factor.
+    pending: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,8 +248,11 @@ async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opene
     # A user with a second factor gets a challenge to answer instead of a session, on
     # every way in at once; the session opens here once it is answered.
     if has_second_factor and attempt.second_factor is None:
-        raise SecondFactorRequired(await Challenges(door.sessions.redis).open(
-            challenge_of(attempt, membership)))
+        await ask_second_factor(door, attempt, membership)
+    if attempt.pending is not None and attempt.second_factor is None:
+        # A change that was to wait for a second factor the user no longer has (removed
+        # meanwhile): it must not be skipped, nor made here; signing in again makes it.
+        await _refuse(door, who, attempt, Reason.CREDENTIALS_CHANGED)
     org_id = membership.org.id if membership else None
     amr = ",".join(filter(None, (attempt.via.amr, attempt.second_factor)))
     session, refresh = await door.sessions.create(
@@ -262,6 +274,21 @@ async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opene
     return Opened(membership, session, refresh, current)
 
 
+async def has_second_factor(door: Door, user_id: UUID) -> bool:
+    """Whether the user's ways in ask for a second factor (a way in that changes
+    something asks first, so that the change can wait for it)."""
+    async with service_tx(door.pool, user_id=user_id) as tx:
+        return await mfa.enabled(tx, user_id)
+
+
+async def ask_second_factor(door: Door, attempt: Attempt,
+                            membership: Membership | None = None) -> NoReturn:
+    """SecondFactorRequired: a challenge for the attempt, holding what the session and
+    the attempt's pending change need once the factor is proven."""
+    raise SecondFactorRequired(await Challenges(door.sessions.redis).open(
+        challenge_of(attempt, membership)))
+
+
 def proof_mark(user: User) -> str:
     """What a challenge keeps of the password hash the proof was checked against (never the
     hash): a password changed before the code is answered opens no session."""
@@ -275,7 +302,8 @@ def challenge_of(attempt: Attempt, membership: Membership | None = None) -> dict
             "org_id": str(attempt.org_id) if attempt.org_id else None,
             "opening": str(membership.org.id) if membership else None,
             "details": dict(attempt.details), "refusal_details": dict(attempt.refusal_details),
-            "mailbox_proven": attempt.mailbox_proven, "proof": proof_mark(attempt.user)}
+            "mailbox_proven": attempt.mailbox_proven, "proof": proof_mark(attempt.user),
+            "pending": dict(attempt.pending) if attempt.pending is not None else None}
 
 
 def answered(challenge: Mapping[str, Any], user: User, second_factor: str) -> Attempt:
@@ -288,6 +316,14 @@ def answered(challenge: Mapping[str, Any], user: User, second_factor: str) -> At
     return Attempt(proof, Via(challenge["via"]), UUID(org_id) if org_id else None,
                    challenge["details"], challenge["refusal_details"],
                    bool(challenge["mailbox_proven"]), second_factor)
+
+
+def still_let_in(challenge: Mapping[str, Any], user: User) -> bool:
+    """Whether the door would still open the challenge's session for `user` as it stands
+    (the password proven unchanged, no rule on the user refusing): a pending change is made
+    only then, so nothing changes for someone the door refuses after the code."""
+    attempt = answered(challenge, user, "pending")
+    return attempt.user is user and refusal_of(user, attempt) is None
 
 
 def throttle_subject(user: User | None, email: str) -> str:

@@ -7,14 +7,21 @@ org through a mailed invitation (POST /auth/accept-invitation), read top to bott
         -> the invitee: the signed-in account, an existing one proven by its password
            (under its login backoff), or a new account's name and password
         -> vetted by the sign-in door before anything changes on its behalf
-        -> one transaction: the account (if new) joins as invited, the invitation used
+        -> an existing account with a second factor: nothing changes yet. The joining
+           waits on the challenge (its invitation's id, never its token) and is made,
+           the invitation found pending again, in the transaction that proves the
+           factor (join_pending, by archomata.identity.mfa.pending): an abandoned
+           challenge leaves the invitation usable
+        -> else one transaction: the account (if new) joins as invited, the invitation used
         -> the session, through the one sign-in door (archomata.identity.signin)
 
 Refusals are ApiErrors, and signin.SignInRefused, which the route answers as a login does.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any, NoReturn
 from uuid import UUID
 
 from archomata.access import store as roles
@@ -25,8 +32,17 @@ from archomata.db import Tx, service_tx
 from archomata.errors import BadRequest, Conflict, Forbidden, Unauthorized, ValidationFailed
 from archomata.identity.breached import refuse_breached
 from archomata.identity.passwords import MAX_LENGTH, MIN_LENGTH
-from archomata.identity.signin import Attempt, Door, Opened, Via, open_session, password_proves, vet
-from archomata.identity.store import users
+from archomata.identity.signin import (
+    Attempt,
+    Door,
+    Opened,
+    Via,
+    ask_second_factor,
+    open_session,
+    password_proves,
+    vet,
+)
+from archomata.identity.store import mfa, users
 from archomata.orgs.invitation_revocation import revoke_if_orphaned
 from archomata.orgs.store import groups, invitations, members, orgs
 from archomata.orgs.store.invitations import Invitation
@@ -61,6 +77,14 @@ def _invalid() -> BadRequest:
     return BadRequest("This invitation is invalid or has expired.", code="invalid_token")
 
 
+def _org_disabled() -> Forbidden:
+    return Forbidden("This organisation is disabled.", code="org_disabled")
+
+
+def _already_member() -> Conflict:
+    return Conflict("You are already a member of this organisation.", code="already_member")
+
+
 class _Gone(Exception):
     """The invitation stopped being acceptable between its lookup and its use."""
 
@@ -74,6 +98,8 @@ async def accept_invitation(door: Door, who: AuditContext, acceptance: Acceptanc
     invitee = await _invitee(door, invitation, acceptance)
     if isinstance(invitee, users.User):
         await vet(door, who, _attempt(invitation, invitee))
+        if await _second_factor_first(door, invitation, invitee):
+            await _join_after_second_factor(door, invitation, invitee)
     try:
         user = await _join(door, who, invitation, invitee, acceptance.name)
     except _Gone:
@@ -92,10 +118,48 @@ async def _pending(door: Door, who: AuditContext, token: str) -> Invitation:
     if found is None:
         raise _invalid()
     if found.org_disabled:
-        raise Forbidden("This organisation is disabled.", code="org_disabled")
+        raise _org_disabled()
     if not found.inviter_is_admin:
         raise await _refuse(door, who, found.invitation)
     return found.invitation
+
+
+JOIN = "join"  # the kind of pending change that joins an org (identity.mfa.pending)
+
+
+async def _second_factor_first(door: Door, invitation: Invitation, user: users.User) -> bool:
+    """Whether the account has a second factor, so that joining waits for it; a member
+    already is told so now, rather than after the code."""
+    async with service_tx(door.pool, org_id=invitation.org_id, user_id=user.id) as tx:
+        if await members.get(tx, invitation.org_id, user.id) is not None:
+            raise _already_member()
+        return await mfa.enabled(tx, user.id)
+
+
+async def _join_after_second_factor(door: Door, invitation: Invitation,
+                                    user: users.User) -> NoReturn:
+    """SecondFactorRequired, the joining pending on the challenge."""
+    pending = {"kind": JOIN, "org_id": str(invitation.org_id),
+               "invitation_id": str(invitation.id)}
+    await ask_second_factor(door, replace(_attempt(invitation, user), pending=pending))
+
+
+async def join_pending(tx: Tx, who: AuditContext, pending: Mapping[str, Any],
+                       user: users.User) -> None:
+    """Makes a joining that waited for the user's second factor, in `tx` (scoped to the
+    invitation's org), the one that proves it: only if the invitation is still pending
+    (not used, revoked or expired meanwhile, its inviter still an administrator) and its
+    org enabled; else 400 invalid_token (403 org_disabled), and `tx` must roll back."""
+    org_id = UUID(pending["org_id"])
+    found = await invitations.pending_by_id(tx, org_id, UUID(pending["invitation_id"]))
+    if found is None or not found.inviter_is_admin:
+        raise _invalid()
+    if found.org_disabled:
+        raise _org_disabled()
+    try:
+        await _join_in(tx, who, found.invitation, user)
+    except _Gone:
+        raise _invalid() from None
 
 
 def _attempt(invitation: Invitation, user: users.User) -> Attempt:
@@ -143,26 +207,32 @@ async def _join(door: Door, who: AuditContext, invitation: Invitation,
     """The invitee's account (created if new) joins the org as invited, in one
     transaction that also marks the invitation used, if it is still pending and its
     inviter still an administrator of the org."""
-    org_id = invitation.org_id
-    async with service_tx(door.pool, org_id=org_id) as tx:
+    async with service_tx(door.pool, org_id=invitation.org_id) as tx:
         if isinstance(invitee, users.User):
             user = invitee
         else:
             assert name is not None  # _invitee asked for it
             user = await _create_invitee(tx, who, invitation, name, invitee)
-        if await members.get(tx, org_id, user.id) is not None:
-            raise Conflict("You are already a member of this organisation.",
-                           code="already_member")
-        if not await invitations.accept(tx, org_id, invitation.id, user.id):
-            raise _Gone
-        await orgs.add_member(tx, org_id, user.id, invitation.org_role)
-        await roles.set_for_member(tx, org_id, user.id, list(invitation.role_ids))
-        await groups.add_user_to(tx, org_id, user.id, list(invitation.group_ids))
-        await audit.record(tx, _as(who, user.id), AuditAction.MEMBER_JOINED,
-                           resource_type="member", resource_id=user.id,
-                           details={"invitation_id": str(invitation.id),
-                                    "org_role": invitation.org_role})
+        await _join_in(tx, who, invitation, user)
     return user
+
+
+async def _join_in(tx: Tx, who: AuditContext, invitation: Invitation,
+                   user: users.User) -> None:
+    """The joining itself, in the caller's transaction (scoped to the invitation's org):
+    _Gone unless the invitation is still pending and its inviter an administrator."""
+    org_id = invitation.org_id
+    if await members.get(tx, org_id, user.id) is not None:
+        raise _already_member()
+    if not await invitations.accept(tx, org_id, invitation.id, user.id):
+        raise _Gone
+    await orgs.add_member(tx, org_id, user.id, invitation.org_role)
+    await roles.set_for_member(tx, org_id, user.id, list(invitation.role_ids))
+    await groups.add_user_to(tx, org_id, user.id, list(invitation.group_ids))
+    await audit.record(tx, _as(who, user.id), AuditAction.MEMBER_JOINED,
+                       resource_type="member", resource_id=user.id,
+                       details={"invitation_id": str(invitation.id),
+                                "org_role": invitation.org_role})
 
 
 async def _create_invitee(tx: Tx, who: AuditContext, invitation: Invitation, name: str,

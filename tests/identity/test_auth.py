@@ -125,13 +125,47 @@ class TestRegistration:
         assert (await response.json())["code"] == "email_not_verified"
 
     async def test_email_is_unique_after_case_folding_and_normalisation(
-            self, client: Any, mail_sink: Any) -> None:
-        email, _, _ = await register(client, mail_sink)
+            self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        email, _, user = await register(client, mail_sink)
         local, domain = email.split("@")
         twin = f"{local.upper()}@{domain.upper()}".replace("E", "\uff25", 1)  # fullwidth E
         response = await client.post("/api/v1/auth/register", json={
             "email": twin, "password": strong_password(), "name": "Twin", "org_name": "X"})
-        assert response.status in {409, 422}
+        # The same answer as for a new address (the contract: it never tells), but no
+        # second account: the owner hears that someone tried, once a cool-down.
+        assert response.status == 201, await response.text()
+        answered = (await response.json())["user"]
+        assert answered["id"] != user["id"] and answered["email"] == twin
+        await client.app[keys.LATER].drain(10)
+        assert await owner_conn.fetchval(
+            "select count(*) from users where id = any($1::uuid[])",
+            [UUID(answered["id"]), UUID(user["id"])]) == 1
+        again = await client.post("/api/v1/auth/register", json={
+            "email": email, "password": strong_password(), "name": "Again", "org_name": "Y"})
+        assert again.status == 201
+        await client.app[keys.LATER].drain(10)
+        assert [m["Subject"] for m in mail_sink.to(email)
+                if "tried" in m["Subject"]] == ["Someone tried to register with your "
+                                                 "Archomata address"]
+
+    async def test_the_answer_for_a_taken_address_has_the_shape_of_a_new_one(
+            self, client: Any, mail_sink: Any) -> None:
+        email, _, _ = await register(client, mail_sink)
+        bodies, headers = [], []
+        for address in (email, unique_email()):
+            response = await client.post("/api/v1/auth/register", json={
+                "email": address, "password": strong_password(), "name": "Same",
+                "org_name": "Same"})
+            assert response.status == 201
+            bodies.append(await response.json())
+            headers.append({k: v for k, v in response.headers.items()
+                            if k not in {"Date", "X-Request-ID", "Content-Length",
+                                         "RateLimit-Remaining"}})
+        assert headers[0] == headers[1]
+        assert [set(b) for b in bodies] == [{"user"}] * 2
+        assert [{k: v for k, v in b["user"].items() if k not in {"id", "email", "created_at"}}
+                for b in bodies] == [{"name": "Same", "email_verified": False,
+                                      "platform_role": "user", "disabled": False}] * 2
 
     async def test_verification_token_is_single_use(self, client: Any, mail_sink: Any) -> None:
         email, _, _ = await register(client, mail_sink, verify=False)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from archomata import keys
 from archomata.app import create_app
 from archomata.config import Config
 from archomata.identity.signin import throttle_subject
@@ -137,6 +138,7 @@ class TestMailLinksPerAccount:
             response = await client.post(path, json={"email": spelling})
             assert response.status == 202
         assert (await client.post(path, json={"email": bystander["email"]})).status == 202
+        await client.app[keys.LATER].drain(10)  # the links are issued after the answers
         counts = {row["resource_id"]: row["n"] for row in await owner_conn.fetch(
             "select resource_id, count(*) as n from audit_log where action = $1 "
             "and resource_id = any($2::text[]) group by resource_id",

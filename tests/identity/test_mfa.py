@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from typing import Any
+from uuid import UUID
 
 import jwt
 import pyotp
@@ -59,6 +60,32 @@ async def challenge(client: Any, me: Session) -> str:
     token: str = body["mfa_token"]
     remember(token)
     return token
+
+
+async def accept_with_password(client: Any, token: str, me: Session) -> str:
+    """An invitation accepted by `me`, who has a second factor: the challenge's token."""
+    accepted = await client.post(ACCEPT, json={"token": token, "password": me.password})
+    assert accepted.status == 200, await accepted.text()
+    body = await accepted.json()
+    assert body["mfa_required"] is True and refresh_cookie_of(accepted) is None
+    mfa_token: str = body["mfa_token"]
+    remember(mfa_token)
+    return mfa_token
+
+
+async def joined(owner_conn: Any, invitation_id: str, admin: Session,
+                 invitee: Session) -> tuple[str | None, UUID | None, int]:
+    """The invitee's role in the admin's org, who the invitation was accepted by, and how
+    many `member.joined` entries it has."""
+    role = await owner_conn.fetchval(
+        "select org_role from memberships where org_id = $1 and user_id = $2",
+        admin.org_id, invitee.user_id)
+    accepted_by = await owner_conn.fetchval(
+        "select accepted_by from invitations where id = $1", UUID(invitation_id))
+    entries = await owner_conn.fetchval(
+        "select count(*) from audit_log where action = 'member.joined' "
+        "and details->>'invitation_id' = $1", invitation_id)
+    return role, accepted_by, entries
 
 
 def claims(body: dict[str, Any]) -> dict[str, Any]:
@@ -216,6 +243,65 @@ class TestSigningIn:
                                                "code": code(secret, 1)})
         assert done.status == 200, await done.text()
         assert (await done.json())["org"]["id"] == str(admin.org_id)
+
+    async def test_an_abandoned_challenge_leaves_the_invitation_usable(
+            self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        admin = await signed_up(client, mail_sink)
+        invitee = await signed_up(client, mail_sink, org_name="Elsewhere")
+        secret, recovery = await enrol(client, invitee)
+        invitation, token = await invite(client, mail_sink, admin, email=invitee.email)
+        abandoned = await accept_with_password(client, token, invitee)
+        assert await joined(owner_conn, invitation["id"], admin, invitee) == (None, None, 0)
+        # The same link, later: still pending, and the code makes the joining.
+        again = await accept_with_password(client, token, invitee)
+        done = await client.post(VERIFY, json={"mfa_token": again, "code": code(secret, 1)})
+        assert done.status == 200, await done.text()
+        assert (await done.json())["org"]["id"] == str(admin.org_id)
+        assert await joined(owner_conn, invitation["id"], admin, invitee) == (
+            "member", invitee.user_id, 1)
+        # The abandoned challenge, answered late, joins nothing twice.
+        late = await client.post(VERIFY, json={"mfa_token": abandoned,
+                                               "recovery_code": recovery[0]})
+        assert late.status == 400 and (await late.json())["code"] == "invalid_token"
+        assert await joined(owner_conn, invitation["id"], admin, invitee) == (
+            "member", invitee.user_id, 1)
+
+    async def test_an_invitation_revoked_before_the_code_joins_nothing(
+            self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        admin = await signed_up(client, mail_sink)
+        invitee = await signed_up(client, mail_sink, org_name="Elsewhere")
+        secret, recovery = await enrol(client, invitee)
+        invitation, token = await invite(client, mail_sink, admin, email=invitee.email)
+        mfa_token = await accept_with_password(client, token, invitee)
+        revoked = await client.delete(f"/api/v1/org/invitations/{invitation['id']}",
+                                      headers=admin.auth)
+        assert revoked.status == 204
+        answer = await client.post(VERIFY, json={"mfa_token": mfa_token,
+                                                 "code": code(secret, 1)})
+        assert answer.status == 400 and (await answer.json())["code"] == "invalid_token"
+        assert await joined(owner_conn, invitation["id"], admin, invitee) == (None, None, 0)
+        # The challenge ended with it; the code rolled back with the joining, unspent.
+        ended = await client.post(VERIFY, json={"mfa_token": mfa_token,
+                                                "recovery_code": recovery[0]})
+        assert ended.status == 400
+        unspent = await client.post(VERIFY, json={"mfa_token": await challenge(client, invitee),
+                                                  "code": code(secret, 1)})
+        assert unspent.status == 200, await unspent.text()
+        assert (await unspent.json())["org"]["id"] == str(invitee.org_id)
+
+    async def test_a_user_disabled_before_the_code_joins_nothing(
+            self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        admin = await signed_up(client, mail_sink)
+        invitee = await signed_up(client, mail_sink, org_name="Elsewhere")
+        secret, _ = await enrol(client, invitee)
+        invitation, token = await invite(client, mail_sink, admin, email=invitee.email)
+        mfa_token = await accept_with_password(client, token, invitee)
+        await owner_conn.execute("update users set disabled_at = now() where id = $1",
+                                 invitee.user_id)
+        answer = await client.post(VERIFY, json={"mfa_token": mfa_token,
+                                                 "code": code(secret, 1)})
+        assert answer.status == 401, await answer.text()  # the door refuses, as at login
+        assert await joined(owner_conn, invitation["id"], admin, invitee) == (None, None, 0)
 
     async def test_without_a_second_factor_nothing_changes(self, client: Any,
                                                            mail_sink: Any) -> None:

@@ -168,6 +168,18 @@ class TestTheRules:
         assert caught.value.reason is Reason.CREDENTIALS_CHANGED
         await refused(door, owner_conn, who, p.user, Reason.CREDENTIALS_CHANGED)
 
+    async def test_a_change_meant_to_wait_for_a_factor_removed_meanwhile_is_refused(
+            self, door: Door, owner_conn: Any) -> None:
+        """A way in saw a second factor and held its change for it; the factor went
+        before the session opened: neither made without it nor dropped, but refused."""
+        p, who = await person(door), caller()
+        held = {"kind": "link", "org_id": None, "provider": "google", "subject": "s",
+                "email": p.user.email}
+        with pytest.raises(SignInRefused) as caught:
+            await open_session(door, who, Attempt(p.user, Via.SSO, pending=held))
+        assert caught.value.reason is Reason.CREDENTIALS_CHANGED
+        await refused(door, owner_conn, who, p.user, Reason.CREDENTIALS_CHANGED)
+
     async def test_a_disabled_org_asked_for_is_refused(self, door: Door,
                                                        owner_conn: Any) -> None:
         p, who = await person(door), caller()

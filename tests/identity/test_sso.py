@@ -118,6 +118,23 @@ async def entries(owner_conn: Any, since: datetime, action: str) -> list[dict[st
     return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
 
 
+async def mfa_token_of(world: World) -> str:
+    """An SSO sign-in of someone with a second factor: the challenge's token, no cookie."""
+    visit, _ = await world.sign_in()
+    path, _, query = visit.url.partition("?")
+    assert path == f"{FRONTEND}/login/mfa", visit
+    token = parse_qs(query)["mfa_token"][0]
+    remember(token)
+    return token
+
+
+async def identities_of(client: Any, auth: dict[str, str]) -> list[dict[str, Any]]:
+    listed = await client.get("/api/v1/me/identities", headers=auth)
+    assert listed.status == 200, await listed.text()
+    items: list[dict[str, Any]] = (await listed.json())["items"]
+    return items
+
+
 def refused(visit: Visit, code: str) -> None:
     assert visit.url == f"{FRONTEND}/login?error={code}", visit
 
@@ -300,6 +317,49 @@ class TestLinking:
         assert body["user"]["id"] == str(me.user_id)
         amr = jwt.decode(body["access_token"], options={"verify_signature": False})["amr"]
         assert set(amr) == {"sso", "otp"}
+
+    async def test_an_abandoned_challenge_links_nothing_and_the_code_links_it(
+            self, world: World, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        me = await signed_up(client, mail_sink)
+        secret, _ = await enrol(client, me)
+        world.google.user = google_user(email=me.email)
+        since = await mark(owner_conn)
+        await mfa_token_of(world)  # abandoned
+        assert await identities_of(client, me.auth) == []
+        assert await entries(owner_conn, since, "auth.sso.linked") == []
+        # Signing in again asks again, and the proven code links it, audited with it.
+        done = await client.post("/api/v1/auth/mfa/verify",
+                                 json={"mfa_token": await mfa_token_of(world),
+                                       "code": code(secret, 1)})
+        assert done.status == 200, await done.text()
+        [identity] = await identities_of(client, me.auth)
+        assert identity["provider"] == "google"
+        linked = await entries(owner_conn, since, "auth.sso.linked")
+        assert [(r["actor_id"], r["resource_id"], r["org_id"], r["details"])
+                for r in linked] == [(me.user_id, identity["id"], me.org_id,
+                                      {"provider": "google", "via": "email_match"})]
+        [session] = await entries(owner_conn, since, "auth.sso.login")
+        assert session["details"] == {"provider": "google", "via": "email_match",
+                                      "identity_id": identity["id"]}
+
+    async def test_an_identity_linked_to_someone_else_before_the_code_is_not_linked(
+            self, world: World, client: Any, mail_sink: Any, owner_conn: Any) -> None:
+        me = await signed_up(client, mail_sink)
+        secret, _ = await enrol(client, me)
+        world.google.user = google_user(email=me.email)
+        mfa_token = await mfa_token_of(world)
+        # The same provider account, under another address, signs up meanwhile: free to.
+        world.google.user = google_user(email=unique_email("other"), sub=world.google.user.sub)
+        visit, browser = await world.sign_in()
+        assert visit.url == f"{FRONTEND}/dashboard"
+        other = await world.refresh(browser)
+        late = await client.post("/api/v1/auth/mfa/verify",
+                                 json={"mfa_token": mfa_token, "code": code(secret, 1)})
+        assert late.status == 400 and (await late.json())["code"] == "invalid_token"
+        assert await identities_of(client, me.auth) == []
+        assert await owner_conn.fetchval(
+            "select user_id from user_identities where provider = 'google' and subject = $1",
+            world.google.user.sub) == UUID(other["user"]["id"])
 
     async def test_google_email_not_verified_links_nothing(
             self, world: World, client: Any, mail_sink: Any, owner_conn: Any) -> None:

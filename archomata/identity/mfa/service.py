@@ -25,7 +25,7 @@ from archomata.audit import AuditAction, AuditContext
 from archomata.crypto import DataKeys
 from archomata.db import Tx, service_tx
 from archomata.errors import BadRequest, Conflict, NotFound, Unauthorized
-from archomata.identity.mfa import codes
+from archomata.identity.mfa import codes, pending
 from archomata.identity.mfa.challenges import Challenges
 from archomata.identity.mfa.sealing import TOTP
 from archomata.identity.mfa.throttle import SecondFactorThrottle
@@ -132,11 +132,16 @@ async def _proven(door: Door, data_keys: DataKeys, who: AuditContext, user_id: U
                   opener: Callable[[], AbstractAsyncContextManager[Tx]], code: str | None,
                   recovery_code: str | None,
                   wrong: Callable[[], Awaitable[dict[str, object]]], *,
-                  audit_recovery: bool = False) -> str:
-    """The factor the answer proves for the user, taken once (see _counted)."""
+                  audit_recovery: bool = False,
+                  then: Callable[[Tx], Awaitable[None]] | None = None) -> str:
+    """The factor the answer proves for the user, taken once (see _counted). `then` runs
+    in the transaction that takes a proven factor: what waited for it commits with it, or
+    neither does."""
 
     async def judge(tx: Tx) -> str | None:
         factor = await _prove(tx, data_keys, user_id, code, recovery_code)
+        if factor is not None and then is not None:
+            await then(tx)
         if factor == "recovery_code" and audit_recovery:
             await audit.record(tx, who, AuditAction.MFA_RECOVERY_CODE_USED,
                                resource_type="user", resource_id=user_id,
@@ -189,19 +194,22 @@ async def verify_challenge(door: Door, data_keys: DataKeys, who: AuditContext, t
         return {"method": "totp" if code is not None else "recovery_code",
                 "wrong_codes": await challenges.wrong_code(token)}
 
-    # Its entries go in the org the sign-in is opening, for that org's administrators to
-    # see (the server's own record, kept in the challenge); none: the platform's log.
-    opening = UUID(challenge["opening"]) if challenge.get("opening") else None
-    factor = await _proven(door, data_keys, as_user(who, user_id), user_id,
-                           lambda: service_tx(door.pool, org_id=opening, user_id=user_id),
-                           code, recovery_code, wrong, audit_recovery=True)
+    # What the way in changes (an org joined, an identity linked) is made with the proof.
+    effects = pending.Effects(door, as_user(who, user_id), challenge)
+    try:
+        factor = await _proven(door, data_keys, as_user(who, user_id), user_id,
+                               effects.opener, code, recovery_code, wrong,
+                               audit_recovery=True, then=effects.apply)
+    except pending.Refused as refused:  # the sign-in it stood for can no longer be
+        await challenges.take(token)
+        raise refused.error from None
     if await challenges.take(token) is None:  # answered meanwhile by another request
         raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
     async with service_tx(door.pool, user_id=user_id) as tx:
         user = await users.get(tx, user_id)
     if user is None:
         raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
-    return await open_session(door, who, answered(challenge, user, factor))
+    return await open_session(door, who, answered(effects.settled(), user, factor))
 
 
 async def step_up(door: Door, data_keys: DataKeys, who: AuditContext, me: Me,

@@ -4,7 +4,6 @@ sessions. The handlers parse and answer; the flows are in archomata.identity.ser
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -49,14 +48,6 @@ from archomata.web.openapi import doc
 from archomata.web.schemas import UserSchema
 
 routes = web.RouteTableDef()
-_background: set[asyncio.Task[Any]] = set()
-
-
-def _later(coro: Coroutine[Any, Any, Any]) -> None:
-    """Runs a mail send after the response, so its timing tells nothing."""
-    task = asyncio.create_task(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
 
 
 def _principal(request: web.Request) -> Principal:
@@ -72,18 +63,21 @@ def _principal(request: web.Request) -> Principal:
 
 @routes.post("/api/v1/auth/register")
 @public
-@doc("Create an account and its org", request=RegisterSchema, response=RegisteredSchema,
-     status=201)
+@doc("Create an account and its org, and mail its verification link. An email that has "
+     "an account gets the same 201 (its `user.id` names no account) and its owner a mail "
+     "saying someone tried: the answer never tells whether an address exists",
+     request=RegisterSchema, response=RegisteredSchema, status=201)
 async def register(request: web.Request) -> web.Response:
     body = await load_body(request, RegisterSchema)
     app = request.app
     password_hash = await app[keys.PASSWORDS].hash(body["password"])
-    account, token = await onboarding.register(
-        app[keys.DB_POOL], who(request), email=body["email"], name=body["name"],
-        password_hash=password_hash, org_name=body["org_name"],
-        verify_ttl=app[keys.CONFIG].mail_token_ttl_seconds)
-    _later(app[keys.MAILER].send_verification(account.user.email, token))
-    return json_response({"user": user_body(account.user)}, status=201)
+    asked = onboarding.registration(email=body["email"], name=body["name"],
+                                    org_name=body["org_name"], password_hash=password_hash)
+    # Whether the address has an account is found out after the answer, never before it.
+    app[keys.LATER].run(onboarding.register(
+        app[keys.DB_POOL], app[keys.REDIS], app[keys.MAILER], who(request), asked,
+        app[keys.CONFIG].mail_token_ttl_seconds), "register")
+    return json_response({"user": user_body(asked.user)}, status=201)
 
 
 @routes.post("/api/v1/auth/verify-email")
@@ -98,13 +92,12 @@ async def verify_email(request: web.Request) -> web.Response:
 
 async def _mail_link(request: web.Request, link: MailLink,
                      send: Callable[[str, str], Coroutine[Any, Any, bool]]) -> web.Response:
-    """202 whatever the case, the mail sent after the response: the answer and its
-    timing tell nothing about which emails exist."""
+    """202 whatever the case; the account's lookup, its link and the mail all come after
+    the answer, so the answer and its timing tell nothing about which emails exist."""
     body = await load_body(request, EmailOnlySchema)
-    mail = await service.issue_mail_link(door(request), request.app[keys.REDIS], who(request),
-                                         body["email"], link)
-    if mail is not None:
-        _later(send(*mail))
+    request.app[keys.LATER].run(service.mail_link(
+        door(request), request.app[keys.REDIS], who(request), body["email"], link, send),
+        link.purpose.value)
     return json_response({"status": "accepted"}, status=202)
 
 

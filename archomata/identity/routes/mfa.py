@@ -46,7 +46,9 @@ _ANSWER_PROBLEMS = {
 
 @routes.post("/api/v1/auth/mfa/verify")
 @public
-@doc("Answer a sign-in's second-factor challenge", request=MfaVerifySchema,
+@doc("Answer a sign-in's second-factor challenge; what its way in changes (an invitation "
+     "joined, an SSO identity linked) is made with the proven code, or, no longer "
+     "possible, answers 400 invalid_token", request=MfaVerifySchema,
      response=LoginResultSchema, problems=_ANSWER_PROBLEMS)
 async def verify(request: web.Request) -> web.Response:
     body = await load_body(request, MfaVerifySchema)

@@ -147,6 +147,15 @@ async def sso_callback(request: web.Request) -> web.Response:
     return response
 
 
+def _session_details(provider: str, signed_in: linking.SignIn) -> dict[str, str]:
+    """What the session's entry says of the identity (one whose link waits for the second
+    factor: named once it is made, archomata.identity.mfa.pending)."""
+    details = {"provider": provider, "via": signed_in.how.value}
+    if signed_in.identity is not None:
+        details["identity_id"] = str(signed_in.identity.id)
+    return details
+
+
 async def _complete(request: web.Request, client: OidcClient) -> web.Response:
     query = request.query
     if not query.get("state"):
@@ -169,10 +178,8 @@ async def _complete(request: web.Request, client: OidcClient) -> web.Response:
                                       allow_signup=config.sso_allow_signup)
     try:
         opened = await open_session(door(request), who(request), Attempt(
-            signed_in.user, Via.SSO,
-            details={"provider": client.name, "identity_id": str(signed_in.identity.id),
-                     "via": signed_in.how.value},
-            refusal_details=sso_details(client.name)))
+            signed_in.user, Via.SSO, details=_session_details(client.name, signed_in),
+            refusal_details=sso_details(client.name), pending=signed_in.pending))
     except SecondFactorRequired as challenge:  # the SPA asks for the code: no cookie yet
         return _redirect(f"{config.frontend_url}/login/mfa?"
                          f"{urlencode({'mfa_token': challenge.mfa_token})}")

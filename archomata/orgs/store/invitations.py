@@ -102,13 +102,14 @@ async def insert(tx: Tx, org_id: UUID, email: str, org_role: OrgRole, role_ids: 
     return (_invitation(row), token) if row else None
 
 
-PENDING = f"""
+# A pending invitation with what acceptance must check.
+_FIND = f"""
     select {COLUMNS}, {INVITER_IS_ADMIN} as inviter_is_admin,
            (select o.disabled_at is not null from orgs o where o.id = invitations.org_id)
                as org_disabled
     from invitations
-    where org_id = $1 and token_hash = $2 and {IS_PENDING}
 """
+PENDING = f"{_FIND} where org_id = $1 and token_hash = $2 and {IS_PENDING}"
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,17 @@ class Found:
 
 async def pending(tx: Tx, org_id: UUID, token: str) -> Found | None:
     row = await tx.fetchrow(PENDING, org_id, _digest(token))
+    return Found(_invitation(row), row["inviter_is_admin"], row["org_disabled"]) \
+        if row else None
+
+
+PENDING_BY_ID = f"{_FIND} where org_id = $1 and id = $2 and {IS_PENDING}"
+
+
+async def pending_by_id(tx: Tx, org_id: UUID, invitation_id: UUID) -> Found | None:
+    """The invitation if it is still pending: what an acceptance that waited for its
+    second factor finds again (it keeps the id, never the token)."""
+    row = await tx.fetchrow(PENDING_BY_ID, org_id, invitation_id)
     return Found(_invitation(row), row["inviter_is_admin"], row["org_disabled"]) \
         if row else None
 
