@@ -16,6 +16,7 @@ from aiohttp import web
 from archomata import keys
 from archomata.access.guards import authenticated, public
 from archomata.access.principal import Principal
+from archomata.access.route_policy import ENDS_A_SESSION, RateClass
 from archomata.errors import NotFound, Unauthorized
 from archomata.identity import onboarding, service, signin
 from archomata.identity.schemas.auth import (
@@ -137,7 +138,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/auth/refresh")
-@public
+@public(rate=RateClass.REFRESH)
 @doc("Rotate the refresh cookie and get a new access token", response=LoginResultSchema)
 async def refresh(request: web.Request) -> web.Response:
     token = refresh_token_of(request)
@@ -151,7 +152,7 @@ async def refresh(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/auth/logout")
-@public
+@public(**ENDS_A_SESSION)
 @doc("End this session (refresh cookie or access token)", status=204)
 async def logout(request: web.Request) -> web.Response:
     principal = request[keys.PRINCIPAL]
@@ -164,7 +165,7 @@ async def logout(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/auth/logout-all")
-@authenticated
+@authenticated(**ENDS_A_SESSION)
 @doc("End every session of the caller and kill their access tokens", status=204)
 async def logout_all(request: web.Request) -> web.Response:
     await service.logout_all(door(request), who(request), me_of(request))
@@ -207,7 +208,7 @@ async def change_password(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/auth/switch-org")
-@authenticated
+@authenticated(rate=RateClass.REFRESH)
 @doc("Move this session to another org the caller belongs to", request=SwitchOrgSchema,
      response=LoginResultSchema)
 async def switch_org(request: web.Request) -> web.Response:
@@ -238,7 +239,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/v1/auth/sessions/{session_id}")
-@authenticated
+@authenticated(**ENDS_A_SESSION)
 @doc("End one of the caller's sessions", status=204)
 async def delete_session(request: web.Request) -> web.Response:
     try:
