@@ -226,11 +226,11 @@ async def refresh(door: Door, who: AuditContext, token: str) -> Renewed:
 
 
 async def logout(door: Door, who: AuditContext, session_id: UUID | None,
-                 token: str | None) -> None:
-    """Ends the session the access token or the refresh cookie names (nothing when
-    neither names a live one), in PostgreSQL with its audit entry, then in Redis: two
-    logouts racing audit one of them; a replayed cookie is audited as the reuse it is; a
-    retry after a 503 ends it whatever Redis holds."""
+                 owner: UUID | None, token: str | None) -> None:
+    """Ends the session the access token (`session_id`, `owner`) or the refresh cookie
+    names (nothing when neither names a live one), in PostgreSQL with its audit entry,
+    then in Redis: two logouts racing audit one of them; a replayed cookie is audited as
+    the reuse it is; a retry after a 503 ends it whatever Redis holds."""
     if session_id is None and token is None:
         return
 
@@ -241,8 +241,8 @@ async def logout(door: Door, who: AuditContext, session_id: UUID | None,
         await audit.record(tx, _named(who, ended.user_id), AuditAction.AUTH_LOGOUT,
                            resource_type="session", resource_id=ended.session_id)
 
-    # The access token's person owns its session (with none, the cookie names the family).
-    owner = who.actor_id if session_id is not None else None
+    # `owner`: the access token's person, who owns its session (with no access token,
+    # the cookie names the family).
     await door.sessions.end(session_id, token=token, owner=owner, record=record)
 
 

@@ -6,10 +6,11 @@ sessions, reuse-detected families, logout-all, password changes, disabled users.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import jwt
 import pytest
@@ -19,6 +20,7 @@ from archomata import keys
 from archomata.app import create_app
 from archomata.config import Config, Secret
 from archomata.db import service_tx, system_tx
+from archomata.errors import ServiceUnavailable
 from archomata.identity import session_scripts
 from archomata.identity.revocation import READY, REVOCATION, STALE
 from archomata.identity.server_watch import run_id_of
@@ -279,3 +281,186 @@ async def test_a_server_marked_stale_again_during_a_rebuild_is_not_called_ready(
     assert not await redis.exists(READY)  # the next one ends the families, then it is ready
     assert (await client.get(PROBE, headers=person.auth)).status == 200
     assert await redis.exists(READY) and not await redis.exists(STALE)
+
+
+# --- an acknowledged revocation is durable (contract §2) ---------------------------------
+
+@pytest.fixture
+async def failing(owner_conn: Any) -> AsyncIterator[Callable[[UUID], Awaitable[None]]]:
+    """fail(user): every write to that user's rows of `sessions` raises, as a PostgreSQL
+    that refuses the statement would (a trigger, only for the users named, so that the
+    rest of the suite is untouched); the fixture's teardown, or heal(), lifts it."""
+    await owner_conn.execute("""
+        create table if not exists test_failing_sessions (user_id uuid primary key);
+        create or replace function test_failing_sessions() returns trigger
+            language plpgsql security definer as $$
+        begin
+            if exists (select 1 from test_failing_sessions where user_id = new.user_id) then
+                raise exception 'injected: this sessions write fails';
+            end if;
+            return new;
+        end $$;
+        drop trigger if exists test_failing_sessions on sessions;
+        create trigger test_failing_sessions before update on sessions
+            for each row execute function test_failing_sessions();
+    """)
+
+    async def fail(user_id: UUID) -> None:
+        await owner_conn.execute("insert into test_failing_sessions values ($1)", user_id)
+
+    yield fail
+    await owner_conn.execute("drop trigger test_failing_sessions on sessions; "
+                             "drop table test_failing_sessions")
+
+
+async def audit_actions(owner_conn: Any, session: Any) -> list[str]:
+    """The audit entries about ending one session."""
+    rows = await owner_conn.fetch("select action from audit_log where resource_id = $1 "
+                                  "and action <> 'auth.login.succeeded'", _sid_of(session))
+    return [r["action"] for r in rows]
+
+
+async def heal(owner_conn: Any) -> None:
+    await owner_conn.execute("delete from test_failing_sessions")
+
+
+async def refused_after_a_flush(client: Any, *gone: Any) -> None:
+    """Redis forgets; what PostgreSQL holds is all that is left: the sessions stay ended."""
+    await forget(client)
+    for session in gone:
+        assert (await client.get(PROBE, headers=session.auth)).status == 401
+        assert (await refresh(client, session.refresh or "")).status == 401
+
+
+async def test_a_logout_that_could_not_be_written_answers_503_and_its_retry_holds(
+        client: Any, mail_sink: Any, owner_conn: Any, failing: Any) -> None:
+    person = await signed_up(client, mail_sink)
+    leaving = await login(client, person.email, person.password)
+    await failing(person.user_id)
+    out = await client.post("/api/v1/auth/logout", headers=leaving.cookie)
+    assert out.status == 503, await out.text()
+    assert (await out.json())["code"] == "service_unavailable"
+    await heal(owner_conn)
+    again = await client.post("/api/v1/auth/logout", headers=leaving.cookie)  # the retry
+    assert again.status == 204
+    assert await audit_actions(owner_conn, leaving) == ["auth.logout"]  # written once
+    await refused_after_a_flush(client, leaving)
+    assert (await client.get(PROBE, headers=person.auth)).status == 200
+
+
+async def test_a_logout_whose_family_redis_no_longer_holds_is_still_written(
+        client: Any, mail_sink: Any) -> None:
+    """What a Redis-first end left behind (Redis ended it, PostgreSQL never heard):
+    logging out again with the access token writes PostgreSQL."""
+    person = await signed_up(client, mail_sink)
+    leaving = await login(client, person.email, person.password)
+    await client.app[keys.SESSIONS]._drop(UUID(_sid_of(leaving)))  # Redis only
+    assert (await client.post("/api/v1/auth/logout", headers=leaving.auth)).status == 204
+    await refused_after_a_flush(client, leaving)
+
+
+async def test_deleting_a_session_that_could_not_be_written_answers_503_then_holds(
+        client: Any, mail_sink: Any, owner_conn: Any, failing: Any) -> None:
+    person = await signed_up(client, mail_sink)
+    other = await login(client, person.email, person.password)
+    stranger = await signed_up(client, mail_sink)
+    await failing(person.user_id)
+    path = f"/api/v1/auth/sessions/{_sid_of(other)}"
+    assert (await client.delete(path, headers=person.auth)).status == 503
+    await heal(owner_conn)
+    # Another person's session, even one Redis holds, is no one else's to end.
+    assert (await client.delete(path, headers=stranger.auth)).status == 404
+    assert (await client.get(PROBE, headers=other.auth)).status == 200
+    assert (await client.delete(path, headers=person.auth)).status == 204
+    assert (await client.delete(path, headers=person.auth)).status == 404
+    await refused_after_a_flush(client, other)
+    assert (await client.get(PROBE, headers=stranger.auth)).status == 200
+
+
+async def test_a_reuse_that_could_not_be_written_answers_503_and_its_retry_ends_the_family(
+        client: Any, mail_sink: Any, owner_conn: Any, failing: Any) -> None:
+    person = await signed_up(client, mail_sink)
+    stolen = await login(client, person.email, person.password)
+    first = refresh_cookie_of(await refresh(client, stolen.refresh or ""))
+    current = await refresh(client, first or "")
+    assert current.status == 200
+    await failing(person.user_id)
+    assert (await refresh(client, stolen.refresh or "")).status == 503  # the grandparent
+    await heal(owner_conn)
+    replay = await refresh(client, stolen.refresh or "")
+    assert replay.status == 401
+    assert await audit_actions(owner_conn, stolen) == ["auth.refresh.reuse_detected"]
+    assert (await refresh(client, refresh_cookie_of(current) or "")).status == 401
+    await forget(client)
+    assert (await refresh(client, refresh_cookie_of(current) or "")).status == 401
+    assert (await client.get(PROBE, headers=stolen.auth)).status == 401
+
+
+async def test_a_rotation_is_handed_out_only_once_postgres_holds_it(
+        client: Any, mail_sink: Any, owner_conn: Any, failing: Any) -> None:
+    person = await signed_up(client, mail_sink)
+    await failing(person.user_id)
+    failed = await refresh(client, person.refresh or "")
+    assert failed.status == 503
+    assert refresh_cookie_of(failed) is None
+    await heal(owner_conn)
+    retried = await refresh(client, person.refresh or "")  # the parent, inside the window
+    assert retried.status == 200, await retried.text()
+    successor = refresh_cookie_of(retried)
+    await forget(client)  # rebuilt from PostgreSQL: it has the successor
+    assert (await refresh(client, successor or "")).status == 200
+
+
+async def test_the_stores_end_of_a_family_is_postgres_first(
+        client: Any, mail_sink: Any, owner_conn: Any, failing: Any) -> None:
+    """The end open_session makes of a session whose password changed meanwhile, and
+    refresh of one whose user may no longer sign in (SessionStore.revoke)."""
+    person = await signed_up(client, mail_sink)
+    sid, store = UUID(_sid_of(person)), client.app[keys.SESSIONS]
+    await failing(person.user_id)
+    with pytest.raises(ServiceUnavailable):
+        await store.revoke(sid, person.user_id)
+    assert (await client.get(PROBE, headers=person.auth)).status == 200  # not acknowledged
+    await heal(owner_conn)
+    assert await store.revoke(sid, person.user_id)
+    await refused_after_a_flush(client, person)
+
+
+async def test_a_write_stuck_behind_a_lock_answers_503_not_504(
+        aiohttp_client: Any, config: Config, mail_sink: Any, owner_conn: Any) -> None:
+    client = await aiohttp_client(create_app(dataclasses.replace(
+        config, request_timeout_seconds=3)))
+    person = await signed_up(client, mail_sink)
+    leaving = await login(client, person.email, person.password)
+    holding = owner_conn.transaction()
+    await holding.start()
+    try:
+        await owner_conn.execute("select 1 from sessions where id = $1 for update",
+                                 UUID(_sid_of(leaving)))
+        out = await client.post("/api/v1/auth/logout", headers=leaving.auth)
+        assert out.status == 503
+    finally:
+        await holding.rollback()
+    assert (await client.post("/api/v1/auth/logout", headers=leaving.auth)).status == 204
+    await refused_after_a_flush(client, leaving)
+
+
+# --- the grace window outlives a data key (contract §5, rotate-data-key) ------------------
+
+async def test_the_parent_gets_the_same_successor_on_an_instance_with_another_data_key(
+        aiohttp_client: Any, config: Config, mail_sink: Any, owner_conn: Any) -> None:
+    old = await aiohttp_client(create_app(config))
+    rotated = await aiohttp_client(create_app(dataclasses.replace(
+        config, data_key=Secret(secrets.token_bytes(32)),
+        data_key_previous=(config.data_key,))))
+    person = await signed_up(old, mail_sink)
+    first = await refresh(old, person.refresh or "")
+    successor = refresh_cookie_of(first)
+    again = await refresh(rotated, person.refresh or "")  # another tab, the other instance
+    assert again.status == 200, await again.text()
+    assert refresh_cookie_of(again) == successor
+    await forget(rotated)  # and after a rebuild from PostgreSQL, still inside the window
+    third = await refresh(old, person.refresh or "")
+    assert third.status == 200 and refresh_cookie_of(third) == successor
+    assert "auth.refresh.reuse_detected" not in await audit_actions(owner_conn, person)
+    assert (await refresh(rotated, successor or "")).status == 200

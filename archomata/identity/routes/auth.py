@@ -18,7 +18,7 @@ from archomata.access.guards import authenticated, public
 from archomata.access.principal import Principal
 from archomata.access.route_policy import ENDS_A_SESSION, RateClass
 from archomata.errors import NotFound, Unauthorized
-from archomata.identity import onboarding, service, signin
+from archomata.identity import onboarding, service, signin, tokens
 from archomata.identity.schemas.auth import (
     EmailOnlySchema,
     LoginResultSchema,
@@ -156,12 +156,27 @@ async def refresh(request: web.Request) -> web.Response:
 @doc("End this session (refresh cookie or access token)", status=204)
 async def logout(request: web.Request) -> web.Response:
     principal = request[keys.PRINCIPAL]
-    await service.logout(door(request), who(request),
-                         principal.session_id if principal is not None else None,
-                         refresh_token_of(request))
+    sid, owner = (principal.session_id, principal.actor_id) if principal is not None \
+        else _signed_session(request)
+    await service.logout(door(request), who(request), sid, owner, refresh_token_of(request))
     response = web.Response(status=204)
     clear_refresh_cookie(response, request.app[keys.CONFIG])
     return response
+
+
+def _signed_session(request: web.Request) -> tuple[UUID | None, UUID | None]:
+    """The session and person an access token this service signed names, even one the
+    revocation check refused: Redis may have ended a family PostgreSQL still holds live
+    (a Redis-first end of before, a Redis behind), and the logout must still reach
+    PostgreSQL. The signature proves the caller held a token of that session."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None, None
+    try:
+        claims = tokens.verify(request.app[keys.CONFIG], token.strip())
+    except Unauthorized:
+        return None, None
+    return claims.session_id, claims.user_id
 
 
 @routes.post("/api/v1/auth/logout-all")
