@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import aiohttp
 import jwt
 import pytest
 from redis.asyncio import Redis
@@ -30,11 +31,14 @@ from tests.factories import (
     agent_auth,
     agent_with_key,
     login,
+    member_with_roles,
+    platform_admin,
     refresh_cookie_of,
     signed_up,
     strong_password,
 )
 from tests.identity.test_auth import refresh
+from tests.serving import serve
 
 PROBE = "/api/v1/org/members"
 
@@ -464,3 +468,65 @@ async def test_the_parent_gets_the_same_successor_on_an_instance_with_another_da
     assert third.status == 200 and refresh_cookie_of(third) == successor
     assert "auth.refresh.reuse_detected" not in await audit_actions(owner_conn, person)
     assert (await refresh(rotated, successor or "")).status == 200
+
+
+# --- a Redis restored from an older snapshot is caught by a process that starts ---------
+
+async def test_a_service_started_on_a_redis_restored_from_an_older_snapshot_rebuilds_it(
+        aiohttp_client: Any, config: Config, environ: dict[str, str], mail_sink: Any,
+        owner_conn: Any, forgetful_redis: RedisServer, tmp_path: Path) -> None:
+    """The issue's host reboot with an older AOF: the service and Redis stop, Redis comes
+    back with a snapshot taken after the last rebuild (its marker is there) and before a
+    logout, a disabled user, a disabled org, a removed role and a logout-all; a service
+    process that starts now has no previous server to compare, and still refuses each."""
+    before = await on(aiohttp_client, config, forgetful_redis)
+    admin = await signed_up(before, mail_sink)
+    assert admin.org_id is not None
+    leaving = await login(before, admin.email, admin.password)
+    member = await member_with_roles(before, mail_sink, owner_conn, admin.org_id, ["Viewer"])
+    doomed, cut_off, everywhere = [await signed_up(before, mail_sink) for _ in range(3)]
+    root = await platform_admin(before, config)
+    everyone = (admin, leaving, member, doomed, cut_off, everywhere)
+    for person in everyone:  # rebuilt and cached: the marker is in the snapshot
+        assert (await before.get("/api/v1/accounts", headers=person.auth)).status == 200
+    await before.app[keys.REDIS].save()  # what Redis will come back with
+    # Written after the snapshot, each in PostgreSQL and in Redis:
+    assert (await before.post("/api/v1/auth/logout", headers={
+        **leaving.auth, **leaving.cookie})).status == 204
+    assert (await before.patch(f"/api/v1/admin/users/{doomed.user_id}", headers=root.auth,
+                               json={"disabled": True})).status == 200
+    assert (await before.post(f"/api/v1/admin/orgs/{cut_off.org_id}/disable",
+                              headers=root.auth)).status == 200
+    assert (await before.put(f"/api/v1/org/members/{member.user_id}/roles",
+                             headers=admin.auth, json={"role_ids": []})).status == 200
+    assert (await before.post("/api/v1/auth/logout-all",
+                              headers=everywhere.auth)).status == 204
+    assert forgetful_redis.proc is not None
+    forgetful_redis.proc.kill()  # the host goes down
+    forgetful_redis.proc.wait()
+    forgetful_redis.start()  # and comes back with the older snapshot
+    raw = Redis.from_url(forgetful_redis.url)
+    try:  # the marker of before, and none of those writes
+        assert await raw.exists(READY)
+        assert await raw.exists(f"sess:{_sid_of(leaving)}")
+        assert not await raw.exists(f"rv:org:{cut_off.org_id}")
+        assert not await raw.hget(f"rv:user:{doomed.user_id}", "disabled")
+    finally:
+        await raw.aclose()
+    served = await serve(environ, tmp_path, redis_url=forgetful_redis.url)
+    try:
+        async with aiohttp.ClientSession(served.url) as after:
+            async def status(person: Any, path: str = "/api/v1/accounts") -> int:
+                return (await after.get(path, headers=person.auth)).status
+
+            assert await status(leaving) == 401
+            assert await status(doomed) == 401
+            assert await status(cut_off) == 401
+            assert await status(member) == 403  # a member still, with no role left
+            assert await status(everywhere) == 401
+            for gone in (leaving, everywhere):
+                assert (await refresh(after, gone.refresh or "")).status == 401
+            assert await status(admin) == 200  # and no one else was signed out
+            assert (await refresh(after, admin.refresh or "")).status == 200
+    finally:
+        await served.ended()
