@@ -44,16 +44,6 @@ return {{run_id, ''}}
 """
 
 
-def run_id_of(info: bytes | str) -> str:
-    """The `run_id` field of an `INFO server` answer ('' when there is none)."""
-    text = info.decode() if isinstance(info, bytes) else info
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name == "run_id":
-            return value.strip()
-    return ""
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 

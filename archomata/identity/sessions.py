@@ -445,21 +445,27 @@ class SessionStore:
 
     async def revoke_user(self, tx: rows.Tx, user_id: UUID,
                           keep: UUID | None = None) -> list[UUID]:
-        """Ends every session of the user but `keep`: in Redis at once, in PostgreSQL in
-        `tx`, the caller's transaction (a user's or the platform's), with the change that
-        ends them."""
+        """Ends every session of the user but `keep`: in PostgreSQL in `tx`, the caller's
+        transaction (a user's or the platform's), with the change that ends them, then in
+        Redis at once. The statement failing is a 503, with nothing ended in Redis."""
+        await self._ended_for_user(tx, user_id, keep)
         with redis_call():
             sids = await self._revoke_user(args=[str(user_id), str(keep) if keep else ""])
-        if self.kept is not None:  # every one PostgreSQL knows, whatever Redis still held
-            await rows.revoked_for_user(tx, user_id, keep)
         return [UUID(_text(s)) for s in sids]
 
     async def cut_off(self, tx: rows.Tx, user_id: UUID, *, end_sessions: bool) -> int:
         """Kills the user's access tokens minted so far (and, with `end_sessions`, every
         session, in `tx` as revoke_user), leaving those minted afterwards alive; returns
         the cut (µs, Redis's clock) for PostgreSQL to keep (users.set_tokens_valid_after)."""
+        if end_sessions:
+            await self._ended_for_user(tx, user_id, None)
         with redis_call():
             cut = int(await self._cut(args=[str(user_id), "1" if end_sessions else "0"]))
-        if self.kept is not None and end_sessions:
-            await rows.revoked_for_user(tx, user_id, None)
         return cut
+
+    async def _ended_for_user(self, tx: rows.Tx, user_id: UUID, keep: UUID | None) -> None:
+        if self.kept is None:
+            return
+        rows.reaches(tx, user_id)  # a wrong scope is a bug to see, not a 503
+        # Every one PostgreSQL knows, whatever Redis holds.
+        await self._durably(rows.revoked_for_user(tx, user_id, keep))

@@ -24,7 +24,6 @@ from archomata.db import service_tx, system_tx
 from archomata.errors import ServiceUnavailable
 from archomata.identity import session_scripts
 from archomata.identity.revocation import READY, REVOCATION, STALE
-from archomata.identity.server_watch import run_id_of
 from archomata.identity.store import sessions as session_rows
 from archomata.ops.devservers import RedisServer, SentinelGroup, free_port
 from tests.factories import (
@@ -250,12 +249,6 @@ async def test_a_rebuild_that_read_a_session_as_live_does_not_bring_it_back_ende
         await pipe.execute()
     assert (await client.get(PROBE, headers=person.auth)).status == 401
     assert (await refresh(client, person.refresh or "")).status == 401
-
-
-def test_the_run_id_is_read_from_an_info_answer() -> None:
-    info = b"# Server\r\nredis_version:7.0.15\r\nrun_id:4f1e0c\r\ntcp_port:6379\r\n"
-    assert run_id_of(info) == "4f1e0c"
-    assert run_id_of("# Server\r\nredis_version:7.0.15\r\n") == ""
 
 
 async def test_a_server_marked_stale_again_during_a_rebuild_is_not_called_ready(
@@ -530,3 +523,29 @@ async def test_a_service_started_on_a_redis_restored_from_an_older_snapshot_rebu
             assert (await refresh(after, admin.refresh or "")).status == 200
     finally:
         await served.ended()
+
+
+async def test_logout_all_and_a_password_change_that_could_not_be_written_answer_503(
+        client: Any, mail_sink: Any, owner_conn: Any, failing: Any) -> None:
+    """The ends made in the caller's transaction: PostgreSQL's statement first, so its
+    failure is a 503 with nothing ended anywhere, and the retry ends them for good."""
+    everywhere = await signed_up(client, mail_sink)
+    also = await login(client, everywhere.email, everywhere.password)
+    changing = await signed_up(client, mail_sink)
+    other = await login(client, changing.email, changing.password)
+    await failing(everywhere.user_id)
+    await failing(changing.user_id)
+    assert (await client.post("/api/v1/auth/logout-all",
+                              headers=everywhere.auth)).status == 503
+    change = {"current_password": changing.password, "new_password": strong_password()}
+    assert (await client.post("/api/v1/auth/password/change", headers=changing.auth,
+                              json=change)).status == 503
+    for untouched in (also, other):  # not acknowledged: nothing half done
+        assert (await client.get(PROBE, headers=untouched.auth)).status == 200
+    await heal(owner_conn)
+    assert (await client.post("/api/v1/auth/logout-all",
+                              headers=everywhere.auth)).status == 204
+    assert (await client.post("/api/v1/auth/password/change", headers=changing.auth,
+                              json=change)).status == 204
+    await refused_after_a_flush(client, everywhere, also, other)
+    assert (await client.get(PROBE, headers=changing.auth)).status == 200  # the one kept

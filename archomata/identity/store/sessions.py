@@ -131,9 +131,15 @@ async def revoked_for_user(tx: Tx, user_id: UUID, keep: UUID | None) -> None:
     """In the caller's transaction (the change that ends them commits with it, on the one
     connection it holds), which must see the user's rows: row-level security would
     otherwise leave them alive without a word."""
+    reaches(tx, user_id)
+    await tx.execute(REVOKED_FOR_USER, user_id, keep)
+
+
+def reaches(tx: Tx, user_id: UUID) -> None:
+    """ValueError unless `tx` sees the user's rows (row-level security would otherwise
+    leave them alive without a word)."""
     if not (tx.platform or tx.user_id == user_id):
         raise ValueError("the transaction's scope does not reach this user's sessions")
-    await tx.execute(REVOKED_FOR_USER, user_id, keep)
 
 
 class Tx(Protocol):
