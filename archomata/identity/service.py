@@ -243,7 +243,8 @@ async def logout(door: Door, who: AuditContext, session_id: UUID | None,
 
     # `owner`: the access token's person, who owns its session (with no access token,
     # the cookie names the family).
-    await door.sessions.end(session_id, token=token, owner=owner, record=record)
+    await door.sessions.end(session_id, token=token, owner=owner, record=record,
+                            known=session_id is not None)
 
 
 async def logout_all(door: Door, who: AuditContext, me: Me) -> None:

@@ -144,8 +144,9 @@ return entered
 
 # Finds the live family to end, and changes nothing: it is ended in PostgreSQL first, then
 # by END. ARGV: sid ('' = the one of the token), token hash ('' = none), now, grace,
-# owner user id ('' = anyone), the rebuilt marker's key ('' = do not ask). Returns false
-# when there is no such live session (of that owner), else {sid, user id, org id, stale}:
+# owner user id ('' = anyone), the rebuilt marker's key ('' = do not ask). Returns 'gone'
+# for a family ended lately (so in PostgreSQL first), false when there is no such live
+# session (of that owner), else {sid, user id, org id, stale}:
 # stale when the token was neither the current one nor its parent inside the grace
 # window, a reuse.
 FIND = """
@@ -155,6 +156,7 @@ if sid == '' then sid = redis.call('GET', 'rt:' .. ARGV[2]) end
 if not sid then return false end
 local s = redis.call('HMGET', 'sess:' .. sid, 'user_id', 'org_id', 'current', 'parent',
                      'rotated_at')
+if not s[3] and redis.call('EXISTS', 'sessgone:' .. sid) == 1 then return 'gone' end
 if not s[3] or (ARGV[5] ~= '' and s[1] ~= ARGV[5]) then return false end
 local stale = 0
 if ARGV[2] ~= '' and redis.call('GET', 'rt:' .. ARGV[2]) == sid and ARGV[2] ~= s[3]

@@ -366,20 +366,26 @@ class SessionStore:
         return sorted((s for s in sessions if s is not None), key=lambda s: -s.created_at)
 
     async def end(self, sid: UUID | None = None, *, token: str | None = None,
-                  owner: UUID | None = None, record: Record | None = None) -> Ended | None:
+                  owner: UUID | None = None, record: Record | None = None,
+                  known: bool = False) -> Ended | None:
         """Revokes the family `sid` (or, without it, the one `token` belongs to), only
         if it is `owner`'s when given: in PostgreSQL first (with `record`, its audit entry,
         in that transaction), then in Redis, so that no answer says it ended before it is
         durable; ServiceUnavailable when PostgreSQL cannot be written. None when there was
-        no such live session. With `sid` and `owner`, PostgreSQL is written even when
-        Redis holds no live family (the retry of one whose Redis step went first)."""
+        no such live session.
+
+        `known`: `sid` and `owner` belong together by an access token this service signed,
+        or by the server's own records. Then
+        PostgreSQL is written even when Redis holds no live family and no trace of ending
+        it (a family Redis lost, or ended before PostgreSQL heard, as ends were made once):
+        PostgreSQL alone may still hold it live. Never for a family ended lately, which
+        PostgreSQL holds ended already: a replayed token costs no write."""
         found = await self._found(sid, token, owner)
-        if found is not None:
+        if isinstance(found, Ended):
             return await self._end_found(found, record)
-        if sid is None or owner is None or self.kept is None:
+        if found == "gone" or not known or sid is None or owner is None or self.kept is None:
             return None
-        # Only PostgreSQL may know it: ended in Redis only if PostgreSQL says it is the
-        # owner's (never another person's family, named by a client's id).
+        # Ended in Redis only if PostgreSQL says the row is the owner's.
         mine = Ended(sid, owner, None, False)
         if not await self._durably(self._write_end(mine, record)):
             return None
@@ -387,8 +393,9 @@ class SessionStore:
         return mine
 
     async def _found(self, sid: UUID | None, token: str | None,
-                     owner: UUID | None) -> Ended | None:
-        """The live family to end, judged and found by one script that changes nothing."""
+                     owner: UUID | None) -> Ended | str | None:
+        """The live family to end, judged and found by one script that changes nothing;
+        'gone' for one ended lately."""
         digest = token_hash(token) if token is not None else ""
         for ready_key in (self.ready_key, ""):
             with redis_call():
@@ -400,6 +407,8 @@ class SessionStore:
             await self._ready()
         if not result:
             return None
+        if isinstance(result, bytes | str):
+            return _text(result)
         org = _text(result[2])
         return Ended(UUID(_text(result[0])), UUID(_text(result[1])),
                      UUID(org) if org else None, bool(result[3]))
@@ -440,8 +449,9 @@ class SessionStore:
                 "The session change could not be recorded; retry.") from exc
 
     async def revoke(self, sid: UUID, user_id: UUID) -> bool:
-        """Ends the user's family `sid`, as `end` does; whether it was live."""
-        return await self.end(sid, owner=user_id) is not None
+        """Ends the user's family `sid` (both from the server's records), as `end` does;
+        whether it was live."""
+        return await self.end(sid, owner=user_id, known=True) is not None
 
     async def revoke_user(self, tx: rows.Tx, user_id: UUID,
                           keep: UUID | None = None) -> list[UUID]:

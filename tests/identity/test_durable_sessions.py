@@ -347,11 +347,16 @@ async def test_a_logout_that_could_not_be_written_answers_503_and_its_retry_hold
 
 async def test_a_logout_whose_family_redis_no_longer_holds_is_still_written(
         client: Any, mail_sink: Any) -> None:
-    """What a Redis-first end left behind (Redis ended it, PostgreSQL never heard):
-    logging out again with the access token writes PostgreSQL."""
+    """A family Redis lost while PostgreSQL holds it live (what a Redis-first end left
+    behind once its tombstone went): logging out with the access token, which the
+    revocation check now refuses, still writes PostgreSQL."""
     person = await signed_up(client, mail_sink)
     leaving = await login(client, person.email, person.password)
-    await client.app[keys.SESSIONS]._drop(UUID(_sid_of(leaving)))  # Redis only
+    sid, redis = _sid_of(leaving), client.app[keys.REDIS]
+    for member in await redis.smembers(f"sessrt:{sid}"):
+        await redis.delete(f"rt:{member.decode()}")
+    await redis.delete(f"sess:{sid}", f"sessrt:{sid}")  # Redis only, leaving no trace
+    assert (await client.get(PROBE, headers=leaving.auth)).status == 401
     assert (await client.post("/api/v1/auth/logout", headers=leaving.auth)).status == 204
     await refused_after_a_flush(client, leaving)
 
