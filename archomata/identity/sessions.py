@@ -24,13 +24,12 @@ Every write to a session runs in the script that checks the session is still liv
 revocation is never undone by a write racing it.
 
 PostgreSQL keeps every family too (archomata.identity.store.sessions: hashes only), so
-that when Redis loses its data the
-rebuild puts the live families back (`restore`) before any token is accepted: no one is
-signed out, and every revocation holds. An acknowledged revocation is in PostgreSQL before
-the answer (contract §2): a family is found by a script that changes nothing, ended in
-PostgreSQL (with its audit entry), then in Redis; a rotation's new cookie is handed out
-only once PostgreSQL holds it. Either write failing is a 503, and the retry writes it. A
-script that finds or changes a family by its
+that when Redis loses its data the rebuild puts the live families back (`restore`) before
+any token is accepted: no one is signed out, and every revocation holds. An acknowledged
+revocation is in PostgreSQL before the answer (contract §2): a family is found by a
+script that changes nothing, ended in PostgreSQL (with its audit entry), then in Redis;
+a rotation's new cookie is handed out only once PostgreSQL holds it. Either write
+failing is a 503, and the retry writes it. A script that finds or changes a family by its
 token first asks whether Redis has been rebuilt, and the store rebuilds it before
 answering: a refresh or a logout never meets an empty Redis. A server that came back
 with older data (a replica promoted behind its master, an old snapshot) is rebuilt too
