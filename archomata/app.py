@@ -131,7 +131,8 @@ async def _security(app: web.Application) -> AsyncIterator[None]:
     revocation = Revocation(redis, pool)
     app[keys.PASSWORDS] = hasher
     app[keys.SESSIONS] = SessionStore(
-        redis, config, lambda user_id: db.service_tx(pool, user_id=user_id))
+        redis, config,
+        lambda user_id, org_id=None: db.service_tx(pool, org_id=org_id, user_id=user_id))
     app[keys.SESSIONS].on_unready(READY, revocation.rebuild)
     app[REVOCATION] = revocation
     app[AUTHENTICATOR] = Authenticator(config, redis, pool, revocation)

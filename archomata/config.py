@@ -135,6 +135,8 @@ class Config:
     refresh_token_ttl_seconds: int = 604800
     mail_token_ttl_seconds: int = 86400
     password_reset_ttl_seconds: int = 3600
+    # Per client IP: /auth/refresh and /auth/switch-org (each session has 10 a minute too).
+    rate_limit_refresh: RateLimit = RateLimit(600, 60)
     max_body_bytes: int = 1024 * 1024
     request_timeout_seconds: float = 30.0
     long_poll_timeout_seconds: float = 45.0
@@ -394,6 +396,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         rate_limit_login=_rate_limit(reader, "RATE_LIMIT_LOGIN", "10/60"),
         rate_limit_bridge=_rate_limit(reader, "RATE_LIMIT_BRIDGE", "600/60"),
         rate_limit_api=_rate_limit(reader, "RATE_LIMIT_API", "600/60"),
+        rate_limit_refresh=_rate_limit(reader, "RATE_LIMIT_REFRESH", "600/60"),
         sso_providers=_sso(reader, production),
         sso_allow_signup=reader.bool("SSO_ALLOW_SIGNUP", True),
         mail_token_ttl_seconds=reader.int("MAIL_TOKEN_TTL_SECONDS", 86400, 60, 30 * 86400),

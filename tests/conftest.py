@@ -159,6 +159,7 @@ def environ_for(database: DatabaseUrls, redis_url: str, smtp_port: int) -> dict[
         "ARCHOMATA_RATE_LIMIT_LOGIN": "100000/60",
         "ARCHOMATA_RATE_LIMIT_API": "100000/60",
         "ARCHOMATA_RATE_LIMIT_BRIDGE": "100000/60",
+        "ARCHOMATA_RATE_LIMIT_REFRESH": "100000/60",
     }
 
 

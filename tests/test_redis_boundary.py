@@ -150,7 +150,7 @@ class TestComponentsWithoutRedis:
                      store.move_to_org(sid, uuid4()),
                      store.list_for_user(user),
                      store.end(sid),
-                     store.revoke(sid),
+                     store.revoke(sid, user),
                      store.revoke_user(no_tx, user),
                      store.cut_off(no_tx, user, end_sessions=True)):
             await raises_unavailable(call)

@@ -180,8 +180,8 @@ def _contradictions(kind: str | None, method: str, policy: RoutePolicy) -> Itera
         yield "a guarded route must verify the bearer token and refuse a bad one"
     if kind == "public" and policy.authn is Authn.BEARER:
         yield "a public route ignores a bad token rather than refuse it"
-    if policy.authenticates and policy.rate is None:
-        yield "a route that verifies credentials must be rate limited"
+    if policy.authenticates and policy.rate is None and not (policy.unlimited or "").strip():
+        yield "a route that verifies credentials must be rate limited, or say why not"
     if method in STATE_CHANGING and not policy.authenticates and policy.csrf_exempt is None:
         yield "a state-changing route that reads no credential must say why CSRF is moot"
 

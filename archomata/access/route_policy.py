@@ -36,9 +36,11 @@ class Authn(StrEnum):
 
 
 class RateClass(StrEnum):
-    """The per-IP budget a route spends (ARCHOMATA_RATE_LIMIT_LOGIN, _BRIDGE, _API)."""
+    """The per-IP budget a route spends (ARCHOMATA_RATE_LIMIT_LOGIN, _REFRESH, _BRIDGE,
+    _API)."""
 
     LOGIN = "login"
+    REFRESH = "refresh"  # refresh and switch-org: an office behind one address (contract §5)
     BRIDGE = "bridge"
     API = "api"
 
@@ -56,6 +58,9 @@ class RoutePolicy:
     timeout: TimeoutClass = TimeoutClass.DEFAULT
     csrf_exempt: str | None = None  # why no browser can forge the request; None: checked
     log_success: bool = True  # False: only answers >= 400 get an access-log line
+    # Why a route that reads credentials is never rate limited (rate None): ending a
+    # session is never refused (contract §5). None: a credential route must be limited.
+    unlimited: str | None = None
     # `Cache-Control: no-store` on every answer: what the API returns carries tokens,
     # personal or trading data, which no browser or proxy cache may keep.
     no_store: bool = True
@@ -77,6 +82,10 @@ AGENT = RoutePolicy(Authn.AGENT, RateClass.BRIDGE, csrf_exempt=AGENT_CSRF_REASON
 OPERATIONS = RoutePolicy(Authn.NONE, None, TimeoutClass.UNTIMED,
                          csrf_exempt="operations routes only read", log_success=False,
                          no_store=False)
+
+# Ending a session (logout, logout-all, deleting one): authenticated, cheap, idempotent,
+# and never refused, whatever the address has spent.
+ENDS_A_SESSION = dict(rate=None, unlimited="ending a session is never refused")
 
 # Routes nobody declares: CORS preflights (aiohttp-cors adds them) and unmatched requests.
 _PREFLIGHT_LIMITED = RoutePolicy(Authn.NONE, RateClass.API)  # never the login budget

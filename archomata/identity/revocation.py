@@ -2,7 +2,8 @@
 
 PostgreSQL is the source of truth; Redis holds what every request must check:
 
-    rv:ready:v2         set once the state below was rebuilt from PostgreSQL
+    rv:ready:v2         set once the state below was rebuilt from PostgreSQL: the
+                        run_id of the server it was rebuilt on (server_watch.py)
     rv:org:{org}        the org is disabled
     rv:user:{uid}       hash: disabled (1), cut (access tokens whose `iat_us` is below it
                         are dead: microseconds on Redis's clock, see sessions.py)
@@ -15,15 +16,14 @@ PostgreSQL is the source of truth; Redis holds what every request must check:
 
 If Redis loses its data, `rv:ready` is gone with it, and the state is rebuilt from
 PostgreSQL before any access token is accepted again; a connection that finds another
-Redis server than before (which may lack the latest writes) deletes it first
-(server_watch.py). If Redis cannot be reached,
+Redis server than the one it was rebuilt on, or than before (which may lack the latest
+writes), deletes it first (server_watch.py), at start too. If Redis cannot be reached,
 authenticated requests fail closed (503).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 from archomata.db import system_tx
 from archomata.errors import Unauthorized
 from archomata.identity import session_scripts
+from archomata.identity.server_watch import RUN_ID_LUA
 from archomata.identity.store import sessions as session_rows
 from archomata.identity.tokens import Claims
 from archomata.redis_boundary import REDIS_FAILURES, redis_call
@@ -148,13 +149,15 @@ end
 """
 
 
-# KEYS: rv:ready, rv:stale; ARGV: the stale mark the rebuild began with, now. Not ready
-# while the server was marked stale again meanwhile: the next rebuild ends its families.
-_MARK_READY = """
+# KEYS: rv:ready, rv:stale; ARGV: the stale mark the rebuild began with. Not ready while
+# the server was marked stale again meanwhile: the next rebuild ends its families. The
+# marker names the server it is set on (its run_id, read in this very script), which every
+# new connection, of a running process or of one that starts, checks (server_watch.py).
+_MARK_READY = f"""
 local stale = tonumber(redis.call('GET', KEYS[2]) or '0')
 if stale > tonumber(ARGV[1]) then return 0 end
 if stale > 0 then redis.call('DEL', KEYS[2]) end
-redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[1], {RUN_ID_LUA})
 return 1
 """
 
@@ -202,8 +205,7 @@ class Revocation:
                     await self._raise_versions(
                         keys=[f"permv:{v['org_id']}" for v in versions],
                         args=[v["version"] for v in versions], client=pipe)
-                await self._mark_ready(keys=[READY, STALE], args=[stale, int(time.time())],
-                                       client=pipe)
+                await self._mark_ready(keys=[READY, STALE], args=[stale], client=pipe)
                 await pipe.execute()
 
     async def set_org_disabled(self, org_id: UUID, disabled: bool) -> None:

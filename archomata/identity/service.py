@@ -24,7 +24,7 @@ from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx, TxOpener, service_tx
 from archomata.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from archomata.identity import signin
-from archomata.identity.sessions import Outcome, Session
+from archomata.identity.sessions import Ended, Outcome, Record, Session
 from archomata.identity.signin import Door, SignInRefused
 from archomata.identity.store import mail_tokens, users
 from archomata.identity.store.mail_tokens import Purpose
@@ -209,24 +209,23 @@ async def change_password(door: Door, who: AuditContext, me: Me, current_passwor
 
 # --- sessions ---------------------------------------------------------------------------
 
-async def _audit_reuse(door: Door, who: AuditContext, session_id: UUID | None,
-                       user_id: UUID | None, org_id: UUID | None, via: str) -> None:
+def _reuse_entry(who: AuditContext, via: str) -> Record:
     """A replayed refresh token revoked its family: audited in the family's own org (the
-    sessions store's record of it, not the caller's say), on whichever route saw it."""
-    async with service_tx(door.pool, org_id=org_id, user_id=user_id) as tx:
-        await audit.record(tx, _named(who, user_id),
+    sessions store's record of it, not the caller's say), in the transaction that ends it,
+    on whichever route saw it."""
+    async def record(tx: Tx, ended: Ended) -> None:
+        await audit.record(tx, _named(who, ended.user_id),
                            AuditAction.AUTH_REFRESH_REUSE_DETECTED, resource_type="session",
-                           resource_id=session_id, details={"via": via})
+                           resource_id=ended.session_id, details={"via": via})
+    return record
 
 
 async def refresh(door: Door, who: AuditContext, token: str) -> Renewed:
     """Rotates the refresh token's family; a replayed token revokes it (audited). A
     session whose user or org the sign-in rules no longer let in is ended here:
-    SignInRefused with the reason."""
-    rotation = await door.sessions.rotate(token, who.ip or "", (who.user_agent or "")[:256])
-    if rotation.outcome is Outcome.REUSE:
-        await _audit_reuse(door, who, rotation.revoked_session_id, rotation.revoked_user_id,
-                           rotation.revoked_org_id, "refresh")
+    SignInRefused with the reason. At most FAMILY_LIMIT refreshes a minute per family."""
+    rotation = await door.sessions.rotate(token, who.ip or "", (who.user_agent or "")[:256],
+                                          limited=True, on_reuse=_reuse_entry(who, "refresh"))
     if rotation.session is None or rotation.token is None:
         raise _session_ended()
     session = rotation.session
@@ -236,28 +235,32 @@ async def refresh(door: Door, who: AuditContext, token: str) -> Renewed:
     membership = next((m for m in memberships if m.org.id == session.org_id), None)
     ended = signin.still_signed_in(user, session.org_id, membership)
     if ended is not None:
-        await door.sessions.revoke(session.id)
+        await door.sessions.revoke(session.id, session.user_id)
         raise SignInRefused(ended, session.user_id)
     assert user is not None
     return Renewed(user, membership, session, rotation.token)
 
 
 async def logout(door: Door, who: AuditContext, session_id: UUID | None,
-                 token: str | None) -> None:
-    """Ends the session the access token or the refresh cookie names (nothing when
-    neither names a live one). One script finds, judges and ends it: two logouts racing
-    audit one of them; a replayed cookie is audited as the reuse it is."""
+                 owner: UUID | None, token: str | None) -> None:
+    """Ends the session the access token (`session_id`, `owner`) or the refresh cookie
+    names (nothing when neither names a live one), in PostgreSQL with its audit entry,
+    then in Redis: two logouts racing audit one of them; a replayed cookie is audited as
+    the reuse it is; a retry after a 503 ends it whatever Redis holds."""
     if session_id is None and token is None:
         return
-    ended = await door.sessions.end(session_id, token=token)
-    if ended is None:
-        return
-    if ended.stale_token:
-        await _audit_reuse(door, who, ended.session_id, ended.user_id, ended.org_id, "logout")
-        return
-    async with service_tx(door.pool, org_id=ended.org_id, user_id=ended.user_id) as tx:
+
+    async def record(tx: Tx, ended: Ended) -> None:
+        if ended.stale_token:
+            await _reuse_entry(who, "logout")(tx, ended)
+            return
         await audit.record(tx, _named(who, ended.user_id), AuditAction.AUTH_LOGOUT,
                            resource_type="session", resource_id=ended.session_id)
+
+    # `owner`: the access token's person, who owns its session (with no access token,
+    # the cookie names the family).
+    await door.sessions.end(session_id, token=token, owner=owner, record=record,
+                            known=session_id is not None)
 
 
 async def logout_all(door: Door, who: AuditContext, me: Me) -> None:
@@ -271,12 +274,14 @@ async def logout_all(door: Door, who: AuditContext, me: Me) -> None:
 
 
 async def delete_session(door: Door, who: AuditContext, me: Me, session_id: UUID) -> None:
-    """Ends one of the caller's sessions; another person's answers as a missing one."""
-    if await door.sessions.end(session_id, owner=me.user_id) is None:
-        raise NotFound("No such session.")
-    async with me.tx() as tx:
+    """Ends one of the caller's sessions, in PostgreSQL with its audit entry, then in
+    Redis; another person's answers as a missing one."""
+    async def record(tx: Tx, ended: Ended) -> None:
         await audit.record(tx, who, AuditAction.AUTH_SESSION_REVOKED, resource_type="session",
-                           resource_id=session_id)
+                           resource_id=ended.session_id)
+
+    if await door.sessions.end(session_id, owner=me.user_id, record=record) is None:
+        raise NotFound("No such session.")
 
 
 async def switch_org(door: Door, who: AuditContext, me: Me, token: str | None,
@@ -292,15 +297,15 @@ async def switch_org(door: Door, who: AuditContext, me: Me, token: str | None,
     assert membership is not None  # an org was asked for: choose_org refuses or finds it
     rotation = None
     if token is not None:
-        rotation = await door.sessions.rotate(token, who.ip or "", (who.user_agent or "")[:256],
-                                              new_org=membership.org.id, only=me.session_id)
+        rotation = await door.sessions.rotate(
+            token, who.ip or "", (who.user_agent or "")[:256], new_org=membership.org.id,
+            only=me.session_id, limited=True, on_reuse=_reuse_entry(who, "switch_org"))
         if rotation.outcome is Outcome.REUSE:
-            await _audit_reuse(door, who, rotation.revoked_session_id,
-                               rotation.revoked_user_id, rotation.revoked_org_id, "switch_org")
             raise _session_ended()
     session = rotation.session if rotation is not None else None
     if session is None:  # no cookie, or one of another (or no) family: nothing to rotate
-        session = await door.sessions.move_to_org(me.session_id, membership.org.id)
+        session = await door.sessions.move_to_org(me.session_id, membership.org.id,
+                                                  limited=True)
     if session is None:
         raise Unauthorized("This session has been revoked.", code="session_revoked")
     async with me.into(membership.org.id) as tx:

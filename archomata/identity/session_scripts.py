@@ -12,6 +12,7 @@ from uuid import UUID
 from redis.asyncio import Redis
 
 from archomata.identity.store import sessions as rows
+from archomata.web.ratelimit import SLIDING_WINDOW_FUNCTION
 
 # Longer than any rebuild takes between reading PostgreSQL and writing Redis.
 GONE_SECONDS = 900
@@ -63,44 +64,55 @@ return instant(ARGV[2])
 # A session is live while its hash holds `current`: every write below checks that in the
 # script that writes, so a revocation between a check and a write cannot be undone by the
 # write (an HSET on a deleted key would bring the session back, without a TTL).
+# A replay (an older token, or the parent after the grace window) is only reported: the
+# family is ended in PostgreSQL first, then here (SessionStore.end), so that a retry
+# finds it again if PostgreSQL could not be written.
 # ARGV: hash, successor hash, now, grace, new org ('' = keep), ip, user agent,
-# expected sid ('' = any), the rebuilt marker's key ('' = do not ask).
-ROTATE = REVOKE + INSTANT + """
+# expected sid ('' = any), the rebuilt marker's key ('' = do not ask), the successor
+# sealed under the presented token (`next`), the family's limit ('' = none) and window (ms).
+ROTATE = REVOKE + INSTANT + SLIDING_WINDOW_FUNCTION + """
 if ARGV[9] ~= '' and redis.call('EXISTS', ARGV[9]) == 0 then return {'unready'} end
 local sid = redis.call('GET', 'rt:' .. ARGV[1])
 if not sid then return {'unknown'} end
 local skey = 'sess:' .. sid
-local s = redis.call('HMGET', skey, 'current', 'parent', 'rotated_at', 'expires_at', 'user_id')
+local s = redis.call('HMGET', skey, 'current', 'parent', 'rotated_at', 'expires_at', 'user_id',
+                     'org_id')
 local now = tonumber(ARGV[3])
 if not s[1] then return {'revoked', sid} end
 if tonumber(s[4]) <= now then revoke(sid) return {'revoked', sid} end
 local outcome = 'same'
 if ARGV[1] == s[1] then
     outcome = 'rotated'
-elseif not (ARGV[1] == s[2] and s[1] == ARGV[2]
-            and now - tonumber(s[3]) <= tonumber(ARGV[4])) then
-    local owner = redis.call('HMGET', skey, 'user_id', 'org_id')
-    revoke(sid)
-    return {'reuse', sid, owner[1] or '', owner[2] or ''}
+elseif not (ARGV[1] == s[2] and now - tonumber(s[3]) <= tonumber(ARGV[4])) then
+    return {'reuse', sid, s[5] or '', s[6] or ''}
 end
 if ARGV[8] ~= '' and ARGV[8] ~= sid then return {'foreign', sid} end
+if ARGV[11] ~= '' then
+    local hit = sliding_window('rl:family:' .. sid, tonumber(ARGV[11]), tonumber(ARGV[12]))
+    if hit[1] == 0 then return {'limited', sid, hit} end
+end
 if outcome == 'rotated' then
     local ttl = math.max(1, math.ceil(tonumber(s[4]) - now))
     redis.call('SET', 'rt:' .. ARGV[2], sid, 'EX', ttl)
     redis.call('SADD', 'sessrt:' .. sid, ARGV[2])
     redis.call('HSET', skey, 'current', ARGV[2], 'parent', ARGV[1], 'rotated_at', ARGV[3],
-               'last_used_at', ARGV[3], 'ip', ARGV[6], 'user_agent', ARGV[7])
+               'last_used_at', ARGV[3], 'ip', ARGV[6], 'user_agent', ARGV[7], 'next', ARGV[10])
 end
 if ARGV[5] ~= '' then redis.call('HSET', skey, 'org_id', ARGV[5]) end
 return {outcome, sid, instant(s[5]), redis.call('HGETALL', skey)}
 """
 
-# ARGV: sid, org id, now, the rebuilt marker's key ('' = do not ask).
-MOVE = INSTANT + """
+# ARGV: sid, org id, now, the rebuilt marker's key ('' = do not ask), the family's limit
+# ('' = none) and window (ms), as ROTATE.
+MOVE = INSTANT + SLIDING_WINDOW_FUNCTION + """
 if ARGV[4] ~= '' and redis.call('EXISTS', ARGV[4]) == 0 then return 'unready' end
 local skey = 'sess:' .. ARGV[1]
 local s = redis.call('HMGET', skey, 'current', 'expires_at', 'user_id')
 if not s[1] or tonumber(s[2]) <= tonumber(ARGV[3]) then return false end
+if ARGV[5] ~= '' then
+    local hit = sliding_window('rl:family:' .. ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[6]))
+    if hit[1] == 0 then return {'limited', hit} end
+end
 redis.call('HSET', skey, 'org_id', ARGV[2])
 return {instant(s[3]), redis.call('HGETALL', skey)}
 """
@@ -130,27 +142,35 @@ redis.call('HSET', skey, 'mfa_at', '', 'amr', entered)
 return entered
 """
 
-# Ends one family. ARGV: sid ('' = the one of the token), token hash ('' = none), its
-# successor's hash, now, grace, owner user id ('' = anyone), the rebuilt marker's key
-# ('' = do not ask). Returns false when there was
-# no such live session (of that owner), else {sid, user id, org id, stale}: stale when the
-# token was neither the current one nor its parent inside the grace window, a reuse.
-END = REVOKE + """
-if ARGV[7] ~= '' and redis.call('EXISTS', ARGV[7]) == 0 then return 'unready' end
+# Finds the live family to end, and changes nothing: it is ended in PostgreSQL first, then
+# by END. ARGV: sid ('' = the one of the token), token hash ('' = none), now, grace,
+# owner user id ('' = anyone), the rebuilt marker's key ('' = do not ask). Returns 'gone'
+# for a family ended lately (so in PostgreSQL first), false when there is no such live
+# session (of that owner), else {sid, user id, org id, stale}:
+# stale when the token was neither the current one nor its parent inside the grace
+# window, a reuse.
+FIND = """
+if ARGV[6] ~= '' and redis.call('EXISTS', ARGV[6]) == 0 then return 'unready' end
 local sid = ARGV[1]
 if sid == '' then sid = redis.call('GET', 'rt:' .. ARGV[2]) end
 if not sid then return false end
 local s = redis.call('HMGET', 'sess:' .. sid, 'user_id', 'org_id', 'current', 'parent',
                      'rotated_at')
-if not s[3] or (ARGV[6] ~= '' and s[1] ~= ARGV[6]) then return false end
+if not s[3] and redis.call('EXISTS', 'sessgone:' .. sid) == 1 then return 'gone' end
+if not s[3] or (ARGV[5] ~= '' and s[1] ~= ARGV[5]) then return false end
 local stale = 0
 if ARGV[2] ~= '' and redis.call('GET', 'rt:' .. ARGV[2]) == sid and ARGV[2] ~= s[3]
-   and not (ARGV[2] == s[4] and s[3] == ARGV[3]
-            and tonumber(ARGV[4]) - tonumber(s[5]) <= tonumber(ARGV[5])) then
+   and not (ARGV[2] == s[4] and tonumber(ARGV[3]) - tonumber(s[5]) <= tonumber(ARGV[4])) then
     stale = 1
 end
-revoke(sid)
 return {sid, s[1], s[2] or '', stale}
+"""
+
+# Ends one family (already ended in PostgreSQL). ARGV: sid. Returns whether it was live.
+END = REVOKE + """
+local live = redis.call('HEXISTS', 'sess:' .. ARGV[1], 'current')
+revoke(ARGV[1])
+return live
 """
 
 # ARGV: user id, sid to keep ('' = none). Returns the revoked sids.
@@ -182,7 +202,8 @@ return cut
 # since it lost its data, or a rotation whose row is still being written), or ended it
 # while the rebuild ran. Held older (a server that lost the latest rotation), it is
 # written over. ARGV: sid, user id, org id, created, last used, ip, user agent,
-# expires at, current hash, parent hash ('' = none), rotated at, ttl, amr, mfa at.
+# expires at, current hash, parent hash ('' = none), rotated at, ttl, amr, mfa at,
+# sealed successor ('' = none).
 RESTORE = """
 local skey = 'sess:' .. ARGV[1]
 if redis.call('EXISTS', 'sessgone:' .. ARGV[1]) == 1 then return 0 end
@@ -191,7 +212,7 @@ if held and tonumber(held) >= tonumber(ARGV[11]) then return 0 end
 redis.call('HSET', skey, 'user_id', ARGV[2], 'org_id', ARGV[3], 'created_at', ARGV[4],
            'last_used_at', ARGV[5], 'ip', ARGV[6], 'user_agent', ARGV[7], 'expires_at', ARGV[8],
            'current', ARGV[9], 'parent', ARGV[10], 'rotated_at', ARGV[11], 'amr', ARGV[13],
-           'mfa_at', ARGV[14])
+           'mfa_at', ARGV[14], 'next', ARGV[15])
 local hashes = {ARGV[9]}
 if ARGV[10] ~= '' then table.insert(hashes, ARGV[10]) end
 for _, h in ipairs(hashes) do
@@ -235,6 +256,6 @@ async def restore(redis: Redis, client: Any, found: Sequence[rows.Row]) -> None:
             repr(row.created_at), repr(row.last_used_at), row.ip, row.user_agent,
             repr(row.expires_at), row.current_hash, row.parent_hash or "",
             repr(row.rotated_at), max(1, int(row.expires_at - now)), row.amr,
-            repr(row.mfa_at) if row.mfa_at is not None else ""])
+            repr(row.mfa_at) if row.mfa_at is not None else "", row.successor_sealed or ""])
 
 

@@ -5,24 +5,31 @@ SHA-256 of its current refresh token and of that token's parent. Redis never see
 token, only hashes:
 
     sess:{sid}     hash   user_id, org_id, created_at, last_used_at, ip, user_agent,
-                          expires_at, current, parent, rotated_at
+                          expires_at, current, parent, rotated_at, amr, mfa_at,
+                          next (the successor of `parent`, sealed, see below)
     rt:{sha256}    string the sid of the family the token belongs (or belonged) to
     sessrt:{sid}   set    every token hash of the family, to delete them with it
     usess:{uid}    set    the user's session ids
     sessgone:{sid} string the family ended lately (a rebuild must not put it back)
 
-Rotation derives the successor from the presented token with HMAC (a key derived from
-the data key), so tabs that present the same parent inside the grace window all receive
-the same successor without Redis ever storing a token. Presenting an older token, or the
-parent after the window, revokes the whole family, on whichever route presents it.
+Rotation draws a random successor and keeps it sealed under a key derived from the
+presented token alone (`next`), so tabs that present the same parent inside the grace
+window all receive the same successor, on any instance, without Redis or PostgreSQL
+holding anything that opens without that token, and without anything derived from the
+data key (which rotates, and may differ between the instances of a rolling deploy).
+Presenting an older token, or the parent after the window, revokes the whole family, on
+whichever route presents it.
 
 Every write to a session runs in the script that checks the session is still live, so a
 revocation is never undone by a write racing it.
 
-PostgreSQL keeps every family too (archomata.identity.store.sessions: hashes only), one
-statement after each script that changes one, so that when Redis loses its data the
-rebuild puts the live families back (`restore`) before any token is accepted: no one is
-signed out, and every revocation holds. A script that finds or changes a family by its
+PostgreSQL keeps every family too (archomata.identity.store.sessions: hashes only), so
+that when Redis loses its data the rebuild puts the live families back (`restore`) before
+any token is accepted: no one is signed out, and every revocation holds. An acknowledged
+revocation is in PostgreSQL before the answer (contract §2): a family is found by a
+script that changes nothing, ended in PostgreSQL (with its audit entry), then in Redis;
+a rotation's new cookie is handed out only once PostgreSQL holds it. Either write
+failing is a 503, and the retry writes it. A script that finds or changes a family by its
 token first asks whether Redis has been rebuilt, and the store rebuilds it before
 answering: a refresh or a logout never meets an empty Redis. A server that came back
 with older data (a replica promoted behind its master, an old snapshot) is rebuilt too
@@ -36,25 +43,31 @@ is taken on (rv:user:{uid} `cut`, see revocation.py).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
-import hmac
+import logging
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
 from uuid import UUID
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 
-from archomata.config import Config
+from archomata.config import Config, RateLimit
+from archomata.crypto import DataKeys, DecryptionError
+from archomata.errors import ServiceUnavailable
 from archomata.identity import session_scripts as scripts
 from archomata.identity.store import sessions as rows
 from archomata.redis_boundary import redis_call
+from archomata.web.ratelimit import decide
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TOKEN_BYTES = 32
 
@@ -63,18 +76,41 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def successor_key(config: Config) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"archomata.refresh.successor.v1").derive(config.data_key.reveal())
+# The successor's seal: AES-256-GCM under a key derived from the parent token alone. Not
+# from the data key, which rotates (contract §5, rotate-data-key: the grace window
+# survives it, and instances of a rolling deploy with different keys agree).
+_SUCCESSOR_INFO = b"archomata.refresh.successor.v2\x00"
+_SUCCESSOR_AAD = b"refresh-successor"
 
 
-def successor_of(key: bytes, token: str) -> str:
-    digest = hmac.new(key, token.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+def _successor_keys(parent: str) -> DataKeys:
+    # The parent has 256 random bits: one hash of it is a key no one without it can find.
+    return DataKeys(hashlib.sha256(_SUCCESSOR_INFO + parent.encode()).digest())
+
+
+def seal_successor(parent: str, successor: str) -> str:
+    """`successor` sealed so that only whoever presents `parent` opens it."""
+    blob = _successor_keys(parent).encrypt(successor.encode(), _SUCCESSOR_AAD)
+    return base64.urlsafe_b64encode(blob).decode()
+
+
+def open_successor(parent: str, sealed: str) -> str | None:
+    """The successor `parent` was rotated to; None when `sealed` is not its (or empty)."""
+    try:
+        blob = base64.urlsafe_b64decode(sealed.encode())
+        return _successor_keys(parent).decrypt(blob, _SUCCESSOR_AAD).decode()
+    except (ValueError, DecryptionError):
+        return None
+
+
+# Refreshes (and org switches) of one session: at most this many a minute (contract §5,
+# ARCHOMATA_RATE_LIMIT_REFRESH), beside the per-IP bucket.
+FAMILY_LIMIT = RateLimit(10, 60)
 
 
 class Outcome(StrEnum):
     ROTATED = "rotated"
+    LIMITED = "limited"    # the family's own refresh limit: nothing changed, 429
     SAME = "same"          # a parent inside the grace window: the current successor again
     REUSE = "reuse"        # an older token, or the parent too late: family revoked
     REVOKED = "revoked"    # the family is gone (logout, deleted, expired)
@@ -110,6 +146,12 @@ class Rotation:
     revoked_session_id: UUID | None = None
 
 
+def _refuse(hit: Sequence[Any]) -> None:
+    """RateLimited, for the family's limit as a script's sliding window left it."""
+    _, previous, current, elapsed = (int(value) for value in hit)
+    decide(False, previous, current, elapsed, FAMILY_LIMIT).raise_if_refused()
+
+
 def _unready(result: object) -> bool:
     """A script's answer that Redis has lost its data and is not yet rebuilt."""
     return isinstance(result, bytes | str) and _text(result) == "unready"
@@ -121,11 +163,18 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _session(sid: str, data: dict[bytes, bytes] | dict[str, str] | list[bytes],
-             issued_us: int = 0) -> Session | None:
+Fields = dict[str, str]
+
+
+def _fields(data: dict[bytes, bytes] | dict[str, str] | list[bytes]) -> Fields:
     if isinstance(data, list):  # a script's HGETALL: field, value, field, value...
         data = dict(zip(data[::2], data[1::2], strict=True))
-    fields = {_text(k): _text(v) for k, v in data.items()}
+    return {_text(k): _text(v) for k, v in data.items()}
+
+
+def _session(sid: str, data: dict[bytes, bytes] | dict[str, str] | list[bytes],
+             issued_us: int = 0) -> Session | None:
+    fields = _fields(data)
     if not fields.get("user_id") or not fields.get("current"):
         return None
     return Session(UUID(sid), UUID(fields["user_id"]),
@@ -147,6 +196,13 @@ class Ended:
     stale_token: bool
 
 
+# What a flow writes in the transaction that ends a family in PostgreSQL (its audit entry),
+# run only when that transaction is what ended it: a retry, or a race lost, writes none.
+# Its transaction is the one the door handed the store opened (archomata.db.Tx in the
+# app; not named here, the store sits below the doors).
+Record = Callable[[Any, Ended], Awaitable[None]]
+
+
 class SessionStore:
     def __init__(self, redis: Redis, config: Config,
                  door: rows.UserDoor | None = None) -> None:
@@ -158,12 +214,15 @@ class SessionStore:
         self.rebuild: Callable[[], Awaitable[None]] | None = None
         self.ttl = config.refresh_token_ttl_seconds
         self.grace = config.refresh_reuse_grace_seconds
-        self._successor_key = successor_key(config)
+        # A revocation's PostgreSQL write gives up well before the request's deadline: its
+        # answer is then a 503 the client retries, never a 504.
+        self.write_seconds = max(0.5, min(5.0, config.request_timeout_seconds / 3))
         self._create = redis.register_script(scripts.CREATE)
         self._rotate = redis.register_script(scripts.ROTATE)
         self._move = redis.register_script(scripts.MOVE)
         self._prove = redis.register_script(scripts.PROVE)
         self._forget = redis.register_script(scripts.FORGET)
+        self._find = redis.register_script(scripts.FIND)
         self._end = redis.register_script(scripts.END)
         self._revoke_user = redis.register_script(scripts.REVOKE_USER)
         self._cut = redis.register_script(scripts.CUT)
@@ -193,46 +252,67 @@ class SessionStore:
                 await rows.insert(self.kept, sid, user_id, org_id, now, ip, user_agent[:256],
                                   now + self.ttl, token_hash(token), amr, mfa_at)
             except BaseException:
-                await self.end(sid)
+                await self._drop(sid)  # PostgreSQL has no live row of it: Redis alone
                 raise
         return Session(sid, user_id, org_id, now, now, ip, user_agent[:256], now + self.ttl,
                        int(issued), amr, mfa_at), token
 
     async def rotate(self, token: str, ip: str, user_agent: str,
-                     new_org: UUID | None = None, only: UUID | None = None) -> Rotation:
+                     new_org: UUID | None = None, only: UUID | None = None, *,
+                     limited: bool = False, on_reuse: Record | None = None) -> Rotation:
         """Rotates the family of `token` (moving it to `new_org`); with `only`, a token of
-        another family is left alone (FOREIGN), unless it is a replay: a reuse revokes its
-        family wherever it is presented."""
-        successor = successor_of(self._successor_key, token)
+        another family is left alone (FOREIGN), unless it is a replay: a reuse ends its
+        family wherever it is presented, in PostgreSQL (with `on_reuse`, its audit entry)
+        and then in Redis. With `limited`, the family's own limit (FAMILY_LIMIT) applies:
+        RateLimited past it. The new cookie is handed out only once PostgreSQL holds the
+        rotation (ServiceUnavailable otherwise): a retry with the parent inside the grace
+        window writes it again and gets the same successor."""
+        successor = secrets.token_urlsafe(TOKEN_BYTES)
+        sealed = seal_successor(token, successor)
         now = time.time()
+        limit = [FAMILY_LIMIT.limit, FAMILY_LIMIT.window_seconds * 1000] if limited else ["", ""]
         for ready_key in (self.ready_key, ""):  # once more, without asking, once rebuilt
             with redis_call():
                 result = await self._rotate(args=[
                     token_hash(token), token_hash(successor), repr(now), self.grace,
                     str(new_org) if new_org else "", ip, user_agent[:256],
-                    str(only) if only else "", ready_key])
+                    str(only) if only else "", ready_key, sealed, *limit])
             if _text(result[0]) != "unready":
                 break
             await self._ready()
         outcome = Outcome(_text(result[0]))
+        if outcome is Outcome.LIMITED:
+            _refuse(result[2])
         if outcome is Outcome.REUSE:
             user, org = _text(result[2]), _text(result[3])
             sid = UUID(_text(result[1]))
-            if self.kept is not None and user:
-                await rows.revoked(self.kept, UUID(user), [sid])
+            if user:
+                await self._end_found(Ended(sid, UUID(user), UUID(org) if org else None, True),
+                                      on_reuse)
             return Rotation(outcome, revoked_session_id=sid,
                             revoked_user_id=UUID(user) if user else None,
                             revoked_org_id=UUID(org) if org else None)
         if outcome not in (Outcome.ROTATED, Outcome.SAME):
             return Rotation(outcome)
-        session = _session(_text(result[1]), result[3], int(result[2]))
+        fields = _fields(result[3])
+        session = _session(_text(result[1]), fields, int(result[2]))
         if session is None:
             return Rotation(Outcome.REVOKED)
-        if self.kept is not None and outcome is Outcome.ROTATED:
-            await rows.rotated(self.kept, session.user_id, session.id, token_hash(successor),
-                               token_hash(token), now, ip, user_agent[:256], new_org)
-        elif self.kept is not None and new_org is not None:
-            await rows.moved(self.kept, session.user_id, session.id, new_org)
+        if outcome is Outcome.SAME:
+            # The parent again: the successor it was rotated to, opened with it.
+            same = open_successor(token, fields.get("next", ""))
+            if same is None or token_hash(same) != fields["current"]:
+                return Rotation(Outcome.UNKNOWN)  # rotated before successors were sealed
+            successor = same
+        if self.kept is not None:
+            # Written again for SAME: the first answer may have been a 503 from here.
+            kept = await self._durably(rows.rotated(
+                self.kept, session.user_id, session.id, fields["current"], fields["parent"],
+                fields["next"], float(fields["rotated_at"]), fields.get("ip", ""),
+                fields.get("user_agent", ""), new_org))
+            if not kept:  # ended in PostgreSQL (a revocation whose Redis step is to come)
+                await self._drop(session.id)
+                return Rotation(Outcome.REVOKED)
         return Rotation(outcome, session, successor)
 
     async def prove_second_factor(self, sid: UUID, factor: str) -> Session | None:
@@ -255,16 +335,20 @@ class SessionStore:
         if self.kept is not None:
             await rows.forgotten(tx, user_id)
 
-    async def move_to_org(self, sid: UUID, org_id: UUID) -> Session | None:
+    async def move_to_org(self, sid: UUID, org_id: UUID, *,
+                          limited: bool = False) -> Session | None:
         """Points a live session at another org (no cookie to rotate at hand); None when
-        the session is gone, which stays gone."""
+        the session is gone, which stays gone. With `limited`, as `rotate`."""
+        limit = [FAMILY_LIMIT.limit, FAMILY_LIMIT.window_seconds * 1000] if limited else ["", ""]
         for ready_key in (self.ready_key, ""):
             with redis_call():
                 result = await self._move(args=[str(sid), str(org_id), repr(time.time()),
-                                                ready_key])
+                                                ready_key, *limit])
             if not _unready(result):
                 break
             await self._ready()
+        if result and _text(result[0]) == Outcome.LIMITED:
+            _refuse(result[1])
         session = _session(str(sid), result[1], int(result[0])) if result else None
         if session is not None and self.kept is not None:
             await rows.moved(self.kept, session.user_id, sid, org_id)
@@ -281,52 +365,116 @@ class SessionStore:
         return sorted((s for s in sessions if s is not None), key=lambda s: -s.created_at)
 
     async def end(self, sid: UUID | None = None, *, token: str | None = None,
-                  owner: UUID | None = None) -> Ended | None:
+                  owner: UUID | None = None, record: Record | None = None,
+                  known: bool = False) -> Ended | None:
         """Revokes the family `sid` (or, without it, the one `token` belongs to), only
-        if it is `owner`'s when given; None when there was no such live session."""
-        digest = successor = ""
-        if token is not None:
-            digest = token_hash(token)
-            successor = token_hash(successor_of(self._successor_key, token))
+        if it is `owner`'s when given: in PostgreSQL first (with `record`, its audit entry,
+        in that transaction), then in Redis, so that no answer says it ended before it is
+        durable; ServiceUnavailable when PostgreSQL cannot be written. None when there was
+        no such live session.
+
+        `known`: `sid` and `owner` belong together by an access token this service signed,
+        or by the server's own records. Then
+        PostgreSQL is written even when Redis holds no live family and no trace of ending
+        it (a family Redis lost, or ended before PostgreSQL heard, as ends were made once):
+        PostgreSQL alone may still hold it live. Never for a family ended lately, which
+        PostgreSQL holds ended already: a replayed token costs no write."""
+        found = await self._found(sid, token, owner)
+        if isinstance(found, Ended):
+            return await self._end_found(found, record)
+        if found == "gone" or not known or sid is None or owner is None or self.kept is None:
+            return None
+        # Ended in Redis only if PostgreSQL says the row is the owner's.
+        mine = Ended(sid, owner, None, False)
+        if not await self._durably(self._write_end(mine, record)):
+            return None
+        await self._drop(sid)
+        return mine
+
+    async def _found(self, sid: UUID | None, token: str | None,
+                     owner: UUID | None) -> Ended | str | None:
+        """The live family to end, judged and found by one script that changes nothing;
+        'gone' for one ended lately."""
+        digest = token_hash(token) if token is not None else ""
         for ready_key in (self.ready_key, ""):
             with redis_call():
-                result = await self._end(args=[
-                    str(sid) if sid else "", digest, successor, repr(time.time()), self.grace,
+                result = await self._find(args=[
+                    str(sid) if sid else "", digest, repr(time.time()), self.grace,
                     str(owner) if owner else "", ready_key])
             if not _unready(result):
                 break
             await self._ready()
         if not result:
             return None
+        if isinstance(result, bytes | str):
+            return _text(result)
         org = _text(result[2])
-        ended = Ended(UUID(_text(result[0])), UUID(_text(result[1])),
-                      UUID(org) if org else None, bool(result[3]))
+        return Ended(UUID(_text(result[0])), UUID(_text(result[1])),
+                     UUID(org) if org else None, bool(result[3]))
+
+    async def _end_found(self, found: Ended, record: Record | None) -> Ended | None:
+        """Ends a family Redis holds as live: PostgreSQL first, then Redis. None when
+        another request ended it meanwhile (it wrote the record)."""
+        ended = True
         if self.kept is not None:
-            await rows.revoked(self.kept, ended.user_id, [ended.session_id])
+            ended = await self._durably(self._write_end(found, record))
+        live = await self._drop(found.session_id)
+        return found if ended or live else None
+
+    async def _write_end(self, found: Ended, record: Record | None) -> bool:
+        assert self.kept is not None
+        async with self.kept(found.user_id, found.org_id) as tx:
+            ended = await rows.ended_one(tx, found.user_id, found.session_id)
+            if ended and record is not None:
+                await record(tx, found)
         return ended
 
-    async def revoke(self, sid: UUID) -> UUID | None:
-        """Deletes the family; returns its user id (None if it was already gone)."""
-        ended = await self.end(sid)
-        return ended.user_id if ended else None
+    async def _drop(self, sid: UUID) -> bool:
+        """Ends the family in Redis (PostgreSQL has it ended, or never had it); whether it
+        was live there."""
+        with redis_call():
+            return bool(await self._end(args=[str(sid)]))
+
+    async def _durably(self, write: Awaitable[T]) -> T:
+        """A session change PostgreSQL must hold before the answer: bounded in time, and a
+        failure of any kind is a 503 the client retries (never a 2xx, 500 or 504)."""
+        try:
+            async with asyncio.timeout(self.write_seconds):
+                return await write
+        except Exception as exc:
+            log.warning("a session change could not be written to PostgreSQL",
+                        extra={"error": type(exc).__name__})
+            raise ServiceUnavailable(
+                "The session change could not be recorded; retry.") from exc
+
+    async def revoke(self, sid: UUID, user_id: UUID) -> bool:
+        """Ends the user's family `sid` (both from the server's records), as `end` does;
+        whether it was live."""
+        return await self.end(sid, owner=user_id, known=True) is not None
 
     async def revoke_user(self, tx: rows.Tx, user_id: UUID,
                           keep: UUID | None = None) -> list[UUID]:
-        """Ends every session of the user but `keep`: in Redis at once, in PostgreSQL in
-        `tx`, the caller's transaction (a user's or the platform's), with the change that
-        ends them."""
+        """Ends every session of the user but `keep`: in PostgreSQL in `tx`, the caller's
+        transaction (a user's or the platform's), with the change that ends them, then in
+        Redis at once. The statement failing is a 503, with nothing ended in Redis."""
+        await self._ended_for_user(tx, user_id, keep)
         with redis_call():
             sids = await self._revoke_user(args=[str(user_id), str(keep) if keep else ""])
-        if self.kept is not None:  # every one PostgreSQL knows, whatever Redis still held
-            await rows.revoked_for_user(tx, user_id, keep)
         return [UUID(_text(s)) for s in sids]
 
     async def cut_off(self, tx: rows.Tx, user_id: UUID, *, end_sessions: bool) -> int:
         """Kills the user's access tokens minted so far (and, with `end_sessions`, every
         session, in `tx` as revoke_user), leaving those minted afterwards alive; returns
         the cut (µs, Redis's clock) for PostgreSQL to keep (users.set_tokens_valid_after)."""
+        if end_sessions:
+            await self._ended_for_user(tx, user_id, None)
         with redis_call():
             cut = int(await self._cut(args=[str(user_id), "1" if end_sessions else "0"]))
-        if self.kept is not None and end_sessions:
-            await rows.revoked_for_user(tx, user_id, None)
         return cut
+
+    async def _ended_for_user(self, tx: rows.Tx, user_id: UUID, keep: UUID | None) -> None:
+        if self.kept is None:
+            return
+        rows.reaches(tx, user_id)  # a wrong scope is a bug to see, not a 503
+        # Every one PostgreSQL knows, whatever Redis holds.
+        await self._durably(rows.revoked_for_user(tx, user_id, keep))

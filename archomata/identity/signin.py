@@ -269,7 +269,7 @@ async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opene
                                resource_type="session", resource_id=session.id,
                                details=dict(attempt.details))
     if reason is not None or current is None:
-        await door.sessions.revoke(session.id)
+        await door.sessions.revoke(session.id, user.id)
         await _refuse(door, who, attempt, reason or Reason.CREDENTIALS_CHANGED)
     return Opened(membership, session, refresh, current)
 

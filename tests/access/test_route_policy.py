@@ -182,8 +182,12 @@ class TestTheRealRoutes:
                     if r.resource is not None and r.method not in {"HEAD", "OPTIONS"}}
         assert policies[("GET", "/api/v1/bridge/commands")].timeout is TimeoutClass.LONG_POLL
         assert policies[("GET", "/api/v1/audit-logs/export")].timeout is TimeoutClass.UNTIMED
-        assert policies[("POST", "/api/v1/auth/refresh")].rate is RateClass.LOGIN
-        assert policies[("POST", "/api/v1/auth/logout-all")].rate is RateClass.API
+        assert policies[("POST", "/api/v1/auth/login")].rate is RateClass.LOGIN
+        assert policies[("POST", "/api/v1/auth/refresh")].rate is RateClass.REFRESH
+        assert policies[("POST", "/api/v1/auth/switch-org")].rate is RateClass.REFRESH
+        for ends in (("POST", "/api/v1/auth/logout"), ("POST", "/api/v1/auth/logout-all"),
+                     ("DELETE", "/api/v1/auth/sessions/{session_id}")):
+            assert policies[ends].rate is None and policies[ends].unlimited
         for path in ("/health/live", "/health/ready", "/metrics", "/api/v1/openapi.json"):
             assert policies[("GET", path)].authn is Authn.NONE
             assert policies[("GET", path)].rate is None

@@ -255,12 +255,13 @@ class TestLogin:
 
 
 class TestRefresh:
-    async def test_ten_concurrent_refreshes_share_one_successor(
+    async def test_nine_concurrent_refreshes_share_one_successor(
             self, client: Any, mail_sink: Any) -> None:
         me = await signed_up(client, mail_sink)
         assert me.refresh is not None
-        responses = await asyncio.gather(*(refresh(client, me.refresh) for _ in range(10)))
-        assert [r.status for r in responses] == [200] * 10
+        # Nine tabs at once, then the successor once: the family's ten a minute.
+        responses = await asyncio.gather(*(refresh(client, me.refresh) for _ in range(9)))
+        assert [r.status for r in responses] == [200] * 9
         successors = {refresh_cookie_of(r) for r in responses}
         assert len(successors) == 1
         successor = successors.pop()

@@ -215,7 +215,7 @@ class TestSessions:
         assert renewed.refresh_token is not None
         await service.refresh(door, caller(), renewed.refresh_token)
         who = caller()
-        await service.logout(door, who, None, opened.refresh_token)  # a stale cookie
+        await service.logout(door, who, None, None, opened.refresh_token)  # a stale cookie
         assert [e["action"] for e in await entries(owner_conn, who)] == [
             "auth.refresh.reuse_detected"]
         assert await door.sessions.list_for_user(opened.user.id) == []

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from archomata.access.principal import ActorType
 from archomata.audit import AuditContext
 from archomata.config import Config
-from archomata.db import create_pool
+from archomata.db import create_pool, service_tx
 from archomata.errors import ApiError
 from archomata.identity.login_throttle import LoginThrottle
 from archomata.identity.onboarding import NewAccount, create_user_with_org, ensure_platform_admin
@@ -44,7 +44,10 @@ async def door(config: Config) -> AsyncIterator[Door]:
     hasher = PasswordHasher(config.bcrypt_rounds, 1)
     throttle = LoginThrottle(redis, free_failures=config.login_backoff_after,
                              max_seconds=config.login_backoff_max_seconds)
-    yield Door(pool, SessionStore(redis, config), hasher, throttle)
+    # Kept in PostgreSQL too, as the app keeps them: a family ends there first.
+    sessions = SessionStore(redis, config, lambda user_id, org_id=None: service_tx(
+        pool, org_id=org_id, user_id=user_id))
+    yield Door(pool, sessions, hasher, throttle)
     hasher.close()
     await redis.aclose()
     await pool.close()

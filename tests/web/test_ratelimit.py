@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from redis.asyncio import Redis
 
 from archomata import keys
 from archomata.access.guards import public
+from archomata.app import create_app
 from archomata.config import Config, RateLimit, Secret
 from archomata.errors import RateLimited, Unauthorized
 from archomata.identity.login_throttle import LoginThrottle, account_key
@@ -23,6 +25,7 @@ from archomata.web import ratelimit
 from archomata.web.json_io import read_json
 from archomata.web.ratelimit import RateLimiter, _LocalWindows, decide
 from tests.conftest import app_with_routes
+from tests.factories import FRONTEND, login, refresh_cookie_of, signed_up, unique_email
 
 RATE_DB = 10
 
@@ -248,3 +251,99 @@ class TestThrottleOverHttp:
         await asyncio.sleep(1.05)
         assert (await attempt(12, "right")).status == 200
         assert (await attempt(13, "wrong")).status == 401  # the slate was wiped on success
+
+
+class TestEndingAndRenewingSessions:
+    """Logout, logout-all and deleting a session are never refused; refresh and switch-org
+    spend their own bucket (per IP, and 10 a minute per session), never the login one."""
+
+    @staticmethod
+    async def tight(aiohttp_client: Any, config: Config, **limits: RateLimit) -> Any:
+        """The service with the contract's login limit, behind a proxy it believes (each
+        test its own addresses: the suite's other requests spend none of their budget)."""
+        return await aiohttp_client(create_app(dataclasses.replace(
+            config, rate_limit_login=RateLimit(10, 60),
+            trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),), **limits)))
+
+    async def test_thirty_logouts_after_the_login_bucket_is_spent_all_succeed(
+            self, aiohttp_client: Any, client: Any, config: Config, mail_sink: Any) -> None:
+        person = await signed_up(client, mail_sink)
+        sessions = [await login(client, person.email, person.password) for _ in range(30)]
+        service = await self.tight(aiohttp_client, config)
+        office = {"X-Forwarded-For": f"198.51.100.{secrets.randbelow(250) + 1}"}
+        answers = [(await service.post("/api/v1/auth/resend-verification", headers=office,
+                                       json={"email": unique_email()})).status
+                   for _ in range(11)]
+        assert answers == [202] * 10 + [429]  # the address has spent its login budget
+        by = ({**s.cookie, **office} if i % 3 == 0 else  # the cookie alone
+              {**s.auth, **office} if i % 3 == 1 else  # the access token alone
+              {**s.auth, **s.cookie, **office}  # both
+              for i, s in enumerate(sessions[:28]))
+        statuses = [(await service.post("/api/v1/auth/logout", headers=h)).status for h in by]
+        listed = await (await service.get("/api/v1/auth/sessions",
+                                          headers={**person.auth, **office})).json()
+        other = next(s["id"] for s in listed["items"] if not s["current"])
+        statuses.append((await service.delete(f"/api/v1/auth/sessions/{other}",
+                                              headers={**person.auth, **office})).status)
+        statuses.append((await service.post("/api/v1/auth/logout-all",
+                                            headers={**person.auth, **office})).status)
+        assert statuses == [204] * 30
+        for gone in (*sessions, person):
+            assert (await service.get("/api/v1/me", headers={**gone.auth, **office})).status \
+                == 401
+        # Still spent: ending sessions gave the login bucket nothing back, took nothing.
+        assert (await service.post("/api/v1/auth/resend-verification", headers=office,
+                                   json={"email": unique_email()})).status == 429
+
+    async def test_a_session_refreshes_ten_times_a_minute_others_from_its_address_go_on(
+            self, aiohttp_client: Any, client: Any, config: Config, mail_sink: Any) -> None:
+        person = await signed_up(client, mail_sink)
+        busy = await login(client, person.email, person.password)
+        calm = await login(client, person.email, person.password)
+        service = await self.tight(aiohttp_client, config)
+        office = {"X-Forwarded-For": f"198.51.100.{secrets.randbelow(250) + 1}"}
+
+        async def renew(cookie: str) -> Any:
+            return await service.post("/api/v1/auth/refresh", headers={
+                "Cookie": f"archomata_refresh={cookie}", "Origin": FRONTEND, **office})
+
+        cookie = busy.refresh or ""
+        for _ in range(10):
+            renewed = await renew(cookie)
+            assert renewed.status == 200, await renewed.text()
+            cookie = refresh_cookie_of(renewed) or ""
+        refused = await renew(cookie)
+        assert refused.status == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert (await refused.json())["code"] == "rate_limited"
+        # Refused before anything changed: the cookie it carried is still the current one,
+        # and the session's org switch shares its count.
+        assert (await service.post("/api/v1/auth/switch-org", json={"org_id": str(
+            person.org_id)}, headers={**busy.auth, **office})).status == 429
+        # Another session from the same address is not held back by it...
+        assert (await renew(calm.refresh or "")).status == 200
+        # ...and twelve refreshes spent none of the address's login budget.
+        answers = [(await service.post("/api/v1/auth/resend-verification", headers=office,
+                                       json={"email": unique_email()})).status
+                   for _ in range(11)]
+        assert answers == [202] * 10 + [429]
+
+    async def test_refresh_and_switch_org_share_a_bucket_per_address(
+            self, aiohttp_client: Any, client: Any, config: Config, mail_sink: Any) -> None:
+        person = await signed_up(client, mail_sink)
+        families = [await login(client, person.email, person.password) for _ in range(4)]
+        service = await self.tight(aiohttp_client, config,
+                                   rate_limit_refresh=RateLimit(4, 60))
+        office = {"X-Forwarded-For": f"198.51.100.{secrets.randbelow(250) + 1}"}
+        statuses = [(await service.post("/api/v1/auth/refresh", headers={
+            **s.cookie, **office})).status for s in families[:3]]
+        statuses.append((await service.post("/api/v1/auth/switch-org", json={
+            "org_id": str(person.org_id)}, headers={**families[3].auth, **office})).status)
+        statuses.append((await service.post("/api/v1/auth/refresh", headers={
+            **families[3].cookie, **office})).status)
+        assert statuses == [200, 200, 200, 200, 429]
+        elsewhere = {"X-Forwarded-For": "192.0.2.77"}
+        assert (await service.post("/api/v1/auth/refresh", headers={
+            **families[3].cookie, **elsewhere})).status == 200
+        assert (await service.post("/api/v1/auth/logout", headers={
+            **families[0].auth, **office})).status == 204

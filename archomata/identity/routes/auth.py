@@ -15,8 +15,9 @@ from aiohttp import web
 from archomata import keys
 from archomata.access.guards import authenticated, public
 from archomata.access.principal import Principal
+from archomata.access.route_policy import ENDS_A_SESSION, RateClass
 from archomata.errors import NotFound, Unauthorized
-from archomata.identity import onboarding, service, signin
+from archomata.identity import onboarding, service, signin, tokens
 from archomata.identity.schemas.auth import (
     EmailOnlySchema,
     LoginResultSchema,
@@ -130,7 +131,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/auth/refresh")
-@public
+@public(rate=RateClass.REFRESH)
 @doc("Rotate the refresh cookie and get a new access token", response=LoginResultSchema)
 async def refresh(request: web.Request) -> web.Response:
     token = refresh_token_of(request)
@@ -144,20 +145,35 @@ async def refresh(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/auth/logout")
-@public
+@public(**ENDS_A_SESSION)
 @doc("End this session (refresh cookie or access token)", status=204)
 async def logout(request: web.Request) -> web.Response:
     principal = request[keys.PRINCIPAL]
-    await service.logout(door(request), who(request),
-                         principal.session_id if principal is not None else None,
-                         refresh_token_of(request))
+    sid, owner = (principal.session_id, principal.actor_id) if principal is not None \
+        else _signed_session(request)
+    await service.logout(door(request), who(request), sid, owner, refresh_token_of(request))
     response = web.Response(status=204)
     clear_refresh_cookie(response, request.app[keys.CONFIG])
     return response
 
 
+def _signed_session(request: web.Request) -> tuple[UUID | None, UUID | None]:
+    """The session and person an access token this service signed names, even one the
+    revocation check refused: Redis may have ended a family PostgreSQL still holds live
+    (a Redis-first end of before, a Redis behind), and the logout must still reach
+    PostgreSQL. The signature proves the caller held a token of that session."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None, None
+    try:
+        claims = tokens.verify(request.app[keys.CONFIG], token.strip())
+    except Unauthorized:
+        return None, None
+    return claims.session_id, claims.user_id
+
+
 @routes.post("/api/v1/auth/logout-all")
-@authenticated
+@authenticated(**ENDS_A_SESSION)
 @doc("End every session of the caller and kill their access tokens", status=204)
 async def logout_all(request: web.Request) -> web.Response:
     await service.logout_all(door(request), who(request), me_of(request))
@@ -200,7 +216,7 @@ async def change_password(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/auth/switch-org")
-@authenticated
+@authenticated(rate=RateClass.REFRESH)
 @doc("Move this session to another org the caller belongs to", request=SwitchOrgSchema,
      response=LoginResultSchema)
 async def switch_org(request: web.Request) -> web.Response:
@@ -231,7 +247,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/v1/auth/sessions/{session_id}")
-@authenticated
+@authenticated(**ENDS_A_SESSION)
 @doc("End one of the caller's sessions", status=204)
 async def delete_session(request: web.Request) -> web.Response:
     try:

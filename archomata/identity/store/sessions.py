@@ -6,7 +6,7 @@ hot path never reads them (only the rebuild does, see revocation.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,12 +19,17 @@ INSERT = """
                           expires_at, current_hash, rotated_at, amr, mfa_at)
     values ($1, $2, $3, $4, $4, $5, $6, $7, $8, $4, $9, $10)
 """
+# Only forward: from the parent to its successor, or the same again (a retry, another
+# tab). A write that finds the family further along changes nothing; one that finds it
+# revoked (or never written) changes nothing either, and the rotation is refused.
 ROTATED = """
-    update sessions set current_hash = $2, parent_hash = $3, rotated_at = $4,
-                        last_used_at = $4, ip = $5, user_agent = $6,
-                        org_id = coalesce($7, org_id)
-    where id = $1 and revoked_at is null
+    update sessions set current_hash = $2, parent_hash = $3, successor_sealed = $4,
+                        rotated_at = $5, last_used_at = $5, ip = $6, user_agent = $7,
+                        org_id = coalesce($8, org_id)
+    where id = $1 and revoked_at is null and current_hash in ($2, $3)
+    returning true
 """
+IS_LIVE = "select exists (select 1 from sessions where id = $1 and revoked_at is null)"
 MOVED = "update sessions set org_id = $2 where id = $1 and revoked_at is null"
 PROVEN = "update sessions set amr = $2, mfa_at = $3 where id = $1 and revoked_at is null"
 FORGOTTEN = """
@@ -34,13 +39,20 @@ FORGOTTEN = """
 REVOKED = """
     update sessions set revoked_at = now() where id = any($1::uuid[]) and revoked_at is null
 """
+# One family ended: whether this write ended it (false: it was ended already, or PostgreSQL
+# never had it). `user_id` too: a person's transaction names only their own.
+ENDED_ONE = """
+    update sessions set revoked_at = now()
+    where id = $1 and user_id = $2 and revoked_at is null
+    returning true
+"""
 REVOKED_FOR_USER = """
     update sessions set revoked_at = now()
     where user_id = $1 and ($2::uuid is null or id <> $2) and revoked_at is null
 """
 LIVE = """
     select id, user_id, org_id, created_at, last_used_at, ip, user_agent, expires_at,
-           current_hash, parent_hash, rotated_at, amr, mfa_at
+           current_hash, parent_hash, rotated_at, amr, mfa_at, successor_sealed
     from sessions where revoked_at is null and expires_at > $1
 """
 
@@ -63,6 +75,7 @@ class Row:
     rotated_at: float
     amr: str
     mfa_at: float | None
+    successor_sealed: str | None = None
 
 
 async def _execute(door: UserDoor, user_id: UUID, sql: str, *args: object) -> None:
@@ -78,10 +91,15 @@ async def insert(door: UserDoor, sid: UUID, user_id: UUID, org_id: UUID | None,
 
 
 async def rotated(door: UserDoor, user_id: UUID, sid: UUID, current_hash: str,
-                  parent_hash: str, now: float, ip: str, user_agent: str,
-                  org_id: UUID | None) -> None:
-    await _execute(door, user_id, ROTATED, sid, current_hash, parent_hash, now, ip,
-                   user_agent, org_id)
+                  parent_hash: str, successor_sealed: str, at: float, ip: str,
+                  user_agent: str, org_id: UUID | None) -> bool:
+    """Records a rotation (or the same one again); False when PostgreSQL holds the family
+    as ended (or never had it): the rotation must then be refused."""
+    async with door(user_id) as tx:
+        if await tx.fetchval(ROTATED, sid, current_hash, parent_hash, successor_sealed, at,
+                             ip, user_agent, org_id):
+            return True
+        return bool(await tx.fetchval(IS_LIVE, sid))  # live, and further along already
 
 
 async def moved(door: UserDoor, user_id: UUID, sid: UUID, org_id: UUID) -> None:
@@ -103,13 +121,25 @@ async def revoked(door: UserDoor, user_id: UUID, sids: Sequence[UUID]) -> None:
         await _execute(door, user_id, REVOKED, list(sids))
 
 
+async def ended_one(tx: Tx, user_id: UUID, sid: UUID) -> bool:
+    """Ends one family of the user in `tx`; whether this ended it (False: ended already,
+    or never written)."""
+    return bool(await tx.fetchval(ENDED_ONE, sid, user_id))
+
+
 async def revoked_for_user(tx: Tx, user_id: UUID, keep: UUID | None) -> None:
     """In the caller's transaction (the change that ends them commits with it, on the one
     connection it holds), which must see the user's rows: row-level security would
     otherwise leave them alive without a word."""
+    reaches(tx, user_id)
+    await tx.execute(REVOKED_FOR_USER, user_id, keep)
+
+
+def reaches(tx: Tx, user_id: UUID) -> None:
+    """ValueError unless `tx` sees the user's rows (row-level security would otherwise
+    leave them alive without a word)."""
     if not (tx.platform or tx.user_id == user_id):
         raise ValueError("the transaction's scope does not reach this user's sessions")
-    await tx.execute(REVOKED_FOR_USER, user_id, keep)
 
 
 class Tx(Protocol):
@@ -121,11 +151,17 @@ class Tx(Protocol):
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]: ...
 
+    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+
     async def execute(self, sql: str, *args: Any) -> str: ...
 
 
-# A transaction scoped to one user, opened by the door the app hands the store.
-UserDoor = Callable[[UUID], AbstractAsyncContextManager[Tx]]
+class UserDoor(Protocol):
+    """A transaction scoped to one user (and, when given, to the org whose audit log it
+    writes to), opened by the door the app hands the store."""
+
+    def __call__(self, user_id: UUID, org_id: UUID | None = None, /
+                 ) -> AbstractAsyncContextManager[Tx]: ...
 
 
 async def live(tx: Tx) -> list[Row]:

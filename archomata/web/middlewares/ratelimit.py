@@ -2,10 +2,13 @@
 
 The class is the matched route's policy (archomata.access.route_policy), declared by its
 guard: `login` for `public` routes (login, register, verify-email, resend-verification,
-password-reset, accept-invitation, SSO, refresh, logout); `bridge` for `agent_only`;
-`api` for the rest of `/api`, and for CORS preflights of limited routes (so that they
-never eat the login budget); none for `operations` (health, metrics, the OpenAPI
-document). IPv6 clients count per /64, the least a single subscriber is usually given.
+password-reset, accept-invitation, SSO, mfa/verify); `refresh` for /auth/refresh and
+/auth/switch-org (each session's own limit is counted with its rotation, see
+archomata.identity.sessions); `bridge` for `agent_only`; `api` for the rest of `/api`,
+and for CORS preflights of limited routes (so that they never eat the login budget);
+none for `operations` (health, metrics, the OpenAPI document) nor for the routes that
+end a session (logout, logout-all, DELETE /auth/sessions/{id}). IPv6 clients count per
+/64, the least a single subscriber is usually given.
 
 A 429 carries Retry-After and RateLimit-Limit/-Remaining/-Reset; answers that pass carry
 the RateLimit-* headers too. A decision another middleware already made for the request
@@ -56,6 +59,7 @@ def rate_target(request: web.Request) -> tuple[str, RateLimit] | None:
 def _target(request: web.Request, cls: RateClass) -> tuple[str, RateLimit]:
     config = request.app[keys.CONFIG]
     limit = {RateClass.LOGIN: config.rate_limit_login,
+             RateClass.REFRESH: config.rate_limit_refresh,
              RateClass.BRIDGE: config.rate_limit_bridge,
              RateClass.API: config.rate_limit_api}[cls]
     return f"rl:{cls}:{client_bucket(request)}", limit
