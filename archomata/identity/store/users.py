@@ -72,22 +72,21 @@ def _user(row: asyncpg.Record | None) -> User | None:
 # the column (sql/020); `update_admin_fields` is the way to another.
 INSERT = f"""
     insert into users (id, email, email_normalized, name, password_hash, email_verified_at,
-                       platform_role, created_at)
-    values (coalesce($7, gen_random_uuid()), $1, $2, $3, $4, case when $5 then now() end, $6,
-            coalesce($8, now()))
+                       created_at)
+    values (coalesce($6, gen_random_uuid()), $1, $2, $3, $4, case when $5 then now() end,
+            coalesce($7, now()))
     on conflict (email_normalized) do nothing
     returning {COLUMNS}
 """
 
 
 async def insert(tx: Tx, *, email: str, name: str, password_hash: str | None,
-                 verified: bool, platform_role: PlatformRole = PlatformRole.USER,
-                 user_id: UUID | None = None,
+                 verified: bool, user_id: UUID | None = None,
                  created_at: datetime | None = None) -> User | None:
     """The new user, or None when the email is taken. `user_id` and `created_at`, when
     given, are those an answer already told (a registration answered before its write)."""
     row = await tx.fetchrow(INSERT, email.strip(), normalize_email(email), name,
-                            password_hash, verified, platform_role.value, user_id, created_at)
+                            password_hash, verified, user_id, created_at)
     return _user(row)
 
 
