@@ -17,6 +17,7 @@ from archomata import db, keys, redis_client
 from archomata.access import route_policy
 from archomata.access import routes as roles
 from archomata.access.guards import policy_problems
+from archomata.audit import keyed
 from archomata.audit import routes as audit_logs
 from archomata.audit.export_slots import ExportSlots
 from archomata.bridge import agents_routes as agents
@@ -198,6 +199,8 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.max_body_bytes,
     )
     app[keys.CONFIG] = config
+    if config.audit_key is not None:  # load_config requires it; a hand-built Config may not
+        keyed.install(config.audit_key.reveal())
     app[METRICS] = Metrics(app)
     app[keys.EXPECTED_SCHEMA_VERSION] = migrations.expected_version()
     app[keys.STOPPING] = asyncio.Event()

@@ -5,11 +5,13 @@ entry exists exactly when its change committed. `who` is an AuditContext (actor,
 agent, request id). `details` must never hold a secret: keys that name one are replaced
 by "[redacted]" as a last line of defence.
 
-The database appends each entry to its org's hash chain as it is inserted (a trigger,
-sql/004_audit_chain.sql): it takes the chain's next seq, links the previous entry's hash
-and stamps `occurred_at`, holding the org's chain head until the transaction ends, so
-record() late in a transaction keeps that wait short. `archomata audit verify` checks
-the chains (archomata/audit/chain.py).
+Each entry is appended to its org's hash chain (sql/004, keyed by sql/018): record()
+locks the chain's head (audit_chain_next: its seq, hash and the clock), computes the
+entry's HMAC under ARCHOMATA_AUDIT_KEY here, in the service, since the database must
+never hold the key (archomata/audit/keyed.py), and inserts the entry; a trigger checks
+it is the head's next link, moves the head and writes its search terms. The head stays
+locked until the transaction ends, so record() late in a transaction keeps that wait
+short. `archomata audit verify` checks the chains (archomata/audit/chain.py).
 
 An export is audited, and that entry committed, before the first entry leaves, so an
 interrupted export still shows (`begin_export`); its entries then come a keyset page at
@@ -25,9 +27,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from archomata.audit.actions import AuditAction
 from archomata.audit.context import AuditContext
 from archomata.audit.export_formats import ExportFormat, Row
+from archomata.audit.keyed import canonical_ip, current_key, entry_fields, entry_mac
 from archomata.audit.schemas import AuditLogQuerySchema
 from archomata.audit.store import AuditEntry, AuditFilter, export_page, list_page, search_terms
 from archomata.db import Tx
@@ -51,11 +56,57 @@ def scrub(details: Any) -> Any:
 
 INSERT_ENTRY = """
     insert into audit_log (id, org_id, actor_type, actor_id, action, resource_type, resource_id,
-                           ip, user_agent, request_id, details)
-    values ($1, $2, $3, $4, $5, $6, $7, $8::inet, $9, $10, $11)
+                           ip, user_agent, request_id, details, seq, prev_hash, occurred_at, hash)
+    values ($1, $2, $3, $4, $5, $6, $7, $8::inet, $9, $10, $11::text::jsonb, $12, $13, $14, $15)
 """
 # No RETURNING: it would need the entry to be readable too, and an entry without an org
-# is written by anyone but read only by the platform.
+# is written by anyone but read only by the platform. `details` goes as the JSON text the
+# MAC was computed from.
+
+# Locks the chains' heads until the transaction ends (sql/018): what the next entries
+# link to.
+CHAIN_NEXT = """
+    select chain_id, seq, hash, at, legacy::text as legacy from audit_chain_next($1::uuid[])
+"""
+NO_ORG = uuid.UUID(int=0)
+
+
+def _json_text(details: dict[str, Any] | None) -> str:
+    # As the connections' jsonb codec encodes (archomata.db): anything else as its str.
+    return orjson.dumps(scrub(details or {}), default=str).decode()
+
+
+def _sealed(key: bytes, head: dict[str, Any], org_id: UUID | None, who: AuditContext,
+            action: AuditAction, resource_type: str | None, resource_id: str | None,
+            details: str) -> tuple[Any, ...]:
+    """The INSERT's arguments for the entry after `head` (its seq, hash and clock), which
+    this advances; the entry's MAC computed here, in the service (keyed.py)."""
+    values = {"org_id": org_id, "seq": head["seq"] + 1, "prev_hash": head["hash"],
+              "id": uuid.uuid4(), "occurred_at": head["at"],
+              "actor_type": who.actor_type.value, "actor_id": who.actor_id,
+              "action": action.value, "resource_type": resource_type,
+              "resource_id": resource_id, "ip": canonical_ip(who.ip),
+              "user_agent": who.user_agent, "request_id": who.request_id, "details": details}
+    mac = entry_mac(key, entry_fields(values))
+    head["seq"], head["hash"] = values["seq"], mac
+    return (values["id"], org_id, values["actor_type"], who.actor_id, values["action"],
+            resource_type, resource_id, values["ip"], who.user_agent, who.request_id,
+            details, values["seq"], values["prev_hash"], values["occurred_at"], mac)
+
+
+async def _heads(tx: Tx, key: bytes,
+                 org_ids: Sequence[UUID | None]) -> dict[UUID, dict[str, Any]]:
+    """The chains' heads, locked until the transaction ends. When the chain without an
+    org has had no keyed entry yet, its next is the manifest sealing where each chain's
+    unkeyed segment ends (sql/018), written here first, whoever the writer is."""
+    heads = {}
+    for r in await tx.fetch(CHAIN_NEXT, list(org_ids)):
+        head = heads[r["chain_id"]] = {"seq": r["seq"], "hash": bytes(r["hash"]), "at": r["at"]}
+        if r["legacy"] is not None:
+            await tx.execute(INSERT_ENTRY, *_sealed(
+                key, head, None, AuditContext.system(), AuditAction.AUDIT_CHAIN_KEYED,
+                "audit_log", None, _json_text({"legacy": orjson.loads(r["legacy"])})))
+    return heads
 
 
 async def record(
@@ -68,22 +119,15 @@ async def record(
     details: dict[str, Any] | None = None,
     org_id: UUID | None = None,
 ) -> UUID:
-    """Writes one audit entry in `tx`. The org defaults to the transaction's own."""
-    entry_id = uuid.uuid4()
-    await tx.execute(
-        INSERT_ENTRY,
-        entry_id,
-        org_id if org_id is not None else tx.org_id,
-        who.actor_type.value,
-        who.actor_id,
-        action.value,
-        resource_type,
-        None if resource_id is None else str(resource_id),
-        who.ip,
-        who.user_agent,
-        who.request_id,
-        scrub(details or {}),
-    )
+    """Writes one audit entry in `tx`. The org defaults to the transaction's own. Two
+    statements: the chain's head locked and read, then the keyed entry (sql/018)."""
+    key = current_key()
+    org = org_id if org_id is not None else tx.org_id
+    heads = await _heads(tx, key, [org])
+    args = _sealed(key, heads[org or NO_ORG], org, who, action, resource_type,
+                   None if resource_id is None else str(resource_id), _json_text(details))
+    await tx.execute(INSERT_ENTRY, *args)
+    entry_id: UUID = args[0]
     return entry_id
 
 
@@ -95,13 +139,15 @@ async def record_each(
     entries: Sequence[tuple[UUID, UUID | str, dict[str, Any]]],
 ) -> None:
     """One entry per `(org_id, resource_id, details)`, the same action and actor for all,
-    written in `tx` in one pipelined batch: for a change that ends many things at once."""
+    written in `tx` in one pipelined batch: for a change that ends many things at once.
+    Every chain named is locked at once, then each entry links to the one before it."""
     if not entries:
         return
+    key = current_key()
+    heads = await _heads(tx, key, sorted({org_id for org_id, _, _ in entries}))
     await tx.executemany(INSERT_ENTRY, [
-        (uuid.uuid4(), org_id, who.actor_type.value, who.actor_id, action.value,
-         resource_type, str(resource_id), who.ip, who.user_agent, who.request_id,
-         scrub(details))
+        _sealed(key, heads[org_id], org_id, who, action, resource_type, str(resource_id),
+                _json_text(details))
         for org_id, resource_id, details in entries])
 
 
