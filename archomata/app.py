@@ -20,6 +20,7 @@ from archomata.access.guards import policy_problems
 from archomata.audit import keyed
 from archomata.audit import routes as audit_logs
 from archomata.audit.export_slots import ExportSlots
+from archomata.audit.search_gate import SearchGate
 from archomata.bridge import agents_routes as agents
 from archomata.bridge import routes as bridge
 from archomata.bridge.api_keys import API_KEYS, ApiKeyAuthenticator
@@ -152,6 +153,7 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
         redis, free_failures=config.login_backoff_after,
         max_seconds=config.login_backoff_max_seconds, on_fallback=on_fallback)
     app[keys.EXPORTS] = ExportSlots(redis, config.exports_per_instance)
+    app[keys.AUDIT_SEARCHES] = SearchGate(app[keys.RATE_LIMITER])
     yield
 
 

@@ -24,9 +24,11 @@ import re
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import orjson
 
 from archomata.audit.actions import AuditAction
@@ -34,9 +36,17 @@ from archomata.audit.context import AuditContext
 from archomata.audit.export_formats import ExportFormat, Row
 from archomata.audit.keyed import canonical_ip, current_key, entry_fields, entry_mac
 from archomata.audit.schemas import AuditLogQuerySchema
-from archomata.audit.store import AuditEntry, AuditFilter, export_page, list_page, search_terms
+from archomata.audit.store import (
+    CANDIDATE_CAP,
+    AuditEntry,
+    AuditFilter,
+    SearchTooBroad,
+    export_page,
+    list_page,
+    search_terms,
+)
 from archomata.db import Tx
-from archomata.errors import ValidationFailed
+from archomata.errors import GatewayTimeout, ServiceUnavailable, ValidationFailed
 from archomata.web.pagination import Page
 
 EXPORT_CHUNK = 1000  # rows per fetch: the export's memory is about one chunk
@@ -151,15 +161,44 @@ async def record_each(
         for org_id, resource_id, details in entries])
 
 
+# A search's bounds (GET /audit-logs `q`): each statement of it gets SEARCH_TIMEOUT, so
+# the two answer well within the contract's 10 s; words that must occur together need a
+# window of at most SEARCH_WINDOW (store.CANDIDATE_CAP bounds the walk within it).
+SEARCH_TIMEOUT_MS = 3000
+SEARCH_WINDOW = timedelta(days=31)
+
+
+def _window(terms: tuple[str, ...], query: dict[str, Any]) -> None:
+    """Several words need `from` and `to`, at most SEARCH_WINDOW apart: 422 naming the
+    parameter otherwise."""
+    if len(terms) < 2:
+        return
+    for name, key in (("from", "since"), ("to", "until")):
+        if key not in query:
+            raise ValidationFailed(
+                f"A search of several words needs `from` and `to` (at most "
+                f"{SEARCH_WINDOW.days} days apart).",
+                errors={name: [f"Required when `q` has several words (at most "
+                               f"{SEARCH_WINDOW.days} days between from and to)."]})
+    if query["until"] - query["since"] > SEARCH_WINDOW:
+        raise ValidationFailed(
+            f"A search of several words covers at most {SEARCH_WINDOW.days} days.",
+            errors={"to": [f"At most {SEARCH_WINDOW.days} days after `from` when `q` has "
+                           "several words."]})
+
+
 async def search_filter(tx: Tx, query: dict[str, Any], org_id: UUID | None
                         ) -> AuditFilter | None:
     """The filter the query asks for; None when it cannot match (a word no entry has)."""
     terms: tuple[str, ...] = ()
     if "q" in query:
+        # For the rest of this transaction: a search never runs past its bound.
+        await tx.execute(f"set local statement_timeout = {SEARCH_TIMEOUT_MS}")
         terms, all_seen = await search_terms(tx, query["q"], org_id)
         if not terms:
             raise ValidationFailed("The search has no words.",
                                    errors={"q": ["Give at least one word of 2 characters."]})
+        _window(terms, query)
         if not all_seen:
             return None
     return AuditFilter(org_id=org_id, actor_id=query.get("actor_id"),
@@ -172,11 +211,21 @@ async def list_entries(tx: Tx, query: dict[str, Any], org_id: UUID | None,
                        page: Page) -> list[AuditEntry]:
     """One page of the entries the query asks for (`org_id` None: every org's), newest
     first, with one more than the page holds to tell whether another follows."""
-    where = await search_filter(tx, query, org_id)
-    if where is None:
-        return []
-    after = (page.after.at, page.after.id) if page.after else None
-    return await list_page(tx, where, after, page.limit + 1)
+    try:
+        where = await search_filter(tx, query, org_id)
+        if where is None:
+            return []
+        after = (page.after.at, page.after.id) if page.after else None
+        return await list_page(tx, where, after, page.limit + 1)
+    except asyncpg.QueryCanceledError:  # statement_timeout: the transaction is over
+        raise GatewayTimeout(
+            "The search took too long; narrow it (a shorter from/to, a rarer word, a "
+            "filter).", code="search_timeout") from None
+    except SearchTooBroad:
+        raise ServiceUnavailable(
+            f"The search examined {CANDIDATE_CAP} entries without filling a page; narrow "
+            "it (a shorter from/to, a rarer word, a filter).", code="search_too_broad"
+        ) from None
 
 
 async def begin_export(tx: Tx, who: AuditContext, query: dict[str, Any],
