@@ -56,6 +56,7 @@ FILL = [
 ]
 QUERY = "q=alpha+bravo&from={since}&to={until}"
 SEARCHERS = 8
+PASSWORD = "search-bench-pw-1234567"
 
 
 async def fill(owner_url: str, org_id: UUID, entries: int) -> None:
@@ -123,10 +124,30 @@ async def compare(base: str, searchers: list[dict[str, str]], other: dict[str, s
     return statistics.median(idle), statistics.median(loaded), seen
 
 
-async def login(base: str, email: str, password: str) -> dict[str, str]:
+async def login(base: str, email: str, password: str,
+                org_id: UUID | None = None) -> dict[str, str]:
+    body = {"email": email, "password": password} | ({"org_id": str(org_id)} if org_id else {})
     async with aiohttp.ClientSession() as session, session.post(
-            f"{base}/api/v1/auth/login", json={"email": email, "password": password}) as r:
+            f"{base}/api/v1/auth/login", json=body) as r:
         return {"Authorization": f"Bearer {(await r.json())['access_token']}"}
+
+
+async def colleagues(database: str, owner_url: str, org_id: UUID) -> list[str]:
+    """SEARCHERS - 1 more people of `org_id` who may read its audit log (each search
+    budget is a person's): made with orgs of their own, joined as the owner."""
+    emails = [f"searcher-{n}@bench.test" for n in range(1, SEARCHERS)]
+    for email in emails:
+        account = await bench_admin(database, email, PASSWORD)
+        conn = await asyncpg.connect(owner_url)
+        try:
+            await conn.execute("insert into memberships (org_id, user_id, org_role) "
+                               "values ($1, $2, 'member')", org_id, account.user.id)
+            await conn.execute("insert into member_roles (org_id, user_id, role_id) select "
+                               "$1, $2, id from roles where name = 'Risk Manager'",
+                               org_id, account.user.id)
+        finally:
+            await conn.close()
+    return emails
 
 
 def main() -> None:
@@ -136,15 +157,17 @@ def main() -> None:
     args = parser.parse_args()
     with stack(bcrypt_rounds=4) as env:
         database = env.environ["ARCHOMATA_DATABASE_URL"]
-        searcher = asyncio.run(bench_admin(database, "searcher@bench.test", "search-pw-1234567"))
-        asyncio.run(bench_admin(database, "bystander@bench.test", "bystander-pw-123456"))
+        searcher = asyncio.run(bench_admin(database, "searcher@bench.test", PASSWORD))
+        asyncio.run(bench_admin(database, "bystander@bench.test", PASSWORD))
+        emails = asyncio.run(colleagues(database, env.owner_url, searcher.org.id))
         started = time.monotonic()
         asyncio.run(fill(env.owner_url, searcher.org.id, args.entries))
         print(f"audit_search: {args.entries:,} entries written in "
               f"{time.monotonic() - started:.0f} s")
         with serve(env.environ, env.workdir) as base:
-            searchers = [asyncio.run(login(base, "searcher@bench.test", "search-pw-1234567"))]
-            other = asyncio.run(login(base, "bystander@bench.test", "bystander-pw-123456"))
+            searchers = [asyncio.run(login(base, "searcher@bench.test", PASSWORD))] + [
+                asyncio.run(login(base, email, PASSWORD, searcher.org.id)) for email in emails]
+            other = asyncio.run(login(base, "bystander@bench.test", PASSWORD))
             for n in range(args.rounds):
                 idle, loaded, seen = asyncio.run(compare(base, searchers, other))
                 print(f"round {n + 1}: another org's GET /org median {idle:.1f} ms idle, "
