@@ -31,9 +31,16 @@ def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     audit_commands = commands.add_parser("audit", help="the audit log's hash chains"
                                          ).add_subparsers(dest="audit_command", required=True)
     verify = audit_commands.add_parser("verify", help="walk the hash chains; exit 1 if broken")
-    anchor = audit_commands.add_parser("anchor", help="record checkpoints before archiving")
-    anchor.add_argument("--before", type=instant, required=True,
+    verify.add_argument("--witness", action="append", default=[], metavar="FILE",
+                        help="signed heads written by `audit anchor --output`: an entry "
+                             "they name must be there unchanged (repeatable)")
+    anchor = audit_commands.add_parser("anchor", help="record checkpoints before archiving, "
+                                       "or write signed heads for an outside witness")
+    anchor.add_argument("--before", type=instant,
                         help="anchor each chain at its last entry before this instant")
+    anchor.add_argument("--output", metavar="FILE",
+                        help="write each chain's head, signed with ARCHOMATA_AUDIT_KEY, to "
+                             "FILE (`-`: standard output), to keep outside the database")
     for sub in (verify, anchor):
         sub.add_argument("--org", type=chain_arg, help="one org's chain (`none`: no org)")
 

@@ -17,8 +17,10 @@ from archomata import db, keys, redis_client
 from archomata.access import route_policy
 from archomata.access import routes as roles
 from archomata.access.guards import policy_problems
+from archomata.audit import keyed
 from archomata.audit import routes as audit_logs
 from archomata.audit.export_slots import EXPORTS_PER_ORG, ExportSlots
+from archomata.audit.search_gate import SEARCHES_AT_ONCE, SearchGate
 from archomata.bridge import agents_routes as agents
 from archomata.bridge import routes as bridge
 from archomata.bridge.api_keys import API_KEYS, ApiKeyAuthenticator
@@ -158,6 +160,8 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
         local_free_failures=share(config.login_backoff_after))
     app[keys.EXPORTS] = ExportSlots(redis, config.exports_per_instance,
                                     per_org_here=share(EXPORTS_PER_ORG))
+    app[keys.AUDIT_SEARCHES] = SearchGate(app[keys.RATE_LIMITER],
+                                          at_once=share(SEARCHES_AT_ONCE))
     yield
 
 
@@ -213,6 +217,8 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.max_body_bytes,
     )
     app[keys.CONFIG] = config
+    if config.audit_key is not None:  # load_config requires it; a hand-built Config may not
+        keyed.install(config.audit_key.reveal())
     app[METRICS] = Metrics(app)
     app[keys.EXPECTED_SCHEMA_VERSION] = migrations.expected_version()
     app[keys.STOPPING] = asyncio.Event()

@@ -152,6 +152,7 @@ class Config:
     bcrypt_queue: int = 16
     # Older data keys that still open stored secrets while `rotate-data-key` runs.
     data_key_previous: tuple[Secret[bytes], ...] = ()
+    audit_key: Secret[bytes] | None = None  # the audit chain's HMAC key (load_config: required)
     refresh_cookie_samesite: SameSite = SameSite.STRICT
     header_timeout_seconds: float = 10.0
     keepalive_timeout_seconds: float = 75.0
@@ -294,6 +295,26 @@ def _decode_data_key(name: str, text: str) -> Secret[bytes]:
     return Secret(key)
 
 
+def audit_key(environ: Mapping[str, str]) -> Secret[bytes]:
+    """ARCHOMATA_AUDIT_KEY: the audit chain's HMAC key (archomata.audit.keyed), never the
+    data or backup key, each key having one use. Required wherever entries are written
+    or verified: an entry is never written unkeyed."""
+    name = f"{PREFIX}AUDIT_KEY"
+    text = (environ.get(name) or "").strip()
+    if not text:
+        raise ConfigError(f"{name} is required (base64 of {DATA_KEY_BYTES} bytes)")
+    key = _decode_data_key("AUDIT_KEY", text).reveal()
+    for other in ("DATA_KEY", "BACKUP_KEY"):
+        try:
+            same = base64.b64decode((environ.get(PREFIX + other) or "").strip(),
+                                    validate=True) == key
+        except (binascii.Error, ValueError):
+            same = False
+        if same:
+            raise ConfigError(f"{name} must not be {PREFIX}{other}: each key has one use")
+    return Secret(key)
+
+
 def _previous_data_keys(reader: _Reader) -> tuple[Secret[bytes], ...]:
     return tuple(_decode_data_key("DATA_KEY_PREVIOUS", text)
                  for text in reader.list("DATA_KEY_PREVIOUS"))
@@ -408,6 +429,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         bcrypt_threads=reader.int("BCRYPT_THREADS", default_bcrypt_threads(), 1, 64),
         bcrypt_queue=reader.int("BCRYPT_QUEUE", 16, 1, 10_000),
         data_key_previous=_previous_data_keys(reader),
+        audit_key=audit_key(reader.environ),
         refresh_cookie_samesite=_samesite(reader),
         header_timeout_seconds=reader.int("HEADER_TIMEOUT_SECONDS", 10, 1, 300),
         keepalive_timeout_seconds=reader.int("KEEPALIVE_TIMEOUT_SECONDS", 75, 1, 3600),

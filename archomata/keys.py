@@ -23,6 +23,7 @@ from archomata.config import Config
 if TYPE_CHECKING:
     from archomata.access.principal import Principal
     from archomata.audit.export_slots import ExportSlots
+    from archomata.audit.search_gate import SearchGate
     from archomata.bridge.broadcast import Broadcast
     from archomata.crypto import DataKeys
     from archomata.identity.login_throttle import LoginThrottle
@@ -51,6 +52,7 @@ LOGIN_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle")
 EXPORTS: web.AppKey[ExportSlots] = web.AppKey("exports")
 # Work the public /auth routes leave for after their answer (archomata.web.later).
 LATER: web.AppKey[Later] = web.AppKey("later")
+AUDIT_SEARCHES: web.AppKey[SearchGate] = web.AppKey("audit_searches")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_IP = web.RequestKey("client_ip", str)

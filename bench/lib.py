@@ -62,6 +62,10 @@ def stack(bcrypt_rounds: int = 12, **extra: str) -> Iterator[Stack]:
     try:
         urls = asyncio.run(create_database(postgres, "bench", new_password(), new_password()))
         asyncio.run(migrate(urls.owner, urls.runtime))
+        # In os.environ too: a bench that writes audit entries in its own process (its
+        # set-up) keys them as the service does (archomata.audit.keyed).
+        os.environ.setdefault("ARCHOMATA_AUDIT_KEY",
+                              base64.b64encode(secrets.token_bytes(32)).decode())
         environ = {
             **os.environ,
             "ARCHOMATA_ENV": "production",

@@ -30,6 +30,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from archomata.app import create_app
+from archomata.audit import keyed
 from archomata.config import Config, load_config
 from archomata.db import create_pool
 from archomata.ops.devservers import (
@@ -49,7 +50,11 @@ POOLER = os.environ.get("ARCHOMATA_TEST_POOLER", "")
 RUNTIME_PASSWORD = new_password()
 OWNER_PASSWORD = new_password()
 DATABASES: list[DatabaseUrls] = []  # every test database, for the secret scan at the end
-secret_scan.remember(RUNTIME_PASSWORD, OWNER_PASSWORD)
+# The audit chain's key of the whole run: the test process writes entries with it (the
+# services started from `environ` do too), so that `audit verify` checks every database.
+AUDIT_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+keyed.install(base64.b64decode(AUDIT_KEY))
+secret_scan.remember(RUNTIME_PASSWORD, OWNER_PASSWORD, AUDIT_KEY)
 
 
 @pytest.fixture(scope="session")
@@ -150,6 +155,7 @@ def environ_for(database: DatabaseUrls, redis_url: str, smtp_port: int) -> dict[
         "ARCHOMATA_REDIS_URL": redis_url,
         "ARCHOMATA_JWT_SECRETS": f"k1:{secrets.token_urlsafe(40)},k0:{secrets.token_urlsafe(40)}",
         "ARCHOMATA_DATA_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "ARCHOMATA_AUDIT_KEY": AUDIT_KEY,
         "ARCHOMATA_FRONTEND_URL": "http://localhost:5173",
         "ARCHOMATA_FRONTEND_ORIGINS": "http://localhost:5173",
         "ARCHOMATA_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",

@@ -8,6 +8,7 @@ GOOD = {
     "ARCHOMATA_DATABASE_URL": "postgresql://app:pw@127.0.0.1/archomata",
     "ARCHOMATA_JWT_SECRETS": "k1:" + "a" * 32 + ",k0:" + "b" * 40,
     "ARCHOMATA_DATA_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    "ARCHOMATA_AUDIT_KEY": "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=",
 }
 
 
@@ -36,6 +37,12 @@ class TestLoadConfig:
         ("ARCHOMATA_DATA_KEY", None, "ARCHOMATA_DATA_KEY is required"),
         ("ARCHOMATA_DATA_KEY", "c2hvcnQ=", "ARCHOMATA_DATA_KEY.*32 bytes"),
         ("ARCHOMATA_DATA_KEY", "not base64!", "ARCHOMATA_DATA_KEY must be base64"),
+        ("ARCHOMATA_AUDIT_KEY", None, "ARCHOMATA_AUDIT_KEY is required"),
+        ("ARCHOMATA_AUDIT_KEY", "c2hvcnQ=", "ARCHOMATA_AUDIT_KEY.*32 bytes"),
+        ("ARCHOMATA_AUDIT_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+         "ARCHOMATA_AUDIT_KEY must not be ARCHOMATA_DATA_KEY"),
+        ("ARCHOMATA_BACKUP_KEY", "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=",
+         "ARCHOMATA_AUDIT_KEY must not be ARCHOMATA_BACKUP_KEY"),
         ("ARCHOMATA_DATABASE_URL", None, "ARCHOMATA_DATABASE_URL is required"),
         ("ARCHOMATA_FRONTEND_URL", "http://app.example.com", "ARCHOMATA_FRONTEND_URL.*https"),
         ("ARCHOMATA_BCRYPT_ROUNDS", "3", "ARCHOMATA_BCRYPT_ROUNDS"),
@@ -90,6 +97,7 @@ class TestLoadConfig:
             "ARCHOMATA_JWT_SECRETS": ("k1:{}", "jwtsecret5x" + "j" * 32),
             "ARCHOMATA_DATA_KEY": ("{}", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
             "ARCHOMATA_DATA_KEY_PREVIOUS": ("{}", "Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA="),
+            "ARCHOMATA_AUDIT_KEY": ("{}", "YGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6e3x9fn8="),
             "ARCHOMATA_SSO_GOOGLE_CLIENT_SECRET": ("{}", "googlesecret6x"),
             "ARCHOMATA_SSO_AZURE_CLIENT_SECRET": ("{}", "azuresecret7x"),
         }

@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from archomata.audit.chain import verify
+from archomata.audit.keyed import current_key
 from archomata.ops.devservers import PostgresServer
 from archomata.ops.migrations import migrate, sql_dir
 from tests.conftest import make_database
@@ -71,6 +72,6 @@ async def test_migration_008_ends_invitations_that_outlived_their_authority(
             ("2", "inviter_not_administrator"), ("3", "inviter_not_administrator"),
             ("4", "inviter_not_administrator"), ("5", "superseded")]
         assert {e["actor_type"] for e in entries} == {"system"}
-        assert (await verify(conn)).breaks == []
+        assert (await verify(conn, current_key())).breaks == []
     finally:
         await conn.close()

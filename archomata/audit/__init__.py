@@ -7,6 +7,10 @@
     schemas.py         the routes' query strings and answers
     routes.py          /audit-logs: the org's log, its export, the platform's view
     chain.py           the hash chains walked: `archomata audit verify` / `audit anchor`
+    chain_walk.py      one chain's entries checked in order, to the first broken link
+    keyed.py           ARCHOMATA_AUDIT_KEY and the MACs made with it
+    witness.py         signed heads kept outside the database
+    search_gate.py     who may run a search (`q`) now
     export_formats.py  entries as CSV or JSON Lines
     export_slots.py    how many exports run at once
 

@@ -13,6 +13,7 @@ class AuditAction(StrEnum):
     AGENT_CREDENTIALS_FETCHED = "agent.credentials_fetched"
     AGENT_DELETED = "agent.deleted"
     AGENT_KEY_ROTATED = "agent.key_rotated"
+    AUDIT_CHAIN_KEYED = "audit.chain_keyed"
     AUDIT_EXPORTED = "audit.exported"
     AUTH_EMAIL_VERIFICATION_SENT = "auth.email.verification_sent"
     AUTH_EMAIL_VERIFIED = "auth.email.verified"

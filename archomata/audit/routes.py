@@ -53,24 +53,50 @@ def _listing(found: list[AuditEntry], page: Page) -> web.Response:
     return json_response(AuditEntryListSchema().dump(body))
 
 
+SEARCH_PROBLEMS = {
+    422: "`validation_failed`: among others, a `q` of several words without `from` and "
+         "`to`, or with them more than 31 days apart (the parameter is named)",
+    429: "`too_many_searches`: this person ran 20 searches (`q`) in the last minute "
+         "(Retry-After)",
+    503: "`search_too_broad`: the search examined 20,000 entries without filling a page "
+         "(narrow it); `searches_busy`: this server runs as many searches as it may "
+         "(Retry-After)",
+    504: "`search_timeout`: the search ran past its bound (3 s a statement)",
+}
+SEARCH_DOC = (" A `q` search answers within 10 s or is refused: several words need `from` "
+              "and `to` at most 31 days apart, each person may run 20 a minute, and a "
+              "search stops after 20,000 candidate entries.")
+
+
+@contextlib.asynccontextmanager
+async def _search_turn(request: web.Request, query: dict[str, object]) -> AsyncIterator[None]:
+    """A search (`q`) waits for its turn (search_gate); a plain listing does not."""
+    if "q" not in query:
+        yield
+        return
+    principal = request[keys.PRINCIPAL]
+    async with request.app[keys.AUDIT_SEARCHES].hold(principal.actor_id if principal else None):
+        yield
+
+
 @routes.get("/api/v1/audit-logs")
 @require_permission(Permission.AUDIT_LOGS_READ)
-@doc("The org's audit log, newest first", query=AuditLogPageSchema,
-     response=AuditEntryListSchema)
+@doc("The org's audit log, newest first." + SEARCH_DOC, query=AuditLogPageSchema,
+     response=AuditEntryListSchema, problems=SEARCH_PROBLEMS)
 async def list_audit_logs(request: web.Request) -> web.Response:
     page, query = page_of(request, AuditLogQuerySchema)
-    async with org_tx(request) as tx:
+    async with _search_turn(request, query), org_tx(request) as tx:
         found = await service.list_entries(tx, query, tx.org_id, page)
     return _listing(found, page)
 
 
 @routes.get("/api/v1/admin/audit-logs")
 @require_platform_admin
-@doc("Every org's audit log, and entries without an org, newest first",
-     query=AdminAuditLogPageSchema, response=AuditEntryListSchema)
+@doc("Every org's audit log, and entries without an org, newest first." + SEARCH_DOC,
+     query=AdminAuditLogPageSchema, response=AuditEntryListSchema, problems=SEARCH_PROBLEMS)
 async def list_all_audit_logs(request: web.Request) -> web.Response:
     page, query = page_of(request, AdminAuditLogQuerySchema)
-    async with platform_tx(request) as tx:
+    async with _search_turn(request, query), platform_tx(request) as tx:
         found = await service.list_entries(tx, query, query.get("org_id"), page)
     return _listing(found, page)
 

@@ -27,7 +27,8 @@ class AuditLogQuerySchema(Schema):
     q = fields.String(validate=validate.Length(1, 200), metadata={"description": (
         "Words, all of which must appear in the action, the resource type or id, or a "
         "value in details; whole words, case-insensitive. Words are split at white space "
-        "and punctuation other than `_`, `-` and `:` (an email gives its parts).")})
+        "and punctuation other than `_`, `-` and `:` (an email gives its parts). Several "
+        "words need `from` and `to`, at most 31 days apart (422 naming the one missing).")})
 
     @pre_load
     def _plus_in_offsets(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:

@@ -5,11 +5,13 @@ entry exists exactly when its change committed. `who` is an AuditContext (actor,
 agent, request id). `details` must never hold a secret: keys that name one are replaced
 by "[redacted]" as a last line of defence.
 
-The database appends each entry to its org's hash chain as it is inserted (a trigger,
-sql/004_audit_chain.sql): it takes the chain's next seq, links the previous entry's hash
-and stamps `occurred_at`, holding the org's chain head until the transaction ends, so
-record() late in a transaction keeps that wait short. `archomata audit verify` checks
-the chains (archomata/audit/chain.py).
+Each entry is appended to its org's hash chain (sql/004, keyed by sql/018): record()
+locks the chain's head (audit_chain_next: its seq, hash and the clock), computes the
+entry's HMAC under ARCHOMATA_AUDIT_KEY here, in the service, since the database must
+never hold the key (archomata/audit/keyed.py), and inserts the entry; a trigger checks
+it is the head's next link, moves the head and writes its search terms. The head stays
+locked until the transaction ends, so record() late in a transaction keeps that wait
+short. `archomata audit verify` checks the chains (archomata/audit/chain.py).
 
 An export is audited, and that entry committed, before the first entry leaves, so an
 interrupted export still shows (`begin_export`); its entries then come a keyset page at
@@ -22,16 +24,29 @@ import re
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
+
+import asyncpg
+import orjson
 
 from archomata.audit.actions import AuditAction
 from archomata.audit.context import AuditContext
 from archomata.audit.export_formats import ExportFormat, Row
+from archomata.audit.keyed import canonical_ip, current_key, entry_fields, entry_mac
 from archomata.audit.schemas import AuditLogQuerySchema
-from archomata.audit.store import AuditEntry, AuditFilter, export_page, list_page, search_terms
+from archomata.audit.store import (
+    CANDIDATE_CAP,
+    AuditEntry,
+    AuditFilter,
+    SearchTooBroad,
+    export_page,
+    list_page,
+    search_terms,
+)
 from archomata.db import Tx
-from archomata.errors import ValidationFailed
+from archomata.errors import GatewayTimeout, ServiceUnavailable, ValidationFailed
 from archomata.web.pagination import Page
 
 EXPORT_CHUNK = 1000  # rows per fetch: the export's memory is about one chunk
@@ -51,11 +66,57 @@ def scrub(details: Any) -> Any:
 
 INSERT_ENTRY = """
     insert into audit_log (id, org_id, actor_type, actor_id, action, resource_type, resource_id,
-                           ip, user_agent, request_id, details)
-    values ($1, $2, $3, $4, $5, $6, $7, $8::inet, $9, $10, $11)
+                           ip, user_agent, request_id, details, seq, prev_hash, occurred_at, hash)
+    values ($1, $2, $3, $4, $5, $6, $7, $8::inet, $9, $10, $11::text::jsonb, $12, $13, $14, $15)
 """
 # No RETURNING: it would need the entry to be readable too, and an entry without an org
-# is written by anyone but read only by the platform.
+# is written by anyone but read only by the platform. `details` goes as the JSON text the
+# MAC was computed from.
+
+# Locks the chains' heads until the transaction ends (sql/018): what the next entries
+# link to.
+CHAIN_NEXT = """
+    select chain_id, seq, hash, at, legacy::text as legacy from audit_chain_next($1::uuid[])
+"""
+NO_ORG = uuid.UUID(int=0)
+
+
+def _json_text(details: dict[str, Any] | None) -> str:
+    # As the connections' jsonb codec encodes (archomata.db): anything else as its str.
+    return orjson.dumps(scrub(details or {}), default=str).decode()
+
+
+def _sealed(key: bytes, head: dict[str, Any], org_id: UUID | None, who: AuditContext,
+            action: AuditAction, resource_type: str | None, resource_id: str | None,
+            details: str) -> tuple[Any, ...]:
+    """The INSERT's arguments for the entry after `head` (its seq, hash and clock), which
+    this advances; the entry's MAC computed here, in the service (keyed.py)."""
+    values = {"org_id": org_id, "seq": head["seq"] + 1, "prev_hash": head["hash"],
+              "id": uuid.uuid4(), "occurred_at": head["at"],
+              "actor_type": who.actor_type.value, "actor_id": who.actor_id,
+              "action": action.value, "resource_type": resource_type,
+              "resource_id": resource_id, "ip": canonical_ip(who.ip),
+              "user_agent": who.user_agent, "request_id": who.request_id, "details": details}
+    mac = entry_mac(key, entry_fields(values))
+    head["seq"], head["hash"] = values["seq"], mac
+    return (values["id"], org_id, values["actor_type"], who.actor_id, values["action"],
+            resource_type, resource_id, values["ip"], who.user_agent, who.request_id,
+            details, values["seq"], values["prev_hash"], values["occurred_at"], mac)
+
+
+async def _heads(tx: Tx, key: bytes,
+                 org_ids: Sequence[UUID | None]) -> dict[UUID, dict[str, Any]]:
+    """The chains' heads, locked until the transaction ends. When the chain without an
+    org has had no keyed entry yet, its next is the manifest sealing where each chain's
+    unkeyed segment ends (sql/018), written here first, whoever the writer is."""
+    heads = {}
+    for r in await tx.fetch(CHAIN_NEXT, list(org_ids)):
+        head = heads[r["chain_id"]] = {"seq": r["seq"], "hash": bytes(r["hash"]), "at": r["at"]}
+        if r["legacy"] is not None:
+            await tx.execute(INSERT_ENTRY, *_sealed(
+                key, head, None, AuditContext.system(), AuditAction.AUDIT_CHAIN_KEYED,
+                "audit_log", None, _json_text({"legacy": orjson.loads(r["legacy"])})))
+    return heads
 
 
 async def record(
@@ -68,22 +129,15 @@ async def record(
     details: dict[str, Any] | None = None,
     org_id: UUID | None = None,
 ) -> UUID:
-    """Writes one audit entry in `tx`. The org defaults to the transaction's own."""
-    entry_id = uuid.uuid4()
-    await tx.execute(
-        INSERT_ENTRY,
-        entry_id,
-        org_id if org_id is not None else tx.org_id,
-        who.actor_type.value,
-        who.actor_id,
-        action.value,
-        resource_type,
-        None if resource_id is None else str(resource_id),
-        who.ip,
-        who.user_agent,
-        who.request_id,
-        scrub(details or {}),
-    )
+    """Writes one audit entry in `tx`. The org defaults to the transaction's own. Two
+    statements: the chain's head locked and read, then the keyed entry (sql/018)."""
+    key = current_key()
+    org = org_id if org_id is not None else tx.org_id
+    heads = await _heads(tx, key, [org])
+    args = _sealed(key, heads[org or NO_ORG], org, who, action, resource_type,
+                   None if resource_id is None else str(resource_id), _json_text(details))
+    await tx.execute(INSERT_ENTRY, *args)
+    entry_id: UUID = args[0]
     return entry_id
 
 
@@ -95,14 +149,42 @@ async def record_each(
     entries: Sequence[tuple[UUID, UUID | str, dict[str, Any]]],
 ) -> None:
     """One entry per `(org_id, resource_id, details)`, the same action and actor for all,
-    written in `tx` in one pipelined batch: for a change that ends many things at once."""
+    written in `tx` in one pipelined batch: for a change that ends many things at once.
+    Every chain named is locked at once, then each entry links to the one before it."""
     if not entries:
         return
+    key = current_key()
+    heads = await _heads(tx, key, sorted({org_id for org_id, _, _ in entries}))
     await tx.executemany(INSERT_ENTRY, [
-        (uuid.uuid4(), org_id, who.actor_type.value, who.actor_id, action.value,
-         resource_type, str(resource_id), who.ip, who.user_agent, who.request_id,
-         scrub(details))
+        _sealed(key, heads[org_id], org_id, who, action, resource_type, str(resource_id),
+                _json_text(details))
         for org_id, resource_id, details in entries])
+
+
+# A search's bounds (GET /audit-logs `q`): each statement of it gets SEARCH_TIMEOUT, so
+# the two answer well within the contract's 10 s; words that must occur together need a
+# window of at most SEARCH_WINDOW (store.CANDIDATE_CAP bounds the walk within it).
+SEARCH_TIMEOUT_MS = 3000
+SEARCH_WINDOW = timedelta(days=31)
+
+
+def _window(terms: tuple[str, ...], query: dict[str, Any]) -> None:
+    """Several words need `from` and `to`, at most SEARCH_WINDOW apart: 422 naming the
+    parameter otherwise."""
+    if len(terms) < 2:
+        return
+    for name, key in (("from", "since"), ("to", "until")):
+        if key not in query:
+            raise ValidationFailed(
+                f"A search of several words needs `from` and `to` (at most "
+                f"{SEARCH_WINDOW.days} days apart).",
+                errors={name: [f"Required when `q` has several words (at most "
+                               f"{SEARCH_WINDOW.days} days between from and to)."]})
+    if query["until"] - query["since"] > SEARCH_WINDOW:
+        raise ValidationFailed(
+            f"A search of several words covers at most {SEARCH_WINDOW.days} days.",
+            errors={"to": [f"At most {SEARCH_WINDOW.days} days after `from` when `q` has "
+                           "several words."]})
 
 
 async def search_filter(tx: Tx, query: dict[str, Any], org_id: UUID | None
@@ -110,10 +192,13 @@ async def search_filter(tx: Tx, query: dict[str, Any], org_id: UUID | None
     """The filter the query asks for; None when it cannot match (a word no entry has)."""
     terms: tuple[str, ...] = ()
     if "q" in query:
+        # For the rest of this transaction: a search never runs past its bound.
+        await tx.execute(f"set local statement_timeout = {SEARCH_TIMEOUT_MS}")
         terms, all_seen = await search_terms(tx, query["q"], org_id)
         if not terms:
             raise ValidationFailed("The search has no words.",
                                    errors={"q": ["Give at least one word of 2 characters."]})
+        _window(terms, query)
         if not all_seen:
             return None
     return AuditFilter(org_id=org_id, actor_id=query.get("actor_id"),
@@ -126,11 +211,21 @@ async def list_entries(tx: Tx, query: dict[str, Any], org_id: UUID | None,
                        page: Page) -> list[AuditEntry]:
     """One page of the entries the query asks for (`org_id` None: every org's), newest
     first, with one more than the page holds to tell whether another follows."""
-    where = await search_filter(tx, query, org_id)
-    if where is None:
-        return []
-    after = (page.after.at, page.after.id) if page.after else None
-    return await list_page(tx, where, after, page.limit + 1)
+    try:
+        where = await search_filter(tx, query, org_id)
+        if where is None:
+            return []
+        after = (page.after.at, page.after.id) if page.after else None
+        return await list_page(tx, where, after, page.limit + 1)
+    except asyncpg.QueryCanceledError:  # statement_timeout: the transaction is over
+        raise GatewayTimeout(
+            "The search took too long; narrow it (a shorter from/to, a rarer word, a "
+            "filter).", code="search_timeout") from None
+    except SearchTooBroad:
+        raise ServiceUnavailable(
+            f"The search examined {CANDIDATE_CAP} entries without filling a page; narrow "
+            "it (a shorter from/to, a rarer word, a filter).", code="search_too_broad"
+        ) from None
 
 
 async def begin_export(tx: Tx, who: AuditContext, query: dict[str, Any],

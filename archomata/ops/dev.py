@@ -50,19 +50,29 @@ class DevState:
     data_key: str
     platform_admin_password: str
     org_admin_password: str
+    # Absent from a state file written before the audit chain was keyed: made then.
+    audit_key: str = ""
 
     @classmethod
     def load_or_create(cls, path: Path) -> DevState:
         if path.exists():
-            return cls(**json.loads(path.read_text()))
+            state = cls(**json.loads(path.read_text()))
+            if not state.audit_key:
+                state.audit_key = _new_key()
+                path.write_text(json.dumps(asdict(state), indent=2))
+            return state
         state = cls(free_port(), free_port(), free_port(), new_password(), new_password(),
                     new_password(), secrets.token_urlsafe(48),
                     base64.b64encode(secrets.token_bytes(32)).decode(), new_password(),
-                    new_password())
+                    new_password(), _new_key())
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
         path.write_text(json.dumps(asdict(state), indent=2))
         return state
+
+
+def _new_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 class _PrintingMailHandler:
@@ -156,6 +166,7 @@ def run_dev(data_dir: str) -> None:
         os.environ.setdefault("ARCHOMATA_PUBLIC_URL", f"http://localhost:{port}")
         os.environ.setdefault("ARCHOMATA_JWT_SECRETS", f"dev:{state.jwt_secret}")
         os.environ.setdefault("ARCHOMATA_DATA_KEY", state.data_key)
+        os.environ.setdefault("ARCHOMATA_AUDIT_KEY", state.audit_key)
         migrate()
         asyncio.run(_demo_accounts(state))
         print(_banner(state), flush=True)

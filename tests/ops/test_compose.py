@@ -54,7 +54,7 @@ def test_only_documented_variables_and_every_required_one() -> None:
         used = {k for k in environment(service) if k.startswith("ARCHOMATA_")}
         assert used <= names, used - names
     assert required() == {"ARCHOMATA_DATABASE_URL", "ARCHOMATA_JWT_SECRETS",
-                          "ARCHOMATA_DATA_KEY"}
+                          "ARCHOMATA_DATA_KEY", "ARCHOMATA_AUDIT_KEY"}
     assert required() <= set(environment("api"))
     assert environment("migrate")["ARCHOMATA_DATABASE_OWNER_URL"] != \
         environment("api")["ARCHOMATA_DATABASE_URL"]

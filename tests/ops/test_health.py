@@ -76,4 +76,8 @@ class TestOpenApi:
         assert "exports_busy" in responses["503"]["description"]
         problem = responses["429"]["content"]["application/problem+json"]["schema"]
         assert problem == {"$ref": "#/components/schemas/Problem"}
-        assert set(spec["paths"]["/api/v1/audit-logs"]["get"]["responses"]) == {"default", "200"}
+        assert set(spec["paths"]["/api/v1/org"]["get"]["responses"]) == {"default", "200"}
+        search = spec["paths"]["/api/v1/audit-logs"]["get"]["responses"]
+        for status, code in (("422", "from"), ("429", "too_many_searches"),
+                             ("503", "search_too_broad"), ("504", "search_timeout")):
+            assert code in search[status]["description"], status

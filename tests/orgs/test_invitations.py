@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from archomata.audit.chain import verify
+from archomata.audit.keyed import current_key
 from archomata.config import Config
 from tests.factories import (
     Session,
@@ -235,7 +236,7 @@ class TestInviterAuthority:
             owner.user_id, removed.headers["X-Request-ID"])
         assert len(await revocations(owner_conn, other["id"])) == 1
         # Both entries written in one batch, each linked into the org's hash chain.
-        assert (await verify(owner_conn, owner.org_id)).breaks == []
+        assert (await verify(owner_conn, current_key(), owner.org_id)).breaks == []
 
     async def test_a_demoted_administrators_invitations_die_too(
             self, client: Any, mail_sink: Any, owner_conn: Any) -> None:
