@@ -114,6 +114,28 @@ async def test_the_enrolling_session_is_asked_before_turning_the_factor_off(
     assert "access_token" in plain  # no second factor asked any more
 
 
+async def test_a_replayed_cookie_at_step_up_ends_the_session_audited(
+        client: Any, mail_sink: Any, owner_conn: Any) -> None:
+    """The step-up rotates the cookie it is sent: an older one is a reuse there as on
+    /auth/refresh (contract section 2): the family ends, the reuse is audited, and no token
+    is minted for the session it ended."""
+    me, secret, body, cookie = await _with_totp(client, mail_sink)
+    first = refresh_cookie_of(await refresh(client, cookie))
+    assert first is not None
+    current = refresh_cookie_of(await refresh(client, first))
+    assert current is not None
+    stepped = await client.post("/api/v1/auth/step-up", headers={
+        **_bearer(body), "Cookie": f"archomata_refresh={cookie}",
+        "Origin": "http://localhost:5173"}, json={"code": code(secret, 1)})
+    assert stepped.status == 401, await stepped.text()
+    assert (await stepped.json())["code"] == "session_revoked"
+    assert (await refresh(client, current)).status == 401
+    assert await owner_conn.fetchval(
+        "select count(*) from audit_log where actor_id = $1 and "
+        "action = 'auth.refresh.reuse_detected' and details->>'via' = 'step_up'",
+        me.user_id) == 1
+
+
 async def test_someone_without_a_second_factor_is_not_asked(client: Any,
                                                             mail_sink: Any) -> None:
     me = await signed_up(client, mail_sink)

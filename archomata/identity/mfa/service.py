@@ -30,6 +30,8 @@ from archomata.identity.mfa.challenges import Challenges
 from archomata.identity.mfa.sealing import TOTP
 from archomata.identity.mfa.throttle import SecondFactorThrottle
 from archomata.identity.service import Me, Renewed
+from archomata.identity.service import _reuse_entry as reuse_entry
+from archomata.identity.sessions import Outcome
 from archomata.identity.signin import (
     Door,
     Opened,
@@ -230,8 +232,14 @@ async def step_up(door: Door, data_keys: DataKeys, who: AuditContext, me: Me,
         raise Unauthorized("This session has been revoked.", code="session_revoked")
     rotation = None
     if refresh_token is not None:
+        # A replayed cookie ends its family here as on every route that presents one,
+        # audited (contract §2); no token is minted for the caller's session it ended.
         rotation = await door.sessions.rotate(refresh_token, who.ip or "",
-                                              (who.user_agent or "")[:256], only=me.session_id)
+                                              (who.user_agent or "")[:256], only=me.session_id,
+                                              on_reuse=reuse_entry(who, "step_up"))
+        if rotation.outcome is Outcome.REUSE and rotation.revoked_session_id == me.session_id:
+            raise Unauthorized("This session has ended; sign in again.",
+                               code="session_revoked")
     async with me.tx() as tx:
         user = await users.get(tx, me.user_id, settled=True)
         memberships = await orgs.memberships_of(tx, me.user_id)
