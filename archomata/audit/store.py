@@ -209,7 +209,10 @@ async def list_page(tx: Tx, where: AuditFilter, after: tuple[datetime, UUID] | N
     (SearchTooBroad when the page is not full by then)."""
     sql, params = select_sql(where, after, limit, cap=CANDIDATE_CAP)
     found = await tx.fetch(sql, *params)
-    if found and found[-1].get("candidate", 0) > CANDIDATE_CAP:
+    # The row past the cap comes last. Behind a full page it is only the extra row that
+    # says another page follows (the caller shows `limit - 1`): that page is the one
+    # refused, not this one.
+    if found and found[-1].get("candidate", 0) > CANDIDATE_CAP and len(found) < limit:
         raise SearchTooBroad
     return [_entry(r) for r in found]
 

@@ -23,7 +23,7 @@ import pytest
 from archomata.audit import search_gate, service, store
 from bench.audit_search import SEARCHERS, compare, fill
 from tests.conftest import environ_for, make_database
-from tests.factories import Session, member_with_roles, signed_up
+from tests.factories import Session, login, member_with_roles, signed_up
 from tests.serving import Served, serve
 
 LIST = "/api/v1/audit-logs"
@@ -163,3 +163,24 @@ class TestSearchTimeout:
         monkeypatch.undo()
         assert (await client.get(f"{LIST}?q=registered", headers=admin.auth)).status == 200
 
+
+
+class TestCandidateCap:
+    async def test_a_page_filled_before_the_cap_answers_with_its_cursor(
+            self, client: Any, mail_sink: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The cap refuses a search that has not filled its page by then; one whose page
+        is full (the row past the cap then only says more may follow) answers the page
+        and its cursor."""
+        admin = await signed_up(client, mail_sink)
+        for _ in range(3):
+            await login(client, admin.email, admin.password)
+        monkeypatch.setattr(store, "CANDIDATE_CAP", 2)
+        query = {"q": "auth succeeded", "limit": "2", **window()}
+        full = await client.get(LIST, params=query, headers=admin.auth)
+        assert full.status == 200, await full.text()
+        body = await full.json()
+        assert [e["action"] for e in body["items"]] == ["auth.login.succeeded"] * 2
+        assert body["next_cursor"]
+        # A page the cap leaves short is refused, as before.
+        short = await client.get(LIST, params={**query, "limit": "3"}, headers=admin.auth)
+        assert short.status == 503
