@@ -106,15 +106,20 @@ async def list_all_audit_logs(request: web.Request) -> web.Response:
 @doc("The org's audit log as CSV or JSON Lines (streamed), newest first, with the "
      "filters of the list. At most 2 exports of an org run at once; a client that reads "
      "nothing for ARCHOMATA_STREAM_STALL_SECONDS (30) is cut off.", query=ExportQuerySchema,
-     problems={429: "`too_many_exports`: 2 exports of this org are running (Retry-After)",
+     problems={429: "`too_many_exports`: 2 exports of this org are running; "
+                    "`too_many_searches`: with `q`, the person's searches (Retry-After)",
                503: "`exports_busy`: this server runs as many exports as it may "
-                    "(Retry-After)"})
+                    "(Retry-After); with `q`, the search's answers too",
+               504: "`search_timeout`: the search's first page ran past its bound (a later "
+                    "one cuts the transfer)"})
 async def export_audit_logs(request: web.Request) -> web.StreamResponse:
     query = validate_query(ExportQuerySchema(), dict(request.query))
     export_format = ExportFormat(query.pop("format"))
     org_id, _ = caller(request)
     async with request.app[keys.EXPORTS].hold(org_id) as lease:
-        async with org_tx(request) as tx:
+        # A search's export counts against the person's searches and takes a search slot
+        # while its words are looked up; each page is then bounded (service.export_pages).
+        async with _search_turn(request, query), org_tx(request) as tx:
             # Its entry commits before the first entry leaves: an interrupted export shows.
             where = await service.begin_export(tx, context_of(request), query,
                                                export_format)

@@ -207,6 +207,11 @@ async def search_filter(tx: Tx, query: dict[str, Any], org_id: UUID | None
                        until=query.get("until"), terms=terms)
 
 
+def _search_timeout() -> GatewayTimeout:
+    return GatewayTimeout("The search took too long; narrow it (a shorter from/to, a rarer "
+                          "word, a filter).", code="search_timeout")
+
+
 async def list_entries(tx: Tx, query: dict[str, Any], org_id: UUID | None,
                        page: Page) -> list[AuditEntry]:
     """One page of the entries the query asks for (`org_id` None: every org's), newest
@@ -218,9 +223,7 @@ async def list_entries(tx: Tx, query: dict[str, Any], org_id: UUID | None,
         after = (page.after.at, page.after.id) if page.after else None
         return await list_page(tx, where, after, page.limit + 1)
     except asyncpg.QueryCanceledError:  # statement_timeout: the transaction is over
-        raise GatewayTimeout(
-            "The search took too long; narrow it (a shorter from/to, a rarer word, a "
-            "filter).", code="search_timeout") from None
+        raise _search_timeout() from None
     except SearchTooBroad:
         raise ServiceUnavailable(
             f"The search examined {CANDIDATE_CAP} entries without filling a page; narrow "
@@ -232,7 +235,10 @@ async def begin_export(tx: Tx, who: AuditContext, query: dict[str, Any],
                        export_format: ExportFormat) -> AuditFilter | None:
     """The export's filter, its audit entry written in `tx` (commit it before the first
     entry leaves). A bad `q` refuses the export unaudited."""
-    where = await search_filter(tx, query, tx.org_id)
+    try:
+        where = await search_filter(tx, query, tx.org_id)
+    except asyncpg.QueryCanceledError:  # statement_timeout: the transaction is over
+        raise _search_timeout() from None
     await record(tx, who, AuditAction.AUDIT_EXPORTED, resource_type="audit_log",
                  details={"format": export_format.value,
                           "filters": AuditLogQuerySchema().dump(query)})
@@ -258,8 +264,15 @@ async def export_pages(open_tx: Callable[[], AbstractAsyncContextManager[Tx]],
     single snapshot of a long transaction did."""
     after = None
     while where is not None:
-        async with open_tx() as tx:
-            page, after = await export_page(tx, where, after, EXPORT_CHUNK, json_lines)
+        try:
+            async with open_tx() as tx:
+                if where.terms:  # each page of a search is bounded as a search is
+                    await tx.execute(f"set local statement_timeout = {SEARCH_TIMEOUT_MS}")
+                page, after = await export_page(tx, where, after, EXPORT_CHUNK, json_lines)
+        except asyncpg.QueryCanceledError:
+            if after is None:  # nothing sent yet: the client gets a problem+json
+                raise _search_timeout() from None
+            raise ExportCut from None  # mid-stream: a broken transfer, never a short file
         if page:
             yield page
         if len(page) < EXPORT_CHUNK:

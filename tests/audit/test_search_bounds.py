@@ -27,6 +27,7 @@ from tests.factories import Session, login, member_with_roles, signed_up
 from tests.serving import Served, serve
 
 LIST = "/api/v1/audit-logs"
+EXPORT = "/api/v1/audit-logs/export?format=csv"
 # A million entries (the issue's figure, and bench/audit_search.py's) take three to four
 # minutes to write on this shared 2-core machine (200,000 took 43 s). Past the candidate
 # cap the load a search makes is the same at any size (it stops after CANDIDATE_CAP
@@ -163,6 +164,36 @@ class TestSearchTimeout:
         monkeypatch.undo()
         assert (await client.get(f"{LIST}?q=registered", headers=admin.auth)).status == 200
 
+    async def test_an_exports_search_is_bounded_as_a_search_is(
+            self, client: Any, mail_sink: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The export of a search: its words looked up past the bound (a 500 before), and
+        its first page past the bound (unbounded before), answer 504 problem+json; an
+        export with no `q` is not a search and waits as long as it takes."""
+        admin = await signed_up(client, mail_sink)
+        monkeypatch.setattr(service, "SEARCH_TIMEOUT_MS", 50)
+        slow_terms = store.SEARCH_TERMS.replace("from unnest(", "from pg_sleep(1), unnest(")
+        slow_page = "select pg_sleep(1)"
+        for attr, slowed in (("SEARCH_TERMS", slow_terms), ("ORDERED_WALK", slow_page)):
+            with monkeypatch.context() as patch:
+                patch.setattr(store, attr, slowed)
+                response = await client.get(f"{EXPORT}&q=registered", headers=admin.auth)
+                assert response.status == 504, (attr, await response.text())
+                assert response.content_type == "application/problem+json"
+                assert (await response.json())["code"] == "search_timeout"
+        monkeypatch.setattr(store, "ORDERED_WALK", slow_page)
+        plain = await client.get(EXPORT, headers=admin.auth)
+        assert plain.status == 200 and b"user.registered" in await plain.read()
+
+    async def test_an_exports_search_counts_against_the_persons_budget(
+            self, client: Any, mail_sink: Any) -> None:
+        admin = await signed_up(client, mail_sink)
+        for _ in range(search_gate.SEARCHES_PER_USER.limit):
+            assert (await client.get(f"{LIST}?q=registered", headers=admin.auth)
+                    ).status == 200
+        refused = await client.get(f"{EXPORT}&q=registered", headers=admin.auth)
+        assert refused.status == 429
+        assert (await refused.json())["code"] == "too_many_searches"
+        assert (await client.get(EXPORT, headers=admin.auth)).status == 200  # no `q`
 
 
 class TestCandidateCap:
