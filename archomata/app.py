@@ -27,6 +27,21 @@ from archomata.bridge.api_keys import API_KEYS, ApiKeyAuthenticator
 from archomata.bridge.broadcast import Broadcast
 from archomata.config import Config, ConfigError
 from archomata.crypto import DataKeys
+from archomata.http.cors import setup_cors
+from archomata.http.middlewares.access_log import access_log_middleware
+from archomata.http.middlewares.authn import authn_middleware
+from archomata.http.middlewares.body_limit import body_limit_middleware
+from archomata.http.middlewares.client_ip import client_ip_middleware
+from archomata.http.middlewares.csrf import csrf_middleware
+from archomata.http.middlewares.errors import errors_middleware
+from archomata.http.middlewares.params import params_middleware
+from archomata.http.middlewares.ratelimit import ratelimit_middleware
+from archomata.http.middlewares.request_id import request_id_middleware
+from archomata.http.middlewares.security_headers import (
+    on_response_prepare,
+    security_headers_middleware,
+)
+from archomata.http.middlewares.timeout import timeout_middleware
 from archomata.identity import breached
 from archomata.identity.authenticator import AUTHENTICATOR, Authenticator
 from archomata.identity.login_throttle import LoginThrottle
@@ -40,22 +55,7 @@ from archomata.metrics import METRICS, Metrics, metrics_middleware, worker_gauge
 from archomata.ops import health, migrations
 from archomata.orgs.routes import admin, groups, invitations, org
 from archomata.trading.routes import accounts, orders, strategies
-from archomata.web.cors import setup_cors
 from archomata.web.later import Later
-from archomata.web.middlewares.access_log import access_log_middleware
-from archomata.web.middlewares.authn import authn_middleware
-from archomata.web.middlewares.body_limit import body_limit_middleware
-from archomata.web.middlewares.client_ip import client_ip_middleware
-from archomata.web.middlewares.csrf import csrf_middleware
-from archomata.web.middlewares.errors import errors_middleware
-from archomata.web.middlewares.params import params_middleware
-from archomata.web.middlewares.ratelimit import ratelimit_middleware
-from archomata.web.middlewares.request_id import request_id_middleware
-from archomata.web.middlewares.security_headers import (
-    on_response_prepare,
-    security_headers_middleware,
-)
-from archomata.web.middlewares.timeout import timeout_middleware
 from archomata.web.openapi import build_spec
 from archomata.web.ratelimit import RateLimiter
 

@@ -15,10 +15,10 @@ from archomata.access import authz
 from archomata.access.principal import ActorType, OrgRole, Principal
 from archomata.config import Config
 from archomata.errors import ServiceUnavailable, Unauthorized
+from archomata.http.middlewares.ratelimit import call_gate
 from archomata.identity import tokens
 from archomata.identity.revocation import GATE, CheckResult, Revocation, gate_keys, judge
 from archomata.identity.tokens import Claims
-from archomata.web.middlewares.ratelimit import call_gate
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ Standalone, as the rate-limit middleware does it::
 Inside a pipeline another middleware is sending anyway (one round trip for the rate
 limit and, say, the revocation check)::
 
-    target = rate_target(request)        # archomata.web.middlewares.ratelimit; None: not limited
+    target = rate_target(request)        # archomata.http.middlewares.ratelimit; None: not limited
     async with redis.pipeline(transaction=False) as pipe:
         pending = limiter.queue(pipe, *target)       # queues exactly one command, first
         ...queue your own commands...
@@ -104,7 +104,7 @@ SLIDING_WINDOW = SLIDING_WINDOW_FUNCTION + \
 # reads (so that one call does both): with a limit in ARGV[1] (its window in ms in
 # ARGV[2]) KEYS[1] is the bucket; `first` is the index of the script's own first key and
 # `rate` the hit's reply, or false. Run such a script with
-# archomata.web.middlewares.ratelimit.call_gate.
+# archomata.http.middlewares.ratelimit.call_gate.
 OPTIONAL_HIT = SLIDING_WINDOW_FUNCTION + """
 local first = 1
 local rate = false

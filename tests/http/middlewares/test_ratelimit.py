@@ -18,8 +18,8 @@ from archomata.access.guards import public
 from archomata.access.route_policy import RateClass
 from archomata.config import Config, RateLimit, Secret
 from archomata.errors import NotFound
+from archomata.http.middlewares.ratelimit import _bucket, ratelimit_middleware
 from archomata.ops.devservers import RedisServer, free_port
-from archomata.web.middlewares.ratelimit import _bucket, ratelimit_middleware
 from archomata.web.ratelimit import RateDecision
 from tests.conftest import app_with_routes
 
