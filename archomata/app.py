@@ -29,7 +29,7 @@ from archomata.config import Config, ConfigError
 from archomata.crypto import DataKeys
 from archomata.http.cors import setup_cors
 from archomata.http.middlewares.access_log import access_log_middleware
-from archomata.http.middlewares.authn import authn_middleware
+from archomata.http.middlewares.authn import AUTHENTICATORS, Authenticators, authn_middleware
 from archomata.http.middlewares.body_limit import body_limit_middleware
 from archomata.http.middlewares.client_ip import client_ip_middleware
 from archomata.http.middlewares.csrf import csrf_middleware
@@ -181,6 +181,13 @@ async def _bridge(app: web.Application) -> AsyncIterator[None]:
     await broadcast.stop()
 
 
+async def _authenticators(app: web.Application) -> AsyncIterator[None]:
+    """What the authn middleware asks, filled in here: it imports neither identity (JWTs
+    for people) nor bridge (API keys for agents)."""
+    app[AUTHENTICATORS] = Authenticators(people=app[AUTHENTICATOR], agents=app[API_KEYS])
+    yield
+
+
 async def _after_answers(app: web.Application) -> AsyncIterator[None]:
     """Work left for after an answer (mails, a registration's writes) finishes before the
     pools and the mailer it uses go: this context is the last set up, the first ended."""
@@ -224,7 +231,7 @@ def create_app(config: Config) -> web.Application:
     app[keys.STOPPING] = asyncio.Event()
     app.on_shutdown.append(_stop_taking_work)
     app.cleanup_ctx.extend([_database, _redis, _security, _rate_limits])
-    app.cleanup_ctx.extend([_bridge, worker_gauges])
+    app.cleanup_ctx.extend([_bridge, _authenticators, worker_gauges])
     app.cleanup_ctx.append(_after_answers)
     app.on_response_prepare.append(on_response_prepare)  # security headers on streams
     for module in ROUTE_MODULES:
