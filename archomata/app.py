@@ -27,6 +27,8 @@ from archomata.bridge.api_keys import API_KEYS, ApiKeyAuthenticator
 from archomata.bridge.broadcast import Broadcast
 from archomata.config import Config, ConfigError
 from archomata.crypto import DataKeys
+from archomata.gate.check import READY, STALE
+from archomata.gate.ratelimit import RateLimiter
 from archomata.http.cors import setup_cors
 from archomata.http.middlewares.access_log import access_log_middleware
 from archomata.http.middlewares.authn import AUTHENTICATORS, Authenticators, authn_middleware
@@ -46,7 +48,7 @@ from archomata.identity import breached
 from archomata.identity.authenticator import AUTHENTICATOR, Authenticator
 from archomata.identity.login_throttle import LoginThrottle
 from archomata.identity.passwords import PasswordHasher
-from archomata.identity.revocation import READY, REVOCATION, STALE, Revocation
+from archomata.identity.revocation import REVOCATION, Revocation
 from archomata.identity.routes import auth, identities, me, mfa, sso
 from archomata.identity.server_watch import ServerWatch
 from archomata.identity.sessions import SessionStore
@@ -57,7 +59,6 @@ from archomata.orgs.routes import admin, groups, invitations, org
 from archomata.trading.routes import accounts, orders, strategies
 from archomata.web.later import Later
 from archomata.web.openapi import build_spec
-from archomata.web.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Limits requests per client IP and route class (see archomata.web.ratelimit).
+"""Limits requests per client IP and route class (see archomata.gate.ratelimit).
 
 The class is the matched route's policy (archomata.access.route_policy), declared by its
 guard: `login` for `public` routes (login, register, verify-email, resend-verification,
@@ -12,41 +12,25 @@ end a session (logout, logout-all, DELETE /auth/sessions/{id}). IPv6 clients cou
 
 A 429 carries Retry-After and RateLimit-Limit/-Remaining/-Reset; answers that pass carry
 the RateLimit-* headers too. A decision another middleware already made for the request
-(`keys.RATE_DECISION`, see `rate_target`) is used as it is: Redis is asked once.
+(`keys.RATE_DECISION`: the gate's call, archomata.gate.check, made by authn for the
+`keys.RATE_TARGET` it set from `rate_target`) is used as it is: Redis is asked once.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Any
-
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from redis.commands.core import AsyncScript
 
 from archomata import keys
 from archomata.access.route_policy import RateClass, policy_of
 from archomata.config import RateLimit
 from archomata.errors import ApiError, RateLimited
-from archomata.redis_boundary import REDIS_FAILURES, unavailable
-from archomata.web.ratelimit import PendingHit, optional_hit_call
-
-IPV6_PREFIX = 64
+from archomata.gate.check import client_bucket
 
 
 def route_class(request: web.Request) -> RateClass | None:
     """Which limit applies to `request`; None when it is not limited."""
     return policy_of(request).rate
-
-
-def _bucket(client_ip: str) -> str:
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return client_ip
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/{IPV6_PREFIX}", strict=False))
-    return str(address)
 
 
 def rate_target(request: web.Request) -> tuple[str, RateLimit] | None:
@@ -63,42 +47,6 @@ def _target(request: web.Request, cls: RateClass) -> tuple[str, RateLimit]:
              RateClass.BRIDGE: config.rate_limit_bridge,
              RateClass.API: config.rate_limit_api}[cls]
     return f"rl:{cls}:{client_bucket(request)}", limit
-
-
-def client_bucket(request: web.Request) -> str:
-    """The client as the limits count it: its address, or its /64 for IPv6."""
-    return _bucket(request.get(keys.CLIENT_IP) or request.remote or "unknown")
-
-
-async def call_gate(script: AsyncScript, request: web.Request | None, own_keys: list[str],
-                    *, refuse_now: bool = False, extra_args: list[Any] | None = None
-                    ) -> list[Any]:
-    """Runs a Redis script that starts with OPTIONAL_HIT (archomata.web.ratelimit),
-    counting `request`'s rate limit in the same call (none when `request` is None or not
-    limited), and returns the script's own reply. The decision goes to
-    `request[keys.RATE_DECISION]` for the middleware below; with `refuse_now` a refusal is
-    raised here, before the caller spends anything on the request. If Redis fails, the
-    decision comes from memory and ServiceUnavailable is raised: the callers check
-    revocation with the reply, so without it no credential passes (fail closed)."""
-    target = rate_target(request) if request is not None else None
-    limiter = request.app.get(keys.RATE_LIMITER) if request is not None else None
-    if limiter is None:
-        target = None
-    script_keys, args = optional_hit_call(target, own_keys)
-    args += extra_args or []  # the script's own ARGV, from ARGV[3]
-    failure: BaseException | None = None
-    try:
-        reply = await script(keys=script_keys, args=args)
-    except REDIS_FAILURES as exc:  # the rate limit first, from memory; then the 503
-        failure, reply = exc, [exc]
-    if request is not None and limiter is not None and target is not None:
-        decision = limiter.result_from(PendingHit(*target), reply[0])
-        request[keys.RATE_DECISION] = decision
-        if refuse_now:
-            decision.raise_if_refused()
-    if failure is not None:
-        raise unavailable() from failure
-    return list(reply[1:])
 
 
 @web.middleware
