@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from archomata import db, keys, redis_client
 from archomata.access import route_policy
 from archomata.access import routes as roles
-from archomata.access.guards import policy_problems
+from archomata.access.guards import access_rule, policy_problems
 from archomata.audit import keyed
 from archomata.audit import routes as audit_logs
 from archomata.audit.export_slots import EXPORTS_PER_ORG, ExportSlots
@@ -237,7 +237,7 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(on_response_prepare)  # security headers on streams
     for module in ROUTE_MODULES:
         app.router.add_routes(module.routes)
-    app[keys.OPENAPI] = build_spec(app)
+    app[keys.OPENAPI] = build_spec(app, access_rule)
     setup_cors(app, config.frontend_origins)
     route_policy.install(app, policy_problems)  # after CORS: preflights get theirs too
     return app

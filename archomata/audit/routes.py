@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from archomata import keys
-from archomata.access.guards import require_permission, require_platform_admin
+from archomata.access.guards import caller, require_permission, require_platform_admin
 from archomata.access.permissions import Permission
 from archomata.access.route_policy import TimeoutClass
 from archomata.audit import service
@@ -42,7 +42,7 @@ from archomata.web.json_io import json_response
 from archomata.web.json_io import validate as validate_query
 from archomata.web.openapi import doc
 from archomata.web.pagination import Page, listing, page_of
-from archomata.web.params import caller, client_gone
+from archomata.web.params import client_gone
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
