@@ -14,7 +14,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from archomata import db, keys, redis_client
-from archomata.access import route_policy
+from archomata.access import route_policy, step_up
 from archomata.access import routes as roles
 from archomata.access.guards import access_rule, policy_problems
 from archomata.audit import keyed
@@ -52,6 +52,7 @@ from archomata.identity.revocation import REVOCATION, Revocation
 from archomata.identity.routes import auth, identities, me, mfa, sso
 from archomata.identity.server_watch import ServerWatch
 from archomata.identity.sessions import SessionStore
+from archomata.identity.store import mfa as mfa_store
 from archomata.mail import Mailer
 from archomata.metrics import METRICS, Metrics, metrics_middleware, worker_gauges
 from archomata.ops import health, migrations
@@ -225,6 +226,7 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.max_body_bytes,
     )
     app[keys.CONFIG] = config
+    app[step_up.HAS_FACTOR] = mfa_store.enabled  # what access asks identity (step_up.py)
     if config.audit_key is not None:  # load_config requires it; a hand-built Config may not
         keyed.install(config.audit_key.reveal())
     app[METRICS] = Metrics(app)
