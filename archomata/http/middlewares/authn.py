@@ -50,6 +50,13 @@ class Authenticators:
 AUTHENTICATORS = web.AppKey("authenticators", Authenticators)
 
 
+def _authenticators(request: web.Request) -> Authenticators:
+    """The app's authenticators, about to be asked: they count the request's rate limit in
+    their gate's one Redis call (archomata.gate.check), on the target put here."""
+    request[keys.RATE_TARGET] = rate_target(request)
+    return request.app[AUTHENTICATORS]
+
+
 @web.middleware
 async def authn_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[keys.PRINCIPAL] = None
@@ -57,15 +64,13 @@ async def authn_middleware(request: web.Request, handler: Handler) -> web.Stream
     if authn is Authn.NONE:
         return await handler(request)
     ignore_failures = authn is Authn.OPTIONAL
-    # The authenticators count it in their gate's one Redis call (archomata.gate.check).
-    request[keys.RATE_TARGET] = rate_target(request)
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
         try:
             if scheme.lower() != BEARER or not token.strip():
                 raise Unauthorized("Use `Authorization: Bearer <token>`.", code="token_invalid")
-            request[keys.PRINCIPAL] = await request.app[AUTHENTICATORS].people.principal(
+            request[keys.PRINCIPAL] = await _authenticators(request).people.principal(
                 request, token.strip())
         except ApiError:
             if not ignore_failures:
@@ -74,7 +79,7 @@ async def authn_middleware(request: web.Request, handler: Handler) -> web.Stream
     api_key = request.headers.get(API_KEY_HEADER)
     if header is None and api_key is not None and authn is Authn.AGENT:
         try:
-            request[keys.PRINCIPAL] = await request.app[AUTHENTICATORS].agents.principal(
+            request[keys.PRINCIPAL] = await _authenticators(request).agents.principal(
                 request, api_key)
         except ApiError:
             if not ignore_failures:

@@ -8,7 +8,7 @@ archomata.identity.sessions); `bridge` for `agent_only`; `api` for the rest of `
 and for CORS preflights of limited routes (so that they never eat the login budget);
 none for `operations` (health, metrics, the OpenAPI document) nor for the routes that
 end a session (logout, logout-all, DELETE /auth/sessions/{id}). IPv6 clients count per
-/64, the least a single subscriber is usually given.
+/64, the least a single subscriber is usually given (archomata.gate.check.client_bucket).
 
 A 429 carries Retry-After and RateLimit-Limit/-Remaining/-Reset; answers that pass carry
 the RateLimit-* headers too. A decision another middleware already made for the request
@@ -34,8 +34,9 @@ def route_class(request: web.Request) -> RateClass | None:
 
 
 def rate_target(request: web.Request) -> tuple[str, RateLimit] | None:
-    """The Redis key and the limit of `request`, for a middleware that wants to queue the
-    check in its own pipeline (then store the decision in `keys.RATE_DECISION`)."""
+    """The Redis key and the limit of `request`, for a middleware that counts the hit in a
+    call of its own: authn puts it in `keys.RATE_TARGET` for the gate, which stores the
+    decision in `keys.RATE_DECISION`."""
     cls = route_class(request)
     return None if cls is None else _target(request, cls)
 
