@@ -14,9 +14,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from archomata import db, keys, redis_client
-from archomata.access import route_policy
+from archomata.access import route_policy, step_up
 from archomata.access import routes as roles
-from archomata.access.guards import policy_problems
+from archomata.access.guards import access_rule, policy_problems
 from archomata.audit import keyed
 from archomata.audit import routes as audit_logs
 from archomata.audit.export_slots import EXPORTS_PER_ORG, ExportSlots
@@ -27,37 +27,39 @@ from archomata.bridge.api_keys import API_KEYS, ApiKeyAuthenticator
 from archomata.bridge.broadcast import Broadcast
 from archomata.config import Config, ConfigError
 from archomata.crypto import DataKeys
+from archomata.gate.check import READY, STALE
+from archomata.gate.ratelimit import RateLimiter
+from archomata.http.cors import setup_cors
+from archomata.http.middlewares.access_log import access_log_middleware
+from archomata.http.middlewares.authn import AUTHENTICATORS, Authenticators, authn_middleware
+from archomata.http.middlewares.body_limit import body_limit_middleware
+from archomata.http.middlewares.client_ip import client_ip_middleware
+from archomata.http.middlewares.csrf import csrf_middleware
+from archomata.http.middlewares.errors import errors_middleware
+from archomata.http.middlewares.params import params_middleware
+from archomata.http.middlewares.ratelimit import ratelimit_middleware
+from archomata.http.middlewares.request_id import request_id_middleware
+from archomata.http.middlewares.security_headers import (
+    on_response_prepare,
+    security_headers_middleware,
+)
+from archomata.http.middlewares.timeout import timeout_middleware
 from archomata.identity import breached
 from archomata.identity.authenticator import AUTHENTICATOR, Authenticator
 from archomata.identity.login_throttle import LoginThrottle
 from archomata.identity.passwords import PasswordHasher
-from archomata.identity.revocation import READY, REVOCATION, STALE, Revocation
+from archomata.identity.revocation import REVOCATION, Revocation
 from archomata.identity.routes import auth, identities, me, mfa, sso
 from archomata.identity.server_watch import ServerWatch
 from archomata.identity.sessions import SessionStore
+from archomata.identity.store import mfa as mfa_store
 from archomata.mail import Mailer
 from archomata.metrics import METRICS, Metrics, metrics_middleware, worker_gauges
 from archomata.ops import health, migrations
 from archomata.orgs.routes import admin, groups, invitations, org
 from archomata.trading.routes import accounts, orders, strategies
-from archomata.web.cors import setup_cors
 from archomata.web.later import Later
-from archomata.web.middlewares.access_log import access_log_middleware
-from archomata.web.middlewares.authn import authn_middleware
-from archomata.web.middlewares.body_limit import body_limit_middleware
-from archomata.web.middlewares.client_ip import client_ip_middleware
-from archomata.web.middlewares.csrf import csrf_middleware
-from archomata.web.middlewares.errors import errors_middleware
-from archomata.web.middlewares.params import params_middleware
-from archomata.web.middlewares.ratelimit import ratelimit_middleware
-from archomata.web.middlewares.request_id import request_id_middleware
-from archomata.web.middlewares.security_headers import (
-    on_response_prepare,
-    security_headers_middleware,
-)
-from archomata.web.middlewares.timeout import timeout_middleware
 from archomata.web.openapi import build_spec
-from archomata.web.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +183,13 @@ async def _bridge(app: web.Application) -> AsyncIterator[None]:
     await broadcast.stop()
 
 
+async def _authenticators(app: web.Application) -> AsyncIterator[None]:
+    """What the authn middleware asks, filled in here: it imports neither identity (JWTs
+    for people) nor bridge (API keys for agents)."""
+    app[AUTHENTICATORS] = Authenticators(people=app[AUTHENTICATOR], agents=app[API_KEYS])
+    yield
+
+
 async def _after_answers(app: web.Application) -> AsyncIterator[None]:
     """Work left for after an answer (mails, a registration's writes) finishes before the
     pools and the mailer it uses go: this context is the last set up, the first ended."""
@@ -217,6 +226,7 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.max_body_bytes,
     )
     app[keys.CONFIG] = config
+    app[step_up.HAS_FACTOR] = mfa_store.enabled  # what access asks identity (step_up.py)
     if config.audit_key is not None:  # load_config requires it; a hand-built Config may not
         keyed.install(config.audit_key.reveal())
     app[METRICS] = Metrics(app)
@@ -224,12 +234,12 @@ def create_app(config: Config) -> web.Application:
     app[keys.STOPPING] = asyncio.Event()
     app.on_shutdown.append(_stop_taking_work)
     app.cleanup_ctx.extend([_database, _redis, _security, _rate_limits])
-    app.cleanup_ctx.extend([_bridge, worker_gauges])
+    app.cleanup_ctx.extend([_bridge, _authenticators, worker_gauges])
     app.cleanup_ctx.append(_after_answers)
     app.on_response_prepare.append(on_response_prepare)  # security headers on streams
     for module in ROUTE_MODULES:
         app.router.add_routes(module.routes)
-    app[keys.OPENAPI] = build_spec(app)
+    app[keys.OPENAPI] = build_spec(app, access_rule)
     setup_cors(app, config.frontend_origins)
     route_policy.install(app, policy_problems)  # after CORS: preflights get theirs too
     return app

@@ -158,7 +158,7 @@ class Config:
     keepalive_timeout_seconds: float = 75.0
     login_backoff_after: int = 5
     login_backoff_max_seconds: int = 300
-    # A response the client takes nothing of for this long is cut (archomata.web.server).
+    # A response the client takes nothing of for this long is cut (archomata.http.server).
     stream_stall_seconds: float = 30.0
     exports_per_instance: int = 8
     worker: WorkerSlot = WorkerSlot()  # set by `serve --workers` in each worker

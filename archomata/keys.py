@@ -4,7 +4,7 @@ This module is a leaf: it imports only modules that never import it back, so the
 foundations (db, guards, metrics, the middlewares) read their keys here without a cycle.
 The components built on those foundations (they open transactions, run the rate-limit
 gate) keep their app key beside their class, typed by it: `REVOCATION`
-(security.revocation), `AUTHENTICATOR` (security.authenticator), `API_KEYS`
+(identity.revocation), `AUTHENTICATOR` (identity.authenticator), `API_KEYS`
 (bridge.api_keys) and `METRICS` (metrics). Typing them here would import them, and
 through them db and this module again.
 """
@@ -18,7 +18,7 @@ import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
-from archomata.config import Config
+from archomata.config import Config, RateLimit
 
 if TYPE_CHECKING:
     from archomata.access.principal import Principal
@@ -26,12 +26,12 @@ if TYPE_CHECKING:
     from archomata.audit.search_gate import SearchGate
     from archomata.bridge.broadcast import Broadcast
     from archomata.crypto import DataKeys
+    from archomata.gate.ratelimit import RateDecision, RateLimiter
     from archomata.identity.login_throttle import LoginThrottle
     from archomata.identity.passwords import PasswordHasher
     from archomata.identity.sessions import SessionStore
     from archomata.mail import Mailer
     from archomata.web.later import Later
-    from archomata.web.ratelimit import RateDecision, RateLimiter
 
 CONFIG = web.AppKey("config", Config)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
@@ -57,6 +57,9 @@ AUDIT_SEARCHES: web.AppKey[SearchGate] = web.AppKey("audit_searches")
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_IP = web.RequestKey("client_ip", str)
 PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
+# This request's rate-limit bucket and limit (None: not limited), set by the authn
+# middleware for the gate its authenticators call (archomata.gate.check.call_gate).
+RATE_TARGET: web.RequestKey[tuple[str, RateLimit] | None] = web.RequestKey("rate_target")
 # A rate-limit decision already made for this request (e.g. by authn, in its own Redis
 # pipeline): the rate-limit middleware then uses it instead of asking Redis again.
 RATE_DECISION: web.RequestKey[RateDecision] = web.RequestKey("rate_decision")

@@ -197,7 +197,7 @@ class TestAfterCommit:
 
 
 # Every store function that writes what the permission cache is loaded from
-# (access/authz.py LOAD_MEMBERSHIP), called as its callers do.
+# (gate/authz.py LOAD_MEMBERSHIP), called as its callers do.
 StoreCall = Callable[[Tx, NewAccount, UUID], Awaitable[object]]
 WRITES: dict[str, StoreCall] = {
     "orgs.store.members.set_org_role": lambda tx, a, g: members.set_org_role(

@@ -22,12 +22,12 @@ from archomata.bridge.broadcast import Broadcast
 from archomata.config import Config, RateLimit, load_config
 from archomata.db import create_pool
 from archomata.errors import ServiceUnavailable
+from archomata.gate.ratelimit import RateLimiter
 from archomata.identity.login_throttle import LoginThrottle
 from archomata.identity.revocation import Revocation
 from archomata.identity.sessions import SessionStore
 from archomata.identity.sso_state import LoginStates, new_login
 from archomata.ops.devservers import RedisServer, free_port
-from archomata.web.ratelimit import RateLimiter
 from tests.factories import FRONTEND, agent_auth, agent_with_key, signed_up
 from tests.oidc_provider import OidcProvider
 

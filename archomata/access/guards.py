@@ -17,6 +17,7 @@ import functools
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, overload
+from uuid import UUID
 
 from aiohttp import web
 
@@ -42,6 +43,13 @@ class AccessRule:
     def describe(self) -> str:
         text = f"perm {self.permission}" if self.kind == "perm" else self.kind
         return text + (" + write" if self.write else "")
+
+
+def caller(request: web.Request) -> tuple[UUID, Principal]:
+    """The org and principal of a request that passed its guard."""
+    principal = request[keys.PRINCIPAL]
+    assert principal is not None and principal.org_id is not None  # the guard ran
+    return principal.org_id, principal
 
 
 def access_rule(handler: Any) -> AccessRule | None:

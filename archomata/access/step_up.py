@@ -32,9 +32,8 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import keys
-from archomata.db import user_tx
+from archomata.db import Tx, user_tx
 from archomata.errors import Forbidden
-from archomata.identity.store import mfa
 
 STEP_UP_ATTR = "__archomata_step_up__"
 ALWAYS = "always"
@@ -131,10 +130,17 @@ async def refuse_unenrolled(request: web.Request) -> None:
                     code="mfa_enrollment_required")
 
 
+# Whether a person has a confirmed second factor, read in a transaction of theirs. The
+# second factor is identity's (archomata.identity.store.mfa.enabled): archomata.app hands
+# it in, so that access, below identity, does not import it.
+FactorCheck = Callable[[Tx, UUID], Awaitable[bool]]
+HAS_FACTOR: web.AppKey[FactorCheck] = web.AppKey("has_factor")
+
+
 async def _has_factor(request: web.Request, user_id: UUID) -> bool:
     """Whether the caller has a confirmed second factor (one read, in their own scope)."""
     async with user_tx(request) as tx:
-        return await mfa.enabled(tx, user_id)
+        return await request.app[HAS_FACTOR](tx, user_id)
 
 
 def dangerous(method: str, path: str, rule_kind: str | None,

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from archomata import keys
-from archomata.access.guards import require_permission, require_platform_admin
+from archomata.access.guards import caller, require_permission, require_platform_admin
 from archomata.access.permissions import Permission
 from archomata.access.route_policy import TimeoutClass
 from archomata.audit import service
@@ -37,12 +37,12 @@ from archomata.audit.schemas import (
 )
 from archomata.audit.store import AuditEntry, AuditFilter
 from archomata.db import org_tx, platform_tx
+from archomata.web.connection import cut
 from archomata.web.json_io import json_response
 from archomata.web.json_io import validate as validate_query
 from archomata.web.openapi import doc
 from archomata.web.pagination import Page, listing, page_of
-from archomata.web.params import caller, client_gone
-from archomata.web.server import cut
+from archomata.web.params import client_gone
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -148,7 +148,7 @@ async def _respond(request: web.Request, encoder: Encoder, pages: AsyncIterator[
     await response.prepare(request)
     try:
         # A client that stops reading blocks these writes; the connection handler cuts it
-        # after ARCHOMATA_STREAM_STALL_SECONDS without progress (archomata.web.server).
+        # after ARCHOMATA_STREAM_STALL_SECONDS without progress (archomata.http.server).
         await response.write(encoder.header() + encoder.encode(first))
         async for page in pages:
             await response.write(encoder.encode(page))

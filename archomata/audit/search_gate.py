@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 
 from archomata.config import RateLimit
 from archomata.errors import RateLimited, ServiceUnavailable
-from archomata.web.ratelimit import RateLimiter
+from archomata.gate.ratelimit import RateLimiter
 
 SEARCHES_PER_USER = RateLimit(20, 60)
 SEARCHES_AT_ONCE = max(1, (os.cpu_count() or 2) // 2)

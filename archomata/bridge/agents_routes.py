@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from archomata import audit, keys
-from archomata.access.guards import require_permission, require_write
+from archomata.access.guards import caller, require_permission, require_write
 from archomata.access.permissions import Permission
 from archomata.access.step_up import step_up, step_up_exempt
 from archomata.audit import AuditAction
@@ -26,7 +26,7 @@ from archomata.trading.store import accounts
 from archomata.web.json_io import json_response, load_body
 from archomata.web.openapi import doc
 from archomata.web.pagination import listing, page_of
-from archomata.web.params import after, caller, uuid_param
+from archomata.web.params import after, uuid_param
 
 routes = web.RouteTableDef()
 

@@ -51,11 +51,11 @@ from archomata.access.principal import ActorType, Principal
 from archomata.bridge import store as agents
 from archomata.db import service_tx
 from archomata.errors import RateLimited, Unauthorized
+from archomata.gate.check import READY, call_gate, client_bucket
+from archomata.gate.ratelimit import OPTIONAL_HIT
 from archomata.identity.passwords import Lane, PasswordHasher
-from archomata.identity.revocation import READY, Revocation
+from archomata.identity.revocation import Revocation
 from archomata.redis_boundary import REDIS_FAILURES, redis_call
-from archomata.web.middlewares.ratelimit import call_gate, client_bucket
-from archomata.web.ratelimit import OPTIONAL_HIT
 
 PREFIX = "amk_"
 KEY_ID_HEX = 16

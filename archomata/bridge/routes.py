@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from archomata import audit, keys, sealed
-from archomata.access.guards import agent_only
+from archomata.access.guards import agent_only, caller
 from archomata.access.route_policy import TimeoutClass
 from archomata.bridge import service
 from archomata.bridge.schemas import (
@@ -30,7 +30,7 @@ from archomata.bridge.schemas import (
 from archomata.db import org_tx
 from archomata.web.json_io import json_response, load_body, validate
 from archomata.web.openapi import doc
-from archomata.web.params import caller, client_gone, int_param, uuid_param
+from archomata.web.params import client_gone, int_param, uuid_param
 
 routes = web.RouteTableDef()
 

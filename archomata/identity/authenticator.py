@@ -11,14 +11,14 @@ import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
-from archomata.access import authz
 from archomata.access.principal import ActorType, OrgRole, Principal
 from archomata.config import Config
 from archomata.errors import ServiceUnavailable, Unauthorized
+from archomata.gate import authz
+from archomata.gate.check import GATE, CheckResult, call_gate, gate_keys, judge
 from archomata.identity import tokens
-from archomata.identity.revocation import GATE, CheckResult, Revocation, gate_keys, judge
+from archomata.identity.revocation import Revocation
 from archomata.identity.tokens import Claims
-from archomata.web.middlewares.ratelimit import call_gate
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from archomata.errors import RateLimited
+from archomata.gate import ratelimit
+from archomata.gate.ratelimit import FallbackReporter
 from archomata.redis_boundary import REDIS_FAILURES
-from archomata.web import ratelimit
-from archomata.web.ratelimit import FallbackReporter
 
 # KEYS: failure counter, lock. ARGV: free failures, base ms, max ms, memory ms.
 # Returns the lock now imposed, in ms (0: none).

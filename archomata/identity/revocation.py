@@ -1,6 +1,7 @@
-"""Revocation and authorisation state, read by one Redis script call per request.
+"""Revocation and authorisation state: written to Redis, and rebuilt there from PostgreSQL.
 
-PostgreSQL is the source of truth; Redis holds what every request must check:
+PostgreSQL is the source of truth; Redis holds what every request must check, read by
+one script call per request (the gate, archomata.gate.check):
 
     rv:ready:v2         set once the state below was rebuilt from PostgreSQL: the
                         run_id of the server it was rebuilt on (server_watch.py)
@@ -24,8 +25,7 @@ authenticated requests fail closed (503).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -35,102 +35,15 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from archomata.db import system_tx
-from archomata.errors import Unauthorized
+from archomata.gate.authz import Authz
+from archomata.gate.check import READY, STALE
 from archomata.identity import session_scripts
 from archomata.identity.server_watch import RUN_ID_LUA
 from archomata.identity.store import sessions as session_rows
-from archomata.identity.tokens import Claims
 from archomata.redis_boundary import REDIS_FAILURES, redis_call
-from archomata.web.ratelimit import OPTIONAL_HIT
 
-# v2: cut-offs became microseconds under a new field; a new name makes the first instance
-# of this version rebuild them from PostgreSQL instead of trusting the old ones.
-READY = "rv:ready:v2"
 REBUILD_LOCK = "rv:rebuilding"
-# Raised on a server that may lack writes (server_watch.py): its next rebuild also ends the
-# families PostgreSQL has ended, which an empty Redis has no need of.
-STALE = "rv:stale"
 AUTHZ_TTL_SECONDS = 300
-
-
-@dataclass(frozen=True, slots=True)
-class Authz:
-    """What a user may do in an org: their org role and effective permissions."""
-
-    org_role: str
-    permissions: frozenset[str]
-    org_requires_mfa: bool = False  # the org asks its members for a second factor
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    ready: bool
-    authz: Authz | None
-    authz_version: int
-    cached_authz_stale: bool
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-# One script per authenticated request: the rate-limit hit when the request is limited,
-# then every read the revocation check needs, so redis-py packs and parses one command
-# (measured: 40% less client CPU than the same in a four-command pipeline).
-# KEYS: [the rate-limit bucket,] rv:ready, sess:{sid}, rv:user:{uid}
-#       [, rv:org:{org}, perm:{org}:{uid}, permv:{org}] for a token with an org.
-# ARGV: the limit and its window in ms, or two empty strings when not limited.
-# Returns {rate reply or false, ready, session, disabled, cut[, org, authz, authzv]}.
-GATE = OPTIONAL_HIT + """
-local user = redis.call('HMGET', KEYS[first + 2], 'disabled', 'cut')
-local reply = {rate, redis.call('EXISTS', KEYS[first]), redis.call('EXISTS', KEYS[first + 1]),
-               user[1], user[2]}
-if #KEYS > first + 2 then
-  reply[6] = redis.call('EXISTS', KEYS[first + 3])
-  reply[7] = redis.call('GET', KEYS[first + 4])
-  reply[8] = redis.call('GET', KEYS[first + 5])
-end
-return reply
-"""
-
-
-def gate_keys(claims: Claims) -> list[str]:
-    """GATE's own KEYS for `claims` (the rate-limit bucket, if any, goes before them)."""
-    keys = [READY, f"sess:{claims.session_id}", f"rv:user:{claims.user_id}"]
-    if claims.org_id is not None:
-        keys += [f"rv:org:{claims.org_id}", f"perm:{claims.org_id}:{claims.user_id}",
-                 f"permv:{claims.org_id}"]
-    return keys
-
-
-def judge(claims: Claims, reply: Sequence[Any]) -> CheckResult:
-    """Raises Unauthorized for a revoked token; else says what the cache holds. `reply`
-    is GATE's, without its first element (the rate limit's)."""
-    ready, session, disabled, cut, *org = reply
-    if not ready:
-        return CheckResult(False, None, 0, True)
-    if not session:
-        raise Unauthorized("This session has been revoked.", code="session_revoked")
-    if disabled:
-        raise Unauthorized("This account is disabled.", code="user_disabled")
-    if cut is not None and claims.issued_us < int(_text(cut)):
-        raise Unauthorized("This token has been revoked.", code="token_revoked")
-    if claims.org_id is None:
-        return CheckResult(True, None, 0, False)
-    org_disabled, cached_raw, version_raw = org
-    if org_disabled:
-        raise Unauthorized("This organisation is disabled.", code="org_disabled")
-    version = int(_text(version_raw)) if version_raw is not None else 0
-    cached = orjson.loads(cached_raw) if cached_raw is not None else None
-    # Older than a change Redis has heard of: stale. Newer (Redis lost the raise of a
-    # change that committed, a replica behind): what it says was read after that change.
-    if cached is None or int(cached.get("v", 0)) < version:
-        return CheckResult(True, None, version, True)
-    if not cached.get("member"):
-        raise Unauthorized("You are no longer a member of this organisation.",
-                           code="membership_revoked")
-    return CheckResult(True, Authz(cached["role"], frozenset(cached["perms"]),
-                                   bool(cached.get("mfa"))), version, False)
 
 
 # KEYS: permv:{org}...; ARGV: their versions. Each only ever goes up.

@@ -11,8 +11,8 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from archomata.gate.ratelimit import SLIDING_WINDOW_FUNCTION
 from archomata.identity.store import sessions as rows
-from archomata.web.ratelimit import SLIDING_WINDOW_FUNCTION
 
 # Longer than any rebuild takes between reading PostgreSQL and writing Redis.
 GONE_SECONDS = 900

@@ -61,10 +61,10 @@ from redis.asyncio import Redis
 from archomata.config import Config, RateLimit
 from archomata.crypto import DataKeys, DecryptionError
 from archomata.errors import ServiceUnavailable
+from archomata.gate.ratelimit import decide
 from archomata.identity import session_scripts as scripts
 from archomata.identity.store import sessions as rows
 from archomata.redis_boundary import redis_call
-from archomata.web.ratelimit import decide
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -6,8 +6,8 @@ import asyncio
 import logging
 
 from archomata.config import Config
+from archomata.http import server
 from archomata.ops import workers as supervision
-from archomata.web import server
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,9 @@ def serve(config: Config, workers: int | None = None) -> int:
     # The role it connects as is checked at start-up (app.py): refused in production if
     # row-level security does not hold for it, a warning in development.
     _use_uvloop()
-    # Not web.run_app: archomata.web.server holds the connection limits and TLS settings
-    # that the tests start the service with too.
-    server.run(create_app(config), config)
+    # Not web.run_app: archomata.http.server holds the connection limits and TLS settings
+    # that the tests start the service with too. A worker hands it the supervisor's
+    # watch (the port shared with its siblings, a stop once the supervisor is gone).
+    server.run(create_app(config), config,
+               parent_gone=supervision.parent_gone if supervision.is_worker() else None)
     return 0

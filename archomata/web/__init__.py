@@ -1,2 +1,3 @@
-"""The HTTP layer: JSON bodies and problem answers, parameters, pagination, the text
-rules, OpenAPI, CORS, the server, and the middlewares (one concern per module)."""
+"""The HTTP library the domains build on: JSON bodies and problem answers, parameters,
+pagination, the text rules, OpenAPI, a connection's cut. It imports no domain: the
+request pipeline that does (the middlewares, the server, CORS) is archomata.http."""

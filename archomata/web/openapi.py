@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 from apispec import APISpec
@@ -17,7 +17,6 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
 from archomata import __version__
-from archomata.access.guards import access_rule
 
 F = TypeVar("F", bound=Callable[..., Any])
 DOC_ATTR = "__archomata_doc__"
@@ -66,10 +65,20 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
 }
 
 
-def _operation(route: web.AbstractRoute) -> dict[str, Any]:
+class Rule(Protocol):
+    """A route's access rule as the document shows it (archomata.access.guards.AccessRule):
+    who may call it (`x-access`) and with what credential (`security`)."""
+
+    @property
+    def kind(self) -> str: ...
+    def describe(self) -> str: ...
+
+
+def _operation(route: web.AbstractRoute,
+               rule_of: Callable[[Any], Rule | None]) -> dict[str, Any]:
     handler = route.handler
     route_doc: RouteDoc | None = getattr(handler, DOC_ATTR, None)
-    rule = access_rule(handler)
+    rule = rule_of(handler)
     operation: dict[str, Any] = {
         "operationId": getattr(handler, "__name__", "handler"),
         "summary": route_doc.summary if route_doc else getattr(handler, "__name__", ""),
@@ -101,7 +110,9 @@ def _operation(route: web.AbstractRoute) -> dict[str, Any]:
     return operation
 
 
-def build_spec(app: web.Application) -> dict[str, Any]:
+def build_spec(app: web.Application, rule_of: Callable[[Any], Rule | None]) -> dict[str, Any]:
+    """The OpenAPI document of `app`'s /api/v1 routes; `rule_of` reads a handler's access
+    rule (archomata.access.guards.access_rule, handed in by archomata.app)."""
     spec = APISpec(title="Archomata API", version=__version__, openapi_version="3.1.0",
                    plugins=[MarshmallowPlugin()])
     spec.components.schema("Problem", schema=ProblemSchema)
@@ -115,7 +126,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         path = resource.canonical if resource is not None else ""
         if not path.startswith("/api/v1") or route.method in {"HEAD", "OPTIONS", "*"}:
             continue
-        paths.setdefault(path, {})[route.method.lower()] = _operation(route)
+        paths.setdefault(path, {})[route.method.lower()] = _operation(route, rule_of)
     for path, operations in sorted(paths.items()):
         spec.path(path=path, operations=operations)
     return spec.to_dict()

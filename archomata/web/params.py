@@ -1,5 +1,5 @@
-"""What the trading handlers take from a request besides its body: the caller's scope,
-path ids, and the keyset position a cursor names."""
+"""What the handlers take from a request besides its body: path ids, and the keyset
+position a cursor names. The caller's scope is the guard's (archomata.access.guards.caller)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,13 @@ from uuid import UUID
 
 from aiohttp import web
 
-from archomata import keys
-from archomata.access.principal import Principal
 from archomata.errors import NotFound
 from archomata.web.json_io import uuid_param
 from archomata.web.pagination import Page
 
-__all__ = ["after", "caller", "client_gone", "int_param", "uuid_param"]
+__all__ = ["after", "client_gone", "int_param", "uuid_param"]
 
 MAX_BIGINT = 2**63 - 1
-
-
-def caller(request: web.Request) -> tuple[UUID, Principal]:
-    """The org and principal of a request that passed its guard."""
-    principal = request[keys.PRINCIPAL]
-    assert principal is not None and principal.org_id is not None  # the guard ran
-    return principal.org_id, principal
 
 
 def client_gone(request: web.Request) -> bool:

@@ -23,7 +23,7 @@ from archomata.app import create_app
 from archomata.config import Config, Secret
 from archomata.db import system_tx
 from archomata.errors import ServiceUnavailable
-from archomata.identity.revocation import judge
+from archomata.gate.check import judge
 from archomata.identity.tokens import Claims
 from archomata.ops.devservers import RedisServer, free_port
 from tests.factories import member_with_roles, signed_up
@@ -122,7 +122,7 @@ async def test_a_bump_lost_with_redis_after_the_commit_is_raised_again_from_post
 
 
 class TestTheCachedEntrysTag:
-    """identity.revocation.judge, on the gate's reply: (ready, session, disabled, cut,
+    """gate.check.judge, on the gate's reply: (ready, session, disabled, cut,
     org disabled, the cached entry, the org's version in Redis)."""
 
     @staticmethod

@@ -1,7 +1,7 @@
 """Audit exports cannot starve other tenants: on real servers, with clients that open an
 export and never read it, so that the service's writes block.
 
-Each test serves the app as `archomata serve` does (archomata.web.server), on a database of
+Each test serves the app as `archomata serve` does (archomata.http.server), on a database of
 this module's own: the bulk entries stand outside the hash chain (see BULK).
 """
 
@@ -24,8 +24,8 @@ from archomata import keys
 from archomata.app import create_app
 from archomata.audit.export_slots import slots_key
 from archomata.config import Config, load_config
+from archomata.http import server
 from archomata.ops.devservers import DatabaseUrls
-from archomata.web import server
 from tests import sockets
 from tests.audit.test_routes import BULK, csv_rows
 from tests.conftest import environ_for, make_database

@@ -22,8 +22,9 @@ from archomata.app import create_app
 from archomata.config import Config, Secret
 from archomata.db import service_tx, system_tx
 from archomata.errors import ServiceUnavailable
+from archomata.gate.check import READY, STALE
 from archomata.identity import session_scripts
-from archomata.identity.revocation import READY, REVOCATION, STALE
+from archomata.identity.revocation import REVOCATION
 from archomata.identity.store import sessions as session_rows
 from archomata.ops.devservers import RedisServer, SentinelGroup, free_port
 from tests.factories import (

@@ -15,7 +15,7 @@ from archomata import keys
 from archomata.app import create_app
 from archomata.config import Config
 from archomata.db import service_tx
-from archomata.identity.revocation import READY
+from archomata.gate.check import READY
 from tests.factories import (
     FRONTEND,
     Session,

@@ -16,9 +16,9 @@ from archomata.app import create_app
 from archomata.audit.export_slots import ExportSlots
 from archomata.config import Config, ConfigError, RateLimit, WorkerSlot
 from archomata.errors import RateLimited
+from archomata.gate.ratelimit import PendingHit, RateLimiter
 from archomata.identity.login_throttle import LoginThrottle
 from archomata.ops.workers import over_shared, this_worker, worker_config
-from archomata.web.ratelimit import PendingHit, RateLimiter
 
 
 def shares(total: int, count: int, floor: int = 1) -> list[int]:

@@ -14,8 +14,8 @@ from aiohttp.test_utils import make_mocked_request
 from archomata import keys
 from archomata.config import Config
 from archomata.errors import BadRequest, NotFound
+from archomata.http.middlewares.body_limit import body_limit_middleware
 from archomata.trading.values import parse_decimal
-from archomata.web.middlewares.body_limit import body_limit_middleware
 from archomata.web.params import int_param, uuid_param
 from tests.factories import signed_up
 

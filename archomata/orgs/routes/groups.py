@@ -8,7 +8,7 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit
-from archomata.access.guards import require_org_admin, require_permission, require_write
+from archomata.access.guards import caller, require_org_admin, require_permission, require_write
 from archomata.access.permissions import Permission
 from archomata.access.step_up import step_up, step_up_exempt
 from archomata.audit import AuditAction
@@ -27,7 +27,6 @@ from archomata.orgs.store import groups, members
 from archomata.web.json_io import json_response, load_body, uuid_param
 from archomata.web.openapi import doc
 from archomata.web.pagination import listing, page_of
-from archomata.web.params import caller
 
 routes = web.RouteTableDef()
 

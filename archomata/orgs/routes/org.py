@@ -11,6 +11,7 @@ from archomata import audit, keys
 from archomata.access import store as roles
 from archomata.access.guards import (
     authenticated,
+    caller,
     require_org_admin,
     require_permission,
     require_write,
@@ -39,7 +40,6 @@ from archomata.orgs.store.invitations import RevokeReason
 from archomata.web.json_io import json_response, load_body, uuid_param
 from archomata.web.openapi import doc
 from archomata.web.pagination import PageQuerySchema, listing, page_of
-from archomata.web.params import caller
 from archomata.web.schemas import OrgSchema
 
 routes = web.RouteTableDef()

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from archomata import audit, keys
 from archomata.access import step_up as step_ups
-from archomata.access.guards import require_permission, require_write
+from archomata.access.guards import caller, require_permission, require_write
 from archomata.access.permissions import Permission
 from archomata.access.principal import Principal
 from archomata.access.step_up import step_up, step_up_custody, step_up_exempt
@@ -41,7 +41,7 @@ from archomata.trading.values import with_decimal_texts
 from archomata.web.json_io import json_response, load_body
 from archomata.web.openapi import doc
 from archomata.web.pagination import listing, page_of
-from archomata.web.params import after, caller, uuid_param
+from archomata.web.params import after, uuid_param
 
 routes = web.RouteTableDef()
 # The fields a change of custody can come through (archomata.trading.custody).

@@ -9,7 +9,7 @@ import functools
 from aiohttp import web
 
 from archomata import audit, keys
-from archomata.access.guards import require_permission, require_write
+from archomata.access.guards import caller, require_permission, require_write
 from archomata.access.permissions import Permission
 from archomata.db import org_tx
 from archomata.errors import NotFound
@@ -24,7 +24,7 @@ from archomata.trading.store import orders
 from archomata.web.json_io import json_response, load_body
 from archomata.web.openapi import doc
 from archomata.web.pagination import listing, page_of
-from archomata.web.params import after, caller, int_param, uuid_param
+from archomata.web.params import after, int_param, uuid_param
 
 routes = web.RouteTableDef()
 

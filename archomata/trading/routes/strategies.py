@@ -7,7 +7,7 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit
-from archomata.access.guards import require_permission, require_write
+from archomata.access.guards import caller, require_permission, require_write
 from archomata.access.permissions import Permission
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
@@ -22,7 +22,7 @@ from archomata.trading.store import strategies
 from archomata.web.json_io import json_response, load_body
 from archomata.web.openapi import doc
 from archomata.web.pagination import listing, page_of
-from archomata.web.params import after, caller, uuid_param
+from archomata.web.params import after, uuid_param
 
 routes = web.RouteTableDef()
 

@@ -26,8 +26,8 @@ from archomata import keys
 from archomata.access.guards import public
 from archomata.access.route_policy import RateClass
 from archomata.config import Config
+from archomata.http import server
 from archomata.ops.devservers import free_port
-from archomata.web import server
 from tests import sockets
 from tests.conftest import app_with_routes
 

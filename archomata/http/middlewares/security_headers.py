@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from archomata.access.route_policy import policy_of
-from archomata.web.middlewares.client_ip import peer_is_trusted_proxy
+from archomata.http.middlewares.client_ip import peer_is_trusted_proxy
 
 ALWAYS = {
     "X-Content-Type-Options": "nosniff",

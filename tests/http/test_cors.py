@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from archomata.access.guards import policy_problems
-from archomata.web.cors import allowed_origins, origin_of
+from archomata.http.cors import allowed_origins, origin_of
 
 FRONTEND = "http://localhost:5173"
 

@@ -19,11 +19,11 @@ from archomata.access.guards import public
 from archomata.app import create_app
 from archomata.config import Config, RateLimit, Secret
 from archomata.errors import RateLimited, Unauthorized
+from archomata.gate import ratelimit
+from archomata.gate.ratelimit import RateLimiter, _LocalWindows, decide
 from archomata.identity.login_throttle import LoginThrottle, account_key
 from archomata.ops.devservers import RedisServer
-from archomata.web import ratelimit
 from archomata.web.json_io import read_json
-from archomata.web.ratelimit import RateLimiter, _LocalWindows, decide
 from tests.conftest import app_with_routes
 from tests.factories import FRONTEND, login, refresh_cookie_of, signed_up, unique_email
 
@@ -139,7 +139,7 @@ class TestRateLimiter:
         results = [await limiter.hit("rl:test:m", RateLimit(2, 60)) for _ in range(3)]
         assert [r.allowed for r in results] == [True, True, False]
         assert fallbacks.count == 3
-        warnings = [r for r in caplog.records if r.name == "archomata.web.ratelimit"]
+        warnings = [r for r in caplog.records if r.name == "archomata.gate.ratelimit"]
         assert len(warnings) == 1
         assert warnings[0].levelno == logging.WARNING
 

@@ -24,7 +24,7 @@ def timeout_for(request: web.Request) -> float | None:
     timeout = policy_of(request).timeout
     if timeout is TimeoutClass.UNTIMED:
         # Streamed exports run as long as the data lasts, at the pace the client reads; one
-        # that reads nothing is cut by the connection handler (archomata.web.server, stall
+        # that reads nothing is cut by the connection handler (archomata.http.server, stall
         # cut-off), and archomata.audit.export_slots bounds how many run at once.
         return None
     config = request.app[keys.CONFIG]

@@ -17,7 +17,7 @@ Standalone, as the rate-limit middleware does it::
 Inside a pipeline another middleware is sending anyway (one round trip for the rate
 limit and, say, the revocation check)::
 
-    target = rate_target(request)        # archomata.web.middlewares.ratelimit; None: not limited
+    target = request[keys.RATE_TARGET]   # set by the authn middleware; None: not limited
     async with redis.pipeline(transaction=False) as pipe:
         pending = limiter.queue(pipe, *target)       # queues exactly one command, first
         ...queue your own commands...
@@ -67,7 +67,7 @@ REDIS_RETRY_SECONDS = 1.0
 MAX_LOCAL_KEYS = 100_000
 
 # A Lua function, so that other scripts can count a hit in the same call (the
-# authenticator's gate, see archomata.identity.revocation). `key`: the bucket, a hash
+# authenticator's gate, see archomata.gate.check). `key`: the bucket, a hash
 # {window index: count}; `limit`; `window` in ms. Returns {allowed 0|1, previous count,
 # current count (this hit included), ms into window}.
 SLIDING_WINDOW_FUNCTION = """
@@ -104,7 +104,7 @@ SLIDING_WINDOW = SLIDING_WINDOW_FUNCTION + \
 # reads (so that one call does both): with a limit in ARGV[1] (its window in ms in
 # ARGV[2]) KEYS[1] is the bucket; `first` is the index of the script's own first key and
 # `rate` the hit's reply, or false. Run such a script with
-# archomata.web.middlewares.ratelimit.call_gate.
+# archomata.gate.check.call_gate.
 OPTIONAL_HIT = SLIDING_WINDOW_FUNCTION + """
 local first = 1
 local rate = false

@@ -7,7 +7,7 @@ a connection. `serve` and the tests both start the service through `start` here.
   Against clients that trickle a header byte by byte to hold connections open.
 - An idle keep-alive connection closes after ARCHOMATA_KEEPALIVE_TIMEOUT_SECONDS (default
   75 s: longer than the usual 60 s of a load balancer, so it never reuses a connection
-  we just closed). A body is bounded by the request timeout (web/middlewares/timeout.py),
+  we just closed). A body is bounded by the request timeout (http/middlewares/timeout.py),
   an unread one by the lingering time.
 - A response the client takes nothing of for ARCHOMATA_STREAM_STALL_SECONDS (default
   30 s) is cut: the connection is aborted, unsent bytes dropped. Against clients that
@@ -22,10 +22,10 @@ import contextlib
 import fcntl
 import logging
 import signal
-import socket
 import ssl
 import struct
 import termios
+from collections.abc import Callable
 from typing import Any, cast
 
 from aiohttp import web
@@ -33,7 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from archomata.config import Config
-from archomata.ops import workers
+from archomata.web.connection import cut
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +62,8 @@ def connection_settings(config: Config) -> dict[str, Any]:
         "max_field_size": MAX_FIELD_SIZE,
         "max_headers": MAX_HEADERS,
         "lingering_time": LINGERING_SECONDS,
-        "access_log": None,  # archomata.web.middlewares.access_log writes our own
+        "access_log": None,  # archomata.http.middlewares.access_log writes our own
     }
-
-
-def cut(transport: asyncio.BaseTransport) -> None:
-    """Ends a connection at once, unsent bytes dropped: a reset, not a close. A plain
-    close (asyncio's abort too) leaves the kernel delivering its send queue, megabytes,
-    for as long as the client cares to take it, and the client a file that looks whole."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()  # type: ignore[attr-defined]  # every stream transport has it
 
 
 class ConnectionHandler(RequestHandler):
@@ -85,7 +74,7 @@ class ConnectionHandler(RequestHandler):
 
     Idle means every request parsed so far has been answered, so body bytes of a request
     in progress never start the clock. Relies on `_request_count`, which aiohttp's
-    handler increments once per parsed request head (tests/web/test_server.py would notice
+    handler increments once per parsed request head (tests/http/test_server.py would notice
     a change).
 
     The stall clock runs while the transport has paused writing (its buffer is past the
@@ -244,16 +233,16 @@ class Runner(web.AppRunner):
 
 
 async def start(app: web.Application, config: Config, *, host: str | None = None,
-                port: int | None = None) -> Runner:
+                port: int | None = None, reuse_port: bool = False) -> Runner:
     """Starts serving `app` (HTTPS when config names a certificate); `runner.cleanup()`
-    stops it. `runner.addresses` tells the port when 0 was asked for."""
+    stops it. `runner.addresses` tells the port when 0 was asked for. `reuse_port`: the
+    port is shared with sibling processes (a worker of `serve --workers N`)."""
     runner = Runner(app, config)
     await runner.setup()
     try:
-        # A worker of `serve --workers N` shares the port with its siblings.
         site = web.TCPSite(runner, host or config.host,
                            config.port if port is None else port,
-                           ssl_context=tls_context(config), reuse_port=workers.is_worker())
+                           ssl_context=tls_context(config), reuse_port=reuse_port)
         await site.start()
     except BaseException:
         await runner.cleanup()
@@ -261,9 +250,14 @@ async def start(app: web.Application, config: Config, *, host: str | None = None
     return runner
 
 
-def run(app: web.Application, config: Config) -> None:
+def run(app: web.Application, config: Config, *,
+        parent_gone: Callable[[], bool] | None = None) -> None:
     """Serves until SIGINT or SIGTERM, then shuts down gracefully: the listener closes,
     the app stops taking work, what is in flight gets ARCHOMATA_SHUTDOWN_GRACE_SECONDS.
+
+    `parent_gone` is handed in by the supervisor of `serve --workers N`
+    (archomata.ops.workers) when this process is one of its workers: the port is then
+    shared with the siblings, and serving stops once it says the supervisor is gone.
 
     The signals only set an event here. aiohttp's own handlers raise GracefulExit out of
     the event loop, which under asyncio.run cancels every task at once: each request in
@@ -274,8 +268,9 @@ def run(app: web.Application, config: Config) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        runner = await start(app, config)
-        watchdog = asyncio.create_task(_until_orphaned(stop)) if workers.is_worker() else None
+        runner = await start(app, config, reuse_port=parent_gone is not None)
+        watchdog = (asyncio.create_task(_until_orphaned(stop, parent_gone))
+                    if parent_gone is not None else None)
         try:
             scheme = "https" if config.tls_cert else "http"
             log.info("serving", extra={"url": f"{scheme}://{config.host}:{config.port}"})
@@ -289,9 +284,9 @@ def run(app: web.Application, config: Config) -> None:
     asyncio.run(serve_forever())
 
 
-async def _until_orphaned(stop: asyncio.Event) -> None:
+async def _until_orphaned(stop: asyncio.Event, parent_gone: Callable[[], bool]) -> None:
     # Polled: the kernel tells a child nothing when its parent dies.
-    while not workers.parent_gone():  # noqa: ASYNC110
+    while not parent_gone():  # noqa: ASYNC110
         await asyncio.sleep(1)
     log.warning("the supervising process is gone: stopping")
     stop.set()

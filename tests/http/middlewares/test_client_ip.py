@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from archomata.web.middlewares.client_ip import client_ip_of, parse_ip
+from archomata.http.middlewares.client_ip import client_ip_of, parse_ip
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8:ff::/48"))
 

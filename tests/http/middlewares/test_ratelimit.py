@@ -18,9 +18,10 @@ from archomata.access.guards import public
 from archomata.access.route_policy import RateClass
 from archomata.config import Config, RateLimit, Secret
 from archomata.errors import NotFound
+from archomata.gate.check import _bucket
+from archomata.gate.ratelimit import RateDecision
+from archomata.http.middlewares.ratelimit import ratelimit_middleware
 from archomata.ops.devservers import RedisServer, free_port
-from archomata.web.middlewares.ratelimit import _bucket, ratelimit_middleware
-from archomata.web.ratelimit import RateDecision
 from tests.conftest import app_with_routes
 
 routes = web.RouteTableDef()

@@ -29,7 +29,7 @@ from aiohttp.typedefs import Handler
 from archomata import keys
 from archomata.access.route_policy import policy_of
 from archomata.errors import Forbidden, UnsupportedMediaType
-from archomata.web.cors import allowed_origins, origin_of
+from archomata.http.cors import allowed_origins, origin_of
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_CONTENT_TYPES = frozenset({

@@ -1,13 +1,24 @@
-"""Loading what a member may do in an org from PostgreSQL (the cache's source)."""
+"""What a member may do in an org (`Authz`, the permission cache's entry), loaded from
+PostgreSQL (the cache's source)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
 
 from archomata.db import service_tx
-from archomata.identity.revocation import Authz
+
+
+@dataclass(frozen=True, slots=True)
+class Authz:
+    """What a user may do in an org: their org role and effective permissions."""
+
+    org_role: str
+    permissions: frozenset[str]
+    org_requires_mfa: bool = False  # the org asks its members for a second factor
+
 
 # Effective permissions: the union over roles held directly and through every group;
 # with the org's permission version read in the same snapshot, which tags the cache entry
