@@ -101,6 +101,9 @@ async def test_the_enrolling_session_is_asked_before_turning_the_factor_off(
                                 json={"recovery_code": recovery[0]})
     assert stepped.status == 200, await stepped.text()
     auth = _bearer(await stepped.json())
+    # A recovery code spent at step-up is in the org's log as at sign-in, with what is left.
+    spent = await client.get("/api/v1/audit-logs?action=mfa.recovery_code_used", headers=auth)
+    assert [e["details"] for e in (await spent.json())["items"]] == [{"left": 9}]
     renewed = await client.post("/api/v1/me/mfa/recovery-codes", headers=auth)
     assert renewed.status == 200
     new_codes = (await renewed.json())["recovery_codes"]

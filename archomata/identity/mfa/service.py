@@ -226,7 +226,7 @@ async def step_up(door: Door, data_keys: DataKeys, who: AuditContext, me: Me,
         return {"via": "step_up"}
 
     factor = await _proven(door, data_keys, who, me.user_id, me.tx, code, recovery_code,
-                           wrong)
+                           wrong, audit_recovery=True)
     session = await door.sessions.prove_second_factor(me.session_id, factor)
     if session is None:
         raise Unauthorized("This session has been revoked.", code="session_revoked")
