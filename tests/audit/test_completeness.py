@@ -201,7 +201,8 @@ async def _mfa_confirm(w: World) -> Case:
                 Call("POST", path, {}, admin.auth), admin.org_id)
 
 
-@sample("POST /api/v1/auth/step-up", AuditAction.AUTH_STEP_UP, "session")
+@sample("POST /api/v1/auth/step-up", AuditAction.AUTH_STEP_UP, "session",
+        also=(AuditAction.MFA_RECOVERY_CODE_USED,))  # answered by a recovery code
 async def _step_up(w: World) -> Case:
     admin = await w.admin()
     _, recovery = await enrol(w.client, admin)
