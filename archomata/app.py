@@ -47,6 +47,7 @@ from archomata.http.middlewares.timeout import timeout_middleware
 from archomata.identity import breached
 from archomata.identity.authenticator import AUTHENTICATOR, Authenticator
 from archomata.identity.login_throttle import LoginThrottle
+from archomata.identity.mfa import pending
 from archomata.identity.passwords import PasswordHasher
 from archomata.identity.revocation import REVOCATION, Revocation
 from archomata.identity.routes import auth, identities, me, mfa, sso
@@ -56,6 +57,7 @@ from archomata.identity.store import mfa as mfa_store
 from archomata.mail import Mailer
 from archomata.metrics import METRICS, Metrics, metrics_middleware, worker_gauges
 from archomata.ops import health, migrations
+from archomata.orgs import service as orgs_service
 from archomata.orgs.routes import admin, groups, invitations, org
 from archomata.trading.routes import accounts, orders, strategies
 from archomata.web.later import Later
@@ -227,6 +229,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[keys.CONFIG] = config
     app[step_up.HAS_FACTOR] = mfa_store.enabled  # what access asks identity (step_up.py)
+    pending.install(orgs_service.JOIN, orgs_service.join_pending)  # what identity asks orgs
     if config.audit_key is not None:  # load_config requires it; a hand-built Config may not
         keyed.install(config.audit_key.reveal())
     app[METRICS] = Metrics(app)

@@ -52,7 +52,7 @@ from archomata.identity.store import identities, mail_tokens, users
 from archomata.identity.store.identities import Identity
 from archomata.identity.store.mail_tokens import Purpose
 from archomata.identity.store.users import User, same_mailbox
-from archomata.orgs.store import orgs
+from archomata.tenancy import orgs
 
 
 class How(StrEnum):

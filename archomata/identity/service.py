@@ -29,9 +29,9 @@ from archomata.identity.signin import Door, SignInRefused
 from archomata.identity.store import mail_tokens, users
 from archomata.identity.store.mail_tokens import Purpose
 from archomata.identity.store.users import User
-from archomata.orgs.store import orgs
-from archomata.orgs.store.orgs import Membership
 from archomata.redis_boundary import REDIS_FAILURES
+from archomata.tenancy import orgs
+from archomata.tenancy.orgs import Membership
 
 MAIL_COOLDOWN_SECONDS = 60
 

@@ -45,8 +45,8 @@ from archomata.identity.passwords import PasswordHasher
 from archomata.identity.sessions import Session, SessionStore
 from archomata.identity.store import mfa, users
 from archomata.identity.store.users import User
-from archomata.orgs.store import orgs
-from archomata.orgs.store.orgs import Membership
+from archomata.tenancy import orgs
+from archomata.tenancy.orgs import Membership
 
 
 class Via(StrEnum):

@@ -22,7 +22,7 @@ from archomata.identity.service import Me, Renewed
 from archomata.identity.sessions import Session
 from archomata.identity.signin import Door, Opened, Reason, SecondFactorRequired, SignInRefused
 from archomata.identity.store.users import User
-from archomata.orgs.store.orgs import Membership
+from archomata.tenancy.orgs import Membership
 from archomata.web.json_io import json_response
 
 REFRESH_COOKIE = "archomata_refresh"

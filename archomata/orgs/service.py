@@ -44,8 +44,9 @@ from archomata.identity.signin import (
 )
 from archomata.identity.store import mfa, users
 from archomata.orgs.invitation_revocation import revoke_if_orphaned
-from archomata.orgs.store import groups, invitations, members, orgs
+from archomata.orgs.store import groups, invitations, members
 from archomata.orgs.store.invitations import Invitation
+from archomata.tenancy import orgs
 
 
 async def check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],

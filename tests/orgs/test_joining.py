@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from archomata.access.principal import OrgRole
 from archomata.audit import AuditContext
 from archomata.db import service_tx
 from archomata.errors import BadRequest, Forbidden, Unauthorized, ValidationFailed
@@ -15,6 +14,7 @@ from archomata.identity.onboarding import NewAccount, create_user_with_org
 from archomata.identity.signin import Door
 from archomata.orgs import service as joining
 from archomata.orgs.store import invitations
+from archomata.tenancy.org_role import OrgRole
 from tests.factories import strong_password, unique_email
 from tests.identity.test_signin import caller, door, entries
 

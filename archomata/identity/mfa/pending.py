@@ -10,6 +10,9 @@ Redis, server side: the client only holds the `mfa_token`) as a small record:
     {"kind": "link", "org_id", "provider", "subject",      archomata.identity.linking
      "email"}
 
+(A kind made above identity, the joining, is installed by create_app: identity imports
+no package that stands on it.)
+
 and /auth/mfa/verify makes it in the transaction that proves the factor (scoped to the
 record's org: the invitation's, the user's home org for a link), with its audit entry
 (`member.joined`, `auth.sso.linked`). It is checked again there, against what holds now:
@@ -21,7 +24,7 @@ the door refuses the session right after, as it would have.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from uuid import UUID
@@ -32,7 +35,21 @@ from archomata.errors import ApiError
 from archomata.identity import linking
 from archomata.identity.signin import Door, still_let_in
 from archomata.identity.store import users
-from archomata.orgs import service as orgs_service
+from archomata.identity.store.users import User
+
+# Makes a pending change of its kind (tx, who, the record, the user) in the transaction
+# proving the factor (scoped to the record's org); an ApiError when it can no longer be.
+Maker = Callable[[Tx, AuditContext, Mapping[str, Any], User], Awaitable[None]]
+
+
+# The kinds made by a package above identity, as create_app installs them (the org an
+# invitation joins: archomata.orgs.service.join_pending). A kind with no maker here is
+# refused, never guessed at.
+MAKERS: dict[str, Maker] = {}
+
+
+def install(kind: str, maker: Maker) -> None:
+    MAKERS[kind] = maker
 
 
 class Refused(Exception):
@@ -69,12 +86,13 @@ class Effects:
         user = await users.get(tx, self.user_id, settled=True)
         if user is None or not still_let_in(self.challenge, user):
             return  # the door refuses this session next: nothing changes for it
+        maker = MAKERS.get(self.record["kind"])
         try:
-            if self.record["kind"] == orgs_service.JOIN:
-                await orgs_service.join_pending(tx, self.who, self.record, user)
-            elif self.record["kind"] == linking.LINK:
+            if self.record["kind"] == linking.LINK:
                 self.details = await linking.link_pending(self.door, tx, self.who,
                                                           self.record, user)
+            elif maker is not None:
+                await maker(tx, self.who, self.record, user)
             else:  # written by an older or newer release: make nothing rather than guess
                 raise Refused(linking.sign_in_again())
         except ApiError as exc:

@@ -42,7 +42,7 @@ from archomata.identity.signin import (
     user_subject,
 )
 from archomata.identity.store import mfa, users
-from archomata.orgs.store import orgs
+from archomata.tenancy import orgs
 
 
 def _wrong_code() -> Unauthorized:

@@ -16,8 +16,8 @@ from archomata.identity.revocation import REVOCATION
 from archomata.identity.store import users
 from archomata.identity.web import user_body
 from archomata.orgs.invitation_revocation import revoke_with_inviter
-from archomata.orgs.store import orgs
 from archomata.orgs.store.invitations import RevokeReason
+from archomata.tenancy import orgs
 from archomata.web.json_io import json_response, load_body, uuid_param
 from archomata.web.openapi import doc
 from archomata.web.pagination import listing, page_of

@@ -1,4 +1,6 @@
-"""Organisations (the tenants) and who belongs to them."""
+"""Organisations (the tenants) and who belongs to them: the org rows and a person's
+memberships, which signing in reads (archomata.identity) and the org's administration
+changes (archomata.orgs)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,8 @@ from uuid import UUID
 
 import asyncpg
 
-from archomata.access.principal import OrgRole
 from archomata.db import Tx
-from archomata.identity.store.users import normalize_email
+from archomata.tenancy.org_role import OrgRole
 
 
 @dataclass(frozen=True)
@@ -120,12 +121,3 @@ async def update(tx: Tx, org_id: UUID, name: str | None,
     """Changes what is given (None: left as it is)."""
     return _org(await tx.fetchrow(UPDATE, org_id, name, require_mfa))
 
-
-HAS_MEMBER_WITH_EMAIL = """
-    select 1 from memberships m join users u on u.id = m.user_id
-    where m.org_id = $1 and u.email_normalized = $2
-"""
-
-
-async def has_member_with_email(tx: Tx, org_id: UUID, email: str) -> bool:
-    return await tx.fetchval(HAS_MEMBER_WITH_EMAIL, org_id, normalize_email(email)) is not None
