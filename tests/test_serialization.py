@@ -13,8 +13,9 @@ import orjson
 import pytest
 from marshmallow import Schema
 
+from archomata.access.schemas import RoleSchema
 from archomata.access.store import Role
-from archomata.orgs.schemas import GroupSchema, InvitationSchema, MemberSchema, RoleSchema
+from archomata.orgs.schemas import GroupSchema, InvitationSchema, MemberSchema
 from archomata.orgs.store.groups import Group
 from archomata.orgs.store.invitations import Invitation
 from archomata.orgs.store.members import Member
