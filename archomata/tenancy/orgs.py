@@ -109,15 +109,24 @@ async def set_disabled(tx: Tx, org_id: UUID, disabled: bool) -> Org | None:
     return _org(await tx.fetchrow(SET_DISABLED, org_id, disabled))
 
 
+# `before` reads the row as it stood, locked (joined in, so that it is read before the
+# update): whether require_mfa moved is known in the same round trip.
 UPDATE = f"""
+    with before as (select require_mfa as was from orgs where id = $1 for update)
     update orgs set name = coalesce($2, name), require_mfa = coalesce($3, require_mfa),
                     updated_at = now()
-    where id = $1 returning {COLUMNS}
+    from before
+    where id = $1
+    returning {COLUMNS}, require_mfa is distinct from before.was as mfa_moved
 """
 
 
 async def update(tx: Tx, org_id: UUID, name: str | None,
                  require_mfa: bool | None) -> Org | None:
-    """Changes what is given (None: left as it is)."""
-    return _org(await tx.fetchrow(UPDATE, org_id, name, require_mfa))
-
+    """Changes what is given (None: left as it is). A change of require_mfa changes what
+    every member may do (the permission cache holds it beside their permissions): the
+    transaction bumps the cache once it commits."""
+    row = await tx.fetchrow(UPDATE, org_id, name, require_mfa)
+    if row is not None and row["mfa_moved"]:
+        tx.permissions_changed(org_id)
+    return _org(row)

@@ -78,8 +78,6 @@ async def update_org(request: web.Request) -> web.Response:
         assert before is not None and org is not None
         changes = {k: {"from": getattr(before, k), "to": getattr(org, k)}
                    for k in ("name", "require_mfa") if getattr(before, k) != getattr(org, k)}
-        if "require_mfa" in changes:
-            tx.permissions_changed(org_id)  # read with every member's permissions
         await audit.record(tx, request, AuditAction.ORG_UPDATED, resource_type="org",
                            resource_id=org_id, details=changes)
     return json_response(org)
