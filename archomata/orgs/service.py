@@ -1,5 +1,6 @@
-"""The orgs' flows, with no HTTP in them: the rules shared by their routes, and joining an
-org through a mailed invitation (POST /auth/accept-invitation), read top to bottom:
+"""The orgs' flows, with no HTTP in them: the rules shared by their routes, disabling and
+enabling an org (set_org_disabled: its Redis mark ordered around the commit), and joining
+an org through a mailed invitation (POST /auth/accept-invitation), read top to bottom:
 
     accept_invitation
         -> the pending invitation its token names (its org enabled, its inviter still an
@@ -28,10 +29,18 @@ from archomata.access import store as roles
 from archomata.access.principal import ActorType
 from archomata.audit import AuditAction, AuditContext
 from archomata.audit import service as audit
-from archomata.db import Tx, service_tx
-from archomata.errors import BadRequest, Conflict, Forbidden, Unauthorized, ValidationFailed
+from archomata.db import Tx, TxOpener, service_tx
+from archomata.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+)
 from archomata.identity.breached import refuse_breached
 from archomata.identity.passwords import MAX_LENGTH, MIN_LENGTH
+from archomata.identity.revocation import Revocation
 from archomata.identity.signin import (
     Attempt,
     Door,
@@ -47,6 +56,7 @@ from archomata.orgs.invitation_revocation import revoke_if_orphaned
 from archomata.orgs.store import groups, invitations, members
 from archomata.orgs.store.invitations import Invitation
 from archomata.tenancy import orgs
+from archomata.tenancy.orgs import Org
 
 
 async def check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
@@ -62,6 +72,29 @@ async def check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
     if errors:
         raise ValidationFailed("Some referenced roles or groups do not exist.", errors=errors)
 
+
+async def set_org_disabled(open_tx: TxOpener, who: AuditContext, revocation: Revocation,
+                           org_id: UUID, disabled: bool) -> Org:
+    """Disables (or enables) the org, audited; 404 for an org that does not exist.
+
+    Its tokens, sessions and agent keys are refused by Redis's mark, which moves on the
+    side that is never too lenient: a disabling reaches Redis before its commit (a commit
+    that then fails refuses the org a moment too long, never accepts it a moment too
+    long), an enabling only after its commit."""
+    async with open_tx() as tx:
+        if await orgs.get(tx, org_id) is None:
+            raise NotFound("No such organisation.")
+        # The entry first: the database changes the column only once it is written.
+        await audit.record(tx, who, AuditAction.ORG_DISABLED if disabled
+                           else AuditAction.ORG_ENABLED, resource_type="org",
+                           resource_id=org_id, org_id=org_id)
+        org = await orgs.set_disabled(tx, org_id, disabled)
+        assert org is not None  # the row was there in this transaction
+        if disabled:
+            await revocation.set_org_disabled(org_id, True)
+    if not disabled:
+        await revocation.set_org_disabled(org_id, False)
+    return org
 
 
 @dataclass(frozen=True, slots=True)
