@@ -38,8 +38,7 @@ from archomata.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from archomata.identity.breached import refuse_breached
-from archomata.identity.passwords import MAX_LENGTH, MIN_LENGTH
+from archomata.identity import new_password
 from archomata.identity.revocation import Revocation
 from archomata.identity.signin import (
     Attempt,
@@ -227,12 +226,9 @@ async def _invitee(door: Door, invitation: Invitation,
     errors = {field: ["Required for a new account."]
               for field, value in (("name", acceptance.name), ("password", acceptance.password))
               if value is None}
-    if acceptance.password is not None and \
-            not MIN_LENGTH <= len(acceptance.password) <= MAX_LENGTH:
-        errors["password"] = [f"Between {MIN_LENGTH} and {MAX_LENGTH} characters."]
     if errors or acceptance.password is None:
         raise ValidationFailed("A new account needs a name and a password.", errors=errors)
-    refuse_breached(acceptance.password)
+    new_password.check(acceptance.password)
     return await door.passwords.hash(acceptance.password)
 
 
