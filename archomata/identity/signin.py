@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 from uuid import UUID
 
 import asyncpg
@@ -78,15 +78,14 @@ class Reason(StrEnum):
     MEMBERSHIP_REVOKED = "membership_revoked"  # a session's org, left since
 
 
-class SecondFactorRequired(Exception):
-    """The user has a second factor: no session yet, a challenge to answer instead
-    (`/auth/mfa/verify` with its `mfa_token`). Each way in answers it in its own shape."""
+@dataclass(frozen=True, slots=True)
+class SecondFactorRequired:
+    """What a way in returns for a user with a second factor: no session yet, a challenge
+    to answer instead (`/auth/mfa/verify` with its `mfa_token`). A success, not a refusal:
+    each way in answers it in its own shape."""
 
-    METHODS = ("totp", "recovery_code")
-
-    def __init__(self, mfa_token: str) -> None:
-        super().__init__("mfa_required")
-        self.mfa_token = mfa_token
+    mfa_token: str
+    METHODS: ClassVar[tuple[str, ...]] = ("totp", "recovery_code")
 
 
 class SignInRefused(Exception):
@@ -222,10 +221,12 @@ async def vet(door: Door, who: AuditContext, attempt: Attempt) -> None:
         await _refuse(door, who, attempt, reason)
 
 
-async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opened:
+async def open_session(door: Door, who: AuditContext,
+                       attempt: Attempt) -> Opened | SecondFactorRequired:
     """THE door: opens a session for a user whose identity is proven, if every rule lets
     them in, and audits it; the caller answers (the login shape, or a redirect carrying
-    the refresh cookie). SignInRefused, audited, otherwise.
+    the refresh cookie). For a user with a second factor, not yet proven: the challenge
+    instead. SignInRefused, audited, otherwise.
 
     A password change, reset or wipe committed since the proof must not leave this session
     alive: such a change revokes the sessions it finds, and one created after that finds,
@@ -248,7 +249,7 @@ async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opene
     # A user with a second factor gets a challenge to answer instead of a session, on
     # every way in at once; the session opens here once it is answered.
     if has_second_factor and attempt.second_factor is None:
-        await ask_second_factor(door, attempt, membership)
+        return await ask_second_factor(door, attempt, membership)
     if attempt.pending is not None and attempt.second_factor is None:
         # A change that was to wait for a second factor the user no longer has (removed
         # meanwhile): it must not be skipped, nor made here; signing in again makes it.
@@ -282,10 +283,10 @@ async def has_second_factor(door: Door, user_id: UUID) -> bool:
 
 
 async def ask_second_factor(door: Door, attempt: Attempt,
-                            membership: Membership | None = None) -> NoReturn:
-    """SecondFactorRequired: a challenge for the attempt, holding what the session and
-    the attempt's pending change need once the factor is proven."""
-    raise SecondFactorRequired(await Challenges(door.sessions.redis).open(
+                            membership: Membership | None = None) -> SecondFactorRequired:
+    """A challenge for the attempt, holding what the session and the attempt's pending
+    change need once the factor is proven."""
+    return SecondFactorRequired(await Challenges(door.sessions.redis).open(
         challenge_of(attempt, membership)))
 
 
@@ -355,7 +356,7 @@ async def password_proves(door: Door, user: User | None, email: str, password: s
 
 
 async def password_sign_in(door: Door, who: AuditContext, email: str, password: str,
-                           org_id: UUID | None) -> Opened:
+                           org_id: UUID | None) -> Opened | SecondFactorRequired:
     """Signing in with email and password.
 
     An unknown email, a wrong password and a disabled account cost the same bcrypt work

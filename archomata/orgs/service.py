@@ -16,13 +16,14 @@ an org through a mailed invitation (POST /auth/accept-invitation), read top to b
         -> else one transaction: the account (if new) joins as invited, the invitation used
         -> the session, through the one sign-in door (archomata.identity.signin)
 
-Refusals are ApiErrors, and signin.SignInRefused, which the route answers as a login does.
+Refusals are ApiErrors, and signin.SignInRefused, which the route answers as a login does;
+a user with a second factor gets signin.SecondFactorRequired, answered as a login does.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn
+from typing import Any
 from uuid import UUID
 
 from archomata.access import store as roles
@@ -44,6 +45,7 @@ from archomata.identity.signin import (
     Attempt,
     Door,
     Opened,
+    SecondFactorRequired,
     Via,
     ask_second_factor,
     open_session,
@@ -122,7 +124,8 @@ class _Gone(Exception):
     """The invitation stopped being acceptable between its lookup and its use."""
 
 
-async def accept_invitation(door: Door, who: AuditContext, acceptance: Acceptance) -> Opened:
+async def accept_invitation(door: Door, who: AuditContext,
+                            acceptance: Acceptance) -> Opened | SecondFactorRequired:
     """The invitee joins the org and signs into it; 400 invalid_token for a token that is
     unknown, used, expired, revoked or whose inviter lost their authority (alike: the
     holder of a link learns nothing of the org's administrators), 403 org_disabled while
@@ -132,7 +135,7 @@ async def accept_invitation(door: Door, who: AuditContext, acceptance: Acceptanc
     if isinstance(invitee, users.User):
         await vet(door, who, _attempt(invitation, invitee))
         if await _second_factor_first(door, invitation, invitee):
-            await _join_after_second_factor(door, invitation, invitee)
+            return await _join_after_second_factor(door, invitation, invitee)
     try:
         user = await _join(door, who, invitation, invitee, acceptance.name)
     except _Gone:
@@ -170,11 +173,11 @@ async def _second_factor_first(door: Door, invitation: Invitation, user: users.U
 
 
 async def _join_after_second_factor(door: Door, invitation: Invitation,
-                                    user: users.User) -> NoReturn:
-    """SecondFactorRequired, the joining pending on the challenge."""
+                                    user: users.User) -> SecondFactorRequired:
+    """The challenge, the joining pending on it."""
     pending = {"kind": JOIN, "org_id": str(invitation.org_id),
                "invitation_id": str(invitation.id)}
-    await ask_second_factor(door, replace(_attempt(invitation, user), pending=pending))
+    return await ask_second_factor(door, replace(_attempt(invitation, user), pending=pending))
 
 
 async def join_pending(tx: Tx, who: AuditContext, pending: Mapping[str, Any],

@@ -26,6 +26,7 @@ from archomata.identity.signin import (
     Attempt,
     Door,
     Reason,
+    SecondFactorRequired,
     SignInRefused,
     Via,
     open_session,
@@ -261,3 +262,19 @@ def test_every_refusal_has_an_answer_and_hides_an_account_s_state() -> None:
     assert hidden == {Reason.UNKNOWN_EMAIL, Reason.BAD_PASSWORD, Reason.USER_DISABLED,
                       Reason.CREDENTIALS_CHANGED}
     assert len({answers[r].detail for r in hidden}) == 1
+
+
+class TestSecondFactor:
+    async def test_a_user_with_a_factor_gets_the_challenge_returned_and_no_session(
+            self, door: Door, owner_conn: Any) -> None:
+        """A success, not a refusal: the way in returns the challenge (no exception
+        leaves the door), and nothing of a session exists yet."""
+        p = await person(door)
+        await owner_conn.execute(
+            "insert into mfa_totp (user_id, secret_sealed, confirmed_at) "
+            "values ($1, 'sealed', now())", p.user.id)
+        outcome = await sign_in(door, caller(), p)
+        assert isinstance(outcome, SecondFactorRequired)
+        assert len(outcome.mfa_token) >= 32 and outcome.METHODS == ("totp", "recovery_code")
+        assert await owner_conn.fetchval(
+            "select count(*) from sessions where user_id = $1", p.user.id) == 0

@@ -125,8 +125,8 @@ async def login(request: web.Request) -> web.Response:
                                                body["password"], body["org_id"])
     except signin.SignInRefused as exc:
         raise problem(exc) from None
-    except signin.SecondFactorRequired as challenge:
-        return mfa_required(challenge)
+    if isinstance(opened, signin.SecondFactorRequired):
+        return mfa_required(opened)
     return signed_in(request.app[keys.CONFIG], opened)
 
 

@@ -34,6 +34,6 @@ async def accept_invitation(request: web.Request) -> web.Response:
         opened = await service.accept_invitation(door(request), who(request), acceptance)
     except SignInRefused as exc:
         raise problem(exc) from None
-    except SecondFactorRequired as challenge:  # nothing joined until the code
-        return mfa_required(challenge)
+    if isinstance(opened, SecondFactorRequired):  # nothing joined until the code
+        return mfa_required(opened)
     return signed_in(request.app[keys.CONFIG], opened)
