@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from archomata.audit import AuditContext
 from archomata.identity import linking
 from archomata.identity.oidc import OidcClient, SsoError
+from archomata.identity.reception import Reception
 from archomata.identity.signin import (
     Attempt,
-    Door,
     Opened,
     SecondFactorRequired,
     Via,
@@ -53,12 +53,12 @@ class Returned:
     outcome: Opened | SecondFactorRequired
 
 
-async def sso_sign_in(door: Door, who: AuditContext, client: OidcClient, callback: Callback,
-                      *, allow_signup: bool) -> Returned:
+async def sso_sign_in(reception: Reception, who: AuditContext, client: OidcClient,
+                      callback: Callback, *, allow_signup: bool) -> Returned:
     """The sign-in the callback completes; SsoError or SignInRefused otherwise."""
     if not callback.state:
         raise SsoError("invalid_state", "state_missing")
-    pending = await LoginStates(door.sessions.redis).take(callback.state)
+    pending = await LoginStates(reception.sessions.redis).take(callback.state)
     if pending is None:
         raise SsoError("invalid_state", "state_unknown_expired_or_used")
     if pending.provider != client.name:
@@ -71,8 +71,8 @@ async def sso_sign_in(door: Door, who: AuditContext, client: OidcClient, callbac
     if not callback.code:
         raise SsoError("sso_failed", "code_missing")
     assertion = await client.sign_in(callback.code, pending.code_verifier, pending.nonce)
-    signed_in = await linking.resolve(door, who, assertion, allow_signup=allow_signup)
-    outcome = await open_session(door, who, Attempt(
+    signed_in = await linking.resolve(reception, who, assertion, allow_signup=allow_signup)
+    outcome = await open_session(reception, who, Attempt(
         signed_in.user, Via.SSO, details=_session_details(client.name, signed_in),
         refusal_details=sso_details(client.name), pending=signed_in.pending))
     return Returned(pending.next, outcome)

@@ -40,10 +40,10 @@ from archomata.errors import (
     ValidationFailed,
 )
 from archomata.identity import new_password
+from archomata.identity.reception import Reception
 from archomata.identity.revocation import Revocation
 from archomata.identity.signin import (
     Attempt,
-    Door,
     Opened,
     SecondFactorRequired,
     Via,
@@ -124,60 +124,61 @@ class _Gone(Exception):
     """The invitation stopped being acceptable between its lookup and its use."""
 
 
-async def accept_invitation(door: Door, who: AuditContext,
+async def accept_invitation(reception: Reception, who: AuditContext,
                             acceptance: Acceptance) -> Opened | SecondFactorRequired:
     """The invitee joins the org and signs into it; 400 invalid_token for a token that is
     unknown, used, expired, revoked or whose inviter lost their authority (alike: the
     holder of a link learns nothing of the org's administrators), 403 org_disabled while
     the org is disabled (the link is not consumed)."""
-    invitation = await _pending(door, who, acceptance.token)
-    invitee = await _invitee(door, invitation, acceptance)
+    invitation = await _pending(reception, who, acceptance.token)
+    invitee = await _invitee(reception, invitation, acceptance)
     if isinstance(invitee, users.User):
-        await vet(door, who, _attempt(invitation, invitee))
-        if await _second_factor_first(door, invitation, invitee):
-            return await _join_after_second_factor(door, invitation, invitee)
+        await vet(reception, who, _attempt(invitation, invitee))
+        if await _second_factor_first(reception, invitation, invitee):
+            return await _join_after_second_factor(reception, invitation, invitee)
     try:
-        user = await _join(door, who, invitation, invitee, acceptance.name)
+        user = await _join(reception, who, invitation, invitee, acceptance.name)
     except _Gone:
-        raise await _refuse(door, who, invitation) from None
-    return await open_session(door, who, _attempt(invitation, user))
+        raise await _refuse(reception, who, invitation) from None
+    return await open_session(reception, who, _attempt(invitation, user))
 
 
-async def _pending(door: Door, who: AuditContext, token: str) -> Invitation:
+async def _pending(reception: Reception, who: AuditContext, token: str) -> Invitation:
     org_id = invitations.org_of(token)
     if org_id is None:
         raise _invalid()
     # The scope comes from the token, but only a token whose hash matches an invitation of
     # that org finds anything, so a forged org id yields nothing.
-    async with service_tx(door.pool, org_id=org_id) as tx:
+    async with service_tx(reception.pool, org_id=org_id) as tx:
         found = await invitations.pending(tx, org_id, token)
     if found is None:
         raise _invalid()
     if found.org_disabled:
         raise _org_disabled()
     if not found.inviter_is_admin:
-        raise await _refuse(door, who, found.invitation)
+        raise await _refuse(reception, who, found.invitation)
     return found.invitation
 
 
 JOIN = "join"  # the kind of pending change that joins an org (identity.mfa.pending)
 
 
-async def _second_factor_first(door: Door, invitation: Invitation, user: users.User) -> bool:
+async def _second_factor_first(reception: Reception, invitation: Invitation,
+                               user: users.User) -> bool:
     """Whether the account has a second factor, so that joining waits for it; a member
     already is told so now, rather than after the code."""
-    async with service_tx(door.pool, org_id=invitation.org_id, user_id=user.id) as tx:
+    async with service_tx(reception.pool, org_id=invitation.org_id, user_id=user.id) as tx:
         if await members.get(tx, invitation.org_id, user.id) is not None:
             raise _already_member()
         return await mfa.enabled(tx, user.id)
 
 
-async def _join_after_second_factor(door: Door, invitation: Invitation,
+async def _join_after_second_factor(reception: Reception, invitation: Invitation,
                                     user: users.User) -> SecondFactorRequired:
     """The challenge, the joining pending on it."""
     pending = {"kind": JOIN, "org_id": str(invitation.org_id),
                "invitation_id": str(invitation.id)}
-    return await ask_second_factor(door, replace(_attempt(invitation, user), pending=pending))
+    return await ask_second_factor(reception, replace(_attempt(invitation, user), pending=pending))
 
 
 async def join_pending(tx: Tx, who: AuditContext, pending: Mapping[str, Any],
@@ -205,11 +206,11 @@ def _attempt(invitation: Invitation, user: users.User) -> Attempt:
                    refusal_details=via, mailbox_proven=True)
 
 
-async def _invitee(door: Door, invitation: Invitation,
+async def _invitee(reception: Reception, invitation: Invitation,
                    acceptance: Acceptance) -> users.User | str:
     """The account that accepts: the signed-in one or an existing one proven by its
     password; or, for a new account, the hash of its password."""
-    async with service_tx(door.pool) as tx:
+    async with service_tx(reception.pool) as tx:
         existing = await users.get_by_email(tx, invitation.email)
     if existing is not None:
         # The lookup folds spellings (`ß` and `ss`, fullwidth) onto one account; the
@@ -223,7 +224,7 @@ async def _invitee(door: Door, invitation: Invitation,
             raise Unauthorized("Sign in or give your password to accept.",
                                code="invalid_credentials")
         # Under the account's login backoff: an invitation token is no licence to guess.
-        if not await password_proves(door, existing, existing.email, acceptance.password):
+        if not await password_proves(reception, existing, existing.email, acceptance.password):
             raise Unauthorized("Wrong email or password.", code="invalid_credentials")
         return existing
     errors = {field: ["Required for a new account."]
@@ -232,15 +233,15 @@ async def _invitee(door: Door, invitation: Invitation,
     if errors or acceptance.password is None:
         raise ValidationFailed("A new account needs a name and a password.", errors=errors)
     new_password.check(acceptance.password)
-    return await door.passwords.hash(acceptance.password)
+    return await reception.passwords.hash(acceptance.password)
 
 
-async def _join(door: Door, who: AuditContext, invitation: Invitation,
+async def _join(reception: Reception, who: AuditContext, invitation: Invitation,
                 invitee: users.User | str, name: str | None) -> users.User:
     """The invitee's account (created if new) joins the org as invited, in one
     transaction that also marks the invitation used, if it is still pending and its
     inviter still an administrator of the org."""
-    async with service_tx(door.pool, org_id=invitation.org_id) as tx:
+    async with service_tx(reception.pool, org_id=invitation.org_id) as tx:
         if isinstance(invitee, users.User):
             user = invitee
         else:
@@ -290,9 +291,9 @@ def _as(who: AuditContext, user_id: UUID) -> AuditContext:
     return replace(who, actor_type=ActorType.USER, actor_id=user_id)
 
 
-async def _refuse(door: Door, who: AuditContext, invitation: Invitation) -> BadRequest:
+async def _refuse(reception: Reception, who: AuditContext, invitation: Invitation) -> BadRequest:
     """The answer for an invitation that cannot be used; one whose inviter lost their
     authority dies on the way."""
-    async with service_tx(door.pool, org_id=invitation.org_id) as tx:
+    async with service_tx(reception.pool, org_id=invitation.org_id) as tx:
         await revoke_if_orphaned(tx, who, invitation)
     return _invalid()

@@ -33,7 +33,8 @@ from archomata.audit import AuditContext
 from archomata.db import Tx, service_tx
 from archomata.errors import ApiError
 from archomata.identity import linking
-from archomata.identity.signin import Door, still_let_in
+from archomata.identity.reception import Reception
+from archomata.identity.signin import still_let_in
 from archomata.identity.store import users
 from archomata.identity.store.users import User
 
@@ -63,8 +64,9 @@ class Refused(Exception):
 class Effects:
     """A challenge's pending change (none for most), made once its factor is proven."""
 
-    def __init__(self, door: Door, who: AuditContext, challenge: Mapping[str, Any]) -> None:
-        self.door = door
+    def __init__(self, reception: Reception, who: AuditContext,
+                 challenge: Mapping[str, Any]) -> None:
+        self.reception = reception
         self.who = who
         self.challenge = challenge
         self.record: Mapping[str, Any] | None = challenge.get("pending")
@@ -75,7 +77,7 @@ class Effects:
         """The proving transaction: scoped to the change's org, so it can be made, else to
         the org the sign-in is opening, whose log takes its member's security events."""
         org_id = (self.record or {}).get("org_id") or self.challenge.get("opening")
-        return service_tx(self.door.pool, org_id=UUID(org_id) if org_id else None,
+        return service_tx(self.reception.pool, org_id=UUID(org_id) if org_id else None,
                           user_id=self.user_id)
 
     async def apply(self, tx: Tx) -> None:
@@ -89,7 +91,7 @@ class Effects:
         maker = MAKERS.get(self.record["kind"])
         try:
             if self.record["kind"] == linking.LINK:
-                self.details = await linking.link_pending(self.door, tx, self.who,
+                self.details = await linking.link_pending(self.reception, tx, self.who,
                                                           self.record, user)
             elif maker is not None:
                 await maker(tx, self.who, self.record, user)

@@ -30,7 +30,7 @@ from archomata.identity.schemas.sso import SsoCallbackQuerySchema, SsoLoginQuery
 from archomata.identity.signin import Reason, SecondFactorRequired, SignInRefused, sso_details
 from archomata.identity.sso_signin import Callback, sso_sign_in
 from archomata.identity.sso_state import STATE_TTL_SECONDS, LoginStates, new_login, safe_next
-from archomata.identity.web import door, set_refresh_cookie, who
+from archomata.identity.web import reception, set_refresh_cookie, who
 from archomata.web.openapi import doc
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ async def _complete(request: web.Request, client: OidcClient) -> web.Response:
     query, config = request.query, request.app[keys.CONFIG]
     callback = Callback(query.get("state"), query.get("code"), query.get("error"),
                         request.cookies.get(BINDING_COOKIE))
-    returned = await sso_sign_in(door(request), who(request), client, callback,
+    returned = await sso_sign_in(reception(request), who(request), client, callback,
                                  allow_signup=config.sso_allow_signup)
     if isinstance(returned.outcome, SecondFactorRequired):  # the SPA asks for the code
         return _redirect(f"{config.frontend_url}/login/mfa?"
