@@ -18,17 +18,17 @@ from urllib.parse import urlsplit
 from archomata.config_parsing import (
     PREFIX,
     ConfigError,
+    Reader,
     Secret,
-    _check_origin,
-    _check_url,
-    _choice,
-    _data_key,
-    _jwt_secrets,
-    _previous_data_keys,
-    _Reader,
-    _redis_url,
-    _trusted_proxies,
     audit_key,
+    check_origin,
+    check_redis_url,
+    check_url,
+    read_choice,
+    read_data_key,
+    read_jwt_secrets,
+    read_previous_data_keys,
+    read_trusted_proxies,
 )
 
 __all__ = ["Config", "ConfigError", "Environment", "RateLimit", "SameSite", "Secret",
@@ -152,7 +152,7 @@ class Config:
         return self.jwt_secrets[0]
 
 
-def _rate_limit(reader: _Reader, name: str, default: str) -> RateLimit:
+def _rate_limit(reader: Reader, name: str, default: str) -> RateLimit:
     text = reader.str(name, default)
     count, sep, seconds = text.partition("/")
     try:
@@ -164,7 +164,7 @@ def _rate_limit(reader: _Reader, name: str, default: str) -> RateLimit:
     return limit
 
 
-def _samesite(reader: _Reader) -> SameSite:
+def _samesite(reader: Reader) -> SameSite:
     text = reader.str("REFRESH_COOKIE_SAMESITE", SameSite.STRICT.value)
     for value in SameSite:
         if text.lower() == value.value.lower():
@@ -178,14 +178,14 @@ SSO_DISCOVERY = {
 }
 
 
-def _sso(reader: _Reader, production: bool) -> tuple[SsoProvider, ...]:
+def _sso(reader: Reader, production: bool) -> tuple[SsoProvider, ...]:
     providers = []
     for name, discovery in SSO_DISCOVERY.items():
         prefix = f"SSO_{name.upper()}_"
         client_id = reader.raw(prefix + "CLIENT_ID")
         if client_id is None:
             continue
-        metadata = _check_url(
+        metadata = check_url(
             prefix + "METADATA_URL", reader.str(prefix + "METADATA_URL", discovery),
             {"http", "https"}, production,
         )
@@ -196,17 +196,17 @@ def _sso(reader: _Reader, production: bool) -> tuple[SsoProvider, ...]:
 
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
     """Builds the Config from `environ` (default: os.environ) or raises ConfigError."""
-    reader = _Reader(os.environ if environ is None else environ)
+    reader = Reader(os.environ if environ is None else environ)
     try:
         env = Environment(reader.str("ENV", Environment.PRODUCTION.value).lower())
     except ValueError:
         raise ConfigError(f"{PREFIX}ENV must be production or development") from None
     production = env is Environment.PRODUCTION
-    database_url = _check_url("DATABASE_URL", reader.str("DATABASE_URL"),
-                              {"postgres", "postgresql"}, production=False)
+    database_url = check_url("DATABASE_URL", reader.str("DATABASE_URL"),
+                             {"postgres", "postgresql"}, production=False)
     owner_url = reader.raw("DATABASE_OWNER_URL")
-    frontend_url = _check_url("FRONTEND_URL", reader.str("FRONTEND_URL", "http://localhost:5173"),
-                              {"http", "https"}, production)
+    frontend_url = check_url("FRONTEND_URL", reader.str("FRONTEND_URL", "http://localhost:5173"),
+                             {"http", "https"}, production)
     origins = reader.list("FRONTEND_ORIGINS") or (
         f"{urlsplit(frontend_url).scheme}://{urlsplit(frontend_url).netloc}",
     )
@@ -217,22 +217,22 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         env=env,
         database_url=Secret(database_url),
         database_owner_url=Secret(
-            _check_url("DATABASE_OWNER_URL", owner_url, {"postgres", "postgresql"}, False)
+            check_url("DATABASE_OWNER_URL", owner_url, {"postgres", "postgresql"}, False)
             if owner_url else database_url
         ),
         database_owner_url_is_default=owner_url is None,
-        redis_url=Secret(_redis_url(reader.str("REDIS_URL", "redis://127.0.0.1:6379/0"))),
-        database_pooler=_choice(reader, "DATABASE_POOLER", ("", "pgbouncer")),
-        jwt_secrets=_jwt_secrets(reader),
-        data_key=_data_key(reader),
-        frontend_origins=tuple(_check_origin("FRONTEND_ORIGINS", o, production) for o in origins),
+        redis_url=Secret(check_redis_url(reader.str("REDIS_URL", "redis://127.0.0.1:6379/0"))),
+        database_pooler=read_choice(reader, "DATABASE_POOLER", ("", "pgbouncer")),
+        jwt_secrets=read_jwt_secrets(reader),
+        data_key=read_data_key(reader),
+        frontend_origins=tuple(check_origin("FRONTEND_ORIGINS", o, production) for o in origins),
         frontend_url=frontend_url,
-        public_url=_check_url("PUBLIC_URL", reader.str("PUBLIC_URL", "http://127.0.0.1:8080"),
-                              {"http", "https"}, production),
-        smtp_url=Secret(_check_url("SMTP_URL", reader.str("SMTP_URL", "smtp://127.0.0.1:25"),
-                                   {"smtp", "smtps"}, production=False)),
+        public_url=check_url("PUBLIC_URL", reader.str("PUBLIC_URL", "http://127.0.0.1:8080"),
+                             {"http", "https"}, production),
+        smtp_url=Secret(check_url("SMTP_URL", reader.str("SMTP_URL", "smtp://127.0.0.1:25"),
+                                  {"smtp", "smtps"}, production=False)),
         mail_from=reader.str("MAIL_FROM", "Archomata <no-reply@archomata.local>"),
-        trusted_proxies=_trusted_proxies(reader),
+        trusted_proxies=read_trusted_proxies(reader),
         bcrypt_rounds=reader.int("BCRYPT_ROUNDS", 12, 4, 31),
         refresh_reuse_grace_seconds=reader.int("REFRESH_REUSE_GRACE_SECONDS", 10, 0, 300),
         host=reader.str("HOST", "127.0.0.1"),
@@ -253,7 +253,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         db_pool_max=reader.int("DB_POOL_MAX", 10, 1, 500),
         bcrypt_threads=reader.int("BCRYPT_THREADS", default_bcrypt_threads(), 1, 64),
         bcrypt_queue=reader.int("BCRYPT_QUEUE", 16, 1, 10_000),
-        data_key_previous=_previous_data_keys(reader),
+        data_key_previous=read_previous_data_keys(reader),
         audit_key=audit_key(reader.environ),
         refresh_cookie_samesite=_samesite(reader),
         header_timeout_seconds=reader.int("HEADER_TIMEOUT_SECONDS", 10, 1, 300),

@@ -50,7 +50,7 @@ class Secret(Generic[T]):
         return hash(self._value)
 
 
-class _Reader:
+class Reader:
     """Reads `ARCHOMATA_*` variables, turning every problem into a ConfigError."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
@@ -107,7 +107,7 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def _check_url(name: str, url: str, schemes: set[str], production: bool) -> str:
+def check_url(name: str, url: str, schemes: set[str], production: bool) -> str:
     parts = urlsplit(url)
     if parts.scheme not in schemes or not parts.hostname:
         wanted = " or ".join(sorted(schemes))
@@ -117,28 +117,28 @@ def _check_url(name: str, url: str, schemes: set[str], production: bool) -> str:
     return url.rstrip("/")
 
 
-def _redis_url(url: str) -> str:
+def check_redis_url(url: str) -> str:
     try:
         return checked_url(url)
     except ValueError as exc:  # its message names no password
         raise ConfigError(f"{PREFIX}REDIS_URL {exc}") from None
 
 
-def _choice(reader: _Reader, name: str, choices: tuple[str, ...]) -> str:
+def read_choice(reader: Reader, name: str, choices: tuple[str, ...]) -> str:
     if (value := reader.str(name, choices[0]).strip().lower()) not in choices:
         raise ConfigError(f"{PREFIX}{name} must be one of: {', '.join(c for c in choices if c)}")
     return value
 
 
-def _check_origin(name: str, origin: str, production: bool) -> str:
-    origin = _check_url(name, origin, {"http", "https"}, production)
+def check_origin(name: str, origin: str, production: bool) -> str:
+    origin = check_url(name, origin, {"http", "https"}, production)
     parts = urlsplit(origin)
     if parts.path or parts.query or parts.fragment:
         raise ConfigError(f"{PREFIX}{name} entries must be bare origins such as https://app.example")
     return origin
 
 
-def _jwt_secrets(reader: _Reader) -> tuple[tuple[str, Secret[str]], ...]:
+def read_jwt_secrets(reader: Reader) -> tuple[tuple[str, Secret[str]], ...]:
     entries = reader.list("JWT_SECRETS")
     if not entries:
         raise ConfigError(f"{PREFIX}JWT_SECRETS is required (kid:secret[,kid:secret...])")
@@ -156,7 +156,7 @@ def _jwt_secrets(reader: _Reader) -> tuple[tuple[str, Secret[str]], ...]:
     return tuple(keys)
 
 
-def _data_key(reader: _Reader) -> Secret[bytes]:
+def read_data_key(reader: Reader) -> Secret[bytes]:
     text = reader.raw("DATA_KEY")
     if text is None:
         raise ConfigError(f"{PREFIX}DATA_KEY is required (base64 of {DATA_KEY_BYTES} bytes)")
@@ -193,12 +193,13 @@ def audit_key(environ: Mapping[str, str]) -> Secret[bytes]:
     return Secret(key)
 
 
-def _previous_data_keys(reader: _Reader) -> tuple[Secret[bytes], ...]:
+def read_previous_data_keys(reader: Reader) -> tuple[Secret[bytes], ...]:
     return tuple(_decode_data_key("DATA_KEY_PREVIOUS", text)
                  for text in reader.list("DATA_KEY_PREVIOUS"))
 
 
-def _trusted_proxies(reader: _Reader) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def read_trusted_proxies(reader: Reader
+                         ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     try:
         return tuple(ipaddress.ip_network(c, strict=False) for c in reader.list("TRUSTED_PROXIES"))
     except ValueError:
