@@ -36,6 +36,7 @@ from archomata.http.middlewares.body_limit import body_limit_middleware
 from archomata.http.middlewares.client_ip import client_ip_middleware
 from archomata.http.middlewares.csrf import csrf_middleware
 from archomata.http.middlewares.errors import errors_middleware
+from archomata.http.middlewares.metrics import metrics_middleware
 from archomata.http.middlewares.params import params_middleware
 from archomata.http.middlewares.ratelimit import ratelimit_middleware
 from archomata.http.middlewares.request_id import request_id_middleware
@@ -54,7 +55,7 @@ from archomata.identity.server_watch import ServerWatch
 from archomata.identity.sessions import SessionStore
 from archomata.identity.store import mfa as mfa_store
 from archomata.mail import Mailer
-from archomata.metrics import METRICS, Metrics, metrics_middleware, worker_gauges
+from archomata.metrics import METRICS, Metrics, worker_gauges
 from archomata.ops import health, migrations
 from archomata.orgs.routes import admin, groups, invitations, org
 from archomata.trading.routes import accounts, orders, strategies
