@@ -36,6 +36,7 @@ from archomata.http.middlewares.body_limit import body_limit_middleware
 from archomata.http.middlewares.client_ip import client_ip_middleware
 from archomata.http.middlewares.csrf import csrf_middleware
 from archomata.http.middlewares.errors import errors_middleware
+from archomata.http.middlewares.metrics import metrics_middleware
 from archomata.http.middlewares.params import params_middleware
 from archomata.http.middlewares.ratelimit import ratelimit_middleware
 from archomata.http.middlewares.request_id import request_id_middleware
@@ -55,7 +56,7 @@ from archomata.identity.server_watch import ServerWatch
 from archomata.identity.sessions import SessionStore
 from archomata.identity.store import mfa as mfa_store
 from archomata.mail import Mailer
-from archomata.metrics import METRICS, Metrics, metrics_middleware, worker_gauges
+from archomata.metrics import METRICS, Metrics, worker_gauges
 from archomata.ops import health, migrations
 from archomata.orgs.invitation_revocation import revoke_of_disabled
 from archomata.orgs.routes import admin, groups, invitations, org
