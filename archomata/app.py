@@ -55,7 +55,7 @@ from archomata.identity.sessions import SessionStore
 from archomata.identity.store import mfa as mfa_store
 from archomata.mail import Mailer
 from archomata.metrics import METRICS, Metrics, metrics_middleware, worker_gauges
-from archomata.ops import health, migrations
+from archomata.ops import api_docs, health, migrations
 from archomata.orgs.routes import admin, groups, invitations, org
 from archomata.trading.routes import accounts, orders, strategies
 from archomata.web.later import Later
@@ -68,6 +68,7 @@ ROUTE_MODULES: tuple[ModuleType, ...] = (
     audit_logs,
     agents, accounts, orders, strategies, bridge,
     sso, identities, mfa,
+    api_docs,
 )
 
 
