@@ -127,7 +127,7 @@ def _banner(state: DevState) -> str:
     login = f"curl -s {url}/api/v1/auth/login -H 'Content-Type: application/json' -d "
     return f"""
 Archomata is serving on {url}  (Ctrl-C stops the service and its servers)
-  API docs:  {url}/api/v1/openapi.json     health: {url}/health/ready
+  API docs:  {url}/api/v1/docs     health: {url}/health/ready
   Platform administrator: {DEMO_PLATFORM_ADMIN} / {state.platform_admin_password}
   Demo org "{DEMO_ORG_NAME}" administrator: {DEMO_ORG_ADMIN} / {state.org_admin_password}
   Log in:  {login}'{{"email": "{DEMO_ORG_ADMIN}", "password": "{state.org_admin_password}"}}'
