@@ -177,9 +177,17 @@ async def load_body(request: web.Request, schema: Schema | type[Schema]) -> Any:
     return validate(schema, await read_json(request))
 
 
-def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
+def json_response(data: Any, status: int = 200, *, location: str | None = None,
+                  **kwargs: Any) -> web.Response:
     """A JSON response. Frozen dataclasses from the store serialise directly (orjson):
-    their field names are the API's, and tests check them against the schemas."""
+    their field names are the API's, and tests check them against the schemas.
+
+    A 201 names what it created: `location`, its path, is the `Location` header (RFC 9110
+    §15.3.2). One without it is refused here, so no created answer can leave it out."""
+    if status == 201 and location is None:
+        raise ValueError("a 201 answer needs the created resource's path (location=)")
+    if location is not None:
+        kwargs["headers"] = {**kwargs.get("headers", {}), "Location": location}
     return web.Response(body=dumps(data), status=status, content_type="application/json",
                         **kwargs)
 

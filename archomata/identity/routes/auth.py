@@ -78,7 +78,8 @@ async def register(request: web.Request) -> web.Response:
     app[keys.LATER].run(onboarding.register(
         app[keys.DB_POOL], app[keys.REDIS], app[keys.MAILER], who(request), asked,
         app[keys.CONFIG].mail_token_ttl_seconds), "register")
-    return json_response({"user": user_body(asked.user)}, status=201)
+    # The account is reached at /me once signed in; the same for an address that has one.
+    return json_response({"user": user_body(asked.user)}, status=201, location="/api/v1/me")
 
 
 @routes.post("/api/v1/auth/verify-email")
