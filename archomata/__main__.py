@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from archomata import logs
 from archomata.config import ConfigError, load_config
+from archomata.http.server import PortInUseError
 
 # Each command's implementation is in archomata/ops/; here only its arguments and dispatch.
 from archomata.ops.cli_admin import create_admin
@@ -125,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_dev(args.data_dir)
     except ConfigError as exc:
         print(f"archomata: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except PortInUseError as exc:  # a newcomer's second `make run`: one line, no traceback
+        print(f"archomata: {exc.strerror}", file=sys.stderr)
         return 2
     except Exception as exc:
         from archomata.app import SchemaOutdatedError

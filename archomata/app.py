@@ -57,7 +57,7 @@ from archomata.identity.sessions import SessionStore
 from archomata.identity.store import mfa as mfa_store
 from archomata.mail import Mailer
 from archomata.metrics import METRICS, Metrics, worker_gauges
-from archomata.ops import health, migrations
+from archomata.ops import api_docs, health, migrations
 from archomata.orgs.invitation_revocation import revoke_of_disabled
 from archomata.orgs.routes import admin, groups, invitations, org
 from archomata.orgs.service import JOIN, join_pending
@@ -72,6 +72,7 @@ ROUTE_MODULES: tuple[ModuleType, ...] = (
     audit_logs,
     agents, accounts, orders, strategies, bridge,
     sso, identities, mfa,
+    api_docs,
 )
 
 

@@ -107,8 +107,8 @@ async def stale(request: web.Request) -> bool:
 
 
 def refusal() -> Forbidden:
-    return Forbidden("Confirm it is you with your second factor first (POST /auth/step-up).",
-                     code="step_up_required")
+    return Forbidden("Confirm it is you with your second factor first "
+                     "(POST /api/v1/auth/step-up).", code="step_up_required")
 
 
 # Where a member of an org that requires a second factor still goes without one: to see
@@ -126,8 +126,8 @@ async def refuse_unenrolled(request: web.Request) -> None:
         return
     if await _has_factor(request, principal.user_id):
         return
-    raise Forbidden("This organisation requires a second factor: enrol one at /me/mfa.",
-                    code="mfa_enrollment_required")
+    raise Forbidden("This organisation requires a second factor: enrol one with "
+                    "POST /api/v1/me/mfa/totp.", code="mfa_enrollment_required")
 
 
 # Whether a person has a confirmed second factor, read in a transaction of theirs. The

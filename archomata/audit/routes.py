@@ -113,7 +113,7 @@ async def list_all_audit_logs(request: web.Request) -> web.Response:
                504: "`search_timeout`: the search's first page ran past its bound (a later "
                     "one cuts the transfer)"})
 async def export_audit_logs(request: web.Request) -> web.StreamResponse:
-    query = validate_query(ExportQuerySchema(), dict(request.query))
+    query = validate_query(ExportQuerySchema, dict(request.query), query=True)
     export_format = ExportFormat(query.pop("format"))
     org_id, _ = caller(request)
     async with request.app[keys.EXPORTS].hold(org_id) as lease:

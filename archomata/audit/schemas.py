@@ -54,7 +54,9 @@ class AdminAuditLogPageSchema(PageQuerySchema, AdminAuditLogQuerySchema):
 
 
 class ExportQuerySchema(AuditLogQuerySchema):
-    format = fields.String(required=True, validate=validate.OneOf([f.value for f in ExportFormat]))
+    # CSV unless asked: what a spreadsheet opens (API.md names no default).
+    format = fields.String(load_default=ExportFormat.CSV.value,
+                           validate=validate.OneOf([f.value for f in ExportFormat]))
 
 
 class AuditEntrySchema(Schema):

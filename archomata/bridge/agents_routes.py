@@ -78,7 +78,8 @@ async def create_agent(request: web.Request) -> web.Response:
         agent = await agents.insert(tx, org_id, body["name"], key_id, key_hash)
         await audit.record(tx, request, AuditAction.AGENT_CREATED, resource_type="agent",
                            resource_id=agent.id, details={"name": agent.name})
-    return json_response({"agent": agent, "api_key": api_key}, status=201)
+    return json_response({"agent": agent, "api_key": api_key}, status=201,
+                         location=f"/api/v1/agents/{agent.id}")
 
 
 @routes.post("/api/v1/agents/{agent_id}/rotate-key")

@@ -94,7 +94,7 @@ async def post_deals(request: web.Request) -> web.Response:
      query=CommandsQuerySchema, response=CommandListSchema)
 async def poll_commands(request: web.Request) -> web.Response:
     agent = _agent(request)
-    wait = validate(CommandsQuerySchema, dict(request.query))["wait"]
+    wait = validate(CommandsQuerySchema, dict(request.query), query=True)["wait"]
     stopping = request.app[keys.STOPPING]
     claimed = await service.poll(agent, request.app[keys.BROADCAST], wait,
                                  request.app[keys.CONFIG].command_lease_seconds,

@@ -9,11 +9,16 @@ The same normalised origins are what the CSRF middleware accepts.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp_cors
 from aiohttp import web
+from aiohttp_cors.urldispatcher_router_adapter import ResourcesUrlDispatcherRouterAdapter
+
+log = logging.getLogger(__name__)
 
 ALLOW_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 ALLOW_HEADERS = ("Authorization", "Content-Type", "X-Request-ID")
@@ -58,8 +63,10 @@ def setup_cors(app: web.Application, configured: tuple[str, ...]) -> None:
         allow_credentials=True, allow_methods=ALLOW_METHODS, allow_headers=ALLOW_HEADERS,
         expose_headers=EXPOSE_HEADERS, max_age=PREFLIGHT_MAX_AGE_SECONDS)
     before = len(app.on_response_prepare)
-    cors = aiohttp_cors.setup(app, defaults={
-        origin: options for origin in sorted(allowed_origins(configured))})
+    defaults = {origin: options for origin in sorted(allowed_origins(configured))}
+    cors = aiohttp_cors.CorsConfig(app, defaults=defaults,
+                                   router_adapter=_RefusalsLogged(app.router, defaults))
+    app[aiohttp_cors.APP_CONFIG_KEY] = cors  # as aiohttp_cors.setup does
     # aiohttp-cors looks the route up on every response before it reads Origin; to a
     # request that names none (probes, agents, scripts) it adds nothing, so it is not asked.
     added = list(app.on_response_prepare[before:])
@@ -67,6 +74,28 @@ def setup_cors(app: web.Application, configured: tuple[str, ...]) -> None:
     app.on_response_prepare.extend(_with_origin_only(hook) for hook in added)
     for resource in list(app.router.resources()):
         cors.add(resource)
+
+
+class _RefusalsLogged(ResourcesUrlDispatcherRouterAdapter):
+    """aiohttp-cors's own adapter, which also logs a preflight from an origin that is not
+    allowed: the browser only says CORS failed, so the log names the origin and the
+    setting to add it to. The answer is aiohttp-cors's refusal, a bare 403 problem that
+    names neither (errors middleware)."""
+
+    def __init__(self, router: web.UrlDispatcher, defaults: dict[str, Any]) -> None:
+        super().__init__(router, defaults)
+        self._origins = frozenset(defaults)
+        self._allowed = ", ".join(defaults) or "none"
+
+    async def get_preflight_request_config(
+            self, preflight_request: web.Request, origin: str, requested_method: str) -> Any:
+        if origin not in self._origins:
+            log.warning("CORS preflight refused: origin %r is not in "
+                        "ARCHOMATA_FRONTEND_ORIGINS (%s); add it there to allow it",
+                        origin[:200], self._allowed,
+                        extra={"origin": origin[:200], "path": preflight_request.path})
+        return await super().get_preflight_request_config(
+            preflight_request, origin, requested_method)
 
 
 PrepareHook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import signal
+import socket
 import ssl
 import struct
 import termios
@@ -42,6 +44,40 @@ MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 100
 LINGERING_SECONDS = 5.0
 _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # SIOCOUTQ on a socket
+
+
+class PortInUseError(OSError):
+    """The address to listen on is taken: said in one line, with how to pick another
+    (`archomata` prints it, no traceback)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(
+            errno.EADDRINUSE,
+            f"port {port} on {host} is already in use (address already in use): stop "
+            f"what listens there (another `make run`?), or pick another port with "
+            f"ARCHOMATA_PORT, e.g. `ARCHOMATA_PORT={port + 1 if port < 65535 else 8081} "
+            f"make run`")
+
+
+def ensure_free(host: str, port: int) -> None:
+    """Raises PortInUseError when something listens on `host`:`port` (every address the
+    host names), by binding as the server will (SO_REUSEADDR: a closing connection's
+    TIME_WAIT does not count). Another process may still take the port afterwards:
+    `start` says the same then."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return  # a host that names nothing: the server's own start-up says so
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUseError(host, port) from None
+                raise
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -239,13 +275,15 @@ async def start(app: web.Application, config: Config, *, host: str | None = None
     port is shared with sibling processes (a worker of `serve --workers N`)."""
     runner = Runner(app, config)
     await runner.setup()
+    host, port = host or config.host, config.port if port is None else port
     try:
-        site = web.TCPSite(runner, host or config.host,
-                           config.port if port is None else port,
-                           ssl_context=tls_context(config), reuse_port=reuse_port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls_context(config),
+                           reuse_port=reuse_port)
         await site.start()
-    except BaseException:
+    except BaseException as exc:
         await runner.cleanup()
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(host, port) from None
         raise
     return runner
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from archomata.config import load_config
+from archomata.http.server import ensure_free
 from archomata.ops.cli_migrate import migrate
 from archomata.ops.cli_serve import serve
 from archomata.ops.devservers import (
@@ -127,7 +128,7 @@ def _banner(state: DevState) -> str:
     login = f"curl -s {url}/api/v1/auth/login -H 'Content-Type: application/json' -d "
     return f"""
 Archomata is serving on {url}  (Ctrl-C stops the service and its servers)
-  API docs:  {url}/api/v1/openapi.json     health: {url}/health/ready
+  API docs:  {url}/api/v1/docs     health: {url}/health/ready
   Platform administrator: {DEMO_PLATFORM_ADMIN} / {state.platform_admin_password}
   Demo org "{DEMO_ORG_NAME}" administrator: {DEMO_ORG_ADMIN} / {state.org_admin_password}
   Log in:  {login}'{{"email": "{DEMO_ORG_ADMIN}", "password": "{state.org_admin_password}"}}'
@@ -135,7 +136,16 @@ Archomata is serving on {url}  (Ctrl-C stops the service and its servers)
 """
 
 
+def _check_port() -> None:
+    """A taken port is said before anything starts (PostgreSQL, Redis, the mail sink), so
+    nothing is left running and no banner promises an address that serves nothing."""
+    port = os.environ.get("ARCHOMATA_PORT", "").strip() or "8080"
+    if port.isascii() and port.isdecimal() and int(port) <= 65535:  # else: the config says
+        ensure_free(os.environ.get("ARCHOMATA_HOST", "").strip() or "127.0.0.1", int(port))
+
+
 def run_dev(data_dir: str) -> None:
+    _check_port()
     base = Path(data_dir).resolve()
     state = DevState.load_or_create(base / "dev-state.json")
     stoppers: list[Any] = []

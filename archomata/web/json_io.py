@@ -158,9 +158,10 @@ def schema_instance(cls: type[Schema]) -> Schema:
     return cls()
 
 
-def validate(schema: Schema | type[Schema], data: Any) -> Any:
+def validate(schema: Schema | type[Schema], data: Any, *, query: bool = False) -> Any:
     """`schema.load(data)`, with failures as 422 and per-field messages. Pass the class:
-    its one instance is reused."""
+    its one instance is reused. `query`: `data` is the query string's parameters, and the
+    detail names them as such (a newcomer told "request body" looks in the wrong place)."""
     if isinstance(schema, type):
         schema = schema_instance(schema)
     if not isinstance(data, dict):
@@ -169,17 +170,33 @@ def validate(schema: Schema | type[Schema], data: Any) -> Any:
     try:
         return schema.load(data)
     except ValidationError as exc:
-        raise ValidationFailed("The request body is invalid.",
-                               errors=_flatten(exc.messages)) from exc
+        errors = _flatten(exc.messages)
+        raise ValidationFailed(_query_problem(errors) if query else
+                               "The request body is invalid.", errors=errors) from exc
+
+
+def _query_problem(errors: dict[str, list[str]]) -> str:
+    names = sorted(errors)
+    if len(names) == 1:
+        return f"The query parameter {names[0]} is invalid."
+    return f"The query parameters {', '.join(names)} are invalid."
 
 
 async def load_body(request: web.Request, schema: Schema | type[Schema]) -> Any:
     return validate(schema, await read_json(request))
 
 
-def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
+def json_response(data: Any, status: int = 200, *, location: str | None = None,
+                  **kwargs: Any) -> web.Response:
     """A JSON response. Frozen dataclasses from the store serialise directly (orjson):
-    their field names are the API's, and tests check them against the schemas."""
+    their field names are the API's, and tests check them against the schemas.
+
+    A 201 names what it created: `location`, its path, is the `Location` header (RFC 9110
+    §15.3.2). One without it is refused here, so no created answer can leave it out."""
+    if status == 201 and location is None:
+        raise ValueError("a 201 answer needs the created resource's path (location=)")
+    if location is not None:
+        kwargs["headers"] = {**kwargs.get("headers", {}), "Location": location}
     return web.Response(body=dumps(data), status=status, content_type="application/json",
                         **kwargs)
 

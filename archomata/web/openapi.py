@@ -59,6 +59,9 @@ class ProblemSchema(Schema):
 _PROBLEM = {"description": "Problem", "content": {
     "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
+_LOCATION = {"description": "The path of the created resource", "required": True,
+             "schema": {"type": "string", "format": "uri-reference"}}
+
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "public": [],
     "agent": [{"apiKey": []}],
@@ -105,6 +108,8 @@ def _operation(route: web.AbstractRoute,
             "application/json": {"schema": route_doc.response}}}
     else:
         operation["responses"][status] = {"description": "OK"}
+    if status == "201":  # archomata.web.json_io.json_response sets it on every 201
+        operation["responses"][status]["headers"] = {"Location": _LOCATION}
     for code, meaning in route_doc.problems if route_doc else ():
         operation["responses"][str(code)] = {**_PROBLEM, "description": meaning}
     return operation

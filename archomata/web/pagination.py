@@ -67,8 +67,8 @@ def page_of(request: web.Request,
     """The page asked for, and the other query parameters as `schema` loads them."""
     query = dict(request.query)
     page_args = {k: query.pop(k) for k in ("limit", "cursor") if k in query}
-    loaded = validate_body(PageQuerySchema, page_args)
-    filters = validate_body(schema, query) if schema is not None else {}
+    loaded = validate_body(PageQuerySchema, page_args, query=True)
+    filters = validate_body(schema, query, query=True) if schema is not None else {}
     if schema is None and query:
         raise ValidationFailed("Unknown query parameters.",
                                errors={k: ["Unknown field."] for k in query})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -36,6 +37,23 @@ class TestPreflight:
         response = await preflight(client, origin)
         assert "Access-Control-Allow-Origin" not in response.headers
         assert response.status == 403
+
+    async def test_a_refused_origin_is_named_in_the_log_and_not_in_the_answer(
+            self, client: Any, caplog: pytest.LogCaptureFixture) -> None:
+        with caplog.at_level(logging.WARNING, logger="archomata.http.cors"):
+            response = await preflight(client, "https://evil.example")
+            allowed = await preflight(client, FRONTEND)
+        assert allowed.status == 200
+        [record] = [r for r in caplog.records if r.name == "archomata.http.cors"]
+        line = record.getMessage()
+        assert "'https://evil.example'" in line
+        assert "ARCHOMATA_FRONTEND_ORIGINS" in line and FRONTEND in line
+        assert record.origin == "https://evil.example"  # type: ignore[attr-defined]
+        assert response.status == 403
+        assert response.content_type == "application/problem+json"
+        body = await response.text()
+        for leak in ("evil", "localhost", "ARCHOMATA", "CORS", "origin"):
+            assert leak not in body, body
 
     @pytest.mark.parametrize(("method", "headers"), [
         ("TRACE", "content-type"), ("HEAD", "content-type"), ("POST", "x-api-key"),

@@ -21,13 +21,15 @@ from aiohttp.typedefs import Handler
 from archomata.access.route_policy import policy_of
 from archomata.http.middlewares.client_ip import peer_is_trusted_proxy
 
+CSP = "Content-Security-Policy"
 ALWAYS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
-    # A JSON API loads nothing and is framed by no one.
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
+# A JSON API loads nothing and is framed by no one. The one page the service serves (the
+# API reference, archomata/ops/api_docs.py) sets a policy of its own, which is kept.
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=63072000; includeSubDomains"
 FORWARDED_PROTO = "X-Forwarded-Proto"
 
@@ -44,6 +46,7 @@ def is_https(request: web.Request) -> bool:
 
 def apply(request: web.Request, headers: MutableMapping[str, str]) -> None:
     headers.update(ALWAYS)
+    headers.setdefault(CSP, API_CSP)
     if policy_of(request).no_store:
         headers["Cache-Control"] = "no-store"
     if is_https(request):

@@ -78,7 +78,8 @@ async def register(request: web.Request) -> web.Response:
     app[keys.LATER].run(onboarding.register(
         app[keys.DB_POOL], app[keys.REDIS], app[keys.MAILER], who(request), asked,
         app[keys.CONFIG].mail_token_ttl_seconds), "register")
-    return json_response({"user": user_body(asked.user)}, status=201)
+    # The account is reached at /me once signed in; the same for an address that has one.
+    return json_response({"user": user_body(asked.user)}, status=201, location="/api/v1/me")
 
 
 @routes.post("/api/v1/auth/verify-email")
@@ -116,7 +117,7 @@ async def resend_verification(request: web.Request) -> web.Response:
 @routes.post("/api/v1/auth/login")
 @public
 @doc("Sign in with email and password; someone with a second factor gets "
-     "`{mfa_required, mfa_token, methods}` instead (answered at /auth/mfa/verify)",
+     "`{mfa_required, mfa_token, methods}` instead (answered at /api/v1/auth/mfa/verify)",
      request=LoginSchema, response=LoginResultSchema)
 async def login(request: web.Request) -> web.Response:
     body = await load_body(request, LoginSchema)
@@ -130,13 +131,21 @@ async def login(request: web.Request) -> web.Response:
     return signed_in(request.app[keys.CONFIG], opened)
 
 
+NO_REFRESH_COOKIE = (
+    "No refresh cookie came with this request. A browser sends the cookie only to the site "
+    "that set it: call /api/v1/auth/login and /api/v1/auth/refresh on the same host "
+    "(localhost and 127.0.0.1 are different sites), with credentials included.")
+
+
 @routes.post("/api/v1/auth/refresh")
 @public(rate=RateClass.REFRESH)
 @doc("Rotate the refresh cookie and get a new access token", response=LoginResultSchema)
 async def refresh(request: web.Request) -> web.Response:
     token = refresh_token_of(request)
     if token is None:
-        raise Unauthorized("No refresh cookie.", code="session_revoked")
+        # The contract's code (API.md §3), with what a newcomer needs: the cookie went
+        # to another site (the SPA on localhost, the API called as 127.0.0.1).
+        raise Unauthorized(NO_REFRESH_COOKIE, code="session_revoked")
     try:
         renewed = await service.refresh(reception(request), who(request), token)
     except signin.SignInRefused as exc:

@@ -72,7 +72,7 @@ async def create_group(request: web.Request) -> web.Response:
         group = await _group_or_404(tx, org_id, group_id)
         await audit.record(tx, request, AuditAction.GROUP_CREATED, resource_type="group",
                            resource_id=group_id, details={"name": group.name})
-    return json_response(group, status=201)
+    return json_response(group, status=201, location=f"/api/v1/groups/{group.id}")
 
 
 @routes.get("/api/v1/groups/{group_id}")

@@ -127,7 +127,8 @@ async def create_invitation(request: web.Request) -> web.Response:
                                "role_ids": [str(r) for r in invitation.role_ids],
                                "group_ids": [str(g) for g in invitation.group_ids]})
     await app[keys.MAILER].send_invitation(invitation.email, org.name, token)
-    return json_response(invitation, status=201)
+    return json_response(invitation, status=201,
+                         location=f"/api/v1/org/invitations/{invitation.id}")
 
 
 async def _lock_inviter(tx: Tx, org_id: UUID, user_id: UUID) -> None:

@@ -153,7 +153,7 @@ async def create_account(request: web.Request) -> web.Response:
                            details={"name": account.name, "login": account.login,
                                     "environment": account.environment,
                                     "agent_id": account.agent_id and str(account.agent_id)})
-    return json_response(account, status=201)
+    return json_response(account, status=201, location=f"/api/v1/accounts/{account.id}")
 
 
 @routes.patch("/api/v1/accounts/{account_id}")

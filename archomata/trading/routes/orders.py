@@ -44,7 +44,8 @@ async def place_order(request: web.Request) -> web.Response:
         request.app[keys.BROADCAST].wake, org_id, principal.user_id, account_id, draft)
     if placed.replayed:
         return json_response(placed.order, headers={"Idempotent-Replayed": "true"})
-    return json_response(placed.order, status=201)
+    return json_response(placed.order, status=201,
+                         location=f"/api/v1/orders/{placed.order.id}")
 
 
 @routes.post("/api/v1/accounts/{account_id}/positions/{ticket}/close")
@@ -62,7 +63,7 @@ async def close_position(request: web.Request) -> web.Response:
         order = await service.close_position(
             tx, audit.context_of(request), request.app[keys.BROADCAST].wake, org_id,
             principal.user_id, account_id, ticket)
-    return json_response(order, status=201)
+    return json_response(order, status=201, location=f"/api/v1/orders/{order.id}")
 
 
 @routes.get("/api/v1/orders")

@@ -68,7 +68,8 @@ async def create_strategy(request: web.Request) -> web.Response:
         await audit.record(tx, request, AuditAction.STRATEGY_CREATED,
                            resource_type="strategy", resource_id=strategy.id,
                            details={"name": strategy.name, "enabled": strategy.enabled})
-    return json_response(strategy, status=201)
+    return json_response(strategy, status=201,
+                         location=f"/api/v1/strategies/{strategy.id}")
 
 
 @routes.patch("/api/v1/strategies/{strategy_id}")
