@@ -22,7 +22,7 @@ LIVE_BODY = '{"status": "ok"}'
 
 
 @routes.get("/health/live")
-@operations
+@operations(probe=True)  # answered past the pipeline (RoutePolicy.probe): it must not fail
 async def live(request: web.Request) -> web.Response:
     # What json_response would answer, serialised once: probes come every few seconds.
     return web.Response(text=LIVE_BODY, content_type="application/json")
