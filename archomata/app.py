@@ -38,6 +38,7 @@ from archomata.http.middlewares.csrf import csrf_middleware
 from archomata.http.middlewares.errors import errors_middleware
 from archomata.http.middlewares.metrics import metrics_middleware
 from archomata.http.middlewares.params import params_middleware
+from archomata.http.middlewares.probe import probe_middleware
 from archomata.http.middlewares.ratelimit import ratelimit_middleware
 from archomata.http.middlewares.request_id import request_id_middleware
 from archomata.http.middlewares.security_headers import (
@@ -215,6 +216,7 @@ async def _stop_taking_work(app: web.Application) -> None:
 def create_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=[
+            probe_middleware,  # /health/live answered here, with id and headers
             request_id_middleware,
             client_ip_middleware,
             security_headers_middleware,

@@ -30,7 +30,13 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from archomata.audit.store import AuditFilter, search_terms, select_sql
+from archomata.audit.store import (
+    ORDERED_WALK,
+    AuditFilter,
+    search_terms,
+    select_sql,
+    walks_every_chain,
+)
 from archomata.db import Tx
 
 BIG_ORG = UUID("b16b16b1-0000-4000-8000-000000000001")
@@ -98,6 +104,7 @@ class Case:
     after: bool = False
     platform: bool = False
     index: str | None = None  # the index the plan must use; None: any index
+    ordered: bool = False  # walks `index` in the list's order: sorts no more than a page
 
 
 def small_org(n: int) -> UUID:
@@ -113,7 +120,8 @@ def cases(org: UUID, sample: dict[str, Any]) -> list[Case]:
     org_cases = [
         Case("org listing", base, index="audit_log_org_time_idx"),
         Case("org listing, next page", base, after=True, index="audit_log_org_time_idx"),
-        Case("org + actor_id", replace(base, actor_id=actor), index="audit_log_actor_idx"),
+        Case("org + actor_id", replace(base, actor_id=actor), index="audit_log_org_actor_idx",
+             ordered=True),
         Case("org + action", replace(base, action="order.created"),
              index="audit_log_action_idx"),
         Case("org + rare action", replace(base, action="order.created_c"),
@@ -145,7 +153,9 @@ def cases(org: UUID, sample: dict[str, Any]) -> list[Case]:
         Case("platform + resource_id", AuditFilter(resource_id=resource), platform=True,
              index="audit_log_resource_idx"),
         Case("platform + q (rare word)", AuditFilter(terms=("w1234",)), platform=True,
-             index="audit_log_terms_idx"),
+             index="audit_log_terms_time_idx", ordered=True),
+        Case("platform + q (common word)", AuditFilter(terms=("order",)), platform=True,
+             index="audit_log_terms_time_idx", ordered=True),
     ]
     return org_cases + platform
 
@@ -191,6 +201,7 @@ class PlanResult:
     scans: list[str]  # "Index Scan audit_log_org_time_idx", "Seq Scan audit_log", ...
     rows: int
     ms: float
+    sorted_rows: int = 0  # the most rows a Sort node took in (a page's worth is cheap)
 
     @property
     def problems(self) -> list[str]:
@@ -200,6 +211,8 @@ class PlanResult:
             found.append(f"expected {self.case.index}")
         if not any(" audit_log" in s for s in self.scans):
             found.append("no index on audit_log")
+        if self.case.ordered and self.sorted_rows > PAGE:
+            found.append(f"sorts {self.sorted_rows} rows")
         return found
 
 
@@ -215,11 +228,16 @@ async def explain(runtime: asyncpg.Connection, case: Case, sample: dict[str, Any
                                           " ".join(where.terms), where.org_id)
             where = replace(where, terms=terms)
         sql, params = select_sql(where, after, PAGE)
+        if walks_every_chain(where):  # as list_page does
+            await runtime.execute(ORDERED_WALK)
         raw = await runtime.fetchval(f"explain (analyze, format json) {sql}", *params)
     plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]
     scans = [f"{n['Node Type']} {n.get('Index Name') or n.get('Relation Name')}"
              for n in _nodes(plan["Plan"]) if "Scan" in n["Node Type"]]
-    return PlanResult(case, scans, plan["Plan"]["Actual Rows"], plan["Execution Time"])
+    sorted_rows = max((sum(c["Actual Rows"] * c.get("Actual Loops", 1) for c in n["Plans"])
+                       for n in _nodes(plan["Plan"]) if n["Node Type"] == "Sort"), default=0)
+    return PlanResult(case, scans, plan["Plan"]["Actual Rows"], plan["Execution Time"],
+                      sorted_rows)
 
 
 async def sample_of(owner: asyncpg.Connection, org: UUID) -> dict[str, Any]:

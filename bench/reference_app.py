@@ -24,7 +24,7 @@ REDIS = web.AppKey("redis", Redis)
 KEYS = web.AppKey("keys", dict)
 
 
-async def _org_rows(request: web.Request, sql: str) -> list[asyncpg.Record]:
+async def _org_rows(request: web.Request, sql: str, *args: object) -> list[asyncpg.Record]:
     """The same JWT check, one Redis call and the same SELECT in the same RLS transaction."""
     token = request.headers.get("Authorization", "").removeprefix("Bearer ")
     kid = jwt.get_unverified_header(token)["kid"]
@@ -35,7 +35,7 @@ async def _org_rows(request: web.Request, sql: str) -> list[asyncpg.Record]:
     org_id = UUID(claims["org"])
     async with request.app[POOL].acquire() as conn:
         await conn.execute(f"BEGIN; SELECT set_config('app.org_id', '{org_id}', true)")
-        rows = await conn.fetch(sql, org_id, None, None, 51)
+        rows = await conn.fetch(sql, org_id, *args)
         await conn.execute("COMMIT")
     return rows
 
@@ -45,7 +45,7 @@ def _text(value: object) -> object:
 
 
 async def accounts(request: web.Request) -> web.Response:
-    rows = await _org_rows(request, ACCOUNTS_PAGE)
+    rows = await _org_rows(request, ACCOUNTS_PAGE, None, None, 51)
     items = [{"id": str(r["id"]), "agent_id": _text(r["agent_id"]), "name": r["name"],
               "broker": r["broker"], "server": r["server"], "login": r["login"],
               "environment": r["environment"], "has_credentials": r["has_credentials"],
@@ -59,7 +59,7 @@ async def accounts(request: web.Request) -> web.Response:
 
 
 async def members(request: web.Request) -> web.Response:
-    rows = await _org_rows(request, LIST_PAGE)
+    rows = await _org_rows(request, LIST_PAGE, 51)
     items = [{"user_id": str(r["user_id"]), "email": r["email"], "name": r["name"],
               "org_role": r["org_role"], "roles": r["roles"], "groups": r["groups"],
               "joined_at": r["joined_at"].isoformat()} for r in rows[:50]]

@@ -9,7 +9,7 @@ import sys
 
 BENCHMARKS = ["bench.login_storm", "bench.org_members", "bench.health_live", "bench.bridge",
               "bench.key_flood", "bench.audit_export", "bench.audit_plans", "bench.backup",
-              "bench.workers", "bench.login_mfa", "bench.audit_search"]
+              "bench.workers", "bench.login_mfa", "bench.audit_search", "bench.scale"]
 
 
 def main() -> int:

@@ -192,6 +192,9 @@ def _contradictions(kind: str | None, method: str, policy: RoutePolicy) -> Itera
         yield "a route that verifies credentials must be rate limited, or say why not"
     if method in STATE_CHANGING and not policy.authenticates and policy.csrf_exempt is None:
         yield "a state-changing route that reads no credential must say why CSRF is moot"
+    as_operations = replace(policy, probe=False) == route_policy.OPERATIONS
+    if policy.probe and (method != "GET" or not as_operations):
+        yield "only a GET with the operations policy may be answered as a probe"
 
 
 def policy_problems(app: web.Application) -> list[str]:

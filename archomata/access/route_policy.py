@@ -64,6 +64,12 @@ class RoutePolicy:
     # `Cache-Control: no-store` on every answer: what the API returns carries tokens,
     # personal or trading data, which no browser or proxy cache may keep.
     no_store: bool = True
+    # A probe (/health/live): its handler reads nothing of the request, waits on nothing
+    # and cannot fail, so the outermost middleware answers it itself, with the request id
+    # and the security headers, past every other layer (a load balancer probes each
+    # instance every few seconds; the layers it skips would each do nothing for it).
+    # Only an operations route may be one (archomata.access.guards.policy_problems).
+    probe: bool = False
 
     @property
     def authenticates(self) -> bool:

@@ -66,12 +66,18 @@ def expected_version(directory: Path | None = None) -> int:
 
 
 async def current_version(conn: asyncpg.Connection) -> int | None:
-    """The newest applied version, or None when the database was never migrated."""
-    exists = await conn.fetchval("select to_regclass('public.schema_migrations') is not null")
-    if not exists:
+    """The newest applied version, or None when the database was never migrated.
+
+    One statement, so one round trip once the connection has it prepared: readiness
+    asks it of every probe. Call it outside a transaction (a missing table aborts one)."""
+    try:
+        version: int = await conn.fetchval(CURRENT_VERSION)
+    except asyncpg.UndefinedTableError:
         return None
-    version: int = await conn.fetchval("select coalesce(max(version), 0) from schema_migrations")
     return version
+
+
+CURRENT_VERSION = "select coalesce(max(version), 0) from schema_migrations"
 
 
 def _role_of(dsn: str) -> tuple[str, str | None]:

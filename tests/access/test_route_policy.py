@@ -242,6 +242,9 @@ class TestRefusals:
         (lambda h: agent_only(authn=Authn.BEARER)(h), "must take X-API-Key"),
         (lambda h: public(rate=None)(h), "must be rate limited"),
         (lambda h: public(authn=Authn.NONE, rate=None)(h), "why CSRF is moot"),
+        # Answered past the pipeline: only a GET that needs none of it.
+        (lambda h: public(probe=True)(h), "answered as a probe"),
+        (lambda h: operations(probe=True)(h), "answered as a probe"),
     ])
     def test_create_app_refuses_an_inconsistent_declaration(
             self, config: Config, monkeypatch: pytest.MonkeyPatch, declare: Any,

@@ -25,4 +25,4 @@ async def test_every_filter_of_both_listings_uses_its_index(postgres: PostgresSe
     results = await check(urls.owner, urls.runtime, [BIG_ORG, small_org(7)])
     problems = [r for r in results if r.problems]
     assert not problems, report(problems)
-    assert len(results) == 2 * 19
+    assert len(results) == 2 * 20

@@ -15,6 +15,8 @@ class TestLive:
         response = await client.get("/health/live")
         assert response.status == 200
         assert await response.json() == {"status": "ok"}
+        # As json_response answers, though the probe's answer is made once (health.py).
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
 
 
 class TestReady:

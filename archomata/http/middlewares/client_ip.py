@@ -76,7 +76,8 @@ def client_ip_of(peer: str | None, forwarded_for: Sequence[str],
 def peer_is_trusted_proxy(request: web.Request) -> bool:
     """Whether the directly connected peer is a proxy whose X-Forwarded-* we believe."""
     trusted = request.app[keys.CONFIG].trusted_proxies
-    peer = parse_ip(request.remote) if request.remote and trusted else None
+    # `trusted` first: `request.remote` asks the transport for its peer every time.
+    peer = parse_ip(request.remote) if trusted and request.remote else None
     return peer is not None and is_trusted(peer, trusted)
 
 

@@ -18,7 +18,7 @@ from collections.abc import MutableMapping
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from archomata.access.route_policy import policy_of
+from archomata.access.route_policy import RoutePolicy, policy_of
 from archomata.http.middlewares.client_ip import peer_is_trusted_proxy
 
 CSP = "Content-Security-Policy"
@@ -45,9 +45,15 @@ def is_https(request: web.Request) -> bool:
 
 
 def apply(request: web.Request, headers: MutableMapping[str, str]) -> None:
+    apply_policy(request, headers, policy_of(request))
+
+
+def apply_policy(request: web.Request, headers: MutableMapping[str, str],
+                 policy: RoutePolicy) -> None:
+    """`apply`, the route's policy already looked up (the probe's short path)."""
     headers.update(ALWAYS)
     headers.setdefault(CSP, API_CSP)
-    if policy_of(request).no_store:
+    if policy.no_store:
         headers["Cache-Control"] = "no-store"
     if is_https(request):
         headers["Strict-Transport-Security"] = HSTS

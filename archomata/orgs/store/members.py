@@ -43,8 +43,16 @@ _SELECT = """
     from memberships m join users u on u.id = m.user_id
 """
 
+# The first page and the next ones apart, each walking memberships_org_joined_idx
+# (sql/021) from its start or from the cursor: one statement for both, with
+# `$2 is null or ...`, would walk every member before the cursor under a generic plan.
 LIST_PAGE = _SELECT + """
-    where m.org_id = $1 and ($2::timestamptz is null or (m.created_at, m.user_id) > ($2, $3))
+    where m.org_id = $1
+    order by m.created_at, m.user_id
+    limit $2
+"""
+LIST_AFTER = _SELECT + """
+    where m.org_id = $1 and (m.created_at, m.user_id) > ($2, $3)
     order by m.created_at, m.user_id
     limit $4
 """
@@ -64,8 +72,10 @@ def _member(row: Any) -> Member:
 
 async def list_page(tx: Tx, org_id: UUID, after: Position | None, limit: int) -> list[Member]:
     """Members in the order they joined (oldest first), `limit` of them after `after`."""
-    found = await tx.fetch(LIST_PAGE, org_id, after.at if after else None,
-                           after.id if after else None, limit)
+    if after is None:
+        found = await tx.fetch(LIST_PAGE, org_id, limit)
+    else:
+        found = await tx.fetch(LIST_AFTER, org_id, after.at, after.id, limit)
     return [_member(r) for r in found]
 
 

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from archomata import rows
 from archomata.db import Tx
+from archomata.sql import Params, newest_first
 from archomata.trading.risk import Exposure
 
 
@@ -146,24 +147,27 @@ async def get_position(tx: Tx, org_id: UUID, account_id: UUID, ticket: int) -> P
     return None if row is None else rows.from_record(Position, row)
 
 
-LIST_DEALS = f"""
-    select id, {", ".join(DEAL_FIELDS)} from deals
-    where org_id = $1 and account_id = $2
-      and ($3::text is null or symbol = $3)
-      and ($4::timestamptz is null or executed_at >= $4)
-      and ($5::timestamptz is null or executed_at < $5)
-      and ($6::timestamptz is null or (executed_at, id) < ($6, $7))
-    order by executed_at desc, id desc
-    limit $8
-"""
+# An account's deals, put together per filter (archomata.sql): deals_account_idx, or
+# with a symbol sql/021's deals_symbol_idx, walked newest first; from/to bound the walk.
+def deals_sql(org_id: UUID, account_id: UUID, filters: dict[str, Any],
+              after: tuple[datetime, UUID] | None, limit: int) -> tuple[str, Params]:
+    params = Params()
+    clauses = [f"org_id = {params(org_id)}", f"account_id = {params(account_id)}"]
+    if filters.get("symbol") is not None:
+        clauses.append(f"symbol = {params(filters['symbol'])}")
+    if filters.get("from") is not None:
+        clauses.append(f"executed_at >= {params(filters['from'])}")
+    if filters.get("to") is not None:
+        clauses.append(f"executed_at < {params(filters['to'])}")
+    sql = newest_first(f"select id, {', '.join(DEAL_FIELDS)} from deals", params, clauses,
+                       "executed_at", "id", after, limit)
+    return sql, params
 
 
 async def list_deals(tx: Tx, org_id: UUID, account_id: UUID, filters: dict[str, Any],
                      after: tuple[datetime, UUID] | None, limit: int) -> list[Deal]:
-    at, last_id = after if after else (None, None)
-    found = await tx.fetch(LIST_DEALS, org_id, account_id, filters.get("symbol"),
-                           filters.get("from"), filters.get("to"), at, last_id, limit)
-    return rows.from_records(Deal, found)
+    sql, params = deals_sql(org_id, account_id, filters, after, limit)
+    return rows.from_records(Deal, await tx.fetch(sql, *params))
 
 
 # Counted as archomata.trading.risk describes `Exposure.held`, in one snapshot taken under the

@@ -22,6 +22,7 @@ import asyncpg
 
 from archomata import rows
 from archomata.db import Tx
+from archomata.sql import Params, newest_first
 from archomata.trading.values import with_decimal_texts
 
 
@@ -117,23 +118,26 @@ async def get(tx: Tx, org_id: UUID, order_id: UUID) -> Order | None:
     return _order(await tx.fetchrow(GET, org_id, order_id))
 
 
-LIST_PAGE = f"""
-    select {COLUMNS} from orders
-    where org_id = $1
-      and ($2::uuid is null or account_id = $2)
-      and ($3::text is null or status = $3)
-      and ($4::timestamptz is null or (created_at, id) < ($4, $5))
-    order by created_at desc, id desc
-    limit $6
-"""
+# GET /orders, put together per filter (archomata.sql): each combination walks its own
+# index newest first (orders_org_idx, orders_account_idx, and sql/021's by status).
+LIST_FILTERS = ("account_id", "status")
+
+
+def list_sql(org_id: UUID, filters: dict[str, Any], after: tuple[datetime, UUID] | None,
+             limit: int) -> tuple[str, Params]:
+    params = Params()
+    clauses = [f"org_id = {params(org_id)}"]
+    clauses += [f"{name} = {params(filters[name])}" for name in LIST_FILTERS
+                if filters.get(name) is not None]
+    sql = newest_first(f"select {COLUMNS} from orders", params, clauses, "created_at", "id",
+                       after, limit)
+    return sql, params
 
 
 async def list_page(tx: Tx, org_id: UUID, filters: dict[str, Any],
                     after: tuple[datetime, UUID] | None, limit: int) -> list[Order]:
-    at, last_id = after if after else (None, None)
-    found = await tx.fetch(LIST_PAGE, org_id, filters.get("account_id"),
-                           filters.get("status"), at, last_id, limit)
-    return rows.from_records(Order, found)
+    sql, params = list_sql(org_id, filters, after, limit)
+    return rows.from_records(Order, await tx.fetch(sql, *params))
 
 
 CANCEL = f"""
