@@ -42,8 +42,8 @@ from archomata.ops.devservers import (
     new_password,
 )
 from archomata.ops.migrations import migrate
-from archomata.ops.pgbouncer import PgBouncerServer, pgbouncer_binary
 from tests import secret_scan
+from tests.servers.pgbouncer import PgBouncerServer, pgbouncer_binary
 
 # `pgbouncer`: the service talks to PostgreSQL through PgBouncer (see runtime_url).
 POOLER = os.environ.get("ARCHOMATA_TEST_POOLER", "")

@@ -26,7 +26,7 @@ from archomata.gate.check import READY, STALE
 from archomata.identity import session_scripts
 from archomata.identity.revocation import REVOCATION
 from archomata.identity.store import sessions as session_rows
-from archomata.ops.devservers import RedisServer, SentinelGroup, free_port
+from archomata.ops.devservers import RedisServer, free_port
 from tests.factories import (
     agent_auth,
     agent_with_key,
@@ -38,6 +38,7 @@ from tests.factories import (
     strong_password,
 )
 from tests.identity.test_auth import refresh
+from tests.servers.sentinel import SentinelGroup
 from tests.serving import serve
 
 PROBE = "/api/v1/org/members"
