@@ -90,7 +90,7 @@ async def ops_missing(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def policy_config(config: Config, redis_server: RedisServer) -> Config:
+async def app_config(config: Config, redis_server: RedisServer) -> Config:
     # A Redis database of its own: these budgets are not the suite's.
     url = f"redis://127.0.0.1:{redis_server.port}/{POLICY_DB}"
     redis = Redis.from_url(url)
@@ -101,11 +101,6 @@ async def policy_config(config: Config, redis_server: RedisServer) -> Config:
                                rate_limit_login=RateLimit(1000, 60),
                                rate_limit_api=RateLimit(2000, 60),
                                rate_limit_bridge=RateLimit(3000, 60))
-
-
-@pytest.fixture
-async def test_client(aiohttp_client: Any, policy_config: Config) -> Any:
-    return await aiohttp_client(app_with_routes(policy_config, routes))
 
 
 class TestReadFromTheRoute:

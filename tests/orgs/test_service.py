@@ -3,7 +3,6 @@ real PostgreSQL: every unknown id named, another org's group as unknown as a mad
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -11,19 +10,11 @@ import asyncpg
 import pytest
 
 from archomata.audit import AuditContext
-from archomata.config import Config
-from archomata.db import create_pool, service_tx
+from archomata.db import service_tx
 from archomata.errors import ValidationFailed
 from archomata.identity.onboarding import create_user_with_org
 from archomata.orgs.service import check_refs
 from tests.factories import unique_email
-
-
-@pytest.fixture
-async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(config.database_url.reveal(), config)
-    yield pool
-    await pool.close()
 
 
 async def org_with_group(pool: asyncpg.Pool, owner_conn: Any) -> tuple[UUID, UUID]:
