@@ -17,12 +17,13 @@ from archomata.config import Config
 from archomata.db import member_tx, user_tx
 from archomata.errors import ApiError, Forbidden, Unauthorized
 from archomata.identity import tokens
+from archomata.identity.reception import Reception
 from archomata.identity.schemas.auth import LoginResultSchema
 from archomata.identity.service import Me, Renewed
 from archomata.identity.sessions import Session
-from archomata.identity.signin import Door, Opened, Reason, SecondFactorRequired, SignInRefused
+from archomata.identity.signin import Opened, Reason, SecondFactorRequired, SignInRefused
 from archomata.identity.store.users import User
-from archomata.orgs.store.orgs import Membership
+from archomata.tenancy.orgs import Membership
 from archomata.web.json_io import json_response
 
 REFRESH_COOKIE = "archomata_refresh"
@@ -104,10 +105,10 @@ def me_of(request: web.Request) -> Me:
               functools.partial(user_tx, request), functools.partial(member_tx, request))
 
 
-def door(request: web.Request) -> Door:
+def reception(request: web.Request) -> Reception:
     """The sign-in door's collaborators, as this app holds them."""
     app = request.app
-    return Door(app[keys.DB_POOL], app[keys.SESSIONS], app[keys.PASSWORDS],
+    return Reception(app[keys.DB_POOL], app[keys.SESSIONS], app[keys.PASSWORDS],
                 app[keys.LOGIN_THROTTLE])
 
 

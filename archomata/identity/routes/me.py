@@ -12,7 +12,7 @@ from archomata.db import user_tx
 from archomata.errors import Unauthorized
 from archomata.identity.store import mfa, users
 from archomata.identity.web import org_body, user_body
-from archomata.orgs.store import orgs
+from archomata.tenancy import orgs
 from archomata.web.json_io import json_response
 from archomata.web.openapi import doc
 from archomata.web.schemas import MemberOrgSchema, UserSchema
