@@ -33,10 +33,25 @@ POOLED_TESTS := tests/access tests/bridge tests/audit \
 	tests/test_tenancy.py tests/test_narrow_doors.py tests/test_user_tx.py \
 	tests/test_after_commit.py tests/test_one_connection.py tests/test_pooler.py tests/test_db.py
 
+# The security modules' coverage (branches included) may not fall below the floor: tokens,
+# sessions, revocation and the gate, access, the doors, the middlewares. Globs, so that a
+# module split or moved within them stays counted. Judged on the whole suite only: a run
+# narrowed by PYTEST_ARGS skips it.
+SECURITY_MODULES := archomata/identity/tokens* archomata/identity/session* \
+	archomata/identity/revocation* archomata/gate/* archomata/access/* archomata/db*.py \
+	archomata/http/middlewares/*
+# 95.3 % measured with the identity, access, gate, http and door tests alone.
+SECURITY_COVERAGE_FLOOR := 93
+comma := ,
+space := $(subst ,, )
+SECURITY_INCLUDE = $(subst $(space),$(comma),$(strip $(SECURITY_MODULES)))
+
 test: $(STAMP) chromium pgbouncer
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(if $(PYTEST_ARGS),,$(BIN)/python -m coverage report --include='$(SECURITY_INCLUDE)' \
+		--fail-under=$(SECURITY_COVERAGE_FLOOR) --skip-covered)
 	ARCHOMATA_TEST_POOLER=pgbouncer $(BIN)/python -m pytest -q $(POOLED_TESTS)
 
 lint: $(STAMP)

@@ -22,6 +22,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -42,8 +43,8 @@ from archomata.ops.devservers import (
     new_password,
 )
 from archomata.ops.migrations import migrate
-from archomata.ops.pgbouncer import PgBouncerServer, pgbouncer_binary
 from tests import secret_scan
+from tests.servers.pgbouncer import PgBouncerServer, pgbouncer_binary
 
 # `pgbouncer`: the service talks to PostgreSQL through PgBouncer (see runtime_url).
 POOLER = os.environ.get("ARCHOMATA_TEST_POOLER", "")
@@ -55,6 +56,16 @@ DATABASES: list[DatabaseUrls] = []  # every test database, for the secret scan a
 AUDIT_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 keyed.install(base64.b64decode(AUDIT_KEY))
 secret_scan.remember(RUNTIME_PASSWORD, OWNER_PASSWORD, AUDIT_KEY)
+
+# A `slow` test (a checkout's servers built, a fuzzing budget, 100k rows) gets this long
+# instead of setup.cfg's `timeout`, unless it names its own.
+SLOW_TIMEOUT_SECONDS = 600
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_SECONDS))
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +114,28 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+def _own_redis(workdir: Path, *, durable: bool) -> Iterator[RedisServer]:
+    server = RedisServer(workdir / f"redis-{uuid4().hex[:8]}", free_port(), durable=durable)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def durable_redis(workdir: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own, its append-only file on: stopped and started, it comes
+    back with its data."""
+    yield from _own_redis(workdir, durable=True)
+
+
+@pytest.fixture
+def forgetful_redis(workdir: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own (to stop, flush or restrict without touching the run's),
+    no persistence but what SAVE writes: stopped and started, it is empty; killed after a
+    SAVE, it comes back with that snapshot."""
+    yield from _own_redis(workdir, durable=False)
 
 
 async def make_database(postgres: PostgresServer, name: str, *,
@@ -223,6 +256,24 @@ def app_with_routes(config: Config, routes: web.RouteTableDef) -> web.Applicatio
     app = create_app(config)
     app.router.add_routes(routes)
     return app
+
+
+@pytest.fixture
+def app_config(config: Config) -> Config:
+    """The config of `test_client`'s app: a module overrides this fixture for one of its own
+    (short timeouts, tight rate limits)."""
+    return config
+
+
+@pytest.fixture
+async def test_client(request: pytest.FixtureRequest, aiohttp_client: Any,
+                      app_config: Config) -> TestClient:
+    """The app on `app_config` with the test module's `routes` (a RouteTableDef of probe
+    handlers) added: how the middlewares are tested against handlers of the test's own."""
+    routes = getattr(request.module, "routes", None)
+    assert isinstance(routes, web.RouteTableDef), (
+        f"{request.module.__name__} has no `routes` RouteTableDef for test_client")
+    return await aiohttp_client(app_with_routes(app_config, routes))
 
 
 @pytest.fixture

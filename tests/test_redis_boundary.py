@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, cast
 from uuid import UUID, uuid4
 
@@ -39,16 +38,6 @@ async def assert_unavailable(response: Any) -> None:
 
 
 @pytest.fixture
-def own_redis(workdir: Path) -> Any:
-    """A Redis of the test's own, to stop or restrict without touching the session's."""
-    server = RedisServer(workdir / f"redis-boundary-{uuid4().hex[:8]}", free_port(),
-                         durable=False)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 async def idp() -> AsyncIterator[OidcProvider]:
     provider = OidcProvider("google", "archomata-boundary.example", "boundary-client-secret")
     await provider.start()
@@ -57,10 +46,10 @@ async def idp() -> AsyncIterator[OidcProvider]:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, environ: dict[str, str], own_redis: RedisServer,
+async def client(aiohttp_client: Any, environ: dict[str, str], forgetful_redis: RedisServer,
                  idp: OidcProvider) -> Any:
-    """The whole app on `own_redis`, with Google sign-in configured."""
-    config = load_config({**environ, "ARCHOMATA_REDIS_URL": own_redis.url,
+    """The whole app on `forgetful_redis`, with Google sign-in configured."""
+    config = load_config({**environ, "ARCHOMATA_REDIS_URL": forgetful_redis.url,
                           "ARCHOMATA_SSO_GOOGLE_CLIENT_ID": idp.client_id,
                           "ARCHOMATA_SSO_GOOGLE_CLIENT_SECRET": idp.client_secret,
                           "ARCHOMATA_SSO_GOOGLE_METADATA_URL": idp.metadata_url})
@@ -69,11 +58,11 @@ async def client(aiohttp_client: Any, environ: dict[str, str], own_redis: RedisS
 
 class TestRedisStopped:
     async def test_every_path_that_needs_redis_answers_503_problem(
-            self, client: Any, mail_sink: Any, own_redis: RedisServer) -> None:
+            self, client: Any, mail_sink: Any, forgetful_redis: RedisServer) -> None:
         me = await signed_up(client, mail_sink)
         _, api_key = await agent_with_key(client, me)
         cookie = {"Cookie": f"archomata_refresh={me.refresh}", "Origin": FRONTEND}
-        await asyncio.to_thread(own_redis.stop)
+        await asyncio.to_thread(forgetful_redis.stop)
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "login": lambda: client.post("/api/v1/auth/login", json={
                 "email": me.email, "password": me.password}),
@@ -95,8 +84,8 @@ class TestRedisStopped:
             await assert_unavailable(response)
 
     async def test_sso_login_start_sends_to_the_login_page_with_the_code(
-            self, client: Any, own_redis: RedisServer) -> None:
-        await asyncio.to_thread(own_redis.stop)
+            self, client: Any, forgetful_redis: RedisServer) -> None:
+        await asyncio.to_thread(forgetful_redis.stop)
         response = await client.get("/api/v1/auth/sso/google/login", allow_redirects=False)
         assert response.status == 302
         assert response.headers["Location"].endswith("/login?error=service_unavailable")
@@ -107,11 +96,11 @@ class TestRedisRefusingACommand:
     that sends it, not the request before it: each untranslated call would be a 500."""
 
     async def test_listing_sessions_when_redis_refuses_smembers(
-            self, client: Any, mail_sink: Any, own_redis: RedisServer) -> None:
+            self, client: Any, mail_sink: Any, forgetful_redis: RedisServer) -> None:
         me = await signed_up(client, mail_sink)
         # Rebuilt first (this Redis is new): the rebuild ends families, with SMEMBERS.
         assert (await client.get("/api/v1/org", headers=me.auth)).status == 200
-        admin = Redis.from_url(own_redis.url)
+        admin = Redis.from_url(forgetful_redis.url)
         try:
             await admin.execute_command("ACL", "SETUSER", "default", "-smembers")
             assert (await client.get("/api/v1/org", headers=me.auth)).status == 200

@@ -7,8 +7,6 @@ older snapshot, a replica behind) has it raised again from PostgreSQL first."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -25,24 +23,10 @@ from archomata.db import system_tx
 from archomata.errors import ServiceUnavailable
 from archomata.gate.check import judge
 from archomata.identity.tokens import Claims
-from archomata.ops.devservers import RedisServer, free_port
+from archomata.ops.devservers import RedisServer
 from tests.factories import member_with_roles, signed_up
 
 PROBE = "/api/v1/accounts"  # accounts:read, which the Viewer role grants
-
-
-def own_redis(workdir: Path, *, durable: bool) -> Iterator[RedisServer]:
-    server = RedisServer(workdir / f"redis-perm-{uuid4().hex[:8]}", free_port(),
-                         durable=durable)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def durable_redis(workdir: Path) -> Iterator[RedisServer]:
-    """Append-only file on: stopped and started, it comes back with its data."""
-    yield from own_redis(workdir, durable=True)
 
 
 async def instances(aiohttp_client: Any, config: Config, redis: RedisServer) -> list[Any]:
@@ -83,12 +67,6 @@ async def test_redis_stopping_as_a_change_commits_rolls_it_back_and_nothing_goes
     durable_redis.stop()
     durable_redis.start()
     assert await statuses(both, member) == [403, 403]
-
-
-@pytest.fixture
-def forgetful_redis(workdir: Path) -> Iterator[RedisServer]:
-    """No persistence but what SAVE writes: killed, it comes back with the last snapshot."""
-    yield from own_redis(workdir, durable=False)
 
 
 async def test_a_bump_lost_with_redis_after_the_commit_is_raised_again_from_postgresql(

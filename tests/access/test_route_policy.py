@@ -90,7 +90,7 @@ async def ops_missing(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def policy_config(config: Config, redis_server: RedisServer) -> Config:
+async def app_config(config: Config, redis_server: RedisServer) -> Config:
     # A Redis database of its own: these budgets are not the suite's.
     url = f"redis://127.0.0.1:{redis_server.port}/{POLICY_DB}"
     redis = Redis.from_url(url)
@@ -101,11 +101,6 @@ async def policy_config(config: Config, redis_server: RedisServer) -> Config:
                                rate_limit_login=RateLimit(1000, 60),
                                rate_limit_api=RateLimit(2000, 60),
                                rate_limit_bridge=RateLimit(3000, 60))
-
-
-@pytest.fixture
-async def test_client(aiohttp_client: Any, policy_config: Config) -> Any:
-    return await aiohttp_client(app_with_routes(policy_config, routes))
 
 
 class TestReadFromTheRoute:
@@ -258,11 +253,17 @@ class TestRefusals:
         assert policy_problems(app) == ["GET /_test/naked: no guard declares its policy"]
 
     async def test_a_bad_route_added_after_create_app_stops_the_start(
-            self, aiohttp_client: Any, config: Config) -> None:
+            self, config: Config) -> None:
         late = web.RouteTableDef()
         late.post("/api/v1/bridge/_test/late")(agent_only(csrf_exempt=None)(fresh(_ok)))
-        with pytest.raises(RuntimeError, match="must be CSRF-exempt"):
-            await aiohttp_client(app_with_routes(config, late))
+        runner = web.AppRunner(app_with_routes(config, late))
+        try:
+            with pytest.raises(RuntimeError, match="must be CSRF-exempt"):
+                await runner.setup()
+        finally:
+            # What the start opened before it stopped (the pool, Redis) is closed: the
+            # test client aiohttp_client makes would be left open, and its session too.
+            await runner.cleanup()
 
     def test_an_unknown_policy_field_is_a_type_error(self) -> None:
         with pytest.raises(TypeError):

@@ -5,7 +5,6 @@ of its own, stopped between pages when asked."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
@@ -18,21 +17,13 @@ from archomata.audit.actions import AuditAction
 from archomata.audit.context import AuditContext
 from archomata.audit.export_formats import ExportFormat
 from archomata.audit.store import AuditFilter
-from archomata.config import Config
-from archomata.db import create_pool, service_tx
+from archomata.db import service_tx
 from archomata.errors import ValidationFailed
 from archomata.identity.onboarding import create_user_with_org
 from tests.factories import unique_email
 
 WHO = AuditContext(ActorType.USER, UUID(int=7), ip="192.0.2.9", user_agent="flow-test",
                    request_id="req-flow")
-
-
-@pytest.fixture
-async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(config.database_url.reveal(), config)
-    yield pool
-    await pool.close()
 
 
 async def _org(pool: asyncpg.Pool) -> UUID:

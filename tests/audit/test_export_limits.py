@@ -82,9 +82,12 @@ async def stalled(port: int, session: Session, count: int) -> list[sockets.RawCl
 async def refusal(client: sockets.RawClient,
                   head: tuple[int, dict[str, str]] | None = None) -> tuple[int, str, str | None]:
     """Status, problem code and Retry-After of an answer that is a problem (its head read
-    already, or not yet)."""
-    status, headers = head or await client.head()
-    problem = json.loads(await client.body(headers))
+    already, or not yet). Closes the client: nothing more comes on it."""
+    try:
+        status, headers = head or await client.head()
+        problem = json.loads(await client.body(headers))
+    finally:
+        client.close()
     return status, problem["code"], headers.get("retry-after")
 
 

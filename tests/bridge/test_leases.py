@@ -19,6 +19,7 @@ from tests import sockets
 from tests.factories import agent_auth, agent_with_key, signed_up, trading_account
 
 LEASE_SECONDS = 1
+ORDERS = 120  # placed while agents die and lose answers; ~a quarter see a fault
 
 
 def leased(config: Config) -> Any:
@@ -130,33 +131,52 @@ class TestTwoInstancesUnderFaults:
         broker, rng = Broker(), random.Random(20261204)
         placed: list[str] = []
         handed: dict[str, list[tuple[int, datetime]]] = {}  # command id -> attempts
-        placing_until = time.monotonic() + 45
-        stop_at = placing_until + 15
+        # ORDERS placed on both instances at once, as fast as they are taken, while the
+        # agents work: faults need only a second's lease each, not a slow placer's 45 s.
+        placing = asyncio.Event()
         settled = asyncio.Event()
+        stop_at = time.monotonic() + 90  # reset to 15 s past the last order
+        polling = [0, 0]  # polls in flight, per instance
+        contended = 0  # commands handed out while the other instance was polling too
 
-        async def place() -> None:
-            while time.monotonic() < placing_until:
-                response = await first.post(
+        async def place(instance: Any) -> None:
+            nonlocal stop_at
+            while len(placed) < ORDERS:
+                response = await instance.post(
                     f"/api/v1/accounts/{account['id']}/orders", headers=admin.auth,
                     json={"symbol": "EURUSD", "side": "buy", "type": "market",
                           "volume": "0.01"})
                 assert response.status == 201
                 placed.append((await response.json())["id"])
-                await asyncio.sleep(0.15)
+            if not placing.is_set():
+                placing.set()
+                stop_at = time.monotonic() + 15
 
         async def watch() -> None:
             await owner_conn.execute("select set_config('app.platform', 'on', false)")
             while time.monotonic() < stop_at:
                 await asyncio.sleep(0.5)
-                if time.monotonic() > placing_until and not await owner_conn.fetchval(
+                if placing.is_set() and not await owner_conn.fetchval(
                         "select count(*) from orders where account_id = $1 "
                         "and status <> 'filled'", account["id"]):
                     settled.set()
                     return
 
-        async def agent_loop(instance: Any) -> None:
+        async def poll(n: int) -> list[dict[str, Any]]:
+            nonlocal contended
+            polling[n] += 1
+            try:
+                found = await commands(instances[n], key, wait=1)
+            finally:
+                polling[n] -= 1
+            if found and polling[1 - n]:
+                contended += len(found)
+            return found
+
+        async def agent_loop(n: int) -> None:
+            instance = instances[n]
             while time.monotonic() < stop_at and not settled.is_set():
-                for command in await commands(instance, key, wait=1):
+                for command in await poll(n):
                     handed.setdefault(command["id"], []).append(
                         (command["attempt"], datetime.fromisoformat(command["lease_expires_at"])))
                     fate = rng.random()
@@ -171,13 +191,16 @@ class TestTwoInstancesUnderFaults:
                         headers=agent_auth(key))
                     assert reported.status in (204, 409), await reported.text()
 
-        await asyncio.gather(place(), watch(),
-                             *(agent_loop(i) for i in instances for _ in range(2)))
+        await asyncio.gather(*(place(i) for i in instances), watch(),
+                             *(agent_loop(n) for n in range(2) for _ in range(2)))
         statuses = await _statuses(first, admin.auth, placed)
-        assert len(placed) > 100 and statuses == ["filled"] * len(placed)
+        assert len(placed) >= ORDERS and statuses == ["filled"] * len(placed)
         assert broker.executions == len(placed) == len(broker.executed)
         redelivered = [a for a in handed.values() if len(a) > 1]
         assert redelivered, "no fault happened: the test proved nothing"
+        # The two instances really claimed side by side: without it, nothing could have
+        # handed one command to two polls, and "exactly once" would hold by luck.
+        assert contended > len(placed) // 4, (contended, len(placed))
         lease = timedelta(seconds=LEASE_SECONDS)
         for attempts in handed.values():
             assert [n for n, _ in attempts] == list(range(1, len(attempts) + 1))

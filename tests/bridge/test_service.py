@@ -29,9 +29,7 @@ from archomata.sealed import SecretUnavailable
 from archomata.trading import credentials
 from archomata.trading import service as trading
 from tests.bridge.test_routes import deal, position, state
-from tests.trading.test_service import Desk, actions, desk, draft, place, pool
-
-__all__ = ["pool"]  # the fixture, shared with the trading flows' tests
+from tests.trading.test_service import Desk, actions, desk, draft, place
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import aiohttp
 import jwt
@@ -26,7 +26,7 @@ from archomata.gate.check import READY, STALE
 from archomata.identity import session_scripts
 from archomata.identity.revocation import REVOCATION
 from archomata.identity.store import sessions as session_rows
-from archomata.ops.devservers import RedisServer, SentinelGroup, free_port
+from archomata.ops.devservers import RedisServer
 from tests.factories import (
     agent_auth,
     agent_with_key,
@@ -38,19 +38,10 @@ from tests.factories import (
     strong_password,
 )
 from tests.identity.test_auth import refresh
+from tests.servers.sentinel import SentinelGroup
 from tests.serving import serve
 
 PROBE = "/api/v1/org/members"
-
-
-@pytest.fixture
-def forgetful_redis(workdir: Path) -> Iterator[RedisServer]:
-    """No persistence: stopped and started again, it is empty."""
-    server = RedisServer(workdir / f"redis-sess-{uuid4().hex[:8]}", free_port(),
-                         durable=False)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def on(aiohttp_client: Any, config: Config, redis: RedisServer | SentinelGroup) -> Any:

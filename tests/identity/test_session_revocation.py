@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +18,7 @@ from archomata.app import create_app
 from archomata.config import Config
 from archomata.db import service_tx
 from archomata.gate.check import READY
+from archomata.identity.passwords import Lane, PasswordHasher
 from tests.factories import (
     FRONTEND,
     Session,
@@ -53,6 +56,51 @@ async def _tokens_of(response: Any) -> tuple[str | None, str | None]:
     if response.status != 200:
         return None, None
     return (await response.json())["access_token"], refresh_cookie_of(response)
+
+
+@dataclass
+class Flight:
+    """When a request was sent and answered (monotonic), and how it was answered: two
+    flights overlapping is what a race test must see to have tested a race."""
+
+    sent: float
+    answered: float
+    response: Any
+
+    @property
+    def status(self) -> int:
+        return int(self.response.status)
+
+    def overlaps(self, other: Flight) -> bool:
+        return self.sent < other.answered and other.sent < self.answered
+
+
+async def _flight(request: Awaitable[Any]) -> Flight:
+    sent = time.monotonic()
+    response = await request
+    return Flight(sent, time.monotonic(), response)
+
+
+def _inside_next_hash(hasher: PasswordHasher,
+                      step: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """Runs `step` to its end inside `hasher`'s next hash(), then lets that hash go on:
+    the flow that asked for it has proven a password and not yet written what it
+    computes, the contended point of the password races. The returned list receives what
+    `step` returned once it has run (empty: the race never happened). Hashes that `step`
+    itself asks for pass through."""
+    ran: list[Any] = []
+    real = hasher.hash
+    started = False
+
+    async def hash_with_step_inside(password: str, lane: Lane = Lane.PEOPLE) -> str:
+        nonlocal started
+        if not started:
+            started = True
+            ran.append(await step())
+        return await real(password, lane)
+
+    hasher.hash = hash_with_step_inside  # type: ignore[method-assign]
+    return ran
 
 
 async def _until_early_in_a_second() -> None:
@@ -123,16 +171,19 @@ class TestDeleteRacingEveryWrite:
         keeper = await signed_up(client, mail_sink)
         other_org = await _second_org_for(client, mail_sink, owner_conn, keeper.user_id)
         redis = client.app[keys.REDIS]
+        got_in = 0  # writes that handed out tokens while the delete was in flight
         for _ in range(ROUNDS):
             victim = await login(client, keeper.email, keeper.password)
             assert victim.refresh is not None
             sid = _sid(victim.access)
-            results = await asyncio.gather(
-                client.delete(f"/api/v1/auth/sessions/{sid}", headers=keeper.auth),
-                _switch(client, victim.access, other_org, victim.refresh),
-                _switch(client, victim.access, other_org, None),
-                refresh(client, victim.refresh))
+            flights = await asyncio.gather(
+                _flight(client.delete(f"/api/v1/auth/sessions/{sid}", headers=keeper.auth)),
+                _flight(_switch(client, victim.access, other_org, victim.refresh)),
+                _flight(_switch(client, victim.access, other_org, None)),
+                _flight(refresh(client, victim.refresh)))
+            results = [f.response for f in flights]
             assert results[0].status == 204
+            got_in += sum(f.status == 200 and f.overlaps(flights[0]) for f in flights[1:])
             handed_out = [await _tokens_of(r) for r in results[1:]]
             accesses = [victim.access] + [a for a, _ in handed_out if a]
             cookies = [victim.refresh] + [c for _, c in handed_out if c]
@@ -144,6 +195,9 @@ class TestDeleteRacingEveryWrite:
                     assert (await refresh(client, cookie)).status == 401
                 assert not await redis.exists(f"sess:{sid}")
         assert (await client.get("/api/v1/me", headers=keeper.auth)).status == 200
+        # Some write got its tokens with the delete under way: the race was run, not only
+        # a delete that always came first.
+        assert got_in > 0
 
 
 class TestCutOffs:
@@ -220,6 +274,7 @@ class TestLoginRacingAPasswordChange:
         # the old password's refusals are no attack to back off from here.
         client = await aiohttp_client(create_app(dataclasses.replace(
             config, bcrypt_rounds=6, login_backoff_after=1000)))
+        got_in = 0  # old-password logins answered 200 while the change was in flight
         for _ in range(4):
             me = await signed_up(client, mail_sink)
             new_password = strong_password()
@@ -235,9 +290,11 @@ class TestLoginRacingAPasswordChange:
                 return await client.post("/api/v1/auth/login", json={
                     "email": me.email, "password": me.password})
 
-            results = await asyncio.gather(
-                change(), *(old_login(delay=i * 0.004) for i in range(16)))
+            flights = await asyncio.gather(
+                _flight(change()), *(_flight(old_login(delay=i * 0.004)) for i in range(16)))
+            results = [f.response for f in flights]
             assert results[0].status == 204, await results[0].text()
+            got_in += sum(f.status == 200 and f.overlaps(flights[0]) for f in flights[1:])
             for response in results[1:]:
                 assert response.status in (200, 401), await response.text()
                 access, cookie = await _tokens_of(response)
@@ -248,6 +305,7 @@ class TestLoginRacingAPasswordChange:
                 assert (await refresh(client, cookie)).status == 401
             assert await _me(client, me.access) == 200  # the changing session lives on
             await login(client, me.email, new_password)
+        assert got_in > 0  # else no login raced the change, and nothing above was tested
 
     async def test_a_hash_upgrade_racing_a_change_does_not_bring_the_old_password_back(
             self, aiohttp_client: Any, config: Config, mail_sink: Any,
@@ -258,12 +316,17 @@ class TestLoginRacingAPasswordChange:
             relaxed, bcrypt_rounds=config.bcrypt_rounds + 2)))
         me = await signed_up(weak, mail_sink)
         new_password = strong_password()
-        results = await asyncio.gather(
-            weak.post("/api/v1/auth/password/change", headers=me.auth, json={
-                "current_password": me.password, "new_password": new_password}),
-            *(stronger.post("/api/v1/auth/login", json={
-                "email": me.email, "password": me.password}) for _ in range(8)))
-        assert results[0].status == 204
+        # The login has proven the old password and computes its upgrade: the change
+        # commits right then, before the upgrade is written.
+        changed = _inside_next_hash(stronger.app[keys.PASSWORDS], lambda: weak.post(
+            "/api/v1/auth/password/change", headers=me.auth,
+            json={"current_password": me.password, "new_password": new_password}))
+        upgrading = await stronger.post("/api/v1/auth/login",
+                                        json={"email": me.email, "password": me.password})
+        assert [r.status for r in changed] == [204]  # the race was run, at its worst point
+        assert upgrading.status in (200, 401), await upgrading.text()
+        access, _ = await _tokens_of(upgrading)
+        assert access is None or await _me(stronger, access) == 401
         old = await weak.post("/api/v1/auth/login",
                               json={"email": me.email, "password": me.password})
         assert old.status == 401
@@ -288,17 +351,21 @@ class TestLoginRacingAPasswordChange:
             self, aiohttp_client: Any, config: Config, mail_sink: Any) -> None:
         client = await aiohttp_client(create_app(dataclasses.replace(
             config, login_backoff_after=1000)))
-        for _ in range(3):
-            me = await signed_up(client, mail_sink)
-            await client.post("/api/v1/auth/password-reset/request", json={"email": me.email})
-            token = await wait_for_mail(mail_sink, me.email, "reset")
-            by_mail, by_change = strong_password(), strong_password()
-            reset, change = await asyncio.gather(
-                client.post("/api/v1/auth/password-reset/confirm",
-                            json={"token": token, "new_password": by_mail}),
-                client.post("/api/v1/auth/password/change", headers=me.auth, json={
-                    "current_password": me.password, "new_password": by_change}))
-            assert reset.status == 204
-            assert change.status in (204, 401, 422), await change.text()
-            # Whichever came first, the mailbox owner's password is the one that holds.
-            await login(client, me.email, by_mail)
+        me = await signed_up(client, mail_sink)
+        await client.post("/api/v1/auth/password-reset/request", json={"email": me.email})
+        token = await wait_for_mail(mail_sink, me.email, "reset")
+        by_mail, by_change = strong_password(), strong_password()
+        # The change has proven the old password and hashes its new one: the reset
+        # commits right then, before the change writes.
+        reset = _inside_next_hash(client.app[keys.PASSWORDS], lambda: client.post(
+            "/api/v1/auth/password-reset/confirm", json={"token": token, "new_password": by_mail}))
+        change = await client.post("/api/v1/auth/password/change", headers=me.auth, json={
+            "current_password": me.password, "new_password": by_change})
+        assert [r.status for r in reset] == [204]  # the race was run, at its worst point
+        assert change.status == 422, await change.text()
+        assert (await change.json())["code"] == "invalid_current_password"
+        # The mailbox owner's password is the one that holds.
+        await login(client, me.email, by_mail)
+        refused = await client.post("/api/v1/auth/login",
+                                    json={"email": me.email, "password": by_change})
+        assert refused.status == 401

@@ -8,10 +8,9 @@ import asyncio
 import itertools
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import aiohttp
 import asyncpg
@@ -79,14 +78,6 @@ async def test_commands_held_by_a_killed_instance_come_back_after_their_lease(
             order = await (await on_survivor.get(f"/api/v1/orders/{order_id}",
                                                  headers=admin.auth)).json()
             assert order["status"] == "filled"
-
-
-@pytest.fixture
-def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / f"redis-{uuid4().hex[:8]}", free_port(), durable=True)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_redis_stopped_under_load_answers_503_never_200_never_500(

@@ -20,7 +20,6 @@ import pytest
 
 from archomata import keys
 from archomata.config import Config
-from archomata.ops.devservers import SentinelGroup
 from tests.factories import (
     agent_auth,
     agent_with_key,
@@ -31,6 +30,7 @@ from tests.factories import (
 )
 from tests.identity.test_auth import refresh
 from tests.identity.test_durable_sessions import on
+from tests.servers.sentinel import SentinelGroup
 
 PROBE = "/api/v1/org/members"
 

@@ -5,7 +5,6 @@ around the commit)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -15,19 +14,12 @@ from redis.asyncio import Redis
 
 from archomata.audit import AuditContext
 from archomata.config import Config
-from archomata.db import create_pool, service_tx, system_tx
+from archomata.db import service_tx, system_tx
 from archomata.errors import NotFound, ValidationFailed
 from archomata.identity.onboarding import create_user_with_org
 from archomata.identity.revocation import Revocation
 from archomata.orgs.service import check_refs, set_org_disabled
 from tests.factories import unique_email
-
-
-@pytest.fixture
-async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(config.database_url.reveal(), config)
-    yield pool
-    await pool.close()
 
 
 async def org_with_group(pool: asyncpg.Pool, owner_conn: Any) -> tuple[UUID, UUID]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -15,20 +14,12 @@ import pytest
 
 from archomata.access.principal import ActorType
 from archomata.audit import AuditContext
-from archomata.config import Config
-from archomata.db import create_pool, service_tx
+from archomata.db import service_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
 from archomata.identity.onboarding import create_user_with_org
 from archomata.trading import service
 from archomata.trading.schemas import OrderDraftSchema
 from tests.factories import unique_email
-
-
-@pytest.fixture
-async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(config.database_url.reveal(), config)
-    yield pool
-    await pool.close()
 
 
 class Desk:

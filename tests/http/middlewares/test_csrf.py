@@ -9,8 +9,6 @@ from aiohttp import web
 
 from archomata.access.guards import public
 from archomata.access.route_policy import AGENT_CSRF_REASON
-from archomata.config import Config
-from tests.conftest import app_with_routes
 
 FRONTEND = "http://localhost:5173"
 EVIL = "https://evil.example"
@@ -37,11 +35,6 @@ async def login(request: web.Request) -> web.Response:
 @public(csrf_exempt=AGENT_CSRF_REASON)  # as the bridge's routes are
 async def heartbeat(request: web.Request) -> web.Response:
     return web.Response(status=204)
-
-
-@pytest.fixture
-async def test_client(aiohttp_client: Any, config: Config) -> Any:
-    return await aiohttp_client(app_with_routes(config, routes))
 
 
 async def refused(response: Any) -> None:

@@ -14,7 +14,6 @@ from archomata.access.guards import public
 from archomata.access.route_policy import RateClass
 from archomata.config import Config
 from archomata.web.json_io import json_response, load_body
-from tests.conftest import app_with_routes
 
 routes = web.RouteTableDef()
 
@@ -44,9 +43,8 @@ async def slow(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def test_client(aiohttp_client: Any, config: Config) -> Any:
-    fast = dataclasses.replace(config, request_timeout_seconds=0.3, max_body_bytes=2048)
-    return await aiohttp_client(app_with_routes(fast, routes))
+def app_config(config: Config) -> Config:
+    return dataclasses.replace(config, request_timeout_seconds=0.3, max_body_bytes=2048)
 
 
 async def problem(response: Any, status: int, code: str) -> dict[str, Any]:

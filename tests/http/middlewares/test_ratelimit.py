@@ -47,7 +47,7 @@ async def missing(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def rate_config(config: Config, redis_server: RedisServer) -> Config:
+async def app_config(config: Config, redis_server: RedisServer) -> Config:
     url = f"redis://127.0.0.1:{redis_server.port}/{RATE_DB}"
     redis = Redis.from_url(url)
     await redis.flushdb()
@@ -57,13 +57,8 @@ async def rate_config(config: Config, redis_server: RedisServer) -> Config:
 
 
 @pytest.fixture
-async def test_client(aiohttp_client: Any, rate_config: Config) -> Any:
-    return await aiohttp_client(app_with_routes(rate_config, routes))
-
-
-@pytest.fixture
-async def behind_proxy(aiohttp_client: Any, rate_config: Config) -> Any:
-    proxied = dataclasses.replace(rate_config,
+async def behind_proxy(aiohttp_client: Any, app_config: Config) -> Any:
+    proxied = dataclasses.replace(app_config,
                                   trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),))
     return await aiohttp_client(app_with_routes(proxied, routes))
 
@@ -177,16 +172,16 @@ class TestClientAddress:
 
 class TestShared:
     async def test_two_instances_share_the_limit_through_redis(
-            self, aiohttp_client: Any, rate_config: Config) -> None:
-        one = await aiohttp_client(app_with_routes(rate_config, routes))
-        two = await aiohttp_client(app_with_routes(rate_config, routes))
+            self, aiohttp_client: Any, app_config: Config) -> None:
+        one = await aiohttp_client(app_with_routes(app_config, routes))
+        two = await aiohttp_client(app_with_routes(app_config, routes))
         assert (await one.post("/api/v1/auth/_test/ping")).status == 200
         assert (await two.post("/api/v1/auth/_test/ping")).status == 200
         assert (await one.post("/api/v1/auth/_test/ping")).status == 200
         await assert_limited(await two.post("/api/v1/auth/_test/ping"))
 
     async def test_decision_made_earlier_in_the_request_is_used_without_redis(
-            self, aiohttp_client: Any, rate_config: Config) -> None:
+            self, aiohttp_client: Any, app_config: Config) -> None:
         refused = RateDecision(False, 3, 0, 7, 7)
 
         @web.middleware
@@ -194,24 +189,24 @@ class TestShared:
             request[keys.RATE_DECISION] = refused
             return await handler(request)
 
-        app = app_with_routes(rate_config, routes)
+        app = app_with_routes(app_config, routes)
         app.middlewares.insert(app.middlewares.index(ratelimit_middleware), decided)
         client = await aiohttp_client(app)
         response = await client.get("/api/v1/_test/item")
         assert response.status == 429
         assert response.headers["Retry-After"] == "7"
-        redis = Redis.from_url(rate_config.redis_url.reveal())
+        redis = Redis.from_url(app_config.redis_url.reveal())
         assert await redis.keys("rl:*") == []
         await redis.aclose()
 
 
 class TestRedisDown:
     async def test_memory_holds_the_limit_while_redis_is_stopped_and_metrics_count_it(
-            self, aiohttp_client: Any, rate_config: Config, workdir: Path) -> None:
+            self, aiohttp_client: Any, app_config: Config, workdir: Path) -> None:
         redis = RedisServer(workdir / "redis-ratelimit", free_port(), durable=False)
         redis.start()
         try:
-            app = app_with_routes(dataclasses.replace(rate_config, redis_url=Secret(redis.url)),
+            app = app_with_routes(dataclasses.replace(app_config, redis_url=Secret(redis.url)),
                                   routes)
             client = await aiohttp_client(app)
             assert (await client.post("/api/v1/auth/_test/ping")).status == 200

@@ -53,11 +53,6 @@ EXPECTED = {
 
 
 @pytest.fixture
-async def test_client(aiohttp_client: Any, config: Config) -> Any:
-    return await aiohttp_client(app_with_routes(config, routes))
-
-
-@pytest.fixture
 async def behind_proxy(aiohttp_client: Any, config: Config) -> Any:
     proxied = dataclasses.replace(
         config, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
