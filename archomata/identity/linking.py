@@ -162,6 +162,8 @@ async def _link_in(reception: Reception, tx: Tx, who: AuditContext, user: User, 
     if identity is None:
         return None
     how = How.EMAIL_MATCH
+    if not user.email_verified:
+        await mail_tokens.lock_open(tx, user.id)  # the links before the row, as a reset
     if not user.email_verified and await identities.reset_unverified_user(tx, user.id):
         how = How.TAKEOVER
         await _wipe_access(reception, tx, user.id)

@@ -199,10 +199,13 @@ async def change_password(reception: Reception, who: AuditContext, me: Me, curre
         raise _wrong_current_password()
     password_hash = await reception.passwords.hash(new_password)
     async with me.tx() as tx:
+        # The reset links first, then the user's row: the order a reset confirm locks
+        # them in (it spends its link, then writes the password). The other order
+        # deadlocks against a reset confirmed at the same moment.
+        await mail_tokens.retire_all(tx, user.id, Purpose.PASSWORD_RESET)
         if await signin.replace_password(reception, tx, user, current_password,
                                          password_hash) is None:
             raise _wrong_current_password()
-        await mail_tokens.retire_all(tx, user.id, Purpose.PASSWORD_RESET)
         await reception.sessions.revoke_user(tx, user.id, keep=me.session_id)
         await audit.record(tx, who, AuditAction.AUTH_PASSWORD_CHANGED, resource_type="user",
                            resource_id=user.id)

@@ -369,3 +369,41 @@ class TestLoginRacingAPasswordChange:
         refused = await client.post("/api/v1/auth/login",
                                     json={"email": me.email, "password": by_change})
         assert refused.status == 401
+
+
+class TestResetHoldingItsLinkWhileAChangeWrites:
+    async def test_the_two_take_their_locks_in_one_order_and_never_deadlock(
+            self, aiohttp_client: Any, config: Config, mail_sink: Any,
+            owner_conn: Any) -> None:
+        """A reset confirm locks its link (spending it), then the user's row; a change
+        must take them in that order too. Here the owner connection plays the reset: it
+        holds the link while the change runs, then writes the user's row. Taken the other
+        way round, the change would hold the row and wait on the link: PostgreSQL breaks
+        the deadlock by killing one side, and the change answered 500."""
+        client = await aiohttp_client(create_app(dataclasses.replace(
+            config, login_backoff_after=1000)))
+        me = await signed_up(client, mail_sink)
+        await client.post("/api/v1/auth/password-reset/request", json={"email": me.email})
+        await wait_for_mail(mail_sink, me.email, "reset")
+        user_id = me.user_id
+        async with owner_conn.transaction():
+            spent = await owner_conn.execute(
+                "update mail_tokens set used_at = now() where user_id = $1"
+                " and purpose = 'password_reset' and used_at is null", user_id)
+            assert spent == "UPDATE 1"
+            change = asyncio.ensure_future(client.post(
+                "/api/v1/auth/password/change", headers=me.auth,
+                json={"current_password": me.password, "new_password": strong_password()}))
+            for _ in range(500):  # until the change waits on a lock the reset holds
+                # pg_locks, not pg_stat_activity: the owner may not read another role's
+                waiting = await owner_conn.fetchval(
+                    "select count(distinct pid) from pg_locks where not granted")
+                if waiting or change.done():
+                    break
+                await asyncio.sleep(0.02)
+            assert waiting == 1, "the change never reached the link the reset holds"
+            await owner_conn.execute(
+                "update users set password_hash = password_hash, updated_at = now()"
+                " where id = $1", user_id)
+        answer = await change
+        assert answer.status in (204, 422), await answer.text()

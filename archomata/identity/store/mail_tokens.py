@@ -62,6 +62,18 @@ RETIRE = """
 """
 
 
+LOCK_OPEN = """
+    select 1 from mail_tokens where user_id = $1 and used_at is null for update
+"""
+
+
+async def lock_open(tx: Tx, user_id: UUID) -> None:
+    """Locks the user's unspent links before a write to their row that a link's use
+    races: a reset confirm spends its link, then writes the row, and whoever does both
+    must take them in that order too, or the two deadlock."""
+    await tx.execute(LOCK_OPEN, user_id)
+
+
 async def retire_all(tx: Tx, user_id: UUID, purpose: Purpose) -> None:
     """Older links die when a newer one is sent or one is used."""
     await tx.execute(RETIRE, user_id, purpose.value)
