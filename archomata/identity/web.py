@@ -12,12 +12,12 @@ from aiohttp import web
 
 from archomata import audit, keys
 from archomata.audit import AuditContext
-from archomata.audit.context import readable
 from archomata.config import Config
 from archomata.db import member_tx, user_tx
 from archomata.errors import ApiError, Forbidden, Unauthorized
 from archomata.identity import tokens
 from archomata.identity.schemas.auth import LoginResultSchema
+from archomata.identity.schemas.mfa import MfaRequiredSchema
 from archomata.identity.service import Me, Renewed
 from archomata.identity.sessions import Session
 from archomata.identity.signin import Door, Opened, Reason, SecondFactorRequired, SignInRefused
@@ -87,14 +87,6 @@ def refresh_token_of(request: web.Request) -> str | None:
     return token if token and len(token) <= 128 and token.isascii() else None
 
 
-def client_ip(request: web.Request) -> str:
-    return request.get(keys.CLIENT_IP) or request.remote or ""
-
-
-def user_agent(request: web.Request) -> str:
-    return readable(request.headers.get("User-Agent", ""))[:256]
-
-
 def me_of(request: web.Request) -> Me:
     """The signed-in caller with the doors of their scope, as their verified token names
     them (an authenticated route: the guard ran)."""
@@ -156,8 +148,9 @@ def refresh_problem(reason: Reason) -> Unauthorized:
 
 def mfa_required(challenge: SecondFactorRequired) -> web.Response:
     """The answer of a JSON way in for a user with a second factor: no token, no cookie."""
-    return json_response({"mfa_required": True, "mfa_token": challenge.mfa_token,
-                          "methods": list(challenge.METHODS)})
+    return json_response(MfaRequiredSchema().dump({
+        "mfa_required": True, "mfa_token": challenge.mfa_token,
+        "methods": list(challenge.METHODS)}))
 
 
 def signed_in(config: Config, opened: Opened) -> web.Response:

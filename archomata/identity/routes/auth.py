@@ -30,6 +30,7 @@ from archomata.identity.schemas.auth import (
     SwitchOrgSchema,
     TokenSchema,
 )
+from archomata.identity.schemas.mfa import MfaRequiredSchema
 from archomata.identity.service import MailLink
 from archomata.identity.web import (
     clear_refresh_cookie,
@@ -117,7 +118,7 @@ async def resend_verification(request: web.Request) -> web.Response:
 @public
 @doc("Sign in with email and password; someone with a second factor gets "
      "`{mfa_required, mfa_token, methods}` instead (answered at /auth/mfa/verify)",
-     request=LoginSchema, response=LoginResultSchema)
+     request=LoginSchema, response=(LoginResultSchema, MfaRequiredSchema))
 async def login(request: web.Request) -> web.Response:
     body = await load_body(request, LoginSchema)
     try:

@@ -8,6 +8,7 @@ from aiohttp import web
 from archomata import keys
 from archomata.access.guards import public
 from archomata.identity.schemas.auth import LoginResultSchema
+from archomata.identity.schemas.mfa import MfaRequiredSchema
 from archomata.identity.signin import SecondFactorRequired, SignInRefused
 from archomata.identity.web import door, mfa_required, problem, signed_in, who
 from archomata.orgs import service
@@ -22,8 +23,9 @@ routes = web.RouteTableDef()
 @public
 @doc("Join an org with an invitation token; 400 invalid_token once it is used, expired "
      "or revoked, or its inviter is no longer an administrator of the org; 403 "
-     "org_disabled while the org is disabled", request=AcceptInvitationSchema,
-     response=LoginResultSchema)
+     "org_disabled while the org is disabled; someone with a second factor gets "
+     "`{mfa_required, mfa_token, methods}` instead", request=AcceptInvitationSchema,
+     response=(LoginResultSchema, MfaRequiredSchema))
 async def accept_invitation(request: web.Request) -> web.Response:
     body = await load_body(request, AcceptInvitationSchema)
     principal = request[keys.PRINCIPAL]
