@@ -24,10 +24,11 @@ from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx, TxOpener, service_tx
 from archomata.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from archomata.identity import signin
-from archomata.identity.sessions import Ended, Outcome, Record, Session
+from archomata.identity.session_replies import Ended, Outcome, Record
 from archomata.identity.signin import Door, SignInRefused
 from archomata.identity.store import mail_tokens, users
 from archomata.identity.store.mail_tokens import Purpose
+from archomata.identity.store.session_rows import Session
 from archomata.identity.store.users import User
 from archomata.orgs.store import orgs
 from archomata.orgs.store.orgs import Membership

@@ -42,8 +42,9 @@ from archomata.db import Tx, service_tx
 from archomata.identity.login_throttle import LoginThrottle
 from archomata.identity.mfa.challenges import Challenges
 from archomata.identity.passwords import PasswordHasher
-from archomata.identity.sessions import Session, SessionStore
+from archomata.identity.sessions import SessionStore
 from archomata.identity.store import mfa, users
+from archomata.identity.store.session_rows import Session
 from archomata.identity.store.users import User
 from archomata.orgs.store import orgs
 from archomata.orgs.store.orgs import Membership

@@ -19,8 +19,8 @@ from archomata.identity import tokens
 from archomata.identity.schemas.auth import LoginResultSchema
 from archomata.identity.schemas.mfa import MfaRequiredSchema
 from archomata.identity.service import Me, Renewed
-from archomata.identity.sessions import Session
 from archomata.identity.signin import Door, Opened, Reason, SecondFactorRequired, SignInRefused
+from archomata.identity.store.session_rows import Session
 from archomata.identity.store.users import User
 from archomata.orgs.store.orgs import Membership
 from archomata.web.json_io import json_response

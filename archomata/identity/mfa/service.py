@@ -31,7 +31,7 @@ from archomata.identity.mfa.sealing import TOTP
 from archomata.identity.mfa.throttle import SecondFactorThrottle
 from archomata.identity.service import Me, Renewed
 from archomata.identity.service import _reuse_entry as reuse_entry
-from archomata.identity.sessions import Outcome
+from archomata.identity.session_replies import Outcome
 from archomata.identity.signin import (
     Door,
     Opened,
