@@ -32,7 +32,8 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import keys
-from archomata.db import Tx, user_tx
+from archomata.access import caller
+from archomata.db import Tx
 from archomata.errors import Forbidden
 
 STEP_UP_ATTR = "__archomata_step_up__"
@@ -97,13 +98,13 @@ async def stale(request: web.Request) -> bool:
     """Whether a step-up route would refuse this caller now: they have a second factor
     (or their org requires one) and proved none lately. One read at most, none for a
     fresh token; call it before opening a transaction (the read has its own)."""
-    principal = request[keys.PRINCIPAL]
+    principal = caller.caller_if_any(request)
     if principal is None or principal.user_id is None:
         return False  # the route's guard refused these already
     max_age = request.app[keys.CONFIG].step_up_max_age_seconds
     if principal.mfa_at is not None and time.time() - principal.mfa_at <= max_age:
         return False
-    return principal.org_requires_mfa or await _has_factor(request, principal.user_id)
+    return principal.org_requires_mfa or await _has_factor(request)
 
 
 def refusal() -> Forbidden:
@@ -120,11 +121,11 @@ async def refuse_unenrolled(request: web.Request) -> None:
     """403 `mfa_enrollment_required` for a member of an org that requires a second factor
     who has none, on the org's routes. A token whose session proved one passes at once;
     one that did not (an older session, the one that enrolled) costs one read."""
-    principal = request[keys.PRINCIPAL]
+    principal = caller.caller_if_any(request)
     if (principal is None or not principal.org_requires_mfa or principal.mfa_at is not None
             or principal.user_id is None or request.path.startswith(ENROLMENT_OPEN)):
         return
-    if await _has_factor(request, principal.user_id):
+    if await _has_factor(request):
         return
     raise Forbidden("This organisation requires a second factor: enrol one at /me/mfa.",
                     code="mfa_enrollment_required")
@@ -137,10 +138,12 @@ FactorCheck = Callable[[Tx, UUID], Awaitable[bool]]
 HAS_FACTOR: web.AppKey[FactorCheck] = web.AppKey("has_factor")
 
 
-async def _has_factor(request: web.Request, user_id: UUID) -> bool:
-    """Whether the caller has a confirmed second factor (one read, in their own scope)."""
-    async with user_tx(request) as tx:
-        return await request.app[HAS_FACTOR](tx, user_id)
+async def _has_factor(request: web.Request) -> bool:
+    """Whether the caller, a person, has a confirmed second factor (one read, in their own
+    scope)."""
+    me = caller.person(request)
+    async with me.tx() as tx:
+        return await request.app[HAS_FACTOR](tx, me.user_id)
 
 
 def dangerous(method: str, path: str, rule_kind: str | None,

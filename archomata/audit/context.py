@@ -13,6 +13,7 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import keys
+from archomata.access import caller
 from archomata.access.principal import ActorType
 
 
@@ -33,7 +34,8 @@ class AuditContext:
 
 def context_of(request: web.Request, actor_id: UUID | None = None) -> AuditContext:
     """The request's context; `actor_id` names the actor when no token does yet (login)."""
-    principal = request.get(keys.PRINCIPAL)
+    principal = caller.caller_if_any(request)
+    actor: UUID | None
     if principal is not None:
         actor_type, actor = principal.actor_type, principal.actor_id
     else:

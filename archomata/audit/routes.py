@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from archomata import keys
-from archomata.access.guards import caller, require_permission, require_platform_admin
+from archomata.access import caller
+from archomata.access.guards import require_permission, require_platform_admin
 from archomata.access.permissions import Permission
 from archomata.access.route_policy import TimeoutClass
 from archomata.audit import service
@@ -74,8 +75,7 @@ async def _search_turn(request: web.Request, query: dict[str, object]) -> AsyncI
     if "q" not in query:
         yield
         return
-    principal = request[keys.PRINCIPAL]
-    async with request.app[keys.AUDIT_SEARCHES].hold(principal.actor_id if principal else None):
+    async with request.app[keys.AUDIT_SEARCHES].hold(caller.member(request).user_id):
         yield
 
 
@@ -115,7 +115,7 @@ async def list_all_audit_logs(request: web.Request) -> web.Response:
 async def export_audit_logs(request: web.Request) -> web.StreamResponse:
     query = validate_query(ExportQuerySchema(), dict(request.query))
     export_format = ExportFormat(query.pop("format"))
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with request.app[keys.EXPORTS].hold(org_id) as lease:
         # A search's export counts against the person's searches and takes a search slot
         # while its words are looked up; each page is then bounded (service.export_pages).

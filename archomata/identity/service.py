@@ -4,8 +4,8 @@ the sessions of a signed-in person.
 
 Each flow is handed what it works with: the sign-in `Door` (pool, sessions, passwords,
 login backoff), who asks (an AuditContext), and for a signed-in person the doors of their
-own scope (`Me.tx`, and `Me.into` for one of their other orgs), built by the route from the
-verified token; a flow never widens the scope it was given. They raise the ApiError tree
+own scope (a `Person`'s `tx`, and `into` for one of their other orgs: archomata.access.caller,
+from the verified token); a flow never widens the scope it was given. They raise the ApiError tree
 (archomata.errors), or SignInRefused for a session the sign-in rules no longer let in,
 which the route answers in its shape (identity.web.problem, refresh_problem).
 """
@@ -13,15 +13,15 @@ which the route answers in its shape (identity.web.problem, refresh_problem).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from uuid import UUID
 
 from redis.asyncio import Redis
 
 from archomata import audit
+from archomata.access.caller import Person
 from archomata.audit import AuditAction, AuditContext
-from archomata.db import Tx, TxOpener, service_tx
+from archomata.db import Tx, service_tx
 from archomata.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from archomata.identity import signin
 from archomata.identity.session_replies import Ended, Outcome, Record
@@ -35,19 +35,6 @@ from archomata.orgs.store.orgs import Membership
 from archomata.redis_boundary import REDIS_FAILURES
 
 MAIL_COOLDOWN_SECONDS = 60
-
-
-@dataclass(frozen=True, slots=True)
-class Me:
-    """A signed-in person, as their verified token names them, with the doors of their
-    scope: `tx` (their own rows, and their token's org), `into` (one of their other orgs,
-    the membership checked by the door itself)."""
-
-    user_id: UUID
-    org_id: UUID | None
-    session_id: UUID | None
-    tx: TxOpener
-    into: Callable[[UUID], AbstractAsyncContextManager[Tx]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +173,7 @@ async def confirm_password_reset(door: Door, who: AuditContext, token: str,
                            resource_id=user_id)
 
 
-async def change_password(door: Door, who: AuditContext, me: Me, current_password: str,
+async def change_password(door: Door, who: AuditContext, me: Person, current_password: str,
                           new_password: str) -> None:
     """Replaces the password the caller proves; every other session of theirs ends.
 
@@ -264,7 +251,7 @@ async def logout(door: Door, who: AuditContext, session_id: UUID | None,
                             known=session_id is not None)
 
 
-async def logout_all(door: Door, who: AuditContext, me: Me) -> None:
+async def logout_all(door: Door, who: AuditContext, me: Person) -> None:
     """Ends every session of the caller and kills every access token minted so far, in
     Redis at once and in PostgreSQL (tokens_valid_after) for when Redis is rebuilt."""
     async with me.tx() as tx:
@@ -274,7 +261,7 @@ async def logout_all(door: Door, who: AuditContext, me: Me) -> None:
                            resource_id=me.user_id)
 
 
-async def delete_session(door: Door, who: AuditContext, me: Me, session_id: UUID) -> None:
+async def delete_session(door: Door, who: AuditContext, me: Person, session_id: UUID) -> None:
     """Ends one of the caller's sessions, in PostgreSQL with its audit entry, then in
     Redis; another person's answers as a missing one."""
     async def record(tx: Tx, ended: Ended) -> None:
@@ -285,7 +272,7 @@ async def delete_session(door: Door, who: AuditContext, me: Me, session_id: UUID
         raise NotFound("No such session.")
 
 
-async def switch_org(door: Door, who: AuditContext, me: Me, token: str | None,
+async def switch_org(door: Door, who: AuditContext, me: Person, token: str | None,
                      org_id: UUID) -> Renewed:
     """Moves the caller's session to another org of theirs, by the sign-in door's rule
     (SignInRefused: not a member, or a disabled org). With the session's own refresh

@@ -1,11 +1,10 @@
-"""The web side of signing in: the door's collaborators and caller taken from a request,
+"""The web side of signing in: the door's collaborators taken from a request,
 a refused sign-in as the JSON routes answer it, the login shape with its access token,
 and the refresh cookie that carries the session. The sign-in rules themselves are in
 archomata.identity.signin."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from aiohttp import web
@@ -13,12 +12,11 @@ from aiohttp import web
 from archomata import audit, keys
 from archomata.audit import AuditContext
 from archomata.config import Config
-from archomata.db import member_tx, user_tx
 from archomata.errors import ApiError, Forbidden, Unauthorized
 from archomata.identity import tokens
 from archomata.identity.schemas.auth import LoginResultSchema
 from archomata.identity.schemas.mfa import MfaRequiredSchema
-from archomata.identity.service import Me, Renewed
+from archomata.identity.service import Renewed
 from archomata.identity.signin import Door, Opened, Reason, SecondFactorRequired, SignInRefused
 from archomata.identity.store.session_rows import Session
 from archomata.identity.store.users import User
@@ -85,15 +83,6 @@ def refresh_token_of(request: web.Request) -> str | None:
     # Ours are short and ASCII; anything else is no cookie of ours (and a header's
     # undecodable bytes, lone surrogates, would fail the hashing with a 500).
     return token if token and len(token) <= 128 and token.isascii() else None
-
-
-def me_of(request: web.Request) -> Me:
-    """The signed-in caller with the doors of their scope, as their verified token names
-    them (an authenticated route: the guard ran)."""
-    principal = request[keys.PRINCIPAL]
-    assert principal is not None and principal.user_id is not None
-    return Me(principal.actor_id, principal.org_id, principal.session_id,
-              functools.partial(user_tx, request), functools.partial(member_tx, request))
 
 
 def door(request: web.Request) -> Door:

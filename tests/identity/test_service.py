@@ -14,13 +14,13 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
-from archomata.access.principal import ActorType
+import archomata.access.caller
+from archomata.access.principal import ActorType, Principal
 from archomata.audit import AuditContext
 from archomata.config import Config
-from archomata.db import member_tx_of, service_tx
+from archomata.db import member_tx_of, service_tx, user_tx_of
 from archomata.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
 from archomata.identity import service
-from archomata.identity.service import Me
 from archomata.identity.signin import Door, Opened, Reason, SignInRefused, password_sign_in
 from archomata.identity.store import mail_tokens
 from archomata.identity.store.mail_tokens import Purpose
@@ -42,12 +42,14 @@ def as_signed_in(opened: Opened) -> AuditContext:
                         user_agent="service-test", request_id=secrets.token_hex(8))
 
 
-def me_of(door: Door, opened: Opened) -> Me:
+def me_of(door: Door, opened: Opened) -> archomata.access.caller.Person:
     """The caller as their token names them, with the doors a route gives them."""
     org_id = opened.membership.org.id if opened.membership else None
-    return Me(opened.user.id, org_id, opened.session.id,
-              functools.partial(service_tx, door.pool, org_id=org_id, user_id=opened.user.id),
-              functools.partial(member_tx_of, door.pool, opened.user.id))
+    principal = Principal(ActorType.USER, opened.user.id, org_id, opened.session.id)
+    return archomata.access.caller.Person(
+        opened.user.id, org_id, opened.session.id, principal,
+        functools.partial(user_tx_of, door.pool, opened.user.id, org_id),
+        functools.partial(member_tx_of, door.pool, opened.user.id))
 
 
 async def signed_in(door: Door, p: Person) -> Opened:

@@ -21,6 +21,7 @@ from datetime import datetime
 from uuid import UUID
 
 from archomata import audit
+from archomata.access.caller import Person
 from archomata.audit import AuditAction, AuditContext
 from archomata.crypto import DataKeys
 from archomata.db import Tx, service_tx
@@ -29,7 +30,7 @@ from archomata.identity.mfa import codes, pending
 from archomata.identity.mfa.challenges import Challenges
 from archomata.identity.mfa.sealing import TOTP
 from archomata.identity.mfa.throttle import SecondFactorThrottle
-from archomata.identity.service import Me, Renewed
+from archomata.identity.service import Renewed
 from archomata.identity.service import _reuse_entry as reuse_entry
 from archomata.identity.session_replies import Outcome
 from archomata.identity.signin import (
@@ -55,14 +56,14 @@ class Status:
     recovery_codes_left: int
 
 
-async def status(me: Me) -> Status:
+async def status(me: Person) -> Status:
     async with me.tx() as tx:
         found = await mfa.totp(tx, me.user_id)
         left = await mfa.recovery_codes_left(tx, me.user_id)
     return Status(found.confirmed_at if found else None, left)
 
 
-async def start_totp(door: Door, data_keys: DataKeys, me: Me,
+async def start_totp(door: Door, data_keys: DataKeys, me: Person,
                      current_password: str) -> tuple[str, str]:
     """A new secret to confirm (replacing one not yet confirmed): (secret, otpauth URI).
     The password is asked, under the login backoff, so a stolen access token alone
@@ -80,7 +81,7 @@ async def start_totp(door: Door, data_keys: DataKeys, me: Me,
     return secret, codes.otpauth_uri(secret, user.email)
 
 
-async def confirm_totp(door: Door, data_keys: DataKeys, who: AuditContext, me: Me,
+async def confirm_totp(door: Door, data_keys: DataKeys, who: AuditContext, me: Person,
                        code: str) -> list[str]:
     """The first code proves the authenticator holds the secret: the factor is required
     at every sign-in from now on, the other sessions end, and ten recovery codes are
@@ -214,7 +215,7 @@ async def verify_challenge(door: Door, data_keys: DataKeys, who: AuditContext, t
     return await open_session(door, who, answered(effects.settled(), user, factor))
 
 
-async def step_up(door: Door, data_keys: DataKeys, who: AuditContext, me: Me,
+async def step_up(door: Door, data_keys: DataKeys, who: AuditContext, me: Person,
                   refresh_token: str | None, code: str | None,
                   recovery_code: str | None) -> Renewed:
     """A second factor proven again on the caller's own session: it gets a fresh
@@ -255,7 +256,7 @@ async def step_up(door: Door, data_keys: DataKeys, who: AuditContext, me: Me,
     return Renewed(user, membership, session, None)
 
 
-async def disable_totp(door: Door, who: AuditContext, me: Me) -> None:
+async def disable_totp(door: Door, who: AuditContext, me: Person) -> None:
     """The second factor goes, and its recovery codes with it (a step-up route); the
     other sessions end, and this one's next tokens carry no `mfa_at` (the one in hand
     keeps it until it expires)."""
@@ -268,7 +269,7 @@ async def disable_totp(door: Door, who: AuditContext, me: Me) -> None:
                            resource_id=me.user_id, details={"method": "totp"})
 
 
-async def regenerate_recovery_codes(who: AuditContext, me: Me) -> list[str]:
+async def regenerate_recovery_codes(who: AuditContext, me: Person) -> list[str]:
     """Ten new recovery codes, the old ones dead (a step-up route)."""
     recovery = codes.new_recovery_codes()
     async with me.tx() as tx:

@@ -6,6 +6,7 @@ from aiohttp import web
 from marshmallow import Schema, fields, validate
 
 from archomata import audit, keys
+from archomata.access import caller
 from archomata.access.guards import require_platform_admin
 from archomata.access.principal import PlatformRole
 from archomata.access.step_up import step_up
@@ -129,9 +130,8 @@ async def update_user(request: web.Request) -> web.Response:
         if user.disabled and not before.disabled:
             # An account disabled, as one taken over, keeps none of its invitations
             # (enabling it again does not bring them back).
-            admin = request[keys.PRINCIPAL]
-            assert admin is not None  # platform_tx refuses a request without one
-            await revoke_with_inviter(tx, request, None, user_id, admin.actor_id,
+            admin = caller.person(request)
+            await revoke_with_inviter(tx, request, None, user_id, admin.user_id,
                                       RevokeReason.INVITER_DISABLED)
         if user.disabled:
             await app[REVOCATION].set_user_disabled(user_id, True)

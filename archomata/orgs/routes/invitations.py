@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from archomata import keys
+from archomata.access import caller
 from archomata.access.guards import public
 from archomata.identity.schemas.auth import LoginResultSchema
 from archomata.identity.schemas.mfa import MfaRequiredSchema
@@ -28,7 +29,7 @@ routes = web.RouteTableDef()
      response=(LoginResultSchema, MfaRequiredSchema))
 async def accept_invitation(request: web.Request) -> web.Response:
     body = await load_body(request, AcceptInvitationSchema)
-    principal = request[keys.PRINCIPAL]
+    principal = caller.caller_if_any(request)
     acceptance = service.Acceptance(body["token"],
                                     signed_in_user=principal.user_id if principal else None,
                                     password=body.get("password"), name=body.get("name"))

@@ -8,10 +8,10 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit, keys
+from archomata.access import caller
 from archomata.access import store as roles
 from archomata.access.guards import (
     authenticated,
-    caller,
     require_org_admin,
     require_permission,
     require_write,
@@ -49,7 +49,7 @@ routes = web.RouteTableDef()
 @authenticated
 @doc("The org of the access token", response=OrgSchema)
 async def get_org(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         org = await orgs.get(tx, org_id)
     if org is None:
@@ -70,7 +70,7 @@ async def update_org(request: web.Request) -> web.Response:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
     if "require_mfa" in body:
         await require_step_up(request)
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         before = await orgs.get(tx, org_id)
         org = await orgs.update(tx, org_id, body.get("name"), body.get("require_mfa"))
@@ -89,7 +89,7 @@ async def update_org(request: web.Request) -> web.Response:
 @doc("The org's members, in the order they joined", response=MemberListSchema)
 async def list_members(request: web.Request) -> web.Response:
     page, _ = page_of(request)
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         found = await members.list_page(tx, org_id, page.after, page.limit + 1)
     return json_response(listing(found, len(found), page, key="joined_at", id_key="user_id"))
@@ -103,19 +103,20 @@ async def list_members(request: web.Request) -> web.Response:
      status=201)
 async def create_invitation(request: web.Request) -> web.Response:
     body = await load_body(request, InvitationCreateSchema)
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     app = request.app
     async with org_tx(request) as tx:
         await check_refs(tx, org_id, body["role_ids"], body["group_ids"])
         if await orgs.has_member_with_email(tx, org_id, body["email"]):
             raise Conflict("This person is already a member.", code="already_member")
-        await _lock_inviter(tx, org_id, principal.actor_id)
+        await _lock_inviter(tx, org_id, acting.user_id)
         # Inviting an address again replaces its open invitation: the old link dies.
         await audit_revoked(tx, request, await invitations.supersede(
-            tx, org_id, body["email"], principal.actor_id), RevokeReason.SUPERSEDED)
+            tx, org_id, body["email"], acting.user_id), RevokeReason.SUPERSEDED)
         created = await invitations.insert(
             tx, org_id, body["email"], OrgRole(body["org_role"]), body["role_ids"],
-            body["group_ids"], principal.actor_id, app[keys.CONFIG].mail_token_ttl_seconds)
+            body["group_ids"], acting.user_id, app[keys.CONFIG].mail_token_ttl_seconds)
         if created is None:
             raise Conflict("An invitation to this address was just sent.",
                            code="invitation_pending")
@@ -144,7 +145,7 @@ async def _lock_inviter(tx: Tx, org_id: UUID, user_id: UUID) -> None:
      query=PageQuerySchema, response=InvitationListSchema)
 async def list_invitations(request: web.Request) -> web.Response:
     page, _ = page_of(request)
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         found = await invitations.list_pending(tx, org_id, page.after, page.limit + 1)
     return json_response(listing(found, len(found), page))
@@ -158,9 +159,10 @@ async def list_invitations(request: web.Request) -> web.Response:
      "that is not pending", status=204)
 async def revoke_invitation(request: web.Request) -> web.Response:
     invitation_id = uuid_param(request, "invitation_id")
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     async with org_tx(request) as tx:
-        invitation = await invitations.revoke(tx, org_id, invitation_id, principal.actor_id)
+        invitation = await invitations.revoke(tx, org_id, invitation_id, acting.user_id)
         if invitation is None:
             raise NotFound("No such pending invitation.")
         await audit_revoked(tx, request, [invitation], RevokeReason.REVOKED)
@@ -188,7 +190,8 @@ def _refuse_last_admin(admins: list[UUID], user_id: UUID) -> None:
 async def update_member(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
     body = await load_body(request, MemberPatchSchema)
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     new_role = OrgRole(body["org_role"])
     async with org_tx(request) as tx:
         admins = await members.lock_administrators(tx, org_id)
@@ -201,7 +204,7 @@ async def update_member(request: web.Request) -> web.Response:
                            resource_id=user_id, details={
                                "org_role": {"from": before.org_role, "to": after.org_role}})
         if new_role is not OrgRole.ADMINISTRATOR:
-            await revoke_with_inviter(tx, request, org_id, user_id, principal.actor_id,
+            await revoke_with_inviter(tx, request, org_id, user_id, acting.user_id,
                                       RevokeReason.INVITER_DEMOTED)
     return json_response(after)
 
@@ -213,7 +216,8 @@ async def update_member(request: web.Request) -> web.Response:
 @doc("Remove a member: their tokens for this org die at once", status=204)
 async def remove_member(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     async with org_tx(request) as tx:
         admins = await members.lock_administrators(tx, org_id)
         member = await _member_or_404(tx, org_id, user_id)
@@ -223,7 +227,7 @@ async def remove_member(request: web.Request) -> web.Response:
                            resource_id=user_id, details={
                                "email": member.email, "org_role": member.org_role,
                                "roles": [r["name"] for r in member.roles]})
-        await revoke_with_inviter(tx, request, org_id, user_id, principal.actor_id,
+        await revoke_with_inviter(tx, request, org_id, user_id, acting.user_id,
                                   RevokeReason.INVITER_REMOVED)
     return web.Response(status=204)
 
@@ -236,7 +240,7 @@ async def remove_member(request: web.Request) -> web.Response:
 async def set_member_roles(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
     body = await load_body(request, RoleIdsSchema)
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     role_ids = list(dict.fromkeys(body["role_ids"]))
     async with org_tx(request) as tx:
         before = await _member_or_404(tx, org_id, user_id)
