@@ -77,7 +77,8 @@ async def create_agent(request: web.Request) -> web.Response:
     key_hash = await request.app[keys.PASSWORDS].hash(secret)
     async with org_tx(request) as tx:
         agent = await agents.insert(tx, org_id, body["name"], key_id, key_hash)
-        await audit.record(tx, request, AuditAction.AGENT_CREATED, resource_type="agent",
+        await audit.record(tx, audit.context_of(request), AuditAction.AGENT_CREATED,
+                           resource_type="agent",
                            resource_id=agent.id, details={"name": agent.name})
     return json_response({"agent": agent, "api_key": api_key}, status=201)
 
@@ -105,7 +106,8 @@ async def rotate_agent_key(request: web.Request) -> web.Response:
         rotated = await agents.rotate_key(tx, org_id, agent_id, key_id, key_hash)
         if rotated is None:
             raise NotFound("No such agent.")
-        await audit.record(tx, request, AuditAction.AGENT_KEY_ROTATED, resource_type="agent",
+        await audit.record(tx, audit.context_of(request), AuditAction.AGENT_KEY_ROTATED,
+                           resource_type="agent",
                            resource_id=agent_id,
                            details={"name": rotated[1].name, "rotated_by": str(acting.user_id),
                                     "sensitive_accounts": credentialed})
@@ -126,7 +128,8 @@ async def delete_agent(request: web.Request) -> web.Response:
         key_id = await agents.delete(tx, org_id, agent_id)
         if key_id is None:
             raise NotFound("No such agent.")
-        await audit.record(tx, request, AuditAction.AGENT_DELETED, resource_type="agent",
+        await audit.record(tx, audit.context_of(request), AuditAction.AGENT_DELETED,
+                           resource_type="agent",
                            resource_id=agent_id)
         await _revoke(request, key_id)
     await request.app[keys.BROADCAST].key_revoked(key_id)

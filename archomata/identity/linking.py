@@ -42,7 +42,6 @@ from archomata.identity.signin import (
     Door,
     SignInRefused,
     Via,
-    as_user,
     choose_org,
     has_second_factor,
     sso_details,
@@ -206,6 +205,6 @@ async def _audit_link(tx: Tx, who: AuditContext, identity: Identity, how: How,
     details: dict[str, object] = {"provider": identity.provider, "via": how.value}
     if how is How.TAKEOVER:
         details["wiped"] = ["password", "sessions", "access_tokens", "mail_links"]
-    await audit.record(tx, as_user(who, identity.user_id), AuditAction.AUTH_SSO_LINKED,
+    await audit.record(tx, who.as_user(identity.user_id), AuditAction.AUTH_SSO_LINKED,
                        resource_type="user_identity", resource_id=identity.id, org_id=org_id,
                        details=details)

@@ -60,12 +60,6 @@ def _wrong_current_password() -> ValidationFailed:
                             errors={"current_password": ["Wrong password."]})
 
 
-def _named(who: AuditContext, user_id: UUID | None) -> AuditContext:
-    """Who asks, or, when no token names anyone (a mailed link, a refresh cookie), the
-    account the flow acts on."""
-    return who if who.actor_id is not None else signin.as_user(who, user_id)
-
-
 # --- mail links -------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +113,7 @@ async def issue_mail_link(door: Door, redis: Redis, who: AuditContext, email: st
     async with service_tx(door.pool, org_id=home, user_id=user.id) as tx:
         await mail_tokens.retire_all(tx, user.id, link.purpose)
         token = await mail_tokens.issue(tx, user.id, link.purpose, link.ttl_seconds)
-        await audit.record(tx, _named(who, user.id), link.action,
+        await audit.record(tx, who.or_user(user.id), link.action,
                            resource_type="user", resource_id=user.id)
     return user.email, token
 
@@ -140,7 +134,7 @@ async def verify_email(door: Door, who: AuditContext, token: str) -> User:
             raise _invalid_link()
         user = await users.mark_verified(tx, user_id)
         assert user is not None
-        await audit.record(tx, _named(who, user.id), AuditAction.AUTH_EMAIL_VERIFIED,
+        await audit.record(tx, who.or_user(user.id), AuditAction.AUTH_EMAIL_VERIFIED,
                            resource_type="user", resource_id=user.id)
     return user
 
@@ -168,7 +162,7 @@ async def confirm_password_reset(door: Door, who: AuditContext, token: str,
         await mail_tokens.retire_all(tx, user_id, Purpose.PASSWORD_RESET)
         cut = await door.sessions.cut_off(tx, user_id, end_sessions=True)
         await users.set_tokens_valid_after(tx, user_id, cut)
-        await audit.record(tx, _named(who, user_id),
+        await audit.record(tx, who.or_user(user_id),
                            AuditAction.AUTH_PASSWORD_RESET_COMPLETED, resource_type="user",
                            resource_id=user_id)
 
@@ -202,7 +196,7 @@ def _reuse_entry(who: AuditContext, via: str) -> Record:
     sessions store's record of it, not the caller's say), in the transaction that ends it,
     on whichever route saw it."""
     async def record(tx: Tx, ended: Ended) -> None:
-        await audit.record(tx, _named(who, ended.user_id),
+        await audit.record(tx, who.or_user(ended.user_id),
                            AuditAction.AUTH_REFRESH_REUSE_DETECTED, resource_type="session",
                            resource_id=ended.session_id, details={"via": via})
     return record
@@ -242,7 +236,7 @@ async def logout(door: Door, who: AuditContext, session_id: UUID | None,
         if ended.stale_token:
             await _reuse_entry(who, "logout")(tx, ended)
             return
-        await audit.record(tx, _named(who, ended.user_id), AuditAction.AUTH_LOGOUT,
+        await audit.record(tx, who.or_user(ended.user_id), AuditAction.AUTH_LOGOUT,
                            resource_type="session", resource_id=ended.session_id)
 
     # `owner`: the access token's person, who owns its session (with no access token,

@@ -36,7 +36,6 @@ from uuid import UUID
 import asyncpg
 
 from archomata import audit
-from archomata.access.principal import ActorType
 from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx, service_tx
 from archomata.identity.login_throttle import LoginThrottle
@@ -194,17 +193,10 @@ def still_signed_in(user: User | None, org_id: UUID | None,
     return None
 
 
-def as_user(who: AuditContext, user_id: UUID | None) -> AuditContext:
-    """The entries of a sign-in name as actor the person signing in, when known."""
-    if user_id is None:
-        return who
-    return dataclasses.replace(who, actor_type=ActorType.USER, actor_id=user_id)
-
-
 async def _audit_refusal(door: Door, who: AuditContext, user: User | None, reason: Reason,
                          details: Mapping[str, Any]) -> None:
     async with service_tx(door.pool) as tx:
-        await audit.record(tx, as_user(who, user.id if user else None),
+        await audit.record(tx, who.as_user(user.id if user else None),
                            AuditAction.AUTH_LOGIN_FAILED, resource_type="user",
                            resource_id=user.id if user else None,
                            details={**details, "reason": reason.value})
@@ -266,7 +258,7 @@ async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opene
         else:
             reason = refusal_of(current, attempt)
         if reason is None:
-            await audit.record(tx, as_user(who, user.id), attempt.via.action,
+            await audit.record(tx, who.as_user(user.id), attempt.via.action,
                                resource_type="session", resource_id=session.id,
                                details=dict(attempt.details))
     if reason is not None or current is None:

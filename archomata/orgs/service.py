@@ -24,10 +24,9 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 from uuid import UUID
 
+from archomata import audit
 from archomata.access import store as roles
-from archomata.access.principal import ActorType
 from archomata.audit import AuditAction, AuditContext
-from archomata.audit import service as audit
 from archomata.db import Tx, service_tx
 from archomata.errors import BadRequest, Conflict, Forbidden, Unauthorized, ValidationFailed
 from archomata.identity.breached import refuse_breached
@@ -229,7 +228,7 @@ async def _join_in(tx: Tx, who: AuditContext, invitation: Invitation,
     await orgs.add_member(tx, org_id, user.id, invitation.org_role)
     await roles.set_for_member(tx, org_id, user.id, list(invitation.role_ids))
     await groups.add_user_to(tx, org_id, user.id, list(invitation.group_ids))
-    await audit.record(tx, _as(who, user.id), AuditAction.MEMBER_JOINED,
+    await audit.record(tx, who.or_user(user.id), AuditAction.MEMBER_JOINED,
                        resource_type="member", resource_id=user.id,
                        details={"invitation_id": str(invitation.id),
                                 "org_role": invitation.org_role})
@@ -243,18 +242,10 @@ async def _create_invitee(tx: Tx, who: AuditContext, invitation: Invitation, nam
     if user is None:
         raise Conflict("An account with this email was just created; sign in.",
                        code="email_taken")
-    await audit.record(tx, _as(who, user.id), AuditAction.USER_REGISTERED,
+    await audit.record(tx, who.or_user(user.id), AuditAction.USER_REGISTERED,
                        resource_type="user", resource_id=user.id,
                        details={"email": user.email, "via": "invitation"})
     return user
-
-
-def _as(who: AuditContext, user_id: UUID) -> AuditContext:
-    """The actor of the joining: whoever the request's token names (someone signed in who
-    gave the invitee's password is named as such), else the invitee."""
-    if who.actor_id is not None:
-        return who
-    return replace(who, actor_type=ActorType.USER, actor_id=user_id)
 
 
 async def _refuse(door: Door, who: AuditContext, invitation: Invitation) -> BadRequest:

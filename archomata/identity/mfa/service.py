@@ -37,7 +37,6 @@ from archomata.identity.signin import (
     Door,
     Opened,
     answered,
-    as_user,
     open_session,
     password_proves,
     user_subject,
@@ -198,9 +197,9 @@ async def verify_challenge(door: Door, data_keys: DataKeys, who: AuditContext, t
                 "wrong_codes": await challenges.wrong_code(token)}
 
     # What the way in changes (an org joined, an identity linked) is made with the proof.
-    effects = pending.Effects(door, as_user(who, user_id), challenge)
+    effects = pending.Effects(door, who.as_user(user_id), challenge)
     try:
-        factor = await _proven(door, data_keys, as_user(who, user_id), user_id,
+        factor = await _proven(door, data_keys, who.as_user(user_id), user_id,
                                effects.opener, code, recovery_code, wrong,
                                audit_recovery=True, then=effects.apply)
     except pending.Refused as refused:  # the sign-in it stood for can no longer be

@@ -57,7 +57,8 @@ async def delete_identity(request: web.Request) -> web.Response:
                            "another identity first.", code="last_sign_in_method")
         # No `auth.sso.unlinked` action exists yet: the change to the user is recorded
         # as such, naming what changed.
-        await audit.record(tx, request, AuditAction.USER_UPDATED, resource_type="user_identity",
+        await audit.record(tx, audit.context_of(request), AuditAction.USER_UPDATED,
+                           resource_type="user_identity",
                            resource_id=identity.id,
                            details={"change": "sso_identity_unlinked",
                                     "provider": identity.provider})

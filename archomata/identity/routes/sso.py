@@ -95,10 +95,11 @@ async def _audit_refusal(request: web.Request, provider: str, refusal: SsoError)
     details = {**sso_details(provider), "reason": refusal.reason}
     try:
         async with service_tx(request.app[keys.DB_POOL]) as tx:
-            await audit.record(tx, request, AuditAction.AUTH_LOGIN_FAILED,
+            # No token names anyone yet: the refused account, when known, is the actor.
+            await audit.record(tx, audit.context_of(request).or_user(refusal.user_id),
+                               AuditAction.AUTH_LOGIN_FAILED,
                                resource_type="user" if refusal.user_id else None,
-                               resource_id=refusal.user_id, actor_id=refusal.user_id,
-                               details=details)
+                               resource_id=refusal.user_id, details=details)
     except (ApiError, asyncpg.PostgresError, OSError):
         # The refusal stands whether or not its entry could be written (database down).
         log.warning("SSO refusal not audited", extra={"provider": provider,

@@ -72,7 +72,7 @@ async def _set_org_disabled(request: web.Request, disabled: bool) -> web.Respons
         if await orgs.get(tx, org_id) is None:
             raise NotFound("No such organisation.")
         # The entry first: the database changes the column only once it is written.
-        await audit.record(tx, request, AuditAction.ORG_DISABLED if disabled
+        await audit.record(tx, audit.context_of(request), AuditAction.ORG_DISABLED if disabled
                            else AuditAction.ORG_ENABLED, resource_type="org",
                            resource_id=org_id, org_id=org_id)
         org = await orgs.set_disabled(tx, org_id, disabled)
@@ -123,7 +123,8 @@ async def update_user(request: web.Request) -> web.Response:
         changes = {k: {"from": getattr(before, k), "to": v}
                    for k, v in wanted.items() if getattr(before, k) != v}
         # The entry first: the database changes these columns only once it is written.
-        await audit.record(tx, request, AuditAction.USER_UPDATED, resource_type="user",
+        await audit.record(tx, audit.context_of(request), AuditAction.USER_UPDATED,
+                           resource_type="user",
                            resource_id=user_id, details={"changes": changes})
         user = await users.update_admin_fields(tx, user_id, role, body.get("disabled"))
         assert user is not None
@@ -131,7 +132,7 @@ async def update_user(request: web.Request) -> web.Response:
             # An account disabled, as one taken over, keeps none of its invitations
             # (enabling it again does not bring them back).
             admin = caller.person(request)
-            await revoke_with_inviter(tx, request, None, user_id, admin.user_id,
+            await revoke_with_inviter(tx, audit.context_of(request), None, user_id, admin.user_id,
                                       RevokeReason.INVITER_DISABLED)
         if user.disabled:
             await app[REVOCATION].set_user_disabled(user_id, True)

@@ -67,7 +67,8 @@ async def create_group(request: web.Request) -> web.Response:
         if group_id is None:
             raise _taken(body["name"])
         group = await _group_or_404(tx, org_id, group_id)
-        await audit.record(tx, request, AuditAction.GROUP_CREATED, resource_type="group",
+        await audit.record(tx, audit.context_of(request), AuditAction.GROUP_CREATED,
+                           resource_type="group",
                            resource_id=group_id, details={"name": group.name})
     return json_response(group, status=201)
 
@@ -100,7 +101,8 @@ async def update_group(request: web.Request) -> web.Response:
         after = await _group_or_404(tx, org_id, group_id)
         changes = {k: {"from": getattr(before, k), "to": getattr(after, k)}
                    for k in ("name", "description") if getattr(before, k) != getattr(after, k)}
-        await audit.record(tx, request, AuditAction.GROUP_UPDATED, resource_type="group",
+        await audit.record(tx, audit.context_of(request), AuditAction.GROUP_UPDATED,
+                           resource_type="group",
                            resource_id=group_id, details={"changes": changes})
     return json_response(after)
 
@@ -116,7 +118,8 @@ async def delete_group(request: web.Request) -> web.Response:
     async with org_tx(request) as tx:
         group = await _group_or_404(tx, org_id, group_id)
         await groups.delete(tx, org_id, group_id)
-        await audit.record(tx, request, AuditAction.GROUP_DELETED, resource_type="group",
+        await audit.record(tx, audit.context_of(request), AuditAction.GROUP_DELETED,
+                           resource_type="group",
                            resource_id=group_id, details={"name": group.name})
     return web.Response(status=204)
 
@@ -143,7 +146,8 @@ async def set_group_members(request: web.Request) -> web.Response:
                 "user_ids": [f"Not a member: {u}." for u in strangers]})
         await groups.set_members(tx, org_id, group_id, user_ids)
         after = await _group_or_404(tx, org_id, group_id)
-        await audit.record(tx, request, AuditAction.GROUP_MEMBERS_SET, resource_type="group",
+        await audit.record(tx, audit.context_of(request), AuditAction.GROUP_MEMBERS_SET,
+                           resource_type="group",
                            resource_id=group_id, details={
                                "members": {"from": _ids(before.members),
                                            "to": _ids(after.members)}})
@@ -165,7 +169,8 @@ async def set_group_roles(request: web.Request) -> web.Response:
         await check_refs(tx, org_id, role_ids)
         await groups.set_roles(tx, org_id, group_id, role_ids)
         after = await _group_or_404(tx, org_id, group_id)
-        await audit.record(tx, request, AuditAction.GROUP_ROLES_SET, resource_type="group",
+        await audit.record(tx, audit.context_of(request), AuditAction.GROUP_ROLES_SET,
+                           resource_type="group",
                            resource_id=group_id, details={
                                "roles": {"from": [r["name"] for r in before.roles],
                                          "to": [r["name"] for r in after.roles]}})

@@ -79,7 +79,8 @@ async def update_org(request: web.Request) -> web.Response:
                    for k in ("name", "require_mfa") if getattr(before, k) != getattr(org, k)}
         if "require_mfa" in changes:
             tx.permissions_changed(org_id)  # read with every member's permissions
-        await audit.record(tx, request, AuditAction.ORG_UPDATED, resource_type="org",
+        await audit.record(tx, audit.context_of(request), AuditAction.ORG_UPDATED,
+                           resource_type="org",
                            resource_id=org_id, details=changes)
     return json_response(org)
 
@@ -112,7 +113,7 @@ async def create_invitation(request: web.Request) -> web.Response:
             raise Conflict("This person is already a member.", code="already_member")
         await _lock_inviter(tx, org_id, acting.user_id)
         # Inviting an address again replaces its open invitation: the old link dies.
-        await audit_revoked(tx, request, await invitations.supersede(
+        await audit_revoked(tx, audit.context_of(request), await invitations.supersede(
             tx, org_id, body["email"], acting.user_id), RevokeReason.SUPERSEDED)
         created = await invitations.insert(
             tx, org_id, body["email"], OrgRole(body["org_role"]), body["role_ids"],
@@ -123,7 +124,8 @@ async def create_invitation(request: web.Request) -> web.Response:
         invitation, token = created
         org = await orgs.get(tx, org_id)
         assert org is not None
-        await audit.record(tx, request, AuditAction.MEMBER_INVITED, resource_type="invitation",
+        await audit.record(tx, audit.context_of(request), AuditAction.MEMBER_INVITED,
+                           resource_type="invitation",
                            resource_id=invitation.id, details={
                                "email": invitation.email, "org_role": invitation.org_role,
                                "role_ids": [str(r) for r in invitation.role_ids],
@@ -165,7 +167,7 @@ async def revoke_invitation(request: web.Request) -> web.Response:
         invitation = await invitations.revoke(tx, org_id, invitation_id, acting.user_id)
         if invitation is None:
             raise NotFound("No such pending invitation.")
-        await audit_revoked(tx, request, [invitation], RevokeReason.REVOKED)
+        await audit_revoked(tx, audit.context_of(request), [invitation], RevokeReason.REVOKED)
     return web.Response(status=204)
 
 
@@ -200,11 +202,13 @@ async def update_member(request: web.Request) -> web.Response:
             _refuse_last_admin(admins, user_id)
         await members.set_org_role(tx, org_id, user_id, new_role)
         after = await _member_or_404(tx, org_id, user_id)
-        await audit.record(tx, request, AuditAction.MEMBER_UPDATED, resource_type="member",
+        await audit.record(tx, audit.context_of(request), AuditAction.MEMBER_UPDATED,
+                           resource_type="member",
                            resource_id=user_id, details={
                                "org_role": {"from": before.org_role, "to": after.org_role}})
         if new_role is not OrgRole.ADMINISTRATOR:
-            await revoke_with_inviter(tx, request, org_id, user_id, acting.user_id,
+            await revoke_with_inviter(tx, audit.context_of(request), org_id, user_id,
+                                      acting.user_id,
                                       RevokeReason.INVITER_DEMOTED)
     return json_response(after)
 
@@ -223,11 +227,12 @@ async def remove_member(request: web.Request) -> web.Response:
         member = await _member_or_404(tx, org_id, user_id)
         _refuse_last_admin(admins, user_id)
         await members.remove(tx, org_id, user_id)
-        await audit.record(tx, request, AuditAction.MEMBER_REMOVED, resource_type="member",
+        await audit.record(tx, audit.context_of(request), AuditAction.MEMBER_REMOVED,
+                           resource_type="member",
                            resource_id=user_id, details={
                                "email": member.email, "org_role": member.org_role,
                                "roles": [r["name"] for r in member.roles]})
-        await revoke_with_inviter(tx, request, org_id, user_id, acting.user_id,
+        await revoke_with_inviter(tx, audit.context_of(request), org_id, user_id, acting.user_id,
                                   RevokeReason.INVITER_REMOVED)
     return web.Response(status=204)
 
@@ -247,7 +252,8 @@ async def set_member_roles(request: web.Request) -> web.Response:
         await check_refs(tx, org_id, role_ids)
         await roles.set_for_member(tx, org_id, user_id, role_ids)
         after = await _member_or_404(tx, org_id, user_id)
-        await audit.record(tx, request, AuditAction.ROLE_ASSIGNED, resource_type="member",
+        await audit.record(tx, audit.context_of(request), AuditAction.ROLE_ASSIGNED,
+                           resource_type="member",
                            resource_id=user_id, details={
                                "roles": {"from": _names(before.roles),
                                          "to": _names(after.roles)}})

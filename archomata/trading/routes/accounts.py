@@ -150,7 +150,7 @@ async def create_account(request: web.Request) -> web.Response:
         await _guard_handover(tx, acting, None, after, after.has_credentials,
                               after.has_credentials, stale)
         account = await accounts.insert(tx, account_id, org_id, body)
-        await audit.record(tx, request, AuditAction.ACCOUNT_CREATED,
+        await audit.record(tx, audit.context_of(request), AuditAction.ACCOUNT_CREATED,
                            resource_type="account", resource_id=account.id,
                            details={"name": account.name, "login": account.login,
                                     "environment": account.environment,
@@ -194,7 +194,7 @@ async def update_account(request: web.Request) -> web.Response:
         account = await accounts.update(tx, org_id, account_id, body)
         if account is None:
             raise NotFound("No such account.")
-        await audit.record(tx, request, AuditAction.ACCOUNT_UPDATED,
+        await audit.record(tx, audit.context_of(request), AuditAction.ACCOUNT_UPDATED,
                            resource_type="account", resource_id=account_id,
                            details={"fields": sorted(body)})
     return json_response(account)
@@ -212,7 +212,8 @@ async def delete_account(request: web.Request) -> web.Response:
     async with org_tx(request) as tx:
         if not await accounts.soft_delete(tx, org_id, account_id):
             raise NotFound("No such account.")
-        await audit.record(tx, request, AuditAction.ACCOUNT_DELETED, resource_type="account",
+        await audit.record(tx, audit.context_of(request), AuditAction.ACCOUNT_DELETED,
+                           resource_type="account",
                            resource_id=account_id)
     return web.Response(status=204)
 
@@ -274,7 +275,7 @@ async def put_risk_limits(request: web.Request) -> web.Response:
         limits = await accounts.set_limits(tx, org_id, account_id, wanted)
         if before is None or limits is None:
             raise NotFound("No such account.")
-        await audit.record(tx, request, AuditAction.RISK_LIMITS_UPDATED,
+        await audit.record(tx, audit.context_of(request), AuditAction.RISK_LIMITS_UPDATED,
                            resource_type="account", resource_id=account_id,
                            details={"from": with_decimal_texts(asdict(before)),
                                     "to": with_decimal_texts(asdict(limits))})

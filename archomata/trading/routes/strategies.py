@@ -66,7 +66,7 @@ async def create_strategy(request: web.Request) -> web.Response:
     async with org_tx(request) as tx:  # a name taken is the db's 409 name_taken
         await _check_accounts(tx, org_id, body["account_ids"])
         strategy = await strategies.insert(tx, org_id, body)
-        await audit.record(tx, request, AuditAction.STRATEGY_CREATED,
+        await audit.record(tx, audit.context_of(request), AuditAction.STRATEGY_CREATED,
                            resource_type="strategy", resource_id=strategy.id,
                            details={"name": strategy.name, "enabled": strategy.enabled})
     return json_response(strategy, status=201)
@@ -87,7 +87,7 @@ async def update_strategy(request: web.Request) -> web.Response:
         strategy = await strategies.update(tx, org_id, strategy_id, body)
         if strategy is None:
             raise NotFound("No such strategy.")
-        await audit.record(tx, request, AuditAction.STRATEGY_UPDATED,
+        await audit.record(tx, audit.context_of(request), AuditAction.STRATEGY_UPDATED,
                            resource_type="strategy", resource_id=strategy_id,
                            details={"fields": sorted(body)})
     return json_response(strategy)
@@ -103,6 +103,7 @@ async def delete_strategy(request: web.Request) -> web.Response:
     async with org_tx(request) as tx:
         if not await strategies.delete(tx, org_id, strategy_id):
             raise NotFound("No such strategy.")
-        await audit.record(tx, request, AuditAction.STRATEGY_DELETED, resource_type="strategy",
+        await audit.record(tx, audit.context_of(request), AuditAction.STRATEGY_DELETED,
+                           resource_type="strategy",
                            resource_id=strategy_id)
     return web.Response(status=204)
