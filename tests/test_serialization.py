@@ -14,7 +14,7 @@ import pytest
 from marshmallow import Schema
 
 from archomata.access.principal import OrgRole
-from archomata.access.store import Role
+from archomata.access.roles import Role
 from archomata.orgs.schemas import GroupSchema, InvitationSchema, MemberSchema, RoleSchema
 from archomata.orgs.store.groups import Group
 from archomata.orgs.store.invitations import Invitation

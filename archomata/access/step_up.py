@@ -4,7 +4,7 @@ A route marked `@step_up` answers 403 `step_up_required` when the caller has a s
 factor and their token's `mfa_at` is absent or older than
 ARCHOMATA_STEP_UP_MAX_AGE_SECONDS; `POST /auth/step-up` mints one with a fresh `mfa_at`.
 A route whose danger depends on its body declares `@step_up_when(...)` and calls
-`require` itself when it applies. A caller with no second factor is not asked (they
+`require_step_up` itself when it applies. A caller with no second factor is not asked (they
 have none to give).
 
 A route that may change custody (who or what can reach an account's stored
@@ -59,14 +59,14 @@ def step_up(handler: Handler) -> Handler:
     """The route asks for a recent second factor before it runs (below its guard)."""
     @functools.wraps(handler)
     async def stepped_up(request: web.Request) -> web.StreamResponse:
-        await require(request)
+        await require_step_up(request)
         return await handler(request)
     _declare(stepped_up, ALWAYS)
     return stepped_up
 
 
 def step_up_when(reason: str) -> Callable[[Handler], Handler]:
-    """The route calls `require` itself when its body makes it dangerous (`reason`)."""
+    """The route calls `require_step_up` itself when its body makes it dangerous (`reason`)."""
     def declare(handler: Handler) -> Handler:
         _declare(handler, f"{WHEN}: {reason}")
         return handler
@@ -75,7 +75,7 @@ def step_up_when(reason: str) -> Callable[[Handler], Handler]:
 
 def step_up_custody(handler: Handler) -> Handler:
     """The route may change custody: it asks `stale` before its transaction and refuses
-    with `refusal()` inside it, once the locked rows say custody changes."""
+    with `step_up_refusal()` inside it, once the locked rows say custody changes."""
     _declare(handler, CUSTODY)
     return handler
 
@@ -88,13 +88,13 @@ def step_up_exempt(reason: str) -> Callable[[Handler], Handler]:
     return declare
 
 
-async def require(request: web.Request) -> None:
+async def require_step_up(request: web.Request) -> None:
     """403 `step_up_required` unless the caller proved a second factor lately or has none."""
-    if await stale(request):
-        raise refusal()
+    if await step_up_is_stale(request):
+        raise step_up_refusal()
 
 
-async def stale(request: web.Request) -> bool:
+async def step_up_is_stale(request: web.Request) -> bool:
     """Whether a step-up route would refuse this caller now: they have a second factor
     (or their org requires one) and proved none lately. One read at most, none for a
     fresh token; call it before opening a transaction (the read has its own)."""
@@ -107,7 +107,7 @@ async def stale(request: web.Request) -> bool:
     return principal.org_requires_mfa or await _has_factor(request)
 
 
-def refusal() -> Forbidden:
+def step_up_refusal() -> Forbidden:
     return Forbidden("Confirm it is you with your second factor first (POST /auth/step-up).",
                      code="step_up_required")
 

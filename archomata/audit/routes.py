@@ -39,8 +39,7 @@ from archomata.audit.schemas import (
 from archomata.audit.store import AuditEntry, AuditFilter
 from archomata.db import org_tx, platform_tx
 from archomata.web.connection import cut
-from archomata.web.json_io import json_response
-from archomata.web.json_io import validate as validate_query
+from archomata.web.json_io import json_response, load_valid
 from archomata.web.openapi import doc
 from archomata.web.pagination import Page, listing, page_of
 from archomata.web.params import client_gone
@@ -75,7 +74,7 @@ async def _search_turn(request: web.Request, query: dict[str, object]) -> AsyncI
     if "q" not in query:
         yield
         return
-    async with request.app[keys.AUDIT_SEARCHES].hold(caller.member(request).user_id):
+    async with request.app[keys.AUDIT_SEARCHES].hold(caller.person(request).user_id):
         yield
 
 
@@ -113,7 +112,7 @@ async def list_all_audit_logs(request: web.Request) -> web.Response:
                504: "`search_timeout`: the search's first page ran past its bound (a later "
                     "one cuts the transfer)"})
 async def export_audit_logs(request: web.Request) -> web.StreamResponse:
-    query = validate_query(ExportQuerySchema(), dict(request.query))
+    query = load_valid(ExportQuerySchema(), dict(request.query))
     export_format = ExportFormat(query.pop("format"))
     org_id = caller.member(request).org_id
     async with request.app[keys.EXPORTS].hold(org_id) as lease:

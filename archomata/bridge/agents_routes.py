@@ -10,8 +10,7 @@ from archomata.access.guards import require_permission, require_write
 from archomata.access.permissions import Permission
 from archomata.access.step_up import step_up, step_up_exempt
 from archomata.audit import AuditAction
-from archomata.bridge import api_keys
-from archomata.bridge import store as agents
+from archomata.bridge import agents, api_keys
 from archomata.bridge.api_keys import API_KEYS
 from archomata.db import org_tx
 from archomata.errors import NotFound

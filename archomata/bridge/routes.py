@@ -27,7 +27,7 @@ from archomata.bridge.schemas import (
     HeartbeatResultSchema,
     HeartbeatSchema,
 )
-from archomata.web.json_io import json_response, load_body, validate
+from archomata.web.json_io import json_response, load_body, load_valid
 from archomata.web.openapi import doc
 from archomata.web.params import client_gone, int_param, uuid_param
 
@@ -87,7 +87,7 @@ async def post_deals(request: web.Request) -> web.Response:
      query=CommandsQuerySchema, response=CommandListSchema)
 async def poll_commands(request: web.Request) -> web.Response:
     agent = caller.agent(request)
-    wait = validate(CommandsQuerySchema, dict(request.query))["wait"]
+    wait = load_valid(CommandsQuerySchema, dict(request.query))["wait"]
     stopping = request.app[keys.STOPPING]
     claimed = await service.poll(agent, request.app[keys.BROADCAST], wait,
                                  request.app[keys.CONFIG].command_lease_seconds,

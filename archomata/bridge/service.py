@@ -24,7 +24,7 @@ from uuid import UUID
 from archomata import audit
 from archomata.access.caller import Agent
 from archomata.audit import AuditAction, AuditContext
-from archomata.bridge import store as agents
+from archomata.bridge import agents
 from archomata.bridge.broadcast import Broadcast
 from archomata.bridge.polls import Poll, Polls
 from archomata.crypto import DataKeys

@@ -18,7 +18,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from archomata import audit
-from archomata.access import store as roles
+from archomata.access import roles
 from archomata.access.permissions import ADMINISTRATOR
 from archomata.access.principal import OrgRole, PlatformRole
 from archomata.audit import AuditAction, AuditContext

@@ -191,7 +191,7 @@ async def change_password(door: Door, who: AuditContext, me: Person, current_pas
 
 # --- sessions ---------------------------------------------------------------------------
 
-def _reuse_entry(who: AuditContext, via: str) -> Record:
+def reuse_entry(who: AuditContext, via: str) -> Record:
     """A replayed refresh token revoked its family: audited in the family's own org (the
     sessions store's record of it, not the caller's say), in the transaction that ends it,
     on whichever route saw it."""
@@ -207,7 +207,7 @@ async def refresh(door: Door, who: AuditContext, token: str) -> Renewed:
     session whose user or org the sign-in rules no longer let in is ended here:
     SignInRefused with the reason. At most FAMILY_LIMIT refreshes a minute per family."""
     rotation = await door.sessions.rotate(token, who.ip or "", (who.user_agent or "")[:256],
-                                          limited=True, on_reuse=_reuse_entry(who, "refresh"))
+                                          limited=True, on_reuse=reuse_entry(who, "refresh"))
     if rotation.session is None or rotation.token is None:
         raise _session_ended()
     session = rotation.session
@@ -234,7 +234,7 @@ async def logout(door: Door, who: AuditContext, session_id: UUID | None,
 
     async def record(tx: Tx, ended: Ended) -> None:
         if ended.stale_token:
-            await _reuse_entry(who, "logout")(tx, ended)
+            await reuse_entry(who, "logout")(tx, ended)
             return
         await audit.record(tx, who.or_user(ended.user_id), AuditAction.AUTH_LOGOUT,
                            resource_type="session", resource_id=ended.session_id)
@@ -281,7 +281,7 @@ async def switch_org(door: Door, who: AuditContext, me: Person, token: str | Non
     if token is not None:
         rotation = await door.sessions.rotate(
             token, who.ip or "", (who.user_agent or "")[:256], new_org=membership.org.id,
-            only=me.session_id, limited=True, on_reuse=_reuse_entry(who, "switch_org"))
+            only=me.session_id, limited=True, on_reuse=reuse_entry(who, "switch_org"))
         if rotation.outcome is Outcome.REUSE:
             raise _session_ended()
     session = rotation.session if rotation is not None else None

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from uuid import UUID
 
 from archomata import audit
-from archomata.access import store as roles
+from archomata.access import roles
 from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx, service_tx
 from archomata.errors import BadRequest, Conflict, Forbidden, Unauthorized, ValidationFailed

@@ -158,7 +158,7 @@ def schema_instance(cls: type[Schema]) -> Schema:
     return cls()
 
 
-def validate(schema: Schema | type[Schema], data: Any) -> Any:
+def load_valid(schema: Schema | type[Schema], data: Any) -> Any:
     """`schema.load(data)`, with failures as 422 and per-field messages. Pass the class:
     its one instance is reused."""
     if isinstance(schema, type):
@@ -174,7 +174,7 @@ def validate(schema: Schema | type[Schema], data: Any) -> Any:
 
 
 async def load_body(request: web.Request, schema: Schema | type[Schema]) -> Any:
-    return validate(schema, await read_json(request))
+    return load_valid(schema, await read_json(request))
 
 
 def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:

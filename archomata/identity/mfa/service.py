@@ -30,8 +30,7 @@ from archomata.identity.mfa import codes, pending
 from archomata.identity.mfa.challenges import Challenges
 from archomata.identity.mfa.sealing import TOTP
 from archomata.identity.mfa.throttle import SecondFactorThrottle
-from archomata.identity.service import Renewed
-from archomata.identity.service import _reuse_entry as reuse_entry
+from archomata.identity.service import Renewed, reuse_entry
 from archomata.identity.session_replies import Outcome
 from archomata.identity.signin import (
     Door,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from marshmallow import Schema, fields
 
-from archomata.access import caller
-from archomata.access import store as roles
+from archomata.access import caller, roles
 from archomata.access.guards import authenticated
 from archomata.errors import Unauthorized
 from archomata.identity.store import mfa, users

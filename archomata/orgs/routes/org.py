@@ -8,8 +8,7 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit, keys
-from archomata.access import caller
-from archomata.access import store as roles
+from archomata.access import caller, roles
 from archomata.access.guards import (
     authenticated,
     require_org_admin,
@@ -18,8 +17,7 @@ from archomata.access.guards import (
 )
 from archomata.access.permissions import Permission
 from archomata.access.principal import OrgRole
-from archomata.access.step_up import require as require_step_up
-from archomata.access.step_up import step_up, step_up_exempt, step_up_when
+from archomata.access.step_up import require_step_up, step_up, step_up_exempt, step_up_when
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, Forbidden, NotFound, ValidationFailed

@@ -16,12 +16,17 @@ from aiohttp import web
 
 from archomata import audit, keys
 from archomata.access import caller
-from archomata.access import step_up as step_ups
 from archomata.access.guards import require_permission, require_write
 from archomata.access.permissions import Permission
-from archomata.access.step_up import step_up, step_up_custody, step_up_exempt
+from archomata.access.step_up import (
+    step_up,
+    step_up_custody,
+    step_up_exempt,
+    step_up_is_stale,
+    step_up_refusal,
+)
 from archomata.audit import AuditAction
-from archomata.bridge import store as agents
+from archomata.bridge import agents
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
 from archomata.trading import credentials, custody
@@ -62,7 +67,7 @@ async def _guard_handover(tx: Tx, acting: caller.Member, before: custody.Holding
     second factor is stale is refused (403 step_up_required), and a hand-over by someone
     other than the org administrator (403 permission_denied)."""
     if stale and custody.changes_custody(before, after, credentials_named):
-        raise step_ups.refusal()
+        raise step_up_refusal()
     if custody.hands_over(before, after, credentials_set):
         await custody.require_administrator(
             tx, acting, "Giving an agent an account with credentials")
@@ -140,7 +145,7 @@ async def create_account(request: web.Request) -> web.Response:
     org_id = acting.org_id
     body = await load_body(request, AccountCreateSchema)
     stale = (body["credentials"] is not None or body["agent_id"] is not None) \
-        and await step_ups.stale(request)
+        and await step_up_is_stale(request)
     account_id = uuid.uuid4()
     body["credentials"] = _sealed(request, account_id, body["credentials"])
     after = custody.Holding(body["agent_id"], body["credentials"] is not None,
@@ -178,7 +183,7 @@ async def update_account(request: web.Request) -> web.Response:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
     # Asked before the transaction (it may read), judged inside it on the locked account:
     # a rename or a limit-free field changes no custody and never asks.
-    stale = not CUSTODY_FIELDS.isdisjoint(body) and await step_ups.stale(request)
+    stale = not CUSTODY_FIELDS.isdisjoint(body) and await step_up_is_stale(request)
     if "credentials" in body:
         body["credentials"] = _sealed(request, account_id, body["credentials"])
     credentials_set = body.get("credentials") is not None
