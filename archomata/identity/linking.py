@@ -16,8 +16,8 @@
 An email the provider does not vouch for (Google `email_verified` false, Azure without
 `xms_edov`) links nothing and creates nothing: whoever controls that claim could claim
 anyone's account. Every new link writes `auth.sso.linked` in the same transaction. An
-account the sign-in door would refuse (archomata.identity.signin.vet: disabled, say) gets
-no identity linked; the door itself opens the session. An account with a second factor
+account the sign-in would refuse (archomata.identity.signin.vet: disabled, say) gets
+no identity linked; the sign-in itself opens the session. An account with a second factor
 gets nothing linked yet: the link waits on the challenge (SignIn.pending) and is made in
 the transaction that proves the factor (link_pending, by archomata.identity.mfa.pending),
 so an abandoned challenge links nothing.
@@ -134,7 +134,7 @@ async def _home_org(door: Door, user_id: UUID) -> UUID | None:
         memberships = await orgs.memberships_of(tx, user_id)
     try:
         home = choose_org(memberships, None)
-    except SignInRefused:  # every org disabled: the door refuses the session anyway
+    except SignInRefused:  # every org disabled: the sign-in refuses the session anyway
         return None
     return home.org.id if home else None
 

@@ -1,4 +1,4 @@
-"""The identity flows after the sign-in door, read top to bottom with no HTTP: the mail
+"""The identity flows after signing in, read top to bottom with no HTTP: the mail
 links, email verification, password reset and change, refresh, org switch, logout and
 the sessions of a signed-in person.
 
@@ -268,7 +268,7 @@ async def delete_session(door: Door, who: AuditContext, me: Person, session_id: 
 
 async def switch_org(door: Door, who: AuditContext, me: Person, token: str | None,
                      org_id: UUID) -> Renewed:
-    """Moves the caller's session to another org of theirs, by the sign-in door's rule
+    """Moves the caller's session to another org of theirs, by the sign-in rules
     (SignInRefused: not a member, or a disabled org). With the session's own refresh
     cookie, the family rotates too (a replayed cookie revokes it); a cookie of another
     family is left alone."""

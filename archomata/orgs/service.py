@@ -6,14 +6,14 @@ org through a mailed invitation (POST /auth/accept-invitation), read top to bott
            administrator: an orphaned one dies on the way)
         -> the invitee: the signed-in account, an existing one proven by its password
            (under its login backoff), or a new account's name and password
-        -> vetted by the sign-in door before anything changes on its behalf
+        -> vetted by the sign-in rules before anything changes on its behalf
         -> an existing account with a second factor: nothing changes yet. The joining
            waits on the challenge (its invitation's id, never its token) and is made,
            the invitation found pending again, in the transaction that proves the
            factor (join_pending, by archomata.identity.mfa.pending): an abandoned
            challenge leaves the invitation usable
         -> else one transaction: the account (if new) joins as invited, the invitation used
-        -> the session, through the one sign-in door (archomata.identity.signin)
+        -> the session, through the one sign-in (archomata.identity.signin)
 
 Refusals are ApiErrors, and signin.SignInRefused, which the route answers as a login does.
 """

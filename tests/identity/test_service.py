@@ -27,7 +27,7 @@ from archomata.identity.store.mail_tokens import Purpose
 from tests.factories import strong_password
 from tests.identity.test_signin import Person, caller, door, entries, person, second_org
 
-__all__ = ["door"]  # the fixture, shared with the sign-in door's tests
+__all__ = ["door"]  # the fixture, shared with the sign-in's tests
 
 
 @pytest.fixture

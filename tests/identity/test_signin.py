@@ -1,4 +1,4 @@
-"""The sign-in door without HTTP: each rule on the real PostgreSQL and Redis of the
+"""The sign-in without HTTP: each rule on the real PostgreSQL and Redis of the
 harness, the refusal audited, no session left behind by a refused sign-in."""
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ async def entries(owner_conn: Any, who: AuditContext) -> list[dict[str, Any]]:
 
 async def refused(door: Door, owner_conn: Any, who: AuditContext, user: User,
                   reason: Reason) -> None:
-    """The door's answer to a refusal: one entry naming the user and the reason, and no
+    """The sign-in's answer to a refusal: one entry naming the user and the reason, and no
     session of theirs alive."""
     failed = [e for e in await entries(owner_conn, who) if e["action"] == "auth.login.failed"]
     assert [(e["actor_id"], e["resource_id"], e["details"]["reason"]) for e in failed] == [

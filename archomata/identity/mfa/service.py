@@ -182,7 +182,7 @@ async def _counted(door: Door, who: AuditContext, user_id: UUID,
 
 async def verify_challenge(door: Door, data_keys: DataKeys, who: AuditContext, token: str,
                            code: str | None, recovery_code: str | None) -> Opened:
-    """Answers a way in's challenge: the session opens through the door, with its second
+    """Answers a way in's challenge: the session opens through the sign-in, with its second
     factor, or Unauthorized `invalid_mfa_code` (BadRequest `invalid_token` for a
     challenge used, expired, or ended by wrong codes)."""
     challenges = Challenges(door.sessions.redis)

@@ -1,6 +1,6 @@
 """/auth: registration, mail links, login, refresh, logout, passwords, org switching,
 sessions. The handlers parse and answer; the flows are in archomata.identity.service
-(and the sign-in door in archomata.identity.signin)."""
+(and the sign-in in archomata.identity.signin)."""
 
 from __future__ import annotations
 

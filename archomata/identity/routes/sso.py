@@ -82,7 +82,7 @@ def _refusal(exc: Exception, provider: str) -> SsoError:
 
 
 def _code_of(refused: SignInRefused) -> str:
-    """A refusal of the sign-in door as the login page hears it: after the provider
+    """A refusal of the sign-in as the login page hears it: after the provider
     proved who it is, a disabled account may say so."""
     if refused.reason is Reason.CREDENTIALS_CHANGED:
         return "invalid_credentials"
@@ -137,7 +137,7 @@ async def sso_callback(request: web.Request) -> web.Response:
     client = _client(request)
     try:
         response = await _complete(request, client)
-    except SignInRefused as refused:  # audited by the sign-in door
+    except SignInRefused as refused:  # audited by the sign-in
         response = _to_login_page(request.app[keys.CONFIG], _code_of(refused))
     except Exception as exc:  # a navigation: the login page with a code, never a trace
         refusal = _refusal(exc, client.name)
