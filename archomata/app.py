@@ -37,6 +37,7 @@ from archomata.http.middlewares.body_limit import body_limit_middleware
 from archomata.http.middlewares.client_ip import client_ip_middleware
 from archomata.http.middlewares.csrf import csrf_middleware
 from archomata.http.middlewares.errors import errors_middleware
+from archomata.http.middlewares.metrics import metrics_middleware
 from archomata.http.middlewares.params import params_middleware
 from archomata.http.middlewares.ratelimit import ratelimit_middleware
 from archomata.http.middlewares.request_id import request_id_middleware
@@ -48,15 +49,18 @@ from archomata.http.middlewares.timeout import timeout_middleware
 from archomata.identity import breached
 from archomata.identity.authenticator import AUTHENTICATOR, Authenticator
 from archomata.identity.login_throttle import LoginThrottle
+from archomata.identity.mfa import pending
 from archomata.identity.passwords import PasswordHasher
 from archomata.identity.revocation import REVOCATION, Revocation
-from archomata.identity.routes import auth, identities, me, mfa, sso
+from archomata.identity.routes import admin_users, auth, identities, me, mfa, sso
 from archomata.identity.server_watch import ServerWatch
 from archomata.identity.sessions import SessionStore
 from archomata.mail import Mailer
-from archomata.metrics import METRICS, Metrics, metrics_middleware, worker_gauges
+from archomata.metrics import METRICS, Metrics, worker_gauges
 from archomata.ops import health, migrations
+from archomata.orgs.invitation_revocation import revoke_of_disabled
 from archomata.orgs.routes import admin, groups, invitations, org
+from archomata.orgs.service import JOIN, join_pending
 from archomata.trading.routes import accounts, orders, strategies
 from archomata.web.later import Later
 from archomata.web.openapi import build_spec
@@ -64,7 +68,7 @@ from archomata.web.openapi import build_spec
 log = logging.getLogger(__name__)
 
 ROUTE_MODULES: tuple[ModuleType, ...] = (
-    health, auth, invitations, me, admin, org, archomata.access.routes, groups,
+    health, auth, invitations, me, admin, admin_users, org, archomata.access.routes, groups,
     archomata.audit.routes,
     archomata.bridge.agents_routes, accounts, orders, strategies, archomata.bridge.routes,
     sso, identities, mfa,
@@ -228,6 +232,10 @@ def create_app(config: Config) -> web.Application:
     app[keys.CONFIG] = config
     # What access asks identity (step_up.py).
     app[step_up.HAS_FACTOR] = archomata.identity.store.mfa.enabled
+    # What identity asks of orgs: the joining a challenge holds, and what an account
+    # disabled loses (its invitations).
+    pending.install(JOIN, join_pending)
+    app[admin_users.ON_DISABLED] = revoke_of_disabled
     if config.audit_key is not None:  # load_config requires it; a hand-built Config may not
         keyed.install(config.audit_key.reveal())
     app[METRICS] = Metrics(app)

@@ -7,35 +7,38 @@ so a config printed into a log or a traceback leaks nothing.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import builtins
 import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
-from archomata.redis_client import checked_url
+# Reading each variable is config_parsing's; the names a caller needs are this module's.
+from archomata.config_parsing import (
+    PREFIX,
+    ConfigError,
+    Reader,
+    Secret,
+    audit_key,
+    check_origin,
+    check_redis_url,
+    check_url,
+    read_choice,
+    read_data_key,
+    read_jwt_secrets,
+    read_previous_data_keys,
+    read_trusted_proxies,
+)
 
-T = TypeVar("T")
-
-PREFIX = "ARCHOMATA_"
-MIN_JWT_SECRET_CHARS = 32
-DATA_KEY_BYTES = 32
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+__all__ = ["Config", "ConfigError", "Environment", "RateLimit", "SameSite", "Secret",
+           "SsoProvider", "WorkerSlot", "audit_key", "default_bcrypt_threads", "load_config"]
 
 
 def default_bcrypt_threads() -> int:
     """One core fewer than the machine has (at least one): bcrypt saturating every core
     would starve the event loop, and with it every other request."""
     return max(1, (os.cpu_count() or 1) - 1)
-
-
-class ConfigError(Exception):
-    """A setting is missing or invalid; the message names the variable."""
 
 
 class Environment(StrEnum):
@@ -49,29 +52,6 @@ class SameSite(StrEnum):
 
     STRICT = "Strict"
     LAX = "Lax"
-
-
-class Secret(Generic[T]):
-    """A value that must not be printed: repr and str hide it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: T) -> None:
-        self._value = value
-
-    def reveal(self) -> T:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,155 +152,7 @@ class Config:
         return self.jwt_secrets[0]
 
 
-class _Reader:
-    """Reads `ARCHOMATA_*` variables, turning every problem into a ConfigError."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-
-    def raw(self, name: str) -> str | None:
-        value = self.environ.get(PREFIX + name)
-        return value.strip() if value is not None and value.strip() else None
-
-    def str(self, name: str, default: str | None = None) -> str:
-        value = self.raw(name)
-        if value is None:
-            if default is None:
-                raise ConfigError(f"{PREFIX}{name} is required")
-            return default
-        return value
-
-    def int(self, name: builtins.str, default: builtins.int, low: builtins.int,
-            high: builtins.int) -> builtins.int:
-        text = self.raw(name)
-        if text is None:
-            return default
-        try:
-            value = int(text)
-        except ValueError:
-            raise ConfigError(f"{PREFIX}{name} must be an integer") from None
-        if not low <= value <= high:
-            raise ConfigError(f"{PREFIX}{name} must be between {low} and {high}")
-        return value
-
-    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
-        text = self.raw(name)
-        if text is None:
-            return default
-        if text.lower() in {"1", "true", "yes", "on"}:
-            return True
-        if text.lower() in {"0", "false", "no", "off"}:
-            return False
-        raise ConfigError(f"{PREFIX}{name} must be true or false")
-
-    def list(self, name: builtins.str, default: builtins.str = "") -> tuple[builtins.str, ...]:
-        text = self.raw(name) or default
-        return tuple(item.strip() for item in text.split(",") if item.strip())
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host in LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_url(name: str, url: str, schemes: set[str], production: bool) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in schemes or not parts.hostname:
-        wanted = " or ".join(sorted(schemes))
-        raise ConfigError(f"{PREFIX}{name} must be a URL with scheme {wanted}")
-    if production and parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ConfigError(f"{PREFIX}{name} must use https outside loopback hosts")
-    return url.rstrip("/")
-
-
-def _redis_url(url: str) -> str:
-    try:
-        return checked_url(url)
-    except ValueError as exc:  # its message names no password
-        raise ConfigError(f"{PREFIX}REDIS_URL {exc}") from None
-
-
-def _choice(reader: _Reader, name: str, choices: tuple[str, ...]) -> str:
-    if (value := reader.str(name, choices[0]).strip().lower()) not in choices:
-        raise ConfigError(f"{PREFIX}{name} must be one of: {', '.join(c for c in choices if c)}")
-    return value
-
-
-def _check_origin(name: str, origin: str, production: bool) -> str:
-    origin = _check_url(name, origin, {"http", "https"}, production)
-    parts = urlsplit(origin)
-    if parts.path or parts.query or parts.fragment:
-        raise ConfigError(f"{PREFIX}{name} entries must be bare origins such as https://app.example")
-    return origin
-
-
-def _jwt_secrets(reader: _Reader) -> tuple[tuple[str, Secret[str]], ...]:
-    entries = reader.list("JWT_SECRETS")
-    if not entries:
-        raise ConfigError(f"{PREFIX}JWT_SECRETS is required (kid:secret[,kid:secret...])")
-    keys: list[tuple[str, Secret[str]]] = []
-    for entry in entries:
-        kid, sep, secret = entry.partition(":")
-        if not sep or not kid or not secret:
-            raise ConfigError(f"{PREFIX}JWT_SECRETS entries must look like kid:secret")
-        if len(secret) < MIN_JWT_SECRET_CHARS:
-            raise ConfigError(f"{PREFIX}JWT_SECRETS secret for kid {kid!r} must be at least "
-                              f"{MIN_JWT_SECRET_CHARS} characters")
-        if kid in {k for k, _ in keys}:
-            raise ConfigError(f"{PREFIX}JWT_SECRETS repeats kid {kid!r}")
-        keys.append((kid, Secret(secret)))
-    return tuple(keys)
-
-
-def _data_key(reader: _Reader) -> Secret[bytes]:
-    text = reader.raw("DATA_KEY")
-    if text is None:
-        raise ConfigError(f"{PREFIX}DATA_KEY is required (base64 of {DATA_KEY_BYTES} bytes)")
-    return _decode_data_key("DATA_KEY", text)
-
-
-def _decode_data_key(name: str, text: str) -> Secret[bytes]:
-    try:
-        key = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigError(f"{PREFIX}{name} must be base64") from None
-    if len(key) != DATA_KEY_BYTES:
-        raise ConfigError(f"{PREFIX}{name} must decode to exactly {DATA_KEY_BYTES} bytes")
-    return Secret(key)
-
-
-def audit_key(environ: Mapping[str, str]) -> Secret[bytes]:
-    """ARCHOMATA_AUDIT_KEY: the audit chain's HMAC key (archomata.audit.keyed), never the
-    data or backup key, each key having one use. Required wherever entries are written
-    or verified: an entry is never written unkeyed."""
-    name = f"{PREFIX}AUDIT_KEY"
-    text = (environ.get(name) or "").strip()
-    if not text:
-        raise ConfigError(f"{name} is required (base64 of {DATA_KEY_BYTES} bytes)")
-    key = _decode_data_key("AUDIT_KEY", text).reveal()
-    for other in ("DATA_KEY", "BACKUP_KEY"):
-        try:
-            same = base64.b64decode((environ.get(PREFIX + other) or "").strip(),
-                                    validate=True) == key
-        except (binascii.Error, ValueError):
-            same = False
-        if same:
-            raise ConfigError(f"{name} must not be {PREFIX}{other}: each key has one use")
-    return Secret(key)
-
-
-def _previous_data_keys(reader: _Reader) -> tuple[Secret[bytes], ...]:
-    return tuple(_decode_data_key("DATA_KEY_PREVIOUS", text)
-                 for text in reader.list("DATA_KEY_PREVIOUS"))
-
-
-def _rate_limit(reader: _Reader, name: str, default: str) -> RateLimit:
+def _rate_limit(reader: Reader, name: str, default: str) -> RateLimit:
     text = reader.str(name, default)
     count, sep, seconds = text.partition("/")
     try:
@@ -332,19 +164,12 @@ def _rate_limit(reader: _Reader, name: str, default: str) -> RateLimit:
     return limit
 
 
-def _samesite(reader: _Reader) -> SameSite:
+def _samesite(reader: Reader) -> SameSite:
     text = reader.str("REFRESH_COOKIE_SAMESITE", SameSite.STRICT.value)
     for value in SameSite:
         if text.lower() == value.value.lower():
             return value
     raise ConfigError(f"{PREFIX}REFRESH_COOKIE_SAMESITE must be Strict or Lax")
-
-
-def _trusted_proxies(reader: _Reader) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    try:
-        return tuple(ipaddress.ip_network(c, strict=False) for c in reader.list("TRUSTED_PROXIES"))
-    except ValueError:
-        raise ConfigError(f"{PREFIX}TRUSTED_PROXIES must be comma-separated CIDRs") from None
 
 
 SSO_DISCOVERY = {
@@ -353,14 +178,14 @@ SSO_DISCOVERY = {
 }
 
 
-def _sso(reader: _Reader, production: bool) -> tuple[SsoProvider, ...]:
+def _sso(reader: Reader, production: bool) -> tuple[SsoProvider, ...]:
     providers = []
     for name, discovery in SSO_DISCOVERY.items():
         prefix = f"SSO_{name.upper()}_"
         client_id = reader.raw(prefix + "CLIENT_ID")
         if client_id is None:
             continue
-        metadata = _check_url(
+        metadata = check_url(
             prefix + "METADATA_URL", reader.str(prefix + "METADATA_URL", discovery),
             {"http", "https"}, production,
         )
@@ -371,17 +196,17 @@ def _sso(reader: _Reader, production: bool) -> tuple[SsoProvider, ...]:
 
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
     """Builds the Config from `environ` (default: os.environ) or raises ConfigError."""
-    reader = _Reader(os.environ if environ is None else environ)
+    reader = Reader(os.environ if environ is None else environ)
     try:
         env = Environment(reader.str("ENV", Environment.PRODUCTION.value).lower())
     except ValueError:
         raise ConfigError(f"{PREFIX}ENV must be production or development") from None
     production = env is Environment.PRODUCTION
-    database_url = _check_url("DATABASE_URL", reader.str("DATABASE_URL"),
-                              {"postgres", "postgresql"}, production=False)
+    database_url = check_url("DATABASE_URL", reader.str("DATABASE_URL"),
+                             {"postgres", "postgresql"}, production=False)
     owner_url = reader.raw("DATABASE_OWNER_URL")
-    frontend_url = _check_url("FRONTEND_URL", reader.str("FRONTEND_URL", "http://localhost:5173"),
-                              {"http", "https"}, production)
+    frontend_url = check_url("FRONTEND_URL", reader.str("FRONTEND_URL", "http://localhost:5173"),
+                             {"http", "https"}, production)
     origins = reader.list("FRONTEND_ORIGINS") or (
         f"{urlsplit(frontend_url).scheme}://{urlsplit(frontend_url).netloc}",
     )
@@ -392,22 +217,22 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         env=env,
         database_url=Secret(database_url),
         database_owner_url=Secret(
-            _check_url("DATABASE_OWNER_URL", owner_url, {"postgres", "postgresql"}, False)
+            check_url("DATABASE_OWNER_URL", owner_url, {"postgres", "postgresql"}, False)
             if owner_url else database_url
         ),
         database_owner_url_is_default=owner_url is None,
-        redis_url=Secret(_redis_url(reader.str("REDIS_URL", "redis://127.0.0.1:6379/0"))),
-        database_pooler=_choice(reader, "DATABASE_POOLER", ("", "pgbouncer")),
-        jwt_secrets=_jwt_secrets(reader),
-        data_key=_data_key(reader),
-        frontend_origins=tuple(_check_origin("FRONTEND_ORIGINS", o, production) for o in origins),
+        redis_url=Secret(check_redis_url(reader.str("REDIS_URL", "redis://127.0.0.1:6379/0"))),
+        database_pooler=read_choice(reader, "DATABASE_POOLER", ("", "pgbouncer")),
+        jwt_secrets=read_jwt_secrets(reader),
+        data_key=read_data_key(reader),
+        frontend_origins=tuple(check_origin("FRONTEND_ORIGINS", o, production) for o in origins),
         frontend_url=frontend_url,
-        public_url=_check_url("PUBLIC_URL", reader.str("PUBLIC_URL", "http://127.0.0.1:8080"),
-                              {"http", "https"}, production),
-        smtp_url=Secret(_check_url("SMTP_URL", reader.str("SMTP_URL", "smtp://127.0.0.1:25"),
-                                   {"smtp", "smtps"}, production=False)),
+        public_url=check_url("PUBLIC_URL", reader.str("PUBLIC_URL", "http://127.0.0.1:8080"),
+                             {"http", "https"}, production),
+        smtp_url=Secret(check_url("SMTP_URL", reader.str("SMTP_URL", "smtp://127.0.0.1:25"),
+                                  {"smtp", "smtps"}, production=False)),
         mail_from=reader.str("MAIL_FROM", "Archomata <no-reply@archomata.local>"),
-        trusted_proxies=_trusted_proxies(reader),
+        trusted_proxies=read_trusted_proxies(reader),
         bcrypt_rounds=reader.int("BCRYPT_ROUNDS", 12, 4, 31),
         refresh_reuse_grace_seconds=reader.int("REFRESH_REUSE_GRACE_SECONDS", 10, 0, 300),
         host=reader.str("HOST", "127.0.0.1"),
@@ -428,7 +253,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         db_pool_max=reader.int("DB_POOL_MAX", 10, 1, 500),
         bcrypt_threads=reader.int("BCRYPT_THREADS", default_bcrypt_threads(), 1, 64),
         bcrypt_queue=reader.int("BCRYPT_QUEUE", 16, 1, 10_000),
-        data_key_previous=_previous_data_keys(reader),
+        data_key_previous=read_previous_data_keys(reader),
         audit_key=audit_key(reader.environ),
         refresh_cookie_samesite=_samesite(reader),
         header_timeout_seconds=reader.int("HEADER_TIMEOUT_SECONDS", 10, 1, 300),

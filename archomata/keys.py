@@ -6,7 +6,9 @@ The components built on those foundations (they open transactions, run the rate-
 gate) keep their app key beside their class, typed by it: `REVOCATION`
 (identity.revocation), `AUTHENTICATOR` (identity.authenticator), `API_KEYS`
 (bridge.api_keys) and `METRICS` (metrics). Typing them here would import them, and
-through them db and this module again.
+through them db and this module again. So do the keys of the pipeline's and the guards'
+own parts: `AUTHENTICATORS` (http.middlewares.authn), `ROUTE_POLICIES`
+(access.route_policy) and `HAS_FACTOR` (access.step_up).
 """
 
 from __future__ import annotations

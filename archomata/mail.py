@@ -11,7 +11,7 @@ from urllib.parse import quote, urlsplit
 import aiosmtplib
 
 from archomata.config import Config
-from archomata.web.text import NOT_SINGLE_LINE
+from archomata.text_rules import NOT_SINGLE_LINE
 
 log = logging.getLogger(__name__)
 

@@ -11,18 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from archomata import keys
-from archomata.web.routing import route_name
 
 GAUGES = {
     "archomata_db_pool_size": "Connections open in the pool",
@@ -122,20 +119,3 @@ async def worker_gauges(app: web.Application) -> AsyncIterator[None]:
 
 # This component's app key: beside its class, not in archomata.keys (which says why).
 METRICS = web.AppKey("metrics", Metrics)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    metrics = request.app[METRICS]
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        metrics.served(request.method, route_name(request), status,
-                       time.perf_counter() - started)

@@ -19,11 +19,12 @@ import pytest
 
 import archomata
 from archomata.access import roles
-from archomata.access.principal import OrgRole
 from archomata.db import Tx, permission_cache, system_tx
 from archomata.errors import Conflict, ServiceUnavailable
 from archomata.identity.onboarding import NewAccount
-from archomata.orgs.store import groups, members, orgs
+from archomata.orgs.store import groups, members
+from archomata.tenancy import orgs
+from archomata.tenancy.org_role import OrgRole
 from tests.factories import tenant_account
 
 
@@ -203,7 +204,7 @@ WRITES: dict[str, StoreCall] = {
     "orgs.store.members.set_org_role": lambda tx, a, g: members.set_org_role(
         tx, a.org.id, a.user.id, OrgRole.MEMBER),
     "orgs.store.members.remove": lambda tx, a, g: members.remove(tx, a.org.id, a.user.id),
-    "orgs.store.orgs.add_member": lambda tx, a, g: orgs.add_member(
+    "tenancy.orgs.add_member": lambda tx, a, g: orgs.add_member(
         tx, a.org.id, a.user.id, OrgRole.MEMBER),
     "access.roles.assign_by_name": lambda tx, a, g: roles.assign_by_name(
         tx, a.org.id, a.user.id, "Trader"),

@@ -13,13 +13,14 @@ import orjson
 import pytest
 from marshmallow import Schema
 
-from archomata.access.principal import OrgRole
 from archomata.access.roles import Role
-from archomata.orgs.schemas import GroupSchema, InvitationSchema, MemberSchema, RoleSchema
+from archomata.access.schemas import RoleSchema
+from archomata.orgs.schemas import GroupSchema, InvitationSchema, MemberSchema
 from archomata.orgs.store.groups import Group
 from archomata.orgs.store.invitations import Invitation
 from archomata.orgs.store.members import Member
-from archomata.orgs.store.orgs import Org
+from archomata.tenancy.org_role import OrgRole
+from archomata.tenancy.orgs import Org
 from archomata.web.json_io import dumps
 from archomata.web.schemas import OrgSchema
 

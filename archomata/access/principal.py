@@ -6,15 +6,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from uuid import UUID
 
+from archomata.tenancy.org_role import OrgRole
+
 
 class PlatformRole(StrEnum):
     USER = "user"
     PLATFORM_ADMINISTRATOR = "platform_administrator"
-
-
-class OrgRole(StrEnum):
-    MEMBER = "member"
-    ADMINISTRATOR = "administrator"
 
 
 class ActorType(StrEnum):

@@ -6,8 +6,8 @@ from aiohttp import web
 
 from archomata.access import roles
 from archomata.access.guards import authenticated
+from archomata.access.schemas import PermissionListSchema, RoleListSchema
 from archomata.db import org_tx
-from archomata.orgs.schemas import PermissionListSchema, RoleListSchema
 from archomata.web.json_io import json_response
 from archomata.web.openapi import doc
 

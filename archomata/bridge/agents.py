@@ -138,15 +138,3 @@ async def find_key(tx: Tx, key_id: str) -> KeyRecord | None:
     if row is None:
         return None
     return KeyRecord(row["id"], row["org_id"], row["key_hash"], row["org_disabled"])
-
-
-LOCK_FOR_KEY = "select 1 from agents where org_id = $1 and id = $2 for update"
-LOCK_FOR_ASSIGNMENT = "select 1 from agents where org_id = $1 and id = $2 for share"
-
-
-async def lock(tx: Tx, org_id: UUID, agent_id: UUID, *, for_key: bool) -> bool:
-    """Locks the agent's row until the transaction ends; False when there is no such agent.
-    A key change (`for_key`) takes it exclusively, an account assignment shared, so the
-    two never decide at once on what the other is changing (archomata.trading.custody)."""
-    sql = LOCK_FOR_KEY if for_key else LOCK_FOR_ASSIGNMENT
-    return await tx.fetchval(sql, org_id, agent_id) is not None

@@ -96,7 +96,7 @@ async def rotate_agent_key(request: web.Request) -> web.Response:
     key_id, secret, api_key = api_keys.new_key()
     key_hash = await request.app[keys.PASSWORDS].hash(secret)
     async with org_tx(request) as tx:
-        if not await agents.lock(tx, org_id, agent_id, for_key=True):
+        if not await custody.lock_agent(tx, org_id, agent_id, for_key=True):
             raise NotFound("No such agent.")
         # Read after the lock: an assignment to this agent holds it until it commits.
         credentialed = await accounts.credentialed_for_agent(tx, org_id, agent_id)

@@ -24,13 +24,13 @@ from uuid import UUID
 from archomata import audit
 from archomata.access.caller import Agent
 from archomata.audit import AuditAction, AuditContext
-from archomata.bridge import agents
+from archomata.bridge import agents, commands
 from archomata.bridge.broadcast import Broadcast
 from archomata.bridge.polls import Poll, Polls
 from archomata.crypto import DataKeys
 from archomata.errors import Conflict, NotFound
 from archomata.trading import credentials
-from archomata.trading.store import accounts, market, orders
+from archomata.trading.store import accounts, market
 from archomata.trading.store.accounts import AssignedAccount
 from archomata.trading.values import decimal_text
 
@@ -99,7 +99,7 @@ async def push_deals(agent: Agent, login: int, columns: Sequence[Sequence[Any]])
 
 
 async def poll(agent: Agent, broadcast: Broadcast, wait: float, lease_seconds: float,
-               gone: Callable[[], bool]) -> list[orders.Command]:
+               gone: Callable[[], bool]) -> list[commands.Command]:
     """The agent's commands, each leased to this poll for `lease_seconds` (one with no
     result by then is handed out again); with none, waits up to `wait` seconds for a
     wake-up. Stops claiming as soon as `gone()` says no one would get the commands (the
@@ -125,10 +125,10 @@ async def poll(agent: Agent, broadcast: Broadcast, wait: float, lease_seconds: f
 
 async def _wait_and_claim(agent: Agent, waiting_polls: Polls, waiting: Poll, wait: float,
                           lease_seconds: float, gone: Callable[[], bool]
-                          ) -> list[orders.Command]:
+                          ) -> list[commands.Command]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    claimed: list[orders.Command] = []
+    claimed: list[commands.Command] = []
     while True:
         waiting.woken.clear()  # before claiming: a wake-up from here on is not lost
         if gone() or waiting.superseded:
@@ -148,10 +148,10 @@ async def _wait_and_claim(agent: Agent, waiting_polls: Polls, waiting: Poll, wai
     return claimed
 
 
-async def _claim(agent: Agent, lease_seconds: float) -> list[orders.Command]:
+async def _claim(agent: Agent, lease_seconds: float) -> list[commands.Command]:
     async with agent.tx() as tx:
-        return await orders.claim(tx, agent.org_id, agent.agent_id, MAX_COMMANDS,
-                                  lease_seconds)
+        return await commands.claim(tx, agent.org_id, agent.agent_id, MAX_COMMANDS,
+                                    lease_seconds)
 
 
 async def report_result(agent: Agent, who: AuditContext, command_id: UUID,
@@ -160,8 +160,8 @@ async def report_result(agent: Agent, who: AuditContext, command_id: UUID,
     (Conflict `already_reported` after), audited in the same transaction. An `error` (the
     agent could not tell the broker's answer) is audited as a rejection, with its status."""
     async with agent.tx() as tx:
-        completion = await orders.complete(tx, agent.org_id, agent.agent_id, command_id,
-                                           result)
+        completion = await commands.complete(tx, agent.org_id, agent.agent_id,
+                                             command_id, result)
         order = completion.order
         if order is None:
             if not completion.found:

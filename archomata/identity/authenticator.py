@@ -11,7 +11,7 @@ import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
-from archomata.access.principal import ActorType, OrgRole, Principal
+from archomata.access.principal import ActorType, Principal
 from archomata.config import Config
 from archomata.errors import ServiceUnavailable, Unauthorized
 from archomata.gate import authz
@@ -19,6 +19,7 @@ from archomata.gate.check import GATE, CheckResult, call_gate, gate_keys, judge
 from archomata.identity import tokens
 from archomata.identity.revocation import Revocation
 from archomata.identity.tokens import Claims
+from archomata.tenancy.org_role import OrgRole
 
 log = logging.getLogger(__name__)
 

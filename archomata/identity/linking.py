@@ -37,9 +37,9 @@ from archomata.db import Tx, service_tx, signup_tx
 from archomata.errors import BadRequest, Conflict
 from archomata.identity import onboarding
 from archomata.identity.oidc import Assertion, SsoError
+from archomata.identity.reception import Reception
 from archomata.identity.signin import (
     Attempt,
-    Door,
     SignInRefused,
     Via,
     choose_org,
@@ -51,7 +51,7 @@ from archomata.identity.store import identities, mail_tokens, users
 from archomata.identity.store.identities import Identity
 from archomata.identity.store.mail_tokens import Purpose
 from archomata.identity.store.users import User, same_mailbox
-from archomata.orgs.store import orgs
+from archomata.tenancy import orgs
 
 
 class How(StrEnum):
@@ -72,10 +72,10 @@ class SignIn:
     pending: Mapping[str, Any] | None = None  # the link to make once the factor is proven
 
 
-async def resolve(door: Door, who: AuditContext, assertion: Assertion, *,
+async def resolve(reception: Reception, who: AuditContext, assertion: Assertion, *,
                   allow_signup: bool) -> SignIn:
     """The account `assertion` signs into, linking or creating it as the rules say."""
-    pool = door.pool
+    pool = reception.pool
     async with service_tx(pool) as tx:
         identity = await identities.get_by_subject(tx, assertion.provider, assertion.subject)
         owner = await users.get(tx, identity.user_id) if identity else None
@@ -91,29 +91,29 @@ async def resolve(door: Door, who: AuditContext, assertion: Assertion, *,
     if user is None:
         if not allow_signup:
             raise SsoError("signup_disabled", "no_account_signup_disabled")
-        return await _sign_up(door, who, assertion)
+        return await _sign_up(reception, who, assertion)
     # Found through the lookup's folding (`ß`/`ss`, fullwidth...): possibly another
     # person's mailbox, so the provider's word is no proof of this account.
     if not same_mailbox(user.email, assertion.email):
         raise SsoError("email_conflict", "email_spelled_differently", user_id=user.id)
     # The provider vouches for the address it links (and a takeover marks it verified).
-    await vet(door, who, Attempt(user, Via.SSO, mailbox_proven=True,
+    await vet(reception, who, Attempt(user, Via.SSO, mailbox_proven=True,
                                  refusal_details=sso_details(assertion.provider)))
-    if await has_second_factor(door, user.id):
+    if await has_second_factor(reception, user.id):
         return SignIn(user, None, How.EMAIL_MATCH, {
-            "kind": LINK, "org_id": _str(await _home_org(door, user.id)),
+            "kind": LINK, "org_id": _str(await _home_org(reception, user.id)),
             "provider": assertion.provider, "subject": assertion.subject,
             "email": assertion.email})
-    return await _link(door, who, user, assertion)
+    return await _link(reception, who, user, assertion)
 
 
 def _str(value: UUID | None) -> str | None:
     return str(value) if value is not None else None
 
 
-async def _sign_up(door: Door, who: AuditContext, assertion: Assertion) -> SignIn:
+async def _sign_up(reception: Reception, who: AuditContext, assertion: Assertion) -> SignIn:
     assert assertion.email is not None
-    async with signup_tx(door.pool) as tx:
+    async with signup_tx(reception.pool) as tx:
         try:
             account = await onboarding.create_in(
                 tx, who, email=assertion.email, name=assertion.name, password_hash=None,
@@ -128,9 +128,9 @@ async def _sign_up(door: Door, who: AuditContext, assertion: Assertion) -> SignI
     return SignIn(account.user, identity, How.SIGNUP)
 
 
-async def _home_org(door: Door, user_id: UUID) -> UUID | None:
+async def _home_org(reception: Reception, user_id: UUID) -> UUID | None:
     """The org whose log records the link: the one the session will most likely open in."""
-    async with service_tx(door.pool, user_id=user_id) as tx:
+    async with service_tx(reception.pool, user_id=user_id) as tx:
         memberships = await orgs.memberships_of(tx, user_id)
     try:
         home = choose_org(memberships, None)
@@ -139,10 +139,11 @@ async def _home_org(door: Door, user_id: UUID) -> UUID | None:
     return home.org.id if home else None
 
 
-async def _link(door: Door, who: AuditContext, user: User, assertion: Assertion) -> SignIn:
-    org_id = await _home_org(door, user.id)
-    async with service_tx(door.pool, org_id=org_id, user_id=user.id) as tx:
-        linked = await _link_in(door, tx, who, user, assertion.provider, assertion.subject,
+async def _link(reception: Reception, who: AuditContext, user: User,
+                assertion: Assertion) -> SignIn:
+    org_id = await _home_org(reception, user.id)
+    async with service_tx(reception.pool, org_id=org_id, user_id=user.id) as tx:
+        linked = await _link_in(reception, tx, who, user, assertion.provider, assertion.subject,
                                 assertion.email)
         if linked is None:
             raise SsoError("sso_failed", "identity_linked_concurrently", user_id=user.id)
@@ -152,7 +153,7 @@ async def _link(door: Door, who: AuditContext, user: User, assertion: Assertion)
     return SignIn(user_now, identity, how)
 
 
-async def _link_in(door: Door, tx: Tx, who: AuditContext, user: User, provider: str,
+async def _link_in(reception: Reception, tx: Tx, who: AuditContext, user: User, provider: str,
                    subject: str, email: str | None) -> tuple[Identity, How] | None:
     """The link and its entry, in the caller's transaction (scoped to the user and their
     home org); None when the identity is linked already."""
@@ -162,12 +163,12 @@ async def _link_in(door: Door, tx: Tx, who: AuditContext, user: User, provider: 
     how = How.EMAIL_MATCH
     if not user.email_verified and await identities.reset_unverified_user(tx, user.id):
         how = How.TAKEOVER
-        await _wipe_access(door, tx, user.id)
+        await _wipe_access(reception, tx, user.id)
     await _audit_link(tx, who, identity, how)
     return identity, how
 
 
-async def link_pending(door: Door, tx: Tx, who: AuditContext, pending: Mapping[str, Any],
+async def link_pending(reception: Reception, tx: Tx, who: AuditContext, pending: Mapping[str, Any],
                        user: User) -> dict[str, Any]:
     """Makes a link that waited for the user's second factor, in `tx`, the transaction
     that proves it: the details it gives the session's entry. 400 invalid_token (and `tx`
@@ -175,7 +176,7 @@ async def link_pending(door: Door, tx: Tx, who: AuditContext, pending: Mapping[s
     account's address no longer is the one the provider vouched for."""
     if pending["email"] is None or not same_mailbox(user.email, pending["email"]):
         raise sign_in_again()
-    linked = await _link_in(door, tx, who, user, pending["provider"], pending["subject"],
+    linked = await _link_in(reception, tx, who, user, pending["provider"], pending["subject"],
                             pending["email"])
     if linked is None:
         found = await identities.get_by_subject(tx, pending["provider"], pending["subject"])
@@ -191,12 +192,12 @@ def sign_in_again() -> BadRequest:
     return BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
 
 
-async def _wipe_access(door: Door, tx: Tx, user_id: UUID) -> None:
+async def _wipe_access(reception: Reception, tx: Tx, user_id: UUID) -> None:
     """Whoever registered the address first loses every way back in: the password is
     gone (reset_unverified_user), and so are sessions, access tokens and mailed links."""
     for purpose in Purpose:
         await mail_tokens.retire_all(tx, user_id, purpose)
-    cut = await door.sessions.cut_off(tx, user_id, end_sessions=True)
+    cut = await reception.sessions.cut_off(tx, user_id, end_sessions=True)
     await users.set_tokens_valid_after(tx, user_id, cut)
 
 

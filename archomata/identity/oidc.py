@@ -45,7 +45,7 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 from archomata.config import Config, SsoProvider
-from archomata.web.text import NOT_SINGLE_LINE, text_problem
+from archomata.text_rules import NOT_SINGLE_LINE, text_problem
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def asserted(value: Any) -> bool:
 
 
 def _text_claim(claims: dict[str, Any], name: str, max_length: int = 255) -> str | None:
-    """A single-line claim under the text rules (archomata.web.text), else None: a
+    """A single-line claim under the text rules (archomata.text_rules), else None: a
     provider's text reaches the database and mail headers as a client's would."""
     value = claims.get(name)
     if isinstance(value, str) and 0 < len(value.strip()) <= max_length \

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from archomata import audit
 from archomata.access import roles
 from archomata.access.permissions import ADMINISTRATOR
-from archomata.access.principal import OrgRole, PlatformRole
+from archomata.access.principal import PlatformRole
 from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx, service_tx, signup_tx
 from archomata.errors import Conflict
@@ -30,8 +30,9 @@ from archomata.identity.store import mail_tokens, users
 from archomata.identity.store.mail_tokens import Purpose
 from archomata.identity.store.users import User
 from archomata.mail import Mailer
-from archomata.orgs.store import orgs
-from archomata.orgs.store.orgs import Org
+from archomata.tenancy import orgs
+from archomata.tenancy.org_role import OrgRole
+from archomata.tenancy.orgs import Org
 
 
 @dataclass(frozen=True, slots=True)

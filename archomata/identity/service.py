@@ -2,7 +2,7 @@
 links, email verification, password reset and change, refresh, org switch, logout and
 the sessions of a signed-in person.
 
-Each flow is handed what it works with: the sign-in `Door` (pool, sessions, passwords,
+Each flow is handed what it works with: the sign-in `Reception` (pool, sessions, passwords,
 login backoff), who asks (an AuditContext), and for a signed-in person the doors of their
 own scope (a `Person`'s `tx`, and `into` for one of their other orgs: archomata.access.caller,
 from the verified token); a flow never widens the scope it was given. They raise the ApiError tree
@@ -24,15 +24,16 @@ from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx, service_tx
 from archomata.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from archomata.identity import signin
+from archomata.identity.reception import Reception
 from archomata.identity.session_replies import Ended, Outcome, Record
-from archomata.identity.signin import Door, SignInRefused
+from archomata.identity.signin import SignInRefused
 from archomata.identity.store import mail_tokens, users
 from archomata.identity.store.mail_tokens import Purpose
 from archomata.identity.store.session_rows import Session
 from archomata.identity.store.users import User
-from archomata.orgs.store import orgs
-from archomata.orgs.store.orgs import Membership
 from archomata.redis_boundary import REDIS_FAILURES
+from archomata.tenancy import orgs
+from archomata.tenancy.orgs import Membership
 
 MAIL_COOLDOWN_SECONDS = 60
 
@@ -95,7 +96,7 @@ async def first_mail_in_a_while(redis: Redis, user_id: UUID, purpose: Purpose | 
         return True
 
 
-async def issue_mail_link(door: Door, redis: Redis, who: AuditContext, email: str,
+async def issue_mail_link(reception: Reception, redis: Redis, who: AuditContext, email: str,
                           link: MailLink) -> tuple[str, str] | None:
     """A fresh single-use link for the email's account when it is eligible and was not
     mailed one a moment ago (older links die), audited: the address and token to mail,
@@ -104,13 +105,13 @@ async def issue_mail_link(door: Door, redis: Redis, who: AuditContext, email: st
     The entry goes in the log of the org a sign-in of the account opens by default (its
     first enabled org), whose administrators watch over it; the platform's for an account
     with none."""
-    async with service_tx(door.pool) as tx:
+    async with service_tx(reception.pool) as tx:
         user = await users.get_by_email(tx, email)
     if user is None or not link.eligible(user) or not await first_mail_in_a_while(
             redis, user.id, link.purpose):
         return None
-    home = await signin.home_org(door, user.id)
-    async with service_tx(door.pool, org_id=home, user_id=user.id) as tx:
+    home = await signin.home_org(reception, user.id)
+    async with service_tx(reception.pool, org_id=home, user_id=user.id) as tx:
         await mail_tokens.retire_all(tx, user.id, link.purpose)
         token = await mail_tokens.issue(tx, user.id, link.purpose, link.ttl_seconds)
         await audit.record(tx, who.or_user(user.id), link.action,
@@ -118,17 +119,17 @@ async def issue_mail_link(door: Door, redis: Redis, who: AuditContext, email: st
     return user.email, token
 
 
-async def mail_link(door: Door, redis: Redis, who: AuditContext, email: str, link: MailLink,
-                    send: Callable[[str, str], Awaitable[bool]]) -> None:
+async def mail_link(reception: Reception, redis: Redis, who: AuditContext, email: str,
+                    link: MailLink, send: Callable[[str, str], Awaitable[bool]]) -> None:
     """issue_mail_link, then its mail: the work of a reset or resend request, which the
     route runs after its answer (archomata.web.later)."""
-    mail = await issue_mail_link(door, redis, who, email, link)
+    mail = await issue_mail_link(reception, redis, who, email, link)
     if mail is not None:
         await send(*mail)
 
 
-async def verify_email(door: Door, who: AuditContext, token: str) -> User:
-    async with service_tx(door.pool) as tx:
+async def verify_email(reception: Reception, who: AuditContext, token: str) -> User:
+    async with service_tx(reception.pool) as tx:
         user_id = await mail_tokens.consume(tx, token, Purpose.VERIFY_EMAIL)
         if user_id is None:
             raise _invalid_link()
@@ -141,34 +142,34 @@ async def verify_email(door: Door, who: AuditContext, token: str) -> User:
 
 # --- passwords --------------------------------------------------------------------------
 
-async def confirm_password_reset(door: Door, who: AuditContext, token: str,
+async def confirm_password_reset(reception: Reception, who: AuditContext, token: str,
                                  new_password: str) -> None:
     """Sets the new password of the link's account; every session of it ends, and every
     access token minted so far dies. The link is checked before the bcrypt work (no
     hashing for a forged link) and spent in the transaction that writes the password."""
-    async with service_tx(door.pool) as tx:
+    async with service_tx(reception.pool) as tx:
         owner = await mail_tokens.peek(tx, token, Purpose.PASSWORD_RESET)
     if owner is None:
         raise _invalid_link()
-    password_hash = await door.passwords.hash(new_password)
-    home = await signin.home_org(door, owner)  # its entry's org, as for the request
+    password_hash = await reception.passwords.hash(new_password)
+    home = await signin.home_org(reception, owner)  # its entry's org, as for the request
     # Scoped to the link's user: the sessions it ends are revoked in this transaction.
-    async with service_tx(door.pool, org_id=home, user_id=owner) as tx:
+    async with service_tx(reception.pool, org_id=home, user_id=owner) as tx:
         user_id = await mail_tokens.consume(tx, token, Purpose.PASSWORD_RESET)
         if user_id is None or user_id != owner:  # spent meanwhile (a link names one user)
             raise _invalid_link()
         await users.set_password_hash(tx, user_id, password_hash)
         await users.mark_verified(tx, user_id)  # the mailbox answered: the address is real
         await mail_tokens.retire_all(tx, user_id, Purpose.PASSWORD_RESET)
-        cut = await door.sessions.cut_off(tx, user_id, end_sessions=True)
+        cut = await reception.sessions.cut_off(tx, user_id, end_sessions=True)
         await users.set_tokens_valid_after(tx, user_id, cut)
         await audit.record(tx, who.or_user(user_id),
                            AuditAction.AUTH_PASSWORD_RESET_COMPLETED, resource_type="user",
                            resource_id=user_id)
 
 
-async def change_password(door: Door, who: AuditContext, me: Person, current_password: str,
-                          new_password: str) -> None:
+async def change_password(reception: Reception, who: AuditContext, me: Person,
+                          current_password: str, new_password: str) -> None:
     """Replaces the password the caller proves; every other session of theirs ends.
 
     A stolen access token must not become a password oracle: the account's login backoff
@@ -176,15 +177,15 @@ async def change_password(door: Door, who: AuditContext, me: Person, current_pas
     async with me.tx() as tx:
         user = await users.get(tx, me.user_id)
     assert user is not None  # the token's user: the authenticator read it
-    if not await signin.password_proves(door, user, user.email, current_password):
+    if not await signin.password_proves(reception, user, user.email, current_password):
         raise _wrong_current_password()
-    password_hash = await door.passwords.hash(new_password)
+    password_hash = await reception.passwords.hash(new_password)
     async with me.tx() as tx:
-        if await signin.replace_password(door, tx, user, current_password,
+        if await signin.replace_password(reception, tx, user, current_password,
                                          password_hash) is None:
             raise _wrong_current_password()
         await mail_tokens.retire_all(tx, user.id, Purpose.PASSWORD_RESET)
-        await door.sessions.revoke_user(tx, user.id, keep=me.session_id)
+        await reception.sessions.revoke_user(tx, user.id, keep=me.session_id)
         await audit.record(tx, who, AuditAction.AUTH_PASSWORD_CHANGED, resource_type="user",
                            resource_id=user.id)
 
@@ -202,28 +203,29 @@ def reuse_entry(who: AuditContext, via: str) -> Record:
     return record
 
 
-async def refresh(door: Door, who: AuditContext, token: str) -> Renewed:
+async def refresh(reception: Reception, who: AuditContext, token: str) -> Renewed:
     """Rotates the refresh token's family; a replayed token revokes it (audited). A
     session whose user or org the sign-in rules no longer let in is ended here:
     SignInRefused with the reason. At most FAMILY_LIMIT refreshes a minute per family."""
-    rotation = await door.sessions.rotate(token, who.ip or "", (who.user_agent or "")[:256],
-                                          limited=True, on_reuse=reuse_entry(who, "refresh"))
+    rotation = await reception.sessions.rotate(
+        token, who.ip or "", (who.user_agent or "")[:256],
+        limited=True, on_reuse=reuse_entry(who, "refresh"))
     if rotation.session is None or rotation.token is None:
         raise _session_ended()
     session = rotation.session
-    async with service_tx(door.pool, user_id=session.user_id) as tx:
+    async with service_tx(reception.pool, user_id=session.user_id) as tx:
         user = await users.get(tx, session.user_id, settled=True)
         memberships = await orgs.memberships_of(tx, session.user_id)
     membership = next((m for m in memberships if m.org.id == session.org_id), None)
     ended = signin.still_signed_in(user, session.org_id, membership)
     if ended is not None:
-        await door.sessions.revoke(session.id, session.user_id)
+        await reception.sessions.revoke(session.id, session.user_id)
         raise SignInRefused(ended, session.user_id)
     assert user is not None
     return Renewed(user, membership, session, rotation.token)
 
 
-async def logout(door: Door, who: AuditContext, session_id: UUID | None,
+async def logout(reception: Reception, who: AuditContext, session_id: UUID | None,
                  owner: UUID | None, token: str | None) -> None:
     """Ends the session the access token (`session_id`, `owner`) or the refresh cookie
     names (nothing when neither names a live one), in PostgreSQL with its audit entry,
@@ -241,32 +243,33 @@ async def logout(door: Door, who: AuditContext, session_id: UUID | None,
 
     # `owner`: the access token's person, who owns its session (with no access token,
     # the cookie names the family).
-    await door.sessions.end(session_id, token=token, owner=owner, record=record,
+    await reception.sessions.end(session_id, token=token, owner=owner, record=record,
                             known=session_id is not None)
 
 
-async def logout_all(door: Door, who: AuditContext, me: Person) -> None:
+async def logout_all(reception: Reception, who: AuditContext, me: Person) -> None:
     """Ends every session of the caller and kills every access token minted so far, in
     Redis at once and in PostgreSQL (tokens_valid_after) for when Redis is rebuilt."""
     async with me.tx() as tx:
-        cut = await door.sessions.cut_off(tx, me.user_id, end_sessions=True)
+        cut = await reception.sessions.cut_off(tx, me.user_id, end_sessions=True)
         await users.set_tokens_valid_after(tx, me.user_id, cut)
         await audit.record(tx, who, AuditAction.AUTH_LOGOUT_ALL, resource_type="user",
                            resource_id=me.user_id)
 
 
-async def delete_session(door: Door, who: AuditContext, me: Person, session_id: UUID) -> None:
+async def delete_session(reception: Reception, who: AuditContext, me: Person,
+                         session_id: UUID) -> None:
     """Ends one of the caller's sessions, in PostgreSQL with its audit entry, then in
     Redis; another person's answers as a missing one."""
     async def record(tx: Tx, ended: Ended) -> None:
         await audit.record(tx, who, AuditAction.AUTH_SESSION_REVOKED, resource_type="session",
                            resource_id=ended.session_id)
 
-    if await door.sessions.end(session_id, owner=me.user_id, record=record) is None:
+    if await reception.sessions.end(session_id, owner=me.user_id, record=record) is None:
         raise NotFound("No such session.")
 
 
-async def switch_org(door: Door, who: AuditContext, me: Person, token: str | None,
+async def switch_org(reception: Reception, who: AuditContext, me: Person, token: str | None,
                      org_id: UUID) -> Renewed:
     """Moves the caller's session to another org of theirs, by the sign-in rules
     (SignInRefused: not a member, or a disabled org). With the session's own refresh
@@ -279,14 +282,14 @@ async def switch_org(door: Door, who: AuditContext, me: Person, token: str | Non
     assert membership is not None  # an org was asked for: choose_org refuses or finds it
     rotation = None
     if token is not None:
-        rotation = await door.sessions.rotate(
+        rotation = await reception.sessions.rotate(
             token, who.ip or "", (who.user_agent or "")[:256], new_org=membership.org.id,
             only=me.session_id, limited=True, on_reuse=reuse_entry(who, "switch_org"))
         if rotation.outcome is Outcome.REUSE:
             raise _session_ended()
     session = rotation.session if rotation is not None else None
     if session is None:  # no cookie, or one of another (or no) family: nothing to rotate
-        session = await door.sessions.move_to_org(me.session_id, membership.org.id,
+        session = await reception.sessions.move_to_org(me.session_id, membership.org.id,
                                                   limited=True)
     if session is None:
         raise Unauthorized("This session has been revoked.", code="session_revoked")

@@ -1,4 +1,4 @@
-"""The one sign-in door. Every way in proves who someone is its own way, then opens the
+"""The one sign-in. Every way in proves who someone is its own way, then opens the
 session here, through the same rules:
 
     password_sign_in   the email's password, under the account's login backoff
@@ -7,7 +7,7 @@ session here, through the same rules:
                        account (orgs/routes/invitations.py)
         -> vet()            the rules on the user, for a way in that changes something
                             before its session (a hash upgrade, an identity linked, an org
-                            joined): nothing changes for someone the door would refuse.
+                            joined): nothing changes for someone the sign-in would refuse.
                             For someone with a second factor, the identity linked or the
                             org joined waits for it instead (Attempt.pending): the change
                             rides on the challenge and commits with the proven factor
@@ -18,7 +18,7 @@ session here, through the same rules:
 A new rule goes in `refusal_of` (on the user) or `choose_org` (on the org), and every way
 in then refuses alike: one `auth.login.failed` entry with its `reason`, and
 SignInRefused, which each way in answers in its own shape (archomata.identity.web.problem,
-identity/routes/sso.py). No HTTP here: collaborators are passed in (Door), and so is who asks
+identity/routes/sso.py). No HTTP here: collaborators are passed in (a Reception), and so is who asks
 (an AuditContext: IP, user agent, request id).
 """
 
@@ -30,23 +30,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 from uuid import UUID
-
-import asyncpg
 
 from archomata import audit
 from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx, service_tx
-from archomata.identity.login_throttle import LoginThrottle
 from archomata.identity.mfa.challenges import Challenges
-from archomata.identity.passwords import PasswordHasher
-from archomata.identity.sessions import SessionStore
+from archomata.identity.reception import Reception
 from archomata.identity.store import mfa, users
 from archomata.identity.store.session_rows import Session
 from archomata.identity.store.users import User
-from archomata.orgs.store import orgs
-from archomata.orgs.store.orgs import Membership
+from archomata.tenancy import orgs
+from archomata.tenancy.orgs import Membership
 
 
 class Via(StrEnum):
@@ -78,15 +74,14 @@ class Reason(StrEnum):
     MEMBERSHIP_REVOKED = "membership_revoked"  # a session's org, left since
 
 
-class SecondFactorRequired(Exception):
-    """The user has a second factor: no session yet, a challenge to answer instead
-    (`/auth/mfa/verify` with its `mfa_token`). Each way in answers it in its own shape."""
+@dataclass(frozen=True, slots=True)
+class SecondFactorRequired:
+    """What a way in returns for a user with a second factor: no session yet, a challenge
+    to answer instead (`/auth/mfa/verify` with its `mfa_token`). A success, not a refusal:
+    each way in answers it in its own shape."""
 
-    METHODS = ("totp", "recovery_code")
-
-    def __init__(self, mfa_token: str) -> None:
-        super().__init__("mfa_required")
-        self.mfa_token = mfa_token
+    mfa_token: str
+    METHODS: ClassVar[tuple[str, ...]] = ("totp", "recovery_code")
 
 
 class SignInRefused(Exception):
@@ -96,16 +91,6 @@ class SignInRefused(Exception):
         super().__init__(reason.value)
         self.reason = reason
         self.user_id = user_id
-
-
-@dataclass(frozen=True, slots=True)
-class Door:
-    """What signing in works with."""
-
-    pool: asyncpg.Pool
-    sessions: SessionStore
-    passwords: PasswordHasher
-    throttle: LoginThrottle
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +155,11 @@ def choose_org(memberships: list[Membership], requested: UUID | None) -> Members
     return None
 
 
-async def home_org(door: Door, user_id: UUID) -> UUID | None:
+async def home_org(reception: Reception, user_id: UUID) -> UUID | None:
     """The org a sign-in of the user opens when none is asked for (choose_org's), where
     the account's security events that belong to no sign-in are written (a reset asked
     for); None for someone in no enabled org: the platform's log then."""
-    async with service_tx(door.pool, user_id=user_id) as tx:
+    async with service_tx(reception.pool, user_id=user_id) as tx:
         memberships = await orgs.memberships_of(tx, user_id)
     enabled = [m for m in memberships if not m.org.disabled]
     return enabled[0].org.id if enabled else None
@@ -193,32 +178,35 @@ def still_signed_in(user: User | None, org_id: UUID | None,
     return None
 
 
-async def _audit_refusal(door: Door, who: AuditContext, user: User | None, reason: Reason,
-                         details: Mapping[str, Any]) -> None:
-    async with service_tx(door.pool) as tx:
+async def _audit_refusal(reception: Reception, who: AuditContext, user: User | None,
+                         reason: Reason, details: Mapping[str, Any]) -> None:
+    async with service_tx(reception.pool) as tx:
         await audit.record(tx, who.as_user(user.id if user else None),
                            AuditAction.AUTH_LOGIN_FAILED, resource_type="user",
                            resource_id=user.id if user else None,
                            details={**details, "reason": reason.value})
 
 
-async def _refuse(door: Door, who: AuditContext, attempt: Attempt, reason: Reason) -> NoReturn:
-    await _audit_refusal(door, who, attempt.user, reason, attempt.refusal_details)
+async def _refuse(reception: Reception, who: AuditContext, attempt: Attempt,
+                  reason: Reason) -> NoReturn:
+    await _audit_refusal(reception, who, attempt.user, reason, attempt.refusal_details)
     raise SignInRefused(reason, attempt.user.id)
 
 
-async def vet(door: Door, who: AuditContext, attempt: Attempt) -> None:
-    """Refuses (audited) a user the door would refuse, before a way in changes anything
+async def vet(reception: Reception, who: AuditContext, attempt: Attempt) -> None:
+    """Refuses (audited) a user the sign-in would refuse, before a way in changes anything
     on their behalf. open_session applies the same rules again: this only comes first."""
     reason = refusal_of(attempt.user, attempt)
     if reason is not None:
-        await _refuse(door, who, attempt, reason)
+        await _refuse(reception, who, attempt, reason)
 
 
-async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opened:
-    """THE door: opens a session for a user whose identity is proven, if every rule lets
+async def open_session(reception: Reception, who: AuditContext,
+                       attempt: Attempt) -> Opened | SecondFactorRequired:
+    """THE sign-in: opens a session for a user whose identity is proven, if every rule lets
     them in, and audits it; the caller answers (the login shape, or a redirect carrying
-    the refresh cookie). SignInRefused, audited, otherwise.
+    the refresh cookie). For a user with a second factor, not yet proven: the challenge
+    instead. SignInRefused, audited, otherwise.
 
     A password change, reset or wipe committed since the proof must not leave this session
     alive: such a change revokes the sessions it finds, and one created after that finds,
@@ -226,7 +214,7 @@ async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opene
     another password hash, so the new session is ended here and nothing of it reaches the
     client. The rules judge that row too."""
     user = attempt.user
-    async with service_tx(door.pool, user_id=user.id) as tx:
+    async with service_tx(reception.pool, user_id=user.id) as tx:
         memberships = await orgs.memberships_of(tx, user.id)
         has_second_factor = await mfa.enabled(tx, user.id)
     reason = refusal_of(user, attempt)
@@ -237,21 +225,21 @@ async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opene
         except SignInRefused as exc:
             reason = exc.reason
     if reason is not None:
-        await _refuse(door, who, attempt, reason)
+        await _refuse(reception, who, attempt, reason)
     # A user with a second factor gets a challenge to answer instead of a session, on
     # every way in at once; the session opens here once it is answered.
     if has_second_factor and attempt.second_factor is None:
-        await ask_second_factor(door, attempt, membership)
+        return await ask_second_factor(reception, attempt, membership)
     if attempt.pending is not None and attempt.second_factor is None:
         # A change that was to wait for a second factor the user no longer has (removed
         # meanwhile): it must not be skipped, nor made here; signing in again makes it.
-        await _refuse(door, who, attempt, Reason.CREDENTIALS_CHANGED)
+        await _refuse(reception, who, attempt, Reason.CREDENTIALS_CHANGED)
     org_id = membership.org.id if membership else None
     amr = ",".join(filter(None, (attempt.via.amr, attempt.second_factor)))
-    session, refresh = await door.sessions.create(
+    session, refresh = await reception.sessions.create(
         user.id, org_id, who.ip or "", (who.user_agent or "")[:256], amr,
         time.time() if attempt.second_factor else None)
-    async with service_tx(door.pool, org_id=org_id, user_id=user.id) as tx:
+    async with service_tx(reception.pool, org_id=org_id, user_id=user.id) as tx:
         current = await users.get(tx, user.id, settled=True)
         if current is None or current.password_hash != user.password_hash:
             reason = Reason.CREDENTIALS_CHANGED
@@ -262,23 +250,23 @@ async def open_session(door: Door, who: AuditContext, attempt: Attempt) -> Opene
                                resource_type="session", resource_id=session.id,
                                details=dict(attempt.details))
     if reason is not None or current is None:
-        await door.sessions.revoke(session.id, user.id)
-        await _refuse(door, who, attempt, reason or Reason.CREDENTIALS_CHANGED)
+        await reception.sessions.revoke(session.id, user.id)
+        await _refuse(reception, who, attempt, reason or Reason.CREDENTIALS_CHANGED)
     return Opened(membership, session, refresh, current)
 
 
-async def has_second_factor(door: Door, user_id: UUID) -> bool:
+async def has_second_factor(reception: Reception, user_id: UUID) -> bool:
     """Whether the user's ways in ask for a second factor (a way in that changes
     something asks first, so that the change can wait for it)."""
-    async with service_tx(door.pool, user_id=user_id) as tx:
+    async with service_tx(reception.pool, user_id=user_id) as tx:
         return await mfa.enabled(tx, user_id)
 
 
-async def ask_second_factor(door: Door, attempt: Attempt,
-                            membership: Membership | None = None) -> NoReturn:
-    """SecondFactorRequired: a challenge for the attempt, holding what the session and
-    the attempt's pending change need once the factor is proven."""
-    raise SecondFactorRequired(await Challenges(door.sessions.redis).open(
+async def ask_second_factor(reception: Reception, attempt: Attempt,
+                            membership: Membership | None = None) -> SecondFactorRequired:
+    """A challenge for the attempt, holding what the session and the attempt's pending
+    change need once the factor is proven."""
+    return SecondFactorRequired(await Challenges(reception.sessions.redis).open(
         challenge_of(attempt, membership)))
 
 
@@ -301,7 +289,7 @@ def challenge_of(attempt: Attempt, membership: Membership | None = None) -> dict
 
 def answered(challenge: Mapping[str, Any], user: User, second_factor: str) -> Attempt:
     """The attempt a challenge stood for, now with its second factor, against `user` as it
-    stands: its own proof if the password is the one proven, else one the door refuses
+    stands: its own proof if the password is the one proven, else one the sign-in refuses
     (CREDENTIALS_CHANGED, as a password changed mid-login)."""
     proof = user if proof_mark(user) == challenge["proof"] else dataclasses.replace(
         user, password_hash="\x00changed")
@@ -312,9 +300,9 @@ def answered(challenge: Mapping[str, Any], user: User, second_factor: str) -> At
 
 
 def still_let_in(challenge: Mapping[str, Any], user: User) -> bool:
-    """Whether the door would still open the challenge's session for `user` as it stands
+    """Whether the sign-in would still open the challenge's session for `user` as it stands
     (the password proven unchanged, no rule on the user refusing): a pending change is made
-    only then, so nothing changes for someone the door refuses after the code."""
+    only then, so nothing changes for someone the sign-in refuses after the code."""
     attempt = answered(challenge, user, "pending")
     return attempt.user is user and refusal_of(user, attempt) is None
 
@@ -332,61 +320,63 @@ def user_subject(user_id: UUID) -> str:
     return f"user:{user_id}"
 
 
-async def password_proves(door: Door, user: User | None, email: str, password: str) -> bool:
+async def password_proves(reception: Reception, user: User | None, email: str,
+                          password: str) -> bool:
     """Whether `password` is `user`'s (None: an unknown `email`, costing the same bcrypt),
     under the account's login backoff: RateLimited while it backs off; a wrong password,
     an unknown email or a disabled account counts against it, a right one clears it.
     Every flow that checks a password goes through here."""
     subject = throttle_subject(user, email)
-    await door.throttle.check(subject)
-    matches = await door.passwords.verify(password, user.password_hash if user else None)
+    await reception.throttle.check(subject)
+    matches = await reception.passwords.verify(password, user.password_hash if user else None)
     if user is None or not matches or user.disabled:
-        await door.throttle.record_failure(subject)
+        await reception.throttle.record_failure(subject)
     else:
-        await door.throttle.reset(subject)
+        await reception.throttle.reset(subject)
     return matches
 
 
-async def password_sign_in(door: Door, who: AuditContext, email: str, password: str,
-                           org_id: UUID | None) -> Opened:
+async def password_sign_in(reception: Reception, who: AuditContext, email: str, password: str,
+                           org_id: UUID | None) -> Opened | SecondFactorRequired:
     """Signing in with email and password.
 
     An unknown email, a wrong password and a disabled account cost the same bcrypt work
     (and the routes answer them alike). A hash of a lower cost than configured is upgraded.
     """
-    async with service_tx(door.pool) as tx:
+    async with service_tx(reception.pool) as tx:
         user = await users.get_by_email(tx, email)
-    if not await password_proves(door, user, email, password) or user is None:
+    if not await password_proves(reception, user, email, password) or user is None:
         reason = Reason.UNKNOWN_EMAIL if user is None else Reason.BAD_PASSWORD
-        await _audit_refusal(door, who, user, reason, {})
+        await _audit_refusal(reception, who, user, reason, {})
         raise SignInRefused(reason, user.id if user else None)
     attempt = Attempt(user, Via.PASSWORD, org_id)
-    await vet(door, who, attempt)
+    await vet(reception, who, attempt)
     assert user.password_hash is not None
-    if door.passwords.needs_rehash(user.password_hash):
-        upgraded = await door.passwords.hash(password)
-        async with service_tx(door.pool) as tx:
+    if reception.passwords.needs_rehash(user.password_hash):
+        upgraded = await reception.passwords.hash(password)
+        async with service_tx(reception.pool) as tx:
             # The hash may have moved since it was read: another login's upgrade of this
             # same password (kept as it is, so the logins do not move it under one
-            # another), or a change of password (the row checked stays: the door refuses
+            # another), or a change of password (the row checked stays: the sign-in refuses
             # the login).
             user = (await users.replace_password_hash(tx, user.id, user.password_hash,
                                                       upgraded)
-                    or await _proven_now(door, tx, user.id, password) or user)
+                    or await _proven_now(reception, tx, user.id, password) or user)
         attempt = dataclasses.replace(attempt, user=user)
-    return await open_session(door, who, attempt)
+    return await open_session(reception, who, attempt)
 
 
-async def _proven_now(door: Door, tx: Tx, user_id: UUID, password: str) -> User | None:
+async def _proven_now(reception: Reception, tx: Tx, user_id: UUID,
+                      password: str) -> User | None:
     """The user's row if `password` verifies against the hash it holds now (one that
     moved under a caller: another login's upgrade of the same password), else None."""
     moved = await users.get(tx, user_id)
     if moved is None or moved.password_hash is None:
         return None
-    return moved if await door.passwords.verify(password, moved.password_hash) else None
+    return moved if await reception.passwords.verify(password, moved.password_hash) else None
 
 
-async def replace_password(door: Door, tx: Tx, user: User, password: str,
+async def replace_password(reception: Reception, tx: Tx, user: User, password: str,
                            new_hash: str) -> User | None:
     """Writes `new_hash` over the hash `password` was verified against (`user`'s). When
     that hash moved meanwhile, only over a stronger hash of the same password (a login's
@@ -394,7 +384,7 @@ async def replace_password(door: Door, tx: Tx, user: User, password: str,
     undone by a proof of the password it replaced. None when nothing was written."""
     assert user.password_hash is not None  # the password verified against it
     written = await users.replace_password_hash(tx, user.id, user.password_hash, new_hash)
-    if written is None and (moved := await _proven_now(door, tx, user.id, password)):
+    if written is None and (moved := await _proven_now(reception, tx, user.id, password)):
         assert moved.password_hash is not None
         written = await users.replace_password_hash(tx, user.id, moved.password_hash,
                                                     new_hash)

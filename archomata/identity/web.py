@@ -1,4 +1,4 @@
-"""The web side of signing in: the door's collaborators taken from a request,
+"""The web side of signing in: the sign-in's collaborators taken from a request,
 a refused sign-in as the JSON routes answer it, the login shape with its access token,
 and the refresh cookie that carries the session. The sign-in rules themselves are in
 archomata.identity.signin."""
@@ -14,13 +14,14 @@ from archomata.audit import AuditContext
 from archomata.config import Config
 from archomata.errors import ApiError, Forbidden, Unauthorized
 from archomata.identity import tokens
+from archomata.identity.reception import Reception
 from archomata.identity.schemas.auth import LoginResultSchema
 from archomata.identity.schemas.mfa import MfaRequiredSchema
 from archomata.identity.service import Renewed
-from archomata.identity.signin import Door, Opened, Reason, SecondFactorRequired, SignInRefused
+from archomata.identity.signin import Opened, Reason, SecondFactorRequired, SignInRefused
 from archomata.identity.store.session_rows import Session
 from archomata.identity.store.users import User
-from archomata.orgs.store.orgs import Membership
+from archomata.tenancy.orgs import Membership
 from archomata.web.json_io import json_response
 
 REFRESH_COOKIE = "archomata_refresh"
@@ -85,15 +86,15 @@ def refresh_token_of(request: web.Request) -> str | None:
     return token if token and len(token) <= 128 and token.isascii() else None
 
 
-def door(request: web.Request) -> Door:
-    """The sign-in door's collaborators, as this app holds them."""
+def reception(request: web.Request) -> Reception:
+    """The sign-in's collaborators (its Reception), as this app holds them."""
     app = request.app
-    return Door(app[keys.DB_POOL], app[keys.SESSIONS], app[keys.PASSWORDS],
-                app[keys.LOGIN_THROTTLE])
+    return Reception(app[keys.DB_POOL], app[keys.SESSIONS], app[keys.PASSWORDS],
+                     app[keys.LOGIN_THROTTLE])
 
 
 def who(request: web.Request) -> AuditContext:
-    """Who asks to sign in, and from where, as the door's sessions and entries record it."""
+    """Who asks to sign in, and from where, as the sign-in's sessions and entries record it."""
     return audit.context_of(request)
 
 

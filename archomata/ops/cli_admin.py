@@ -12,7 +12,8 @@ from archomata.ops.database_urls import database_urls
 
 
 def read_new_password() -> str:
-    from archomata.identity.passwords import MAX_LENGTH, MIN_LENGTH
+    from archomata.errors import ValidationFailed
+    from archomata.identity import new_password
 
     password = os.environ.get("ARCHOMATA_ADMIN_PASSWORD")
     if password is None:
@@ -21,12 +22,10 @@ def read_new_password() -> str:
         password = getpass.getpass("Password: ")
         if getpass.getpass("Again: ") != password:
             raise ConfigError("the passwords differ")
-    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
-        raise ConfigError(f"the password must be {MIN_LENGTH} to {MAX_LENGTH} characters")
-    from archomata.identity.breached import is_breached
-
-    if is_breached(password):
-        raise ConfigError("the password is in a public list of breached passwords")
+    try:
+        new_password.check(password)
+    except ValidationFailed as refused:
+        raise ConfigError(f"the password cannot be used: {refused.detail}") from None
     return password
 
 

@@ -3,7 +3,8 @@
 An invitation carries its inviter's authority (it can make someone an administrator), so
 whatever takes that authority away ends their open invitations in the same transaction:
 removal from the org and demotion from administrator (orgs/routes/org.py), a platform
-administrator disabling the account (orgs/routes/admin.py). Acceptance re-checks the
+administrator disabling the account (archomata.identity.user_admin, which create_app
+hands revoke_of_disabled). Acceptance re-checks the
 inviter inside its own transaction (store.invitations.accept) and ends an invitation
 whose inviter it finds without that authority, for whatever reason.
 
@@ -43,6 +44,13 @@ async def revoke_with_inviter(tx: Tx, who: AuditContext, org_id: UUID | None,
     revoked = await invitations.revoke_by_inviter(tx, org_id, inviter_id, revoked_by, reason)
     await audit_revoked(tx, who, revoked, reason)
     return revoked
+
+
+async def revoke_of_disabled(tx: Tx, who: AuditContext, user_id: UUID,
+                             admin_id: UUID) -> None:
+    """Ends and audits every open invitation of an account a platform administrator
+    disables, in every org (enabling it again does not bring them back)."""
+    await revoke_with_inviter(tx, who, None, user_id, admin_id, RevokeReason.INVITER_DISABLED)
 
 
 async def revoke_if_orphaned(tx: Tx, who: AuditContext, invitation: Invitation) -> bool:

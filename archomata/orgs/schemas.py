@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from archomata.access.principal import OrgRole
+from archomata.tenancy.org_role import OrgRole
 from archomata.web.schemas import Email
 from archomata.web.text import Text
 
@@ -78,27 +78,6 @@ class RoleIdsSchema(Schema):
 
 class UserIdsSchema(Schema):
     user_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(max=1000))
-
-
-class RoleSchema(Schema):
-    id = fields.UUID(required=True)
-    name = fields.String(required=True)
-    description = fields.String(required=True)
-    permissions = fields.List(fields.String(), required=True)
-
-
-class RoleListSchema(Schema):
-    items = fields.List(fields.Nested(RoleSchema), required=True)
-
-
-class PermissionSchema(Schema):
-    name = fields.String(required=True)
-    resource = fields.String(required=True)
-    action = fields.String(required=True)
-
-
-class PermissionListSchema(Schema):
-    items = fields.List(fields.Nested(PermissionSchema), required=True)
 
 
 class GroupCreateSchema(Schema):

@@ -1,5 +1,6 @@
-"""The orgs' flows, with no HTTP in them: the rules shared by their routes, and joining an
-org through a mailed invitation (POST /auth/accept-invitation), read top to bottom:
+"""The orgs' flows, with no HTTP in them: the rules shared by their routes, disabling and
+enabling an org (set_org_disabled: its Redis mark ordered around the commit), and joining
+an org through a mailed invitation (POST /auth/accept-invitation), read top to bottom:
 
     accept_invitation
         -> the pending invitation its token names (its org enabled, its inviter still an
@@ -15,26 +16,35 @@ org through a mailed invitation (POST /auth/accept-invitation), read top to bott
         -> else one transaction: the account (if new) joins as invited, the invitation used
         -> the session, through the one sign-in (archomata.identity.signin)
 
-Refusals are ApiErrors, and signin.SignInRefused, which the route answers as a login does.
+Refusals are ApiErrors, and signin.SignInRefused, which the route answers as a login does;
+a user with a second factor gets signin.SecondFactorRequired, answered as a login does.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn
+from typing import Any
 from uuid import UUID
 
 from archomata import audit
 from archomata.access import roles
 from archomata.audit import AuditAction, AuditContext
-from archomata.db import Tx, service_tx
-from archomata.errors import BadRequest, Conflict, Forbidden, Unauthorized, ValidationFailed
-from archomata.identity.breached import refuse_breached
-from archomata.identity.passwords import MAX_LENGTH, MIN_LENGTH
+from archomata.db import Tx, TxOpener, service_tx
+from archomata.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+)
+from archomata.identity import new_password
+from archomata.identity.reception import Reception
+from archomata.identity.revocation import Revocation
 from archomata.identity.signin import (
     Attempt,
-    Door,
     Opened,
+    SecondFactorRequired,
     Via,
     ask_second_factor,
     open_session,
@@ -43,8 +53,10 @@ from archomata.identity.signin import (
 )
 from archomata.identity.store import mfa, users
 from archomata.orgs.invitation_revocation import revoke_if_orphaned
-from archomata.orgs.store import groups, invitations, members, orgs
+from archomata.orgs.store import groups, invitations, members
 from archomata.orgs.store.invitations import Invitation
+from archomata.tenancy import orgs
+from archomata.tenancy.orgs import Org
 
 
 async def check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
@@ -60,6 +72,29 @@ async def check_refs(tx: Tx, org_id: UUID, role_ids: list[UUID],
     if errors:
         raise ValidationFailed("Some referenced roles or groups do not exist.", errors=errors)
 
+
+async def set_org_disabled(open_tx: TxOpener, who: AuditContext, revocation: Revocation,
+                           org_id: UUID, disabled: bool) -> Org:
+    """Disables (or enables) the org, audited; 404 for an org that does not exist.
+
+    Its tokens, sessions and agent keys are refused by Redis's mark, which moves on the
+    side that is never too lenient: a disabling reaches Redis before its commit (a commit
+    that then fails refuses the org a moment too long, never accepts it a moment too
+    long), an enabling only after its commit."""
+    async with open_tx() as tx:
+        if await orgs.get(tx, org_id) is None:
+            raise NotFound("No such organisation.")
+        # The entry first: the database changes the column only once it is written.
+        await audit.record(tx, who, AuditAction.ORG_DISABLED if disabled
+                           else AuditAction.ORG_ENABLED, resource_type="org",
+                           resource_id=org_id, org_id=org_id)
+        org = await orgs.set_disabled(tx, org_id, disabled)
+        assert org is not None  # the row was there in this transaction
+        if disabled:
+            await revocation.set_org_disabled(org_id, True)
+    if not disabled:
+        await revocation.set_org_disabled(org_id, False)
+    return org
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,59 +123,61 @@ class _Gone(Exception):
     """The invitation stopped being acceptable between its lookup and its use."""
 
 
-async def accept_invitation(door: Door, who: AuditContext, acceptance: Acceptance) -> Opened:
+async def accept_invitation(reception: Reception, who: AuditContext,
+                            acceptance: Acceptance) -> Opened | SecondFactorRequired:
     """The invitee joins the org and signs into it; 400 invalid_token for a token that is
     unknown, used, expired, revoked or whose inviter lost their authority (alike: the
     holder of a link learns nothing of the org's administrators), 403 org_disabled while
     the org is disabled (the link is not consumed)."""
-    invitation = await _pending(door, who, acceptance.token)
-    invitee = await _invitee(door, invitation, acceptance)
+    invitation = await _pending(reception, who, acceptance.token)
+    invitee = await _invitee(reception, invitation, acceptance)
     if isinstance(invitee, users.User):
-        await vet(door, who, _attempt(invitation, invitee))
-        if await _second_factor_first(door, invitation, invitee):
-            await _join_after_second_factor(door, invitation, invitee)
+        await vet(reception, who, _attempt(invitation, invitee))
+        if await _second_factor_first(reception, invitation, invitee):
+            return await _join_after_second_factor(reception, invitation, invitee)
     try:
-        user = await _join(door, who, invitation, invitee, acceptance.name)
+        user = await _join(reception, who, invitation, invitee, acceptance.name)
     except _Gone:
-        raise await _refuse(door, who, invitation) from None
-    return await open_session(door, who, _attempt(invitation, user))
+        raise await _refuse(reception, who, invitation) from None
+    return await open_session(reception, who, _attempt(invitation, user))
 
 
-async def _pending(door: Door, who: AuditContext, token: str) -> Invitation:
+async def _pending(reception: Reception, who: AuditContext, token: str) -> Invitation:
     org_id = invitations.org_of(token)
     if org_id is None:
         raise _invalid()
     # The scope comes from the token, but only a token whose hash matches an invitation of
     # that org finds anything, so a forged org id yields nothing.
-    async with service_tx(door.pool, org_id=org_id) as tx:
+    async with service_tx(reception.pool, org_id=org_id) as tx:
         found = await invitations.pending(tx, org_id, token)
     if found is None:
         raise _invalid()
     if found.org_disabled:
         raise _org_disabled()
     if not found.inviter_is_admin:
-        raise await _refuse(door, who, found.invitation)
+        raise await _refuse(reception, who, found.invitation)
     return found.invitation
 
 
 JOIN = "join"  # the kind of pending change that joins an org (identity.mfa.pending)
 
 
-async def _second_factor_first(door: Door, invitation: Invitation, user: users.User) -> bool:
+async def _second_factor_first(reception: Reception, invitation: Invitation,
+                               user: users.User) -> bool:
     """Whether the account has a second factor, so that joining waits for it; a member
     already is told so now, rather than after the code."""
-    async with service_tx(door.pool, org_id=invitation.org_id, user_id=user.id) as tx:
+    async with service_tx(reception.pool, org_id=invitation.org_id, user_id=user.id) as tx:
         if await members.get(tx, invitation.org_id, user.id) is not None:
             raise _already_member()
         return await mfa.enabled(tx, user.id)
 
 
-async def _join_after_second_factor(door: Door, invitation: Invitation,
-                                    user: users.User) -> NoReturn:
-    """SecondFactorRequired, the joining pending on the challenge."""
+async def _join_after_second_factor(reception: Reception, invitation: Invitation,
+                                    user: users.User) -> SecondFactorRequired:
+    """The challenge, the joining pending on it."""
     pending = {"kind": JOIN, "org_id": str(invitation.org_id),
                "invitation_id": str(invitation.id)}
-    await ask_second_factor(door, replace(_attempt(invitation, user), pending=pending))
+    return await ask_second_factor(reception, replace(_attempt(invitation, user), pending=pending))
 
 
 async def join_pending(tx: Tx, who: AuditContext, pending: Mapping[str, Any],
@@ -168,11 +205,11 @@ def _attempt(invitation: Invitation, user: users.User) -> Attempt:
                    refusal_details=via, mailbox_proven=True)
 
 
-async def _invitee(door: Door, invitation: Invitation,
+async def _invitee(reception: Reception, invitation: Invitation,
                    acceptance: Acceptance) -> users.User | str:
     """The account that accepts: the signed-in one or an existing one proven by its
     password; or, for a new account, the hash of its password."""
-    async with service_tx(door.pool) as tx:
+    async with service_tx(reception.pool) as tx:
         existing = await users.get_by_email(tx, invitation.email)
     if existing is not None:
         # The lookup folds spellings (`ß` and `ss`, fullwidth) onto one account; the
@@ -186,27 +223,24 @@ async def _invitee(door: Door, invitation: Invitation,
             raise Unauthorized("Sign in or give your password to accept.",
                                code="invalid_credentials")
         # Under the account's login backoff: an invitation token is no licence to guess.
-        if not await password_proves(door, existing, existing.email, acceptance.password):
+        if not await password_proves(reception, existing, existing.email, acceptance.password):
             raise Unauthorized("Wrong email or password.", code="invalid_credentials")
         return existing
     errors = {field: ["Required for a new account."]
               for field, value in (("name", acceptance.name), ("password", acceptance.password))
               if value is None}
-    if acceptance.password is not None and \
-            not MIN_LENGTH <= len(acceptance.password) <= MAX_LENGTH:
-        errors["password"] = [f"Between {MIN_LENGTH} and {MAX_LENGTH} characters."]
     if errors or acceptance.password is None:
         raise ValidationFailed("A new account needs a name and a password.", errors=errors)
-    refuse_breached(acceptance.password)
-    return await door.passwords.hash(acceptance.password)
+    new_password.check(acceptance.password)
+    return await reception.passwords.hash(acceptance.password)
 
 
-async def _join(door: Door, who: AuditContext, invitation: Invitation,
+async def _join(reception: Reception, who: AuditContext, invitation: Invitation,
                 invitee: users.User | str, name: str | None) -> users.User:
     """The invitee's account (created if new) joins the org as invited, in one
     transaction that also marks the invitation used, if it is still pending and its
     inviter still an administrator of the org."""
-    async with service_tx(door.pool, org_id=invitation.org_id) as tx:
+    async with service_tx(reception.pool, org_id=invitation.org_id) as tx:
         if isinstance(invitee, users.User):
             user = invitee
         else:
@@ -248,9 +282,9 @@ async def _create_invitee(tx: Tx, who: AuditContext, invitation: Invitation, nam
     return user
 
 
-async def _refuse(door: Door, who: AuditContext, invitation: Invitation) -> BadRequest:
+async def _refuse(reception: Reception, who: AuditContext, invitation: Invitation) -> BadRequest:
     """The answer for an invitation that cannot be used; one whose inviter lost their
     authority dies on the way."""
-    async with service_tx(door.pool, org_id=invitation.org_id) as tx:
+    async with service_tx(reception.pool, org_id=invitation.org_id) as tx:
         await revoke_if_orphaned(tx, who, invitation)
     return _invalid()

@@ -72,6 +72,21 @@ def changes_custody(before: Holding | None, after: Holding, credentials_named: b
             or (before.has_credentials and before.destination != after.destination))
 
 
+# The agent's row lock is this rule's, so it is written here, beside it: an assignment
+# (trading/routes/accounts.py) and a rotation (bridge/agents_routes.py) both take it, and
+# trading stands below the bridge (docs/architecture.md, the floors).
+LOCK_FOR_KEY = "select 1 from agents where org_id = $1 and id = $2 for update"
+LOCK_FOR_ASSIGNMENT = "select 1 from agents where org_id = $1 and id = $2 for share"
+
+
+async def lock_agent(tx: Tx, org_id: UUID, agent_id: UUID, *, for_key: bool) -> bool:
+    """Locks the agent's row until the transaction ends; False when there is no such agent.
+    A key change (`for_key`) takes it exclusively, an account assignment shared, so the
+    two never decide at once on what the other is changing (this module's rule)."""
+    sql = LOCK_FOR_KEY if for_key else LOCK_FOR_ASSIGNMENT
+    return await tx.fetchval(sql, org_id, agent_id) is not None
+
+
 async def require_administrator(tx: Tx, acting: caller.Member, what: str) -> None:
     """403 `permission_denied` unless the caller is, in this transaction, an administrator
     of the org; call it after locking the rows the decision rests on."""

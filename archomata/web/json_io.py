@@ -20,7 +20,7 @@ from archomata.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from archomata.web.text import CONTROL, CONTROL_MESSAGE
+from archomata.text_rules import CONTROL, CONTROL_MESSAGE
 
 MAX_DEPTH = 64
 INT_MIN, UINT_MAX = -(2**63), 2**64 - 1

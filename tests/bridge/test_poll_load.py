@@ -18,9 +18,8 @@ import pytest
 
 from archomata import keys
 from archomata.app import create_app
-from archomata.bridge import polls
+from archomata.bridge import commands, polls
 from archomata.config import Config, RateLimit
-from archomata.trading.store import orders
 from tests.factories import agent_auth, agent_with_key, signed_up, trading_account
 
 POLLS = 150
@@ -33,13 +32,13 @@ MARKET = {"symbol": "EURUSD", "side": "buy", "type": "market", "volume": "1"}
 def claims(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Every claim transaction run by either instance (they share the process)."""
     counted: Counter[str] = Counter()
-    claim = orders.claim
+    claim = commands.claim
 
-    async def counting(*args: Any, **kwargs: Any) -> list[orders.Command]:
+    async def counting(*args: Any, **kwargs: Any) -> list[commands.Command]:
         counted["claims"] += 1
         return await claim(*args, **kwargs)
 
-    monkeypatch.setattr(orders, "claim", counting)
+    monkeypatch.setattr(commands, "claim", counting)
     return counted
 
 

@@ -21,13 +21,14 @@ from archomata.config import Config
 from archomata.db import member_tx_of, service_tx, user_tx_of
 from archomata.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
 from archomata.identity import service
-from archomata.identity.signin import Door, Opened, Reason, SignInRefused, password_sign_in
+from archomata.identity.reception import Reception
+from archomata.identity.signin import Opened, Reason, SignInRefused, password_sign_in
 from archomata.identity.store import mail_tokens
 from archomata.identity.store.mail_tokens import Purpose
 from tests.factories import strong_password
-from tests.identity.test_signin import Person, caller, door, entries, person, second_org
+from tests.identity.test_signin import Person, caller, entries, person, reception, second_org
 
-__all__ = ["door"]  # the fixture, shared with the sign-in's tests
+__all__ = ["reception"]  # the fixture, shared with the sign-in's tests
 
 
 @pytest.fixture
@@ -42,22 +43,22 @@ def as_signed_in(opened: Opened) -> AuditContext:
                         user_agent="service-test", request_id=secrets.token_hex(8))
 
 
-def me_of(door: Door, opened: Opened) -> archomata.access.caller.Person:
+def person_of(reception: Reception, opened: Opened) -> archomata.access.caller.Person:
     """The caller as their token names them, with the doors a route gives them."""
     org_id = opened.membership.org.id if opened.membership else None
     principal = Principal(ActorType.USER, opened.user.id, org_id, opened.session.id)
     return archomata.access.caller.Person(
         opened.user.id, org_id, opened.session.id, principal,
-        functools.partial(user_tx_of, door.pool, opened.user.id, org_id),
-        functools.partial(member_tx_of, door.pool, opened.user.id))
+        functools.partial(user_tx_of, reception.pool, opened.user.id, org_id),
+        functools.partial(member_tx_of, reception.pool, opened.user.id))
 
 
-async def signed_in(door: Door, p: Person) -> Opened:
-    return await password_sign_in(door, caller(), p.user.email, p.password, None)
+async def signed_in(reception: Reception, p: Person) -> Opened:
+    return await password_sign_in(reception, caller(), p.user.email, p.password, None)
 
 
-async def mailed(door: Door, p: Person, purpose: Purpose) -> str:
-    async with service_tx(door.pool) as tx:
+async def mailed(reception: Reception, p: Person, purpose: Purpose) -> str:
+    async with service_tx(reception.pool) as tx:
         return await mail_tokens.issue(tx, p.user.id, purpose, 600)
 
 
@@ -67,92 +68,93 @@ def code_of(caught: pytest.ExceptionInfo[ApiError]) -> str:
 
 class TestMailLinks:
     async def test_a_link_is_issued_once_a_while_and_never_for_the_ineligible(
-            self, door: Door, redis: Redis, owner_conn: Any) -> None:
-        p, who = await person(door), caller()
-        mail = await service.issue_mail_link(door, redis, who, p.user.email,
+            self, reception: Reception, redis: Redis, owner_conn: Any) -> None:
+        p, who = await person(reception), caller()
+        mail = await service.issue_mail_link(reception, redis, who, p.user.email,
                                              service.reset_link(600))
         assert mail is not None and mail[0] == p.user.email
-        async with service_tx(door.pool) as tx:
+        async with service_tx(reception.pool) as tx:
             assert await mail_tokens.peek(tx, mail[1], Purpose.PASSWORD_RESET)
         # Within the cooldown, however the address is spelled: nothing new.
-        assert await service.issue_mail_link(door, redis, caller(), p.user.email.upper(),
+        assert await service.issue_mail_link(reception, redis, caller(), p.user.email.upper(),
                                              service.reset_link(600)) is None
         [entry] = await entries(owner_conn, who)
         assert (entry["action"], entry["actor_id"]) == ("auth.password_reset.requested",
                                                         p.user.id)
         # A verified account gets no verification link; an unknown email gets nothing.
-        assert await service.issue_mail_link(door, redis, caller(), p.user.email,
+        assert await service.issue_mail_link(reception, redis, caller(), p.user.email,
                                              service.verification_link(600)) is None
-        assert await service.issue_mail_link(door, redis, caller(), "nobody@example.org",
+        assert await service.issue_mail_link(reception, redis, caller(), "nobody@example.org",
                                              service.reset_link(600)) is None
 
     async def test_a_disabled_account_gets_no_reset_link(
-            self, door: Door, redis: Redis, owner_conn: Any) -> None:
-        p = await person(door)
+            self, reception: Reception, redis: Redis, owner_conn: Any) -> None:
+        p = await person(reception)
         await owner_conn.execute("update users set disabled_at = now() where id = $1",
                                  p.user.id)
-        assert await service.issue_mail_link(door, redis, caller(), p.user.email,
+        assert await service.issue_mail_link(reception, redis, caller(), p.user.email,
                                              service.reset_link(600)) is None
 
 
 class TestEmailVerification:
-    async def test_a_link_verifies_once(self, door: Door, owner_conn: Any) -> None:
-        p, who = await person(door, verified=False), caller()
-        token = await mailed(door, p, Purpose.VERIFY_EMAIL)
-        user = await service.verify_email(door, who, token)
+    async def test_a_link_verifies_once(self, reception: Reception, owner_conn: Any) -> None:
+        p, who = await person(reception, verified=False), caller()
+        token = await mailed(reception, p, Purpose.VERIFY_EMAIL)
+        user = await service.verify_email(reception, who, token)
         assert (user.id, user.email_verified) == (p.user.id, True)
         [entry] = await entries(owner_conn, who)
         assert (entry["action"], entry["actor_type"], entry["actor_id"]) == (
             "auth.email.verified", "user", p.user.id)
         with pytest.raises(BadRequest) as caught:
-            await service.verify_email(door, caller(), token)
+            await service.verify_email(reception, caller(), token)
         assert code_of(caught) == "invalid_token"
 
-    async def test_a_reset_link_does_not_verify(self, door: Door) -> None:
-        p = await person(door, verified=False)
+    async def test_a_reset_link_does_not_verify(self, reception: Reception) -> None:
+        p = await person(reception, verified=False)
         with pytest.raises(BadRequest):
-            await service.verify_email(door, caller(), await mailed(door, p,
+            await service.verify_email(reception, caller(), await mailed(reception, p,
                                                                     Purpose.PASSWORD_RESET))
 
 
 class TestPasswords:
     async def test_a_reset_sets_the_password_ends_every_session_and_is_spent(
-            self, door: Door, owner_conn: Any) -> None:
-        p = await person(door)
-        await signed_in(door, p)
-        token, new = await mailed(door, p, Purpose.PASSWORD_RESET), strong_password()
-        await service.confirm_password_reset(door, caller(), token, new)
-        assert await door.sessions.list_for_user(p.user.id) == []
+            self, reception: Reception, owner_conn: Any) -> None:
+        p = await person(reception)
+        await signed_in(reception, p)
+        token, new = await mailed(reception, p, Purpose.PASSWORD_RESET), strong_password()
+        await service.confirm_password_reset(reception, caller(), token, new)
+        assert await reception.sessions.list_for_user(p.user.id) == []
         with pytest.raises(SignInRefused):
-            await signed_in(door, p)
-        assert (await signed_in(door, dataclasses.replace(p, password=new))).user.id == p.user.id
+            await signed_in(reception, p)
+        again = await signed_in(reception, dataclasses.replace(p, password=new))
+        assert again.user.id == p.user.id
         with pytest.raises(BadRequest) as caught:
-            await service.confirm_password_reset(door, caller(), token, strong_password())
+            await service.confirm_password_reset(reception, caller(), token, strong_password())
         assert code_of(caught) == "invalid_token"
 
     async def test_a_forged_reset_link_costs_no_password_write(
-            self, door: Door, owner_conn: Any) -> None:
-        p = await person(door)
+            self, reception: Reception, owner_conn: Any) -> None:
+        p = await person(reception)
         before = await owner_conn.fetchval("select password_hash from users where id = $1",
                                            p.user.id)
         with pytest.raises(BadRequest):
-            await service.confirm_password_reset(door, caller(), secrets.token_urlsafe(32),
+            await service.confirm_password_reset(reception, caller(), secrets.token_urlsafe(32),
                                                  strong_password())
         assert await owner_conn.fetchval("select password_hash from users where id = $1",
                                          p.user.id) == before
 
     async def test_a_change_needs_the_current_password_and_keeps_only_this_session(
-            self, door: Door, owner_conn: Any) -> None:
-        p = await person(door)
-        mine, _other = await signed_in(door, p), await signed_in(door, p)
-        me, new = me_of(door, mine), strong_password()
+            self, reception: Reception, owner_conn: Any) -> None:
+        p = await person(reception)
+        mine, _other = await signed_in(reception, p), await signed_in(reception, p)
+        me, new = person_of(reception, mine), strong_password()
         with pytest.raises(ApiError) as caught:
-            await service.change_password(door, as_signed_in(mine), me, strong_password(), new)
+            await service.change_password(reception, as_signed_in(mine), me, strong_password(), new)
         assert (caught.value.status, code_of(caught)) == (422, "invalid_current_password")
-        assert len(await door.sessions.list_for_user(p.user.id)) == 2
+        assert len(await reception.sessions.list_for_user(p.user.id)) == 2
         who = as_signed_in(mine)
-        await service.change_password(door, who, me, p.password, new)
-        assert [s.id for s in await door.sessions.list_for_user(p.user.id)] == [
+        await service.change_password(reception, who, me, p.password, new)
+        assert [s.id for s in await reception.sessions.list_for_user(p.user.id)] == [
             mine.session.id]
         assert [e["action"] for e in await entries(owner_conn, who)] == [
             "auth.password.changed"]
@@ -160,77 +162,77 @@ class TestPasswords:
 
 class TestSessions:
     async def test_refresh_rotates_and_a_replay_revokes_the_family(
-            self, door: Door, owner_conn: Any) -> None:
-        opened = await signed_in(door, await person(door))
-        renewed = await service.refresh(door, caller(), opened.refresh_token)
+            self, reception: Reception, owner_conn: Any) -> None:
+        opened = await signed_in(reception, await person(reception))
+        renewed = await service.refresh(reception, caller(), opened.refresh_token)
         assert renewed.session.id == opened.session.id
         assert renewed.refresh_token not in (None, opened.refresh_token)
         assert renewed.refresh_token is not None
-        await service.refresh(door, caller(), renewed.refresh_token)
+        await service.refresh(reception, caller(), renewed.refresh_token)
         who = caller()  # the grandparent: past the tabs' grace window for a parent
         with pytest.raises(Unauthorized) as caught:
-            await service.refresh(door, who, opened.refresh_token)
+            await service.refresh(reception, who, opened.refresh_token)
         assert code_of(caught) == "session_revoked"
         [entry] = await entries(owner_conn, who)
         assert (entry["action"], entry["actor_id"], entry["details"]) == (
             "auth.refresh.reuse_detected", opened.user.id, {"via": "refresh"})
-        assert await door.sessions.list_for_user(opened.user.id) == []
+        assert await reception.sessions.list_for_user(opened.user.id) == []
 
     async def test_refresh_ends_the_session_of_a_disabled_user(
-            self, door: Door, owner_conn: Any) -> None:
-        opened = await signed_in(door, await person(door))
+            self, reception: Reception, owner_conn: Any) -> None:
+        opened = await signed_in(reception, await person(reception))
         await owner_conn.execute("update users set disabled_at = now() where id = $1",
                                  opened.user.id)
         with pytest.raises(SignInRefused) as caught:
-            await service.refresh(door, caller(), opened.refresh_token)
+            await service.refresh(reception, caller(), opened.refresh_token)
         assert caught.value.reason is Reason.USER_DISABLED
-        assert await door.sessions.list_for_user(opened.user.id) == []
+        assert await reception.sessions.list_for_user(opened.user.id) == []
 
-    async def test_logout_all_ends_every_session_audited(self, door: Door,
+    async def test_logout_all_ends_every_session_audited(self, reception: Reception,
                                                          owner_conn: Any) -> None:
-        p = await person(door)
-        mine, _ = await signed_in(door, p), await signed_in(door, p)
+        p = await person(reception)
+        mine, _ = await signed_in(reception, p), await signed_in(reception, p)
         who = as_signed_in(mine)
-        await service.logout_all(door, who, me_of(door, mine))
-        assert await door.sessions.list_for_user(p.user.id) == []
+        await service.logout_all(reception, who, person_of(reception, mine))
+        assert await reception.sessions.list_for_user(p.user.id) == []
         assert await owner_conn.fetchval(
             "select tokens_valid_after is not null from users where id = $1", p.user.id)
         [entry] = await entries(owner_conn, who)
         assert (entry["action"], entry["org_id"]) == ("auth.logout_all", p.account.org.id)
 
-    async def test_another_persons_session_answers_as_missing(self, door: Door) -> None:
-        mine, theirs = (await signed_in(door, await person(door)),
-                        await signed_in(door, await person(door)))
+    async def test_another_persons_session_answers_as_missing(self, reception: Reception) -> None:
+        mine, theirs = (await signed_in(reception, await person(reception)),
+                        await signed_in(reception, await person(reception)))
         with pytest.raises(NotFound):
-            await service.delete_session(door, as_signed_in(mine), me_of(door, mine),
+            await service.delete_session(reception, as_signed_in(mine), person_of(reception, mine),
                                          theirs.session.id)
-        assert [s.id for s in await door.sessions.list_for_user(theirs.user.id)] == [
+        assert [s.id for s in await reception.sessions.list_for_user(theirs.user.id)] == [
             theirs.session.id]
-        await service.delete_session(door, as_signed_in(mine), me_of(door, mine),
+        await service.delete_session(reception, as_signed_in(mine), person_of(reception, mine),
                                      mine.session.id)
-        assert await door.sessions.list_for_user(mine.user.id) == []
+        assert await reception.sessions.list_for_user(mine.user.id) == []
 
     async def test_logout_by_cookie_ends_the_session_and_a_replay_is_reuse(
-            self, door: Door, owner_conn: Any) -> None:
-        opened = await signed_in(door, await person(door))
-        renewed = await service.refresh(door, caller(), opened.refresh_token)
+            self, reception: Reception, owner_conn: Any) -> None:
+        opened = await signed_in(reception, await person(reception))
+        renewed = await service.refresh(reception, caller(), opened.refresh_token)
         assert renewed.refresh_token is not None
-        await service.refresh(door, caller(), renewed.refresh_token)
+        await service.refresh(reception, caller(), renewed.refresh_token)
         who = caller()
-        await service.logout(door, who, None, None, opened.refresh_token)  # a stale cookie
+        await service.logout(reception, who, None, None, opened.refresh_token)  # a stale cookie
         assert [e["action"] for e in await entries(owner_conn, who)] == [
             "auth.refresh.reuse_detected"]
-        assert await door.sessions.list_for_user(opened.user.id) == []
+        assert await reception.sessions.list_for_user(opened.user.id) == []
 
 
 class TestSwitchOrg:
     async def test_the_session_moves_and_the_entry_is_in_the_new_org(
-            self, door: Door, owner_conn: Any) -> None:
-        p = await person(door)
+            self, reception: Reception, owner_conn: Any) -> None:
+        p = await person(reception)
         other = await second_org(owner_conn, p.user.id)
-        opened = await signed_in(door, p)
+        opened = await signed_in(reception, p)
         who = as_signed_in(opened)
-        renewed = await service.switch_org(door, who, me_of(door, opened),
+        renewed = await service.switch_org(reception, who, person_of(reception, opened),
                                            opened.refresh_token, other)
         assert (renewed.session.id, renewed.session.org_id) == (opened.session.id, other)
         assert renewed.membership is not None and renewed.membership.org.id == other
@@ -240,27 +242,27 @@ class TestSwitchOrg:
             "auth.org.switched", other, {"from_org_id": str(p.account.org.id)})
 
     async def test_an_org_of_someone_else_is_refused_and_the_session_stays(
-            self, door: Door, owner_conn: Any) -> None:
-        p, stranger = await person(door), await person(door)
-        opened = await signed_in(door, p)
+            self, reception: Reception, owner_conn: Any) -> None:
+        p, stranger = await person(reception), await person(reception)
+        opened = await signed_in(reception, p)
         with pytest.raises(SignInRefused) as caught:
-            await service.switch_org(door, as_signed_in(opened), me_of(door, opened), None,
-                                     stranger.account.org.id)
+            await service.switch_org(reception, as_signed_in(opened), person_of(reception, opened),
+                                     None, stranger.account.org.id)
         assert caught.value.reason is Reason.NOT_A_MEMBER
-        [live] = await door.sessions.list_for_user(p.user.id)
+        [live] = await reception.sessions.list_for_user(p.user.id)
         assert live.org_id == p.account.org.id
 
     @pytest.mark.parametrize("whose", ["stranger", "nobody"])
     async def test_the_door_into_another_org_checks_the_membership_itself(
-            self, door: Door, whose: str) -> None:
+            self, reception: Reception, whose: str) -> None:
         """Fed an org id the client chose, past any check of the flow, it opens nothing."""
-        p = await person(door)
-        org_id = (await person(door)).account.org.id if whose == "stranger" else uuid4()
+        p = await person(reception)
+        org_id = (await person(reception)).account.org.id if whose == "stranger" else uuid4()
         with pytest.raises(Forbidden) as caught:
-            async with member_tx_of(door.pool, p.user.id, org_id) as tx:
+            async with member_tx_of(reception.pool, p.user.id, org_id) as tx:
                 await tx.fetchval("select 1")
         assert code_of(caught) == "not_a_member"
-        async with member_tx_of(door.pool, p.user.id, p.account.org.id) as tx:
+        async with member_tx_of(reception.pool, p.user.id, p.account.org.id) as tx:
             # Opened onto their own org, it reads that org's entries and no one else's.
             assert await tx.fetchval("select array_agg(distinct org_id) from audit_log") == [
                 p.account.org.id]

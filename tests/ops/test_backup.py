@@ -22,8 +22,9 @@ from archomata.db import create_pool
 from archomata.identity.login_throttle import LoginThrottle
 from archomata.identity.onboarding import create_user_with_org
 from archomata.identity.passwords import PasswordHasher
+from archomata.identity.reception import Reception
 from archomata.identity.sessions import SessionStore
-from archomata.identity.signin import Door, password_sign_in
+from archomata.identity.signin import password_sign_in
 from archomata.ops.devservers import DatabaseUrls, PostgresServer
 from tests.conftest import make_database
 from tests.factories import strong_password, unique_email
@@ -133,10 +134,10 @@ async def _signs_in(config: Config, target: DatabaseUrls, source: Source) -> boo
     pool = await create_pool(target.runtime, config)  # as the service would: the runtime role
     redis = Redis.from_url(config.redis_url.reveal())
     hasher = PasswordHasher(4, 1)
-    door = Door(pool, SessionStore(redis, config), hasher,
+    reception = Reception(pool, SessionStore(redis, config), hasher,
                 LoginThrottle(redis, free_failures=5, max_seconds=60))
     try:
-        opened = await password_sign_in(door, AuditContext.system(), source.email,
+        opened = await password_sign_in(reception, AuditContext.system(), source.email,
                                         source.password, None)
         return opened.user.email == source.email and opened.membership is not None
     finally:

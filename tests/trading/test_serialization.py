@@ -13,6 +13,7 @@ import pytest
 from marshmallow import Schema
 
 from archomata.bridge.agents import Agent
+from archomata.bridge.commands import Command
 from archomata.bridge.schemas import CommandSchema
 from archomata.trading.risk import RiskLimits
 from archomata.trading.schemas import (
@@ -26,7 +27,7 @@ from archomata.trading.schemas import (
 )
 from archomata.trading.store.accounts import Account
 from archomata.trading.store.market import Deal, Position
-from archomata.trading.store.orders import Command, Order
+from archomata.trading.store.orders import Order
 from archomata.trading.store.strategies import Strategy
 from archomata.web.json_io import dumps
 

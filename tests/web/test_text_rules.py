@@ -9,9 +9,10 @@ from marshmallow import Schema, fields
 
 from archomata.app import create_app
 from archomata.config import Config
+from archomata.text_rules import text_problem
 from archomata.trading.values import DecimalString, Symbol
 from archomata.web.openapi import DOC_ATTR
-from archomata.web.text import Text, text_problem
+from archomata.web.text import Text
 
 STRICTER = (Text, DecimalString, Symbol)
 

@@ -1,4 +1,4 @@
-"""Query and path parameters under the text rules (archomata.web.text).
+"""Query and path parameters under the text rules (archomata.text_rules).
 
 Every parameter is single-line: a NUL, another control character, a tab or a line break
 in a name or value is a 422 naming the parameter, before a handler (or PostgreSQL) sees
@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 from archomata.access import caller
 from archomata.access.guards import access_rule
 from archomata.errors import ValidationFailed
-from archomata.web.text import text_problem
+from archomata.text_rules import text_problem
 
 
 def parameter_problems(request: web.Request) -> dict[str, list[str]]:

@@ -10,6 +10,9 @@ Redis, server side: the client only holds the `mfa_token`) as a small record:
     {"kind": "link", "org_id", "provider", "subject",      archomata.identity.linking
      "email"}
 
+(A kind made above identity, the joining, is installed by create_app: identity imports
+no package that stands on it.)
+
 and /auth/mfa/verify makes it in the transaction that proves the factor (scoped to the
 record's org: the invitation's, the user's home org for a link), with its audit entry
 (`member.joined`, `auth.sso.linked`). It is checked again there, against what holds now:
@@ -21,7 +24,7 @@ the sign-in refuses the session right after, as it would have.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from uuid import UUID
@@ -30,9 +33,24 @@ from archomata.audit import AuditContext
 from archomata.db import Tx, service_tx
 from archomata.errors import ApiError
 from archomata.identity import linking
-from archomata.identity.signin import Door, still_let_in
+from archomata.identity.reception import Reception
+from archomata.identity.signin import still_let_in
 from archomata.identity.store import users
-from archomata.orgs import service as orgs_service
+from archomata.identity.store.users import User
+
+# Makes a pending change of its kind (tx, who, the record, the user) in the transaction
+# proving the factor (scoped to the record's org); an ApiError when it can no longer be.
+Maker = Callable[[Tx, AuditContext, Mapping[str, Any], User], Awaitable[None]]
+
+
+# The kinds made by a package above identity, as create_app installs them (the org an
+# invitation joins: archomata.orgs.service.join_pending). A kind with no maker here is
+# refused, never guessed at.
+MAKERS: dict[str, Maker] = {}
+
+
+def install(kind: str, maker: Maker) -> None:
+    MAKERS[kind] = maker
 
 
 class Refused(Exception):
@@ -46,8 +64,9 @@ class Refused(Exception):
 class Effects:
     """A challenge's pending change (none for most), made once its factor is proven."""
 
-    def __init__(self, door: Door, who: AuditContext, challenge: Mapping[str, Any]) -> None:
-        self.door = door
+    def __init__(self, reception: Reception, who: AuditContext,
+                 challenge: Mapping[str, Any]) -> None:
+        self.reception = reception
         self.who = who
         self.challenge = challenge
         self.record: Mapping[str, Any] | None = challenge.get("pending")
@@ -58,7 +77,7 @@ class Effects:
         """The proving transaction: scoped to the change's org, so it can be made, else to
         the org the sign-in is opening, whose log takes its member's security events."""
         org_id = (self.record or {}).get("org_id") or self.challenge.get("opening")
-        return service_tx(self.door.pool, org_id=UUID(org_id) if org_id else None,
+        return service_tx(self.reception.pool, org_id=UUID(org_id) if org_id else None,
                           user_id=self.user_id)
 
     async def apply(self, tx: Tx) -> None:
@@ -69,12 +88,13 @@ class Effects:
         user = await users.get(tx, self.user_id, settled=True)
         if user is None or not still_let_in(self.challenge, user):
             return  # the sign-in refuses this session next: nothing changes for it
+        maker = MAKERS.get(self.record["kind"])
         try:
-            if self.record["kind"] == orgs_service.JOIN:
-                await orgs_service.join_pending(tx, self.who, self.record, user)
-            elif self.record["kind"] == linking.LINK:
-                self.details = await linking.link_pending(self.door, tx, self.who,
+            if self.record["kind"] == linking.LINK:
+                self.details = await linking.link_pending(self.reception, tx, self.who,
                                                           self.record, user)
+            elif maker is not None:
+                await maker(tx, self.who, self.record, user)
             else:  # written by an older or newer release: make nothing rather than guess
                 raise Refused(linking.sign_in_again())
         except ApiError as exc:

@@ -30,10 +30,10 @@ from archomata.identity.mfa import codes, pending
 from archomata.identity.mfa.challenges import Challenges
 from archomata.identity.mfa.sealing import TOTP
 from archomata.identity.mfa.throttle import SecondFactorThrottle
+from archomata.identity.reception import Reception
 from archomata.identity.service import Renewed, reuse_entry
 from archomata.identity.session_replies import Outcome
 from archomata.identity.signin import (
-    Door,
     Opened,
     answered,
     open_session,
@@ -41,7 +41,7 @@ from archomata.identity.signin import (
     user_subject,
 )
 from archomata.identity.store import mfa, users
-from archomata.orgs.store import orgs
+from archomata.tenancy import orgs
 
 
 def _wrong_code() -> Unauthorized:
@@ -61,7 +61,7 @@ async def status(me: Person) -> Status:
     return Status(found.confirmed_at if found else None, left)
 
 
-async def start_totp(door: Door, data_keys: DataKeys, me: Person,
+async def start_totp(reception: Reception, data_keys: DataKeys, me: Person,
                      current_password: str) -> tuple[str, str]:
     """A new secret to confirm (replacing one not yet confirmed): (secret, otpauth URI).
     The password is asked, under the login backoff, so a stolen access token alone
@@ -69,7 +69,7 @@ async def start_totp(door: Door, data_keys: DataKeys, me: Person,
     async with me.tx() as tx:
         user = await users.get(tx, me.user_id)
     assert user is not None  # the token's user: the authenticator read it
-    if not await password_proves(door, user, user.email, current_password):
+    if not await password_proves(reception, user, user.email, current_password):
         raise Unauthorized("The current password is wrong.", code="invalid_credentials")
     secret = codes.new_secret()
     async with me.tx() as tx:
@@ -79,7 +79,7 @@ async def start_totp(door: Door, data_keys: DataKeys, me: Person,
     return secret, codes.otpauth_uri(secret, user.email)
 
 
-async def confirm_totp(door: Door, data_keys: DataKeys, who: AuditContext, me: Person,
+async def confirm_totp(reception: Reception, data_keys: DataKeys, who: AuditContext, me: Person,
                        code: str) -> list[str]:
     """The first code proves the authenticator holds the secret: the factor is required
     at every sign-in from now on, the other sessions end, and ten recovery codes are
@@ -98,7 +98,7 @@ async def confirm_totp(door: Door, data_keys: DataKeys, who: AuditContext, me: P
             return None
         await mfa.replace_recovery_codes(tx, me.user_id,
                                          [codes.recovery_digest(c) for c in recovery])
-        await door.sessions.revoke_user(tx, me.user_id, keep=me.session_id)
+        await reception.sessions.revoke_user(tx, me.user_id, keep=me.session_id)
         await audit.record(tx, who, AuditAction.MFA_ENABLED, resource_type="user",
                            resource_id=me.user_id, details={"method": "totp"})
         return "otp"
@@ -108,7 +108,7 @@ async def confirm_totp(door: Door, data_keys: DataKeys, who: AuditContext, me: P
 
     # A stolen access token plus a pending enrolment guesses under the same counter as
     # every other answer: the factor, and its recovery codes, are what it would win.
-    await _counted(door, who, me.user_id, me.tx, judge, wrong)
+    await _counted(reception, who, me.user_id, me.tx, judge, wrong)
     return recovery
 
 
@@ -129,7 +129,7 @@ async def _prove(tx: Tx, data_keys: DataKeys, user_id: UUID, code: str | None,
     return None
 
 
-async def _proven(door: Door, data_keys: DataKeys, who: AuditContext, user_id: UUID,
+async def _proven(reception: Reception, data_keys: DataKeys, who: AuditContext, user_id: UUID,
                   opener: Callable[[], AbstractAsyncContextManager[Tx]], code: str | None,
                   recovery_code: str | None,
                   wrong: Callable[[], Awaitable[dict[str, object]]], *,
@@ -149,10 +149,10 @@ async def _proven(door: Door, data_keys: DataKeys, who: AuditContext, user_id: U
                                details={"left": await mfa.recovery_codes_left(tx, user_id)})
         return factor
 
-    return await _counted(door, who, user_id, opener, judge, wrong)
+    return await _counted(reception, who, user_id, opener, judge, wrong)
 
 
-async def _counted(door: Door, who: AuditContext, user_id: UUID,
+async def _counted(reception: Reception, who: AuditContext, user_id: UUID,
                    opener: Callable[[], AbstractAsyncContextManager[Tx]],
                    judge: Callable[[Tx], Awaitable[str | None]],
                    wrong: Callable[[], Awaitable[dict[str, object]]]) -> str:
@@ -163,29 +163,29 @@ async def _counted(door: Door, who: AuditContext, user_id: UUID,
     (`mfa.challenge_failed`, with what `wrong` says, in the transaction's org) and is
     Unauthorized; a right one clears both counters."""
     subject = user_subject(user_id)
-    answers = SecondFactorThrottle(door.sessions.redis)
-    await door.throttle.check(subject)
+    answers = SecondFactorThrottle(reception.sessions.redis)
+    await reception.throttle.check(subject)
     await answers.reserve(user_id)  # counted now: a burst cannot outrun the verdicts
     async with opener() as tx:
         factor = await judge(tx)
     if factor is None:
-        await door.throttle.record_failure(subject)
+        await reception.throttle.record_failure(subject)
         details = await wrong()
         async with opener() as tx:
             await audit.record(tx, who, AuditAction.MFA_CHALLENGE_FAILED, resource_type="user",
                                resource_id=user_id, details=details)
         raise _wrong_code()
     await answers.proven(user_id)
-    await door.throttle.reset(subject)
+    await reception.throttle.reset(subject)
     return factor
 
 
-async def verify_challenge(door: Door, data_keys: DataKeys, who: AuditContext, token: str,
+async def verify_challenge(reception: Reception, data_keys: DataKeys, who: AuditContext, token: str,
                            code: str | None, recovery_code: str | None) -> Opened:
     """Answers a way in's challenge: the session opens through the sign-in, with its second
     factor, or Unauthorized `invalid_mfa_code` (BadRequest `invalid_token` for a
     challenge used, expired, or ended by wrong codes)."""
-    challenges = Challenges(door.sessions.redis)
+    challenges = Challenges(reception.sessions.redis)
     challenge = await challenges.peek(token)
     if challenge is None:
         raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
@@ -196,9 +196,9 @@ async def verify_challenge(door: Door, data_keys: DataKeys, who: AuditContext, t
                 "wrong_codes": await challenges.wrong_code(token)}
 
     # What the way in changes (an org joined, an identity linked) is made with the proof.
-    effects = pending.Effects(door, who.as_user(user_id), challenge)
+    effects = pending.Effects(reception, who.as_user(user_id), challenge)
     try:
-        factor = await _proven(door, data_keys, who.as_user(user_id), user_id,
+        factor = await _proven(reception, data_keys, who.as_user(user_id), user_id,
                                effects.opener, code, recovery_code, wrong,
                                audit_recovery=True, then=effects.apply)
     except pending.Refused as refused:  # the sign-in it stood for can no longer be
@@ -206,14 +206,16 @@ async def verify_challenge(door: Door, data_keys: DataKeys, who: AuditContext, t
         raise refused.error from None
     if await challenges.take(token) is None:  # answered meanwhile by another request
         raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
-    async with service_tx(door.pool, user_id=user_id) as tx:
+    async with service_tx(reception.pool, user_id=user_id) as tx:
         user = await users.get(tx, user_id)
     if user is None:
         raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
-    return await open_session(door, who, answered(effects.settled(), user, factor))
+    opened = await open_session(reception, who, answered(effects.settled(), user, factor))
+    assert isinstance(opened, Opened)  # its factor is proven: the sign-in asks for none
+    return opened
 
 
-async def step_up(door: Door, data_keys: DataKeys, who: AuditContext, me: Person,
+async def step_up(reception: Reception, data_keys: DataKeys, who: AuditContext, me: Person,
                   refresh_token: str | None, code: str | None,
                   recovery_code: str | None) -> Renewed:
     """A second factor proven again on the caller's own session: it gets a fresh
@@ -224,16 +226,16 @@ async def step_up(door: Door, data_keys: DataKeys, who: AuditContext, me: Person
     async def wrong() -> dict[str, object]:
         return {"via": "step_up"}
 
-    factor = await _proven(door, data_keys, who, me.user_id, me.tx, code, recovery_code,
+    factor = await _proven(reception, data_keys, who, me.user_id, me.tx, code, recovery_code,
                            wrong, audit_recovery=True)
-    session = await door.sessions.prove_second_factor(me.session_id, factor)
+    session = await reception.sessions.prove_second_factor(me.session_id, factor)
     if session is None:
         raise Unauthorized("This session has been revoked.", code="session_revoked")
     rotation = None
     if refresh_token is not None:
         # A replayed cookie ends its family here as on every route that presents one,
         # audited (contract §2); no token is minted for the caller's session it ended.
-        rotation = await door.sessions.rotate(refresh_token, who.ip or "",
+        rotation = await reception.sessions.rotate(refresh_token, who.ip or "",
                                               (who.user_agent or "")[:256], only=me.session_id,
                                               on_reuse=reuse_entry(who, "step_up"))
         if rotation.outcome is Outcome.REUSE and rotation.revoked_session_id == me.session_id:
@@ -254,7 +256,7 @@ async def step_up(door: Door, data_keys: DataKeys, who: AuditContext, me: Person
     return Renewed(user, membership, session, None)
 
 
-async def disable_totp(door: Door, who: AuditContext, me: Person) -> None:
+async def disable_totp(reception: Reception, who: AuditContext, me: Person) -> None:
     """The second factor goes, and its recovery codes with it (a step-up route); the
     other sessions end, and this one's next tokens carry no `mfa_at` (the one in hand
     keeps it until it expires)."""
@@ -262,7 +264,7 @@ async def disable_totp(door: Door, who: AuditContext, me: Person) -> None:
     async with me.tx() as tx:
         if not await mfa.remove(tx, me.user_id):
             raise NotFound("No second factor is enabled.")
-        await door.sessions.forget_second_factor(tx, me.user_id, keep=me.session_id)
+        await reception.sessions.forget_second_factor(tx, me.user_id, keep=me.session_id)
         await audit.record(tx, who, AuditAction.MFA_DISABLED, resource_type="user",
                            resource_id=me.user_id, details={"method": "totp"})
 

@@ -34,9 +34,9 @@ from archomata.identity.schemas.mfa import MfaRequiredSchema
 from archomata.identity.service import MailLink
 from archomata.identity.web import (
     clear_refresh_cookie,
-    door,
     mfa_required,
     problem,
+    reception,
     refresh_problem,
     refresh_token_of,
     renewed_response,
@@ -81,7 +81,7 @@ async def register(request: web.Request) -> web.Response:
      response=UserSchema)
 async def verify_email(request: web.Request) -> web.Response:
     body = await load_body(request, TokenSchema)
-    user = await service.verify_email(door(request), who(request), body["token"])
+    user = await service.verify_email(reception(request), who(request), body["token"])
     return json_response(user_body(user))
 
 
@@ -91,7 +91,7 @@ async def _mail_link(request: web.Request, link: MailLink,
     the answer, so the answer and its timing tell nothing about which emails exist."""
     body = await load_body(request, EmailOnlySchema)
     request.app[keys.LATER].run(service.mail_link(
-        door(request), request.app[keys.REDIS], who(request), body["email"], link, send),
+        reception(request), request.app[keys.REDIS], who(request), body["email"], link, send),
         link.purpose.value)
     return json_response({"status": "accepted"}, status=202)
 
@@ -115,12 +115,12 @@ async def resend_verification(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     body = await load_body(request, LoginSchema)
     try:
-        opened = await signin.password_sign_in(door(request), who(request), body["email"],
+        opened = await signin.password_sign_in(reception(request), who(request), body["email"],
                                                body["password"], body["org_id"])
     except signin.SignInRefused as exc:
         raise problem(exc) from None
-    except signin.SecondFactorRequired as challenge:
-        return mfa_required(challenge)
+    if isinstance(opened, signin.SecondFactorRequired):
+        return mfa_required(opened)
     return signed_in(request.app[keys.CONFIG], opened)
 
 
@@ -132,7 +132,7 @@ async def refresh(request: web.Request) -> web.Response:
     if token is None:
         raise Unauthorized("No refresh cookie.", code="session_revoked")
     try:
-        renewed = await service.refresh(door(request), who(request), token)
+        renewed = await service.refresh(reception(request), who(request), token)
     except signin.SignInRefused as exc:
         raise refresh_problem(exc.reason) from None
     return renewed_response(request, renewed)
@@ -145,7 +145,7 @@ async def logout(request: web.Request) -> web.Response:
     principal = caller.caller_if_any(request)
     sid, owner = (principal.session_id, principal.actor_id) if principal is not None \
         else _signed_session(request)
-    await service.logout(door(request), who(request), sid, owner, refresh_token_of(request))
+    await service.logout(reception(request), who(request), sid, owner, refresh_token_of(request))
     response = web.Response(status=204)
     clear_refresh_cookie(response, request.app[keys.CONFIG])
     return response
@@ -170,7 +170,7 @@ def _signed_session(request: web.Request) -> tuple[UUID | None, UUID | None]:
 @authenticated(**ENDS_A_SESSION)
 @doc("End every session of the caller and kill their access tokens", status=204)
 async def logout_all(request: web.Request) -> web.Response:
-    await service.logout_all(door(request), who(request), caller.person(request))
+    await service.logout_all(reception(request), who(request), caller.person(request))
     response = web.Response(status=204)
     clear_refresh_cookie(response, request.app[keys.CONFIG])
     return response
@@ -193,7 +193,7 @@ async def request_password_reset(request: web.Request) -> web.Response:
      status=204)
 async def confirm_password_reset(request: web.Request) -> web.Response:
     body = await load_body(request, ResetConfirmSchema)
-    await service.confirm_password_reset(door(request), who(request), body["token"],
+    await service.confirm_password_reset(reception(request), who(request), body["token"],
                                          body["new_password"])
     return web.Response(status=204)
 
@@ -204,7 +204,7 @@ async def confirm_password_reset(request: web.Request) -> web.Response:
      status=204)
 async def change_password(request: web.Request) -> web.Response:
     body = await load_body(request, PasswordChangeSchema)
-    await service.change_password(door(request), who(request), caller.person(request),
+    await service.change_password(reception(request), who(request), caller.person(request),
                                   body["current_password"], body["new_password"])
     return web.Response(status=204)
 
@@ -216,7 +216,7 @@ async def change_password(request: web.Request) -> web.Response:
 async def switch_org(request: web.Request) -> web.Response:
     body = await load_body(request, SwitchOrgSchema)
     try:
-        renewed = await service.switch_org(door(request), who(request), caller.person(request),
+        renewed = await service.switch_org(reception(request), who(request), caller.person(request),
                                            refresh_token_of(request), body["org_id"])
     except signin.SignInRefused as exc:
         raise problem(exc) from None
@@ -248,5 +248,5 @@ async def delete_session(request: web.Request) -> web.Response:
         sid = UUID(request.match_info["session_id"])
     except ValueError:
         raise NotFound("No such session.") from None
-    await service.delete_session(door(request), who(request), caller.person(request), sid)
+    await service.delete_session(reception(request), who(request), caller.person(request), sid)
     return web.Response(status=204)

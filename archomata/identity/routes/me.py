@@ -10,7 +10,7 @@ from archomata.access.guards import authenticated
 from archomata.errors import Unauthorized
 from archomata.identity.store import mfa, users
 from archomata.identity.web import org_body, user_body
-from archomata.orgs.store import orgs
+from archomata.tenancy import orgs
 from archomata.web.json_io import json_response
 from archomata.web.openapi import doc
 from archomata.web.schemas import MemberOrgSchema, UserSchema

@@ -22,8 +22,8 @@ from archomata.identity.schemas.mfa import (
 )
 from archomata.identity.signin import SignInRefused
 from archomata.identity.web import (
-    door,
     problem,
+    reception,
     refresh_token_of,
     renewed_response,
     signed_in,
@@ -54,7 +54,7 @@ async def verify(request: web.Request) -> web.Response:
     body = await load_body(request, MfaVerifySchema)
     try:
         opened = await service.verify_challenge(
-            door(request), request.app[keys.DATA_KEYS], who(request), body["mfa_token"],
+            reception(request), request.app[keys.DATA_KEYS], who(request), body["mfa_token"],
             body.get("code"), body.get("recovery_code"))
     except SignInRefused as exc:
         raise problem(exc) from None
@@ -79,7 +79,7 @@ async def get_status(request: web.Request) -> web.Response:
      request=CurrentPasswordSchema, response=TotpStartedSchema)
 async def start_totp(request: web.Request) -> web.Response:
     body = await load_body(request, CurrentPasswordSchema)
-    secret, uri = await service.start_totp(door(request), request.app[keys.DATA_KEYS],
+    secret, uri = await service.start_totp(reception(request), request.app[keys.DATA_KEYS],
                                            caller.person(request), body["current_password"])
     return json_response(TotpStartedSchema().dump({"secret": secret, "otpauth_uri": uri}))
 
@@ -91,7 +91,7 @@ async def start_totp(request: web.Request) -> web.Response:
      request=CodeSchema, response=RecoveryCodesSchema, problems=_ANSWER_PROBLEMS)
 async def confirm_totp(request: web.Request) -> web.Response:
     body = await load_body(request, CodeSchema)
-    recovery = await service.confirm_totp(door(request), request.app[keys.DATA_KEYS],
+    recovery = await service.confirm_totp(reception(request), request.app[keys.DATA_KEYS],
                                           audit.context_of(request), caller.person(request),
                                           body["code"])
     return json_response(RecoveryCodesSchema().dump({"recovery_codes": recovery}))
@@ -104,7 +104,7 @@ async def confirm_totp(request: web.Request) -> web.Response:
      response=LoginResultSchema, problems=_ANSWER_PROBLEMS)
 async def step_up_session(request: web.Request) -> web.Response:
     body = await load_body(request, StepUpSchema)
-    renewed = await service.step_up(door(request), request.app[keys.DATA_KEYS],
+    renewed = await service.step_up(reception(request), request.app[keys.DATA_KEYS],
                                     audit.context_of(request), caller.person(request),
                                     refresh_token_of(request), body.get("code"),
                                     body.get("recovery_code"))
@@ -116,7 +116,8 @@ async def step_up_session(request: web.Request) -> web.Response:
 @step_up
 @doc("Turn the second factor off; its recovery codes die with it", status=204)
 async def disable_totp(request: web.Request) -> web.Response:
-    await service.disable_totp(door(request), audit.context_of(request), caller.person(request))
+    await service.disable_totp(reception(request), audit.context_of(request),
+                               caller.person(request))
     return web.Response(status=204)
 
 

@@ -4,15 +4,15 @@ to the provider, to `{FRONTEND_URL}{next}` with the refresh cookie set (the SPA 
 /auth/refresh), or to `{FRONTEND_URL}/login?error=<code>`. The one exception is a
 provider that is not configured: 404, as for any unknown route.
 
-Every outcome is audited: `auth.sso.login` for a session opened, `auth.sso.linked` for an
-identity linked (archomata.identity.linking), `auth.login.failed` with `method: sso` and a reason
-for a refusal. No code, token, state or verifier is ever logged, audited or shown.
+The callback's flow is archomata.identity.sso_signin. Every outcome is audited:
+`auth.sso.login` for a session opened, `auth.sso.linked` for an identity linked
+(archomata.identity.linking), `auth.login.failed` with `method: sso` and a reason for a
+refusal. No code, token, state or verifier is ever logged, audited or shown.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from urllib.parse import urlencode
 from weakref import WeakKeyDictionary
 
@@ -25,20 +25,12 @@ from archomata.audit import AuditAction
 from archomata.config import Config
 from archomata.db import service_tx
 from archomata.errors import ApiError, NotFound
-from archomata.identity import linking
 from archomata.identity.oidc import OidcClient, SsoClients, SsoError
 from archomata.identity.schemas.sso import SsoCallbackQuerySchema, SsoLoginQuerySchema
-from archomata.identity.signin import (
-    Attempt,
-    Reason,
-    SecondFactorRequired,
-    SignInRefused,
-    Via,
-    open_session,
-    sso_details,
-)
+from archomata.identity.signin import Reason, SecondFactorRequired, SignInRefused, sso_details
+from archomata.identity.sso_signin import Callback, sso_sign_in
 from archomata.identity.sso_state import STATE_TTL_SECONDS, LoginStates, new_login, safe_next
-from archomata.identity.web import door, set_refresh_cookie, who
+from archomata.identity.web import reception, set_refresh_cookie, who
 from archomata.web.openapi import doc
 
 log = logging.getLogger(__name__)
@@ -46,7 +38,6 @@ routes = web.RouteTableDef()
 
 BINDING_COOKIE = "archomata_sso"
 BINDING_PATH = "/api/v1/auth/sso"
-_PROVIDER_ERROR = re.compile(r"[a-z_]{1,40}")
 
 # The provider clients cache discovery and keys for as long as their app lives, and hold
 # no open connection, so they are made on first use and need no cleanup.
@@ -148,42 +139,15 @@ async def sso_callback(request: web.Request) -> web.Response:
     return response
 
 
-def _session_details(provider: str, signed_in: linking.SignIn) -> dict[str, str]:
-    """What the session's entry says of the identity (one whose link waits for the second
-    factor: named once it is made, archomata.identity.mfa.pending)."""
-    details = {"provider": provider, "via": signed_in.how.value}
-    if signed_in.identity is not None:
-        details["identity_id"] = str(signed_in.identity.id)
-    return details
-
-
 async def _complete(request: web.Request, client: OidcClient) -> web.Response:
-    query = request.query
-    if not query.get("state"):
-        raise SsoError("invalid_state", "state_missing")
-    pending = await LoginStates(request.app[keys.REDIS]).take(query["state"])
-    if pending is None:
-        raise SsoError("invalid_state", "state_unknown_expired_or_used")
-    if pending.provider != client.name:
-        raise SsoError("invalid_state", "state_of_another_provider")
-    if not pending.bound_to(request.cookies.get(BINDING_COOKIE)):
-        raise SsoError("invalid_state", "state_not_bound_to_this_browser")
-    if "error" in query:
-        said = query["error"] if _PROVIDER_ERROR.fullmatch(query["error"]) else "other"
-        raise SsoError("access_denied", f"provider_error:{said}")
-    if not query.get("code"):
-        raise SsoError("sso_failed", "code_missing")
-    assertion = await client.sign_in(query["code"], pending.code_verifier, pending.nonce)
-    config = request.app[keys.CONFIG]
-    signed_in = await linking.resolve(door(request), who(request), assertion,
-                                      allow_signup=config.sso_allow_signup)
-    try:
-        opened = await open_session(door(request), who(request), Attempt(
-            signed_in.user, Via.SSO, details=_session_details(client.name, signed_in),
-            refusal_details=sso_details(client.name), pending=signed_in.pending))
-    except SecondFactorRequired as challenge:  # the SPA asks for the code: no cookie yet
+    query, config = request.query, request.app[keys.CONFIG]
+    callback = Callback(query.get("state"), query.get("code"), query.get("error"),
+                        request.cookies.get(BINDING_COOKIE))
+    returned = await sso_sign_in(reception(request), who(request), client, callback,
+                                 allow_signup=config.sso_allow_signup)
+    if isinstance(returned.outcome, SecondFactorRequired):  # the SPA asks for the code
         return _redirect(f"{config.frontend_url}/login/mfa?"
-                         f"{urlencode({'mfa_token': challenge.mfa_token})}")
-    response = _redirect(f"{config.frontend_url}{pending.next}")
-    set_refresh_cookie(response, config, opened.refresh_token)
+                         f"{urlencode({'mfa_token': returned.outcome.mfa_token})}")
+    response = _redirect(f"{config.frontend_url}{returned.next}")
+    set_refresh_cookie(response, config, returned.outcome.refresh_token)
     return response

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from archomata.identity.breached import refuse_breached
-from archomata.identity.passwords import MAX_LENGTH, MIN_LENGTH
+from archomata.identity import new_password
 from archomata.web.schemas import Email, MemberOrgSchema, Name, UserSchema
 from archomata.web.text import Text
 
 
 def password_to_set(name: str) -> Text:
-    """The field of a password being set, named `name`: its length, and none of the
-    breached ones (422 `password_breached`, identity/breached.py)."""
-    return Text(multiline=True, required=True, validate=[
-        validate.Length(MIN_LENGTH, MAX_LENGTH), lambda value: refuse_breached(value, name)])
+    """The field of a password being set, named `name`: the one new-password check
+    (its length, none of the breached ones: identity/new_password.py)."""
+    return Text(multiline=True, required=True,
+                validate=lambda value: new_password.check(value, name))
 
 
 class RegisterSchema(Schema):

@@ -11,7 +11,7 @@ from archomata.access.guards import public
 from archomata.identity.schemas.auth import LoginResultSchema
 from archomata.identity.schemas.mfa import MfaRequiredSchema
 from archomata.identity.signin import SecondFactorRequired, SignInRefused
-from archomata.identity.web import door, mfa_required, problem, signed_in, who
+from archomata.identity.web import mfa_required, problem, reception, signed_in, who
 from archomata.orgs import service
 from archomata.orgs.schemas import AcceptInvitationSchema
 from archomata.web.json_io import load_body
@@ -34,9 +34,9 @@ async def accept_invitation(request: web.Request) -> web.Response:
                                     signed_in_user=principal.user_id if principal else None,
                                     password=body.get("password"), name=body.get("name"))
     try:
-        opened = await service.accept_invitation(door(request), who(request), acceptance)
+        opened = await service.accept_invitation(reception(request), who(request), acceptance)
     except SignInRefused as exc:
         raise problem(exc) from None
-    except SecondFactorRequired as challenge:  # nothing joined until the code
-        return mfa_required(challenge)
+    if isinstance(opened, SecondFactorRequired):  # nothing joined until the code
+        return mfa_required(opened)
     return signed_in(request.app[keys.CONFIG], opened)

@@ -16,7 +16,6 @@ from archomata.access.guards import (
     require_write,
 )
 from archomata.access.permissions import Permission
-from archomata.access.principal import OrgRole
 from archomata.access.step_up import require_step_up, step_up, step_up_exempt, step_up_when
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
@@ -33,8 +32,10 @@ from archomata.orgs.schemas import (
     RoleIdsSchema,
 )
 from archomata.orgs.service import check_refs
-from archomata.orgs.store import invitations, members, orgs
+from archomata.orgs.store import invitations, members
 from archomata.orgs.store.invitations import RevokeReason
+from archomata.tenancy import orgs
+from archomata.tenancy.org_role import OrgRole
 from archomata.web.json_io import json_response, load_body, uuid_param
 from archomata.web.openapi import doc
 from archomata.web.pagination import PageQuerySchema, listing, page_of
@@ -75,8 +76,6 @@ async def update_org(request: web.Request) -> web.Response:
         assert before is not None and org is not None
         changes = {k: {"from": getattr(before, k), "to": getattr(org, k)}
                    for k in ("name", "require_mfa") if getattr(before, k) != getattr(org, k)}
-        if "require_mfa" in changes:
-            tx.permissions_changed(org_id)  # read with every member's permissions
         await audit.record(tx, audit.context_of(request), AuditAction.ORG_UPDATED,
                            resource_type="org",
                            resource_id=org_id, details=changes)
@@ -107,7 +106,7 @@ async def create_invitation(request: web.Request) -> web.Response:
     app = request.app
     async with org_tx(request) as tx:
         await check_refs(tx, org_id, body["role_ids"], body["group_ids"])
-        if await orgs.has_member_with_email(tx, org_id, body["email"]):
+        if await members.has_member_with_email(tx, org_id, body["email"]):
             raise Conflict("This person is already a member.", code="already_member")
         await _lock_inviter(tx, org_id, acting.user_id)
         # Inviting an address again replaces its open invitation: the old link dies.

@@ -15,9 +15,9 @@ from uuid import UUID
 
 import asyncpg
 
-from archomata.access.principal import OrgRole
 from archomata.db import Tx
 from archomata.identity.store.users import normalize_email
+from archomata.tenancy.org_role import OrgRole
 from archomata.web.pagination import Position
 
 

@@ -12,8 +12,9 @@ from typing import Any
 from uuid import UUID
 
 from archomata import rows
-from archomata.access.principal import OrgRole
 from archomata.db import Tx
+from archomata.identity.store.users import normalize_email
+from archomata.tenancy.org_role import OrgRole
 from archomata.web.pagination import Position
 
 
@@ -131,3 +132,13 @@ NON_MEMBERS = """
 
 async def non_members(tx: Tx, org_id: UUID, user_ids: list[UUID]) -> list[UUID]:
     return [r[0] for r in await tx.fetch(NON_MEMBERS, org_id, user_ids)]
+
+
+HAS_MEMBER_WITH_EMAIL = """
+    select 1 from memberships m join users u on u.id = m.user_id
+    where m.org_id = $1 and u.email_normalized = $2
+"""
+
+
+async def has_member_with_email(tx: Tx, org_id: UUID, email: str) -> bool:
+    return await tx.fetchval(HAS_MEMBER_WITH_EMAIL, org_id, normalize_email(email)) is not None

@@ -26,7 +26,6 @@ from archomata.access.step_up import (
     step_up_refusal,
 )
 from archomata.audit import AuditAction
-from archomata.bridge import agents
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
 from archomata.trading import credentials, custody
@@ -56,7 +55,7 @@ CUSTODY_FIELDS = frozenset({"credentials", "agent_id", "broker", "server"})
 async def _lock_agent(tx: Tx, org_id: UUID, agent_id: UUID | None) -> None:
     """The agent an account is to be assigned to, locked (shared) so that no rotation of
     its key decides at the same time (archomata.trading.custody)."""
-    if agent_id is not None and not await agents.lock(tx, org_id, agent_id, for_key=False):
+    if agent_id is not None and not await custody.lock_agent(tx, org_id, agent_id, for_key=False):
         raise ValidationFailed("No such agent.", errors={"agent_id": ["No such agent."]})
 
 
@@ -86,8 +85,8 @@ async def _lock_for_change(tx: Tx, org_id: UUID, account_id: UUID, body: dict[st
             await _lock_agent(tx, org_id, target)
         elif credentials_set:
             target = await accounts.agent_of(tx, org_id, account_id)
-            if target is not None and not await agents.lock(tx, org_id, target,
-                                                             for_key=False):
+            if target is not None and not await custody.lock_agent(tx, org_id, target,
+                                                                    for_key=False):
                 continue  # deleted meanwhile: the account is unassigned now
         before = await accounts.lock_holding(tx, org_id, account_id)
         if before is None:

@@ -1,4 +1,6 @@
-"""Organisations (the tenants) and who belongs to them."""
+"""Organisations (the tenants) and who belongs to them: the org rows and a person's
+memberships, which signing in reads (archomata.identity) and the org's administration
+changes (archomata.orgs)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,8 @@ from uuid import UUID
 
 import asyncpg
 
-from archomata.access.principal import OrgRole
 from archomata.db import Tx
-from archomata.identity.store.users import normalize_email
+from archomata.tenancy.org_role import OrgRole
 
 
 @dataclass(frozen=True)
@@ -108,24 +109,24 @@ async def set_disabled(tx: Tx, org_id: UUID, disabled: bool) -> Org | None:
     return _org(await tx.fetchrow(SET_DISABLED, org_id, disabled))
 
 
+# `before` reads the row as it stood, locked (joined in, so that it is read before the
+# update): whether require_mfa moved is known in the same round trip.
 UPDATE = f"""
+    with before as (select require_mfa as was from orgs where id = $1 for update)
     update orgs set name = coalesce($2, name), require_mfa = coalesce($3, require_mfa),
                     updated_at = now()
-    where id = $1 returning {COLUMNS}
+    from before
+    where id = $1
+    returning {COLUMNS}, require_mfa is distinct from before.was as mfa_moved
 """
 
 
 async def update(tx: Tx, org_id: UUID, name: str | None,
                  require_mfa: bool | None) -> Org | None:
-    """Changes what is given (None: left as it is)."""
-    return _org(await tx.fetchrow(UPDATE, org_id, name, require_mfa))
-
-
-HAS_MEMBER_WITH_EMAIL = """
-    select 1 from memberships m join users u on u.id = m.user_id
-    where m.org_id = $1 and u.email_normalized = $2
-"""
-
-
-async def has_member_with_email(tx: Tx, org_id: UUID, email: str) -> bool:
-    return await tx.fetchval(HAS_MEMBER_WITH_EMAIL, org_id, normalize_email(email)) is not None
+    """Changes what is given (None: left as it is). A change of require_mfa changes what
+    every member may do (the permission cache holds it beside their permissions): the
+    transaction bumps the cache once it commits."""
+    row = await tx.fetchrow(UPDATE, org_id, name, require_mfa)
+    if row is not None and row["mfa_moved"]:
+        tx.permissions_changed(org_id)
+    return _org(row)
