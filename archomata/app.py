@@ -13,16 +13,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+import archomata.access.routes
+import archomata.audit.routes
+import archomata.bridge.agents_routes
+import archomata.bridge.routes
+import archomata.identity.store.mfa
 from archomata import db, keys, redis_client
 from archomata.access import route_policy, step_up
-from archomata.access import routes as roles
 from archomata.access.guards import access_rule, policy_problems
 from archomata.audit import keyed
-from archomata.audit import routes as audit_logs
 from archomata.audit.export_slots import EXPORTS_PER_ORG, ExportSlots
 from archomata.audit.search_gate import SEARCHES_AT_ONCE, SearchGate
-from archomata.bridge import agents_routes as agents
-from archomata.bridge import routes as bridge
 from archomata.bridge.api_keys import API_KEYS, ApiKeyAuthenticator
 from archomata.bridge.broadcast import Broadcast
 from archomata.config import Config, ConfigError
@@ -55,7 +56,6 @@ from archomata.identity.revocation import REVOCATION, Revocation
 from archomata.identity.routes import admin_users, auth, identities, me, mfa, sso
 from archomata.identity.server_watch import ServerWatch
 from archomata.identity.sessions import SessionStore
-from archomata.identity.store import mfa as mfa_store
 from archomata.mail import Mailer
 from archomata.metrics import METRICS, Metrics, worker_gauges
 from archomata.ops import api_docs, health, migrations
@@ -69,9 +69,9 @@ from archomata.web.openapi import build_spec
 log = logging.getLogger(__name__)
 
 ROUTE_MODULES: tuple[ModuleType, ...] = (
-    health, auth, invitations, me, admin, admin_users, org, roles, groups,
-    audit_logs,
-    agents, accounts, orders, strategies, bridge,
+    health, auth, invitations, me, admin, admin_users, org, archomata.access.routes, groups,
+    archomata.audit.routes,
+    archomata.bridge.agents_routes, accounts, orders, strategies, archomata.bridge.routes,
     sso, identities, mfa,
     api_docs,
 )
@@ -233,7 +233,8 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.max_body_bytes,
     )
     app[keys.CONFIG] = config
-    app[step_up.HAS_FACTOR] = mfa_store.enabled  # what access asks identity (step_up.py)
+    # What access asks identity (step_up.py).
+    app[step_up.HAS_FACTOR] = archomata.identity.store.mfa.enabled
     # What identity asks of orgs: the joining a challenge holds, and what an account
     # disabled loses (its invitations).
     pending.install(JOIN, join_pending)

@@ -7,9 +7,11 @@ carries one request's scope into another's:
 
 - `org_tx(request)`: the org of the verified token. The door handlers use.
 - `platform_tx(request)`: every org, for a platform administrator's request.
-- `user_tx(request)`: the person of the verified token (and its org, if any), for their
-  own rows on personal routes (/me...); `member_tx(request, org_id)` the same person in
-  another org of theirs, the membership checked by the door (switching org).
+- `user_tx_of(pool, user_id, org_id)`: the person of the verified token (and its org, if
+  any), for their own rows on personal routes (/me...); `member_tx_of(pool, user_id,
+  org_id)` the same person in another org of theirs, the membership checked by the door
+  (switching org). A route opens them from the token alone, as `person(request).tx()`
+  and `.into(org_id)` (archomata.access.caller).
 - `signup_tx(pool)`: a new org of the server's making and nothing else, for the public
   routes that make accounts (registration, SSO sign-up).
 - `service_tx(pool, org_id=..., user_id=...)`: for flows with no token yet (login,
@@ -23,7 +25,7 @@ handler can forget it, and a change whose version Redis cannot take is rolled ba
 (503) rather than committed unseen. Other work that must follow a commit and never a
 rollback is scheduled on the `Tx` (`after_commit`).
 
-Requests through `org_tx`, `user_tx` and `platform_tx` (nearly all) wait for a connection in the
+Requests through `org_tx`, a person's and `platform_tx` (nearly all) wait for a connection in the
 order they asked (the app's `DB_TURNS`); the rarer service and system doors do not queue.
 """
 
@@ -319,12 +321,15 @@ def platform_tx(request: web.Request) -> AbstractAsyncContextManager[Tx]:
                       user_id=principal.user_id, platform=True)
 
 
-def user_tx(request: web.Request) -> AbstractAsyncContextManager[Tx]:
-    """The transaction for a person's own rows, scoped to the user of the verified token
-    and to the token's org when it has one (checked a member on this request)."""
-    user_id, org_id = _person(request)
-    return _scoped_tx(request.app[keys.DB_POOL], turns=request.app[keys.DB_TURNS],
-                      org_id=org_id, user_id=user_id)
+def user_tx_of(pool: asyncpg.Pool, user_id: UUID, org_id: UUID | None, *,
+               turns: asyncio.Semaphore | None = None) -> AbstractAsyncContextManager[Tx]:
+    """The transaction for a person's own rows, scoped to the user and to their token's
+    org when it has one (checked a member on this request).
+
+    Dangerous: the ids must be the verified token's, as archomata.access.caller.person
+    takes them; a route opens it as `person(request).tx()`.
+    """
+    return _scoped_tx(pool, turns=turns, org_id=org_id, user_id=user_id)
 
 
 _IS_MEMBER = "select exists (select 1 from memberships where org_id = $1 and user_id = $2)"
@@ -335,28 +340,12 @@ async def member_tx_of(pool: asyncpg.Pool, user_id: UUID, org_id: UUID, *,
                        turns: asyncio.Semaphore | None = None) -> AsyncIterator[Tx]:
     """A person's transaction in one of their orgs, the membership checked inside it
     first (Forbidden `not_a_member` otherwise): fed an org id a client chose, it still
-    opens onto no org of anyone else."""
+    opens onto no org of anyone else. `user_id` must be the verified token's: a route
+    opens it as `person(request).into(org_id)` (archomata.access.caller)."""
     async with _scoped_tx(pool, turns=turns, org_id=org_id, user_id=user_id) as tx:
         if not await tx.fetchval(_IS_MEMBER, org_id, user_id):
             raise Forbidden("You are not a member of this organisation.", code="not_a_member")
         yield tx
-
-
-def member_tx(request: web.Request, org_id: UUID) -> AbstractAsyncContextManager[Tx]:
-    """user_tx, moved to another org of the token's person (switching org)."""
-    return member_tx_of(request.app[keys.DB_POOL], _person(request)[0], org_id,
-                        turns=request.app[keys.DB_TURNS])
-
-
-def _person(request: web.Request) -> tuple[UUID, UUID | None]:
-    """The user and org ids of the request's verified token: personal doors open for
-    people only."""
-    principal = request[keys.PRINCIPAL]
-    if principal is None:
-        raise Unauthorized("Authentication is required.")
-    if principal.user_id is None:
-        raise Forbidden("This route is for people, not agents.")
-    return principal.user_id, principal.org_id
 
 
 def service_tx(pool: asyncpg.Pool, *, org_id: UUID | None = None,

@@ -6,7 +6,7 @@ single-line value (names, emails, symbols, ids, tokens, every query and path par
 holds no line break or tab either: one in an org name once reached a mail's Subject
 header. Multi-line values (descriptions, passwords, a broker's message) keep TAB, LF, CR.
 
-The doors that apply them: the JSON reader checks every string of a body, keys and
+Where they are applied: the JSON reader checks every string of a body, keys and
 nested values included (archomata.web.json_io); the `Text` field (archomata.web.text) adds
 the single-line rule to the body fields that have it; the params middleware checks query
 and path parameters. Each refusal is a 422 naming the field. Beyond HTTP, a mail's

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 import archomata
-from archomata.access import store as roles
+from archomata.access import roles
 from archomata.db import Tx, permission_cache, system_tx
 from archomata.errors import Conflict, ServiceUnavailable
 from archomata.identity.onboarding import NewAccount
@@ -206,9 +206,9 @@ WRITES: dict[str, StoreCall] = {
     "orgs.store.members.remove": lambda tx, a, g: members.remove(tx, a.org.id, a.user.id),
     "tenancy.orgs.add_member": lambda tx, a, g: orgs.add_member(
         tx, a.org.id, a.user.id, OrgRole.MEMBER),
-    "access.store.assign_by_name": lambda tx, a, g: roles.assign_by_name(
+    "access.roles.assign_by_name": lambda tx, a, g: roles.assign_by_name(
         tx, a.org.id, a.user.id, "Trader"),
-    "access.store.set_for_member": lambda tx, a, g: roles.set_for_member(
+    "access.roles.set_for_member": lambda tx, a, g: roles.set_for_member(
         tx, a.org.id, a.user.id, []),
     "orgs.store.groups.delete": lambda tx, a, g: groups.delete(tx, a.org.id, g),
     "orgs.store.groups.set_members": lambda tx, a, g: groups.set_members(

@@ -8,7 +8,7 @@ import secrets
 import asyncpg
 import pytest
 
-from archomata.bridge import store as agents
+from archomata.bridge import agents
 from archomata.db import service_tx, signup_tx
 from tests.factories import tenant_account
 

@@ -67,7 +67,7 @@ class TestAuditExportQuery:
 
 class TestRoutesNamedInFull:
     def test_the_step_up_refusal_names_the_route_to_call(self) -> None:
-        assert "POST /api/v1/auth/step-up" in step_up.refusal().detail
+        assert "POST /api/v1/auth/step-up" in step_up.step_up_refusal().detail
 
     def test_no_message_names_a_route_without_its_base(self) -> None:
         """Every string of the package but docstrings and comments: problem details,

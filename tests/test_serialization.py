@@ -13,8 +13,8 @@ import orjson
 import pytest
 from marshmallow import Schema
 
+from archomata.access.roles import Role
 from archomata.access.schemas import RoleSchema
-from archomata.access.store import Role
 from archomata.orgs.schemas import GroupSchema, InvitationSchema, MemberSchema
 from archomata.orgs.store.groups import Group
 from archomata.orgs.store.invitations import Invitation

@@ -1,5 +1,6 @@
-"""The personal door: `user_tx` is scoped from the verified token alone, and refuses a
-request without a person behind it whatever guard the route declares."""
+"""The personal door: `person(request).tx()` (db.user_tx_of) is scoped from the verified
+token alone, and refuses a request without a person behind it whatever guard the route
+declares."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
+from archomata.access import caller
 from archomata.access.guards import agent_only, authenticated, public
 from archomata.config import Config
-from archomata.db import user_tx
 from tests.conftest import app_with_routes
 from tests.factories import agent_auth, agent_with_key, signed_up
 
@@ -21,7 +22,7 @@ SCOPE = """select current_setting('app.user_id') as user_id,
 
 
 async def _scope(request: web.Request) -> web.Response:
-    async with user_tx(request) as tx:
+    async with caller.person(request).tx() as tx:
         row = await tx.fetchrow(SCOPE)
     assert row is not None
     return web.json_response(dict(row))

@@ -17,15 +17,13 @@ import functools
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, overload
-from uuid import UUID
 
 from aiohttp import web
 
-from archomata import keys
 from archomata.access import route_policy, step_up
-from archomata.access.principal import ActorType, Principal
+from archomata.access.caller import agent, member, person
 from archomata.access.route_policy import POLICY_ATTR, Authn, RoutePolicy, declared_policy
-from archomata.errors import Forbidden, Unauthorized
+from archomata.errors import Forbidden
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Decorator = Callable[[Handler], Handler]
@@ -43,13 +41,6 @@ class AccessRule:
     def describe(self) -> str:
         text = f"perm {self.permission}" if self.kind == "perm" else self.kind
         return text + (" + write" if self.write else "")
-
-
-def caller(request: web.Request) -> tuple[UUID, Principal]:
-    """The org and principal of a request that passed its guard."""
-    principal = request[keys.PRINCIPAL]
-    assert principal is not None and principal.org_id is not None  # the guard ran
-    return principal.org_id, principal
 
 
 def access_rule(handler: Any) -> AccessRule | None:
@@ -106,39 +97,23 @@ class Guard:
         return decorate if handler is None else decorate(handler)
 
 
-def _user(request: web.Request) -> Principal:
-    principal: Principal | None = request.get(keys.PRINCIPAL)
-    if principal is None:
-        raise Unauthorized("Authentication is required.")
-    if principal.actor_type is not ActorType.USER:
-        raise Forbidden("This route is for people, not agents.")
-    return principal
-
-
-def _org_user(request: web.Request) -> Principal:
-    principal = _user(request)
-    if principal.org_id is None:
-        raise Forbidden("This action needs an organisation.", code="no_org")
-    return principal
-
-
 # Open to anyone: a deliberate choice, not a forgotten guard. The login budget by default.
 public = Guard(AccessRule("public"), None, route_policy.PUBLIC)
 # Open to anyone and reading no credential at all: probes, metrics, the API document.
 operations = Guard(AccessRule("public"), None, route_policy.OPERATIONS)
-authenticated = Guard(AccessRule("auth"), _user, route_policy.USER)
+authenticated = Guard(AccessRule("auth"), person, route_policy.USER)
 
 
 def require_permission(permission: str, **overrides: Any) -> Decorator:
     def check(request: web.Request) -> None:
-        if permission not in _org_user(request).permissions:
+        if permission not in member(request).principal.permissions:
             raise Forbidden(f"This needs the {permission} permission.")
     return Guard(AccessRule("perm", permission=str(permission)), check,
                  route_policy.USER)(**overrides)
 
 
 def _check_org_admin(request: web.Request) -> None:
-    if not _org_user(request).is_org_admin:
+    if not member(request).principal.is_org_admin:
         raise Forbidden("Organisation administrators only.", code="org_admin_required")
 
 
@@ -146,7 +121,7 @@ require_org_admin = Guard(AccessRule("org-admin"), _check_org_admin, route_polic
 
 
 def _check_platform_admin(request: web.Request) -> None:
-    if not _user(request).is_platform_admin:
+    if not person(request).principal.is_platform_admin:
         raise Forbidden("Platform administrators only.", code="platform_admin_required")
 
 
@@ -154,17 +129,11 @@ require_platform_admin = Guard(AccessRule("platform-admin"), _check_platform_adm
                                route_policy.USER)
 
 
-def _check_agent(request: web.Request) -> None:
-    principal = request.get(keys.PRINCIPAL)
-    if principal is None or principal.actor_type is not ActorType.AGENT:
-        raise Unauthorized("A valid X-API-Key is required.", code="invalid_api_key")
-
-
-agent_only = Guard(AccessRule("agent"), _check_agent, route_policy.AGENT)
+agent_only = Guard(AccessRule("agent"), agent, route_policy.AGENT)
 
 
 def _check_write(request: web.Request) -> None:
-    principal = _org_user(request)
+    principal = member(request).principal
     if principal.is_org_admin:
         return
     if not any(not p.endswith(":read") for p in principal.permissions):

@@ -59,10 +59,6 @@ class Permission(StrEnum):
     STRATEGIES_READ = "strategies:read"
     STRATEGIES_UPDATE = "strategies:update"
 
-    @property
-    def is_read(self) -> bool:
-        return self.value.endswith(":read")
-
 
 VIEWER = frozenset(Permission(f"{r}:read") for r in (
     "accounts", "positions", "deals", "orders", "risk_limits", "strategies", "agents"))

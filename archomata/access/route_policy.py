@@ -80,7 +80,7 @@ AGENT_CSRF_REASON = ("agents authenticate with X-API-Key alone, a header no brow
                      "on its own, so a forged cross-site request carries no credential")
 
 # The defaults each guard gives its routes (archomata.access.guards).
-PUBLIC = RoutePolicy(Authn.OPTIONAL, RateClass.LOGIN)  # an open door gets the tight budget
+PUBLIC = RoutePolicy(Authn.OPTIONAL, RateClass.LOGIN)  # open to anyone: the tight budget
 USER = RoutePolicy(Authn.BEARER, RateClass.API)
 AGENT = RoutePolicy(Authn.AGENT, RateClass.BRIDGE, csrf_exempt=AGENT_CSRF_REASON)
 # Probes, metrics and the API document: they read no credential, change nothing, wait on

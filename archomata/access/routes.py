@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from archomata.access import store as roles
+from archomata.access import roles
 from archomata.access.guards import authenticated
 from archomata.access.schemas import PermissionListSchema, RoleListSchema
 from archomata.db import org_tx

@@ -4,7 +4,7 @@ A route marked `@step_up` answers 403 `step_up_required` when the caller has a s
 factor and their token's `mfa_at` is absent or older than
 ARCHOMATA_STEP_UP_MAX_AGE_SECONDS; `POST /auth/step-up` mints one with a fresh `mfa_at`.
 A route whose danger depends on its body declares `@step_up_when(...)` and calls
-`require` itself when it applies. A caller with no second factor is not asked (they
+`require_step_up` itself when it applies. A caller with no second factor is not asked (they
 have none to give).
 
 A route that may change custody (who or what can reach an account's stored
@@ -32,7 +32,8 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import keys
-from archomata.db import Tx, user_tx
+from archomata.access import caller
+from archomata.db import Tx
 from archomata.errors import Forbidden
 
 STEP_UP_ATTR = "__archomata_step_up__"
@@ -58,14 +59,14 @@ def step_up(handler: Handler) -> Handler:
     """The route asks for a recent second factor before it runs (below its guard)."""
     @functools.wraps(handler)
     async def stepped_up(request: web.Request) -> web.StreamResponse:
-        await require(request)
+        await require_step_up(request)
         return await handler(request)
     _declare(stepped_up, ALWAYS)
     return stepped_up
 
 
 def step_up_when(reason: str) -> Callable[[Handler], Handler]:
-    """The route calls `require` itself when its body makes it dangerous (`reason`)."""
+    """The route calls `require_step_up` itself when its body makes it dangerous (`reason`)."""
     def declare(handler: Handler) -> Handler:
         _declare(handler, f"{WHEN}: {reason}")
         return handler
@@ -74,7 +75,7 @@ def step_up_when(reason: str) -> Callable[[Handler], Handler]:
 
 def step_up_custody(handler: Handler) -> Handler:
     """The route may change custody: it asks `stale` before its transaction and refuses
-    with `refusal()` inside it, once the locked rows say custody changes."""
+    with `step_up_refusal()` inside it, once the locked rows say custody changes."""
     _declare(handler, CUSTODY)
     return handler
 
@@ -87,26 +88,26 @@ def step_up_exempt(reason: str) -> Callable[[Handler], Handler]:
     return declare
 
 
-async def require(request: web.Request) -> None:
+async def require_step_up(request: web.Request) -> None:
     """403 `step_up_required` unless the caller proved a second factor lately or has none."""
-    if await stale(request):
-        raise refusal()
+    if await step_up_is_stale(request):
+        raise step_up_refusal()
 
 
-async def stale(request: web.Request) -> bool:
+async def step_up_is_stale(request: web.Request) -> bool:
     """Whether a step-up route would refuse this caller now: they have a second factor
     (or their org requires one) and proved none lately. One read at most, none for a
     fresh token; call it before opening a transaction (the read has its own)."""
-    principal = request[keys.PRINCIPAL]
+    principal = caller.caller_if_any(request)
     if principal is None or principal.user_id is None:
         return False  # the route's guard refused these already
     max_age = request.app[keys.CONFIG].step_up_max_age_seconds
     if principal.mfa_at is not None and time.time() - principal.mfa_at <= max_age:
         return False
-    return principal.org_requires_mfa or await _has_factor(request, principal.user_id)
+    return principal.org_requires_mfa or await _has_factor(request)
 
 
-def refusal() -> Forbidden:
+def step_up_refusal() -> Forbidden:
     return Forbidden("Confirm it is you with your second factor first "
                      "(POST /api/v1/auth/step-up).", code="step_up_required")
 
@@ -120,11 +121,11 @@ async def refuse_unenrolled(request: web.Request) -> None:
     """403 `mfa_enrollment_required` for a member of an org that requires a second factor
     who has none, on the org's routes. A token whose session proved one passes at once;
     one that did not (an older session, the one that enrolled) costs one read."""
-    principal = request[keys.PRINCIPAL]
+    principal = caller.caller_if_any(request)
     if (principal is None or not principal.org_requires_mfa or principal.mfa_at is not None
             or principal.user_id is None or request.path.startswith(ENROLMENT_OPEN)):
         return
-    if await _has_factor(request, principal.user_id):
+    if await _has_factor(request):
         return
     raise Forbidden("This organisation requires a second factor: enrol one with "
                     "POST /api/v1/me/mfa/totp.", code="mfa_enrollment_required")
@@ -137,10 +138,12 @@ FactorCheck = Callable[[Tx, UUID], Awaitable[bool]]
 HAS_FACTOR: web.AppKey[FactorCheck] = web.AppKey("has_factor")
 
 
-async def _has_factor(request: web.Request, user_id: UUID) -> bool:
-    """Whether the caller has a confirmed second factor (one read, in their own scope)."""
-    async with user_tx(request) as tx:
-        return await request.app[HAS_FACTOR](tx, user_id)
+async def _has_factor(request: web.Request) -> bool:
+    """Whether the caller, a person, has a confirmed second factor (one read, in their own
+    scope)."""
+    me = caller.person(request)
+    async with me.tx() as tx:
+        return await request.app[HAS_FACTOR](tx, me.user_id)
 
 
 def dangerous(method: str, path: str, rule_kind: str | None,

@@ -14,53 +14,15 @@
     export_formats.py  entries as CSV or JSON Lines
     export_slots.py    how many exports run at once
 
-Most of the code base writes `from archomata import audit` and `audit.record(tx, request,
-...)`: `record` and `record_each` here are the thin request-taking helpers for handlers,
-which build the AuditContext from the request and call the service's; a flow without
-HTTP calls archomata.audit.service with an AuditContext.
+Every entry is written by one call, `audit.record(tx, who, action, ...)` (or
+`record_each` for many at once), `who` an AuditContext: a handler's is
+`audit.context_of(request)`, a flow is handed one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-from uuid import UUID
-
-from aiohttp import web
-
-from archomata.audit import service
 from archomata.audit.actions import AuditAction
 from archomata.audit.context import AuditContext, context_of
-from archomata.db import Tx
+from archomata.audit.service import record, record_each
 
 __all__ = ["AuditAction", "AuditContext", "context_of", "record", "record_each"]
-
-
-async def record(
-    tx: Tx,
-    who: web.Request | AuditContext,
-    action: AuditAction,
-    *,
-    resource_type: str | None = None,
-    resource_id: UUID | str | int | None = None,
-    details: dict[str, Any] | None = None,
-    org_id: UUID | None = None,
-    actor_id: UUID | None = None,
-) -> UUID:
-    """service.record for a handler: `actor_id` names the actor of a request no token
-    names yet (login); ignored for an AuditContext, which names its own."""
-    context = who if isinstance(who, AuditContext) else context_of(who, actor_id)
-    return await service.record(tx, context, action, resource_type=resource_type,
-                                resource_id=resource_id, details=details, org_id=org_id)
-
-
-async def record_each(
-    tx: Tx,
-    who: web.Request | AuditContext,
-    action: AuditAction,
-    resource_type: str,
-    entries: Sequence[tuple[UUID, UUID | str, dict[str, Any]]],
-) -> None:
-    """service.record_each for a handler."""
-    context = who if isinstance(who, AuditContext) else context_of(who)
-    await service.record_each(tx, context, action, resource_type, entries)

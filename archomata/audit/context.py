@@ -7,12 +7,13 @@ CLI and background jobs use `AuditContext.system()`.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from uuid import UUID
 
 from aiohttp import web
 
 from archomata import keys
+from archomata.access import caller
 from archomata.access.principal import ActorType
 
 
@@ -30,18 +31,25 @@ class AuditContext:
     def system(cls) -> AuditContext:
         return cls(ActorType.SYSTEM, None)
 
+    def as_user(self, user_id: UUID | None) -> AuditContext:
+        """The entries of a sign-in name as actor the person signing in, when known."""
+        if user_id is None:
+            return self
+        return replace(self, actor_type=ActorType.USER, actor_id=user_id)
 
-def context_of(request: web.Request, actor_id: UUID | None = None) -> AuditContext:
-    """The request's context; `actor_id` names the actor when no token does yet (login)."""
-    principal = request.get(keys.PRINCIPAL)
-    if principal is not None:
-        actor_type, actor = principal.actor_type, principal.actor_id
-    else:
-        actor_type = ActorType.USER if actor_id else ActorType.SYSTEM
-        actor = actor_id
+    def or_user(self, user_id: UUID | None) -> AuditContext:
+        """Whoever the request's token names, or, when it names no one (a mailed link, a
+        refresh cookie, an invitation, a failed sign-in), the person the flow acts on."""
+        return self if self.actor_id is not None else self.as_user(user_id)
+
+
+def context_of(request: web.Request) -> AuditContext:
+    """The request's context: its verified caller, or the system when none (a public
+    route: name the person it acts on with `or_user`)."""
+    principal = caller.caller_if_any(request)
     return AuditContext(
-        actor_type=actor_type,
-        actor_id=actor,
+        actor_type=principal.actor_type if principal else ActorType.SYSTEM,
+        actor_id=principal.actor_id if principal else None,
         ip=_inet(request.get(keys.CLIENT_IP) or request.remote),
         user_agent=readable(request.headers.get("User-Agent") or "")[:512] or None,
         request_id=request.get(keys.REQUEST_ID),

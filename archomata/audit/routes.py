@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from archomata import keys
-from archomata.access.guards import caller, require_permission, require_platform_admin
+from archomata.access import caller
+from archomata.access.guards import require_permission, require_platform_admin
 from archomata.access.permissions import Permission
 from archomata.access.route_policy import TimeoutClass
 from archomata.audit import service
@@ -38,8 +39,7 @@ from archomata.audit.schemas import (
 from archomata.audit.store import AuditEntry, AuditFilter
 from archomata.db import org_tx, platform_tx
 from archomata.web.connection import cut
-from archomata.web.json_io import json_response
-from archomata.web.json_io import validate as validate_query
+from archomata.web.json_io import json_response, load_valid
 from archomata.web.openapi import doc
 from archomata.web.pagination import Page, listing, page_of
 from archomata.web.params import client_gone
@@ -74,8 +74,7 @@ async def _search_turn(request: web.Request, query: dict[str, object]) -> AsyncI
     if "q" not in query:
         yield
         return
-    principal = request[keys.PRINCIPAL]
-    async with request.app[keys.AUDIT_SEARCHES].hold(principal.actor_id if principal else None):
+    async with request.app[keys.AUDIT_SEARCHES].hold(caller.person(request).user_id):
         yield
 
 
@@ -113,9 +112,9 @@ async def list_all_audit_logs(request: web.Request) -> web.Response:
                504: "`search_timeout`: the search's first page ran past its bound (a later "
                     "one cuts the transfer)"})
 async def export_audit_logs(request: web.Request) -> web.StreamResponse:
-    query = validate_query(ExportQuerySchema, dict(request.query), query=True)
+    query = load_valid(ExportQuerySchema, dict(request.query), query=True)
     export_format = ExportFormat(query.pop("format"))
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with request.app[keys.EXPORTS].hold(org_id) as lease:
         # A search's export counts against the person's searches and takes a search slot
         # while its words are looked up; each page is then bounded (service.export_pages).

@@ -5,12 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from archomata import audit, keys
-from archomata.access.guards import caller, require_permission, require_write
+from archomata.access import caller
+from archomata.access.guards import require_permission, require_write
 from archomata.access.permissions import Permission
 from archomata.access.step_up import step_up, step_up_exempt
 from archomata.audit import AuditAction
-from archomata.bridge import api_keys
-from archomata.bridge import store as agents
+from archomata.bridge import agents, api_keys
 from archomata.bridge.api_keys import API_KEYS
 from archomata.db import org_tx
 from archomata.errors import NotFound
@@ -43,7 +43,7 @@ async def _revoke(request: web.Request, key_id: str) -> None:
 @doc("The org's agents, newest first; `online` when seen within 60 s",
      response=AgentListSchema)
 async def list_agents(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     page, _ = page_of(request)
     async with org_tx(request) as tx:
         found = await agents.list_page(tx, org_id, after(page), page.limit + 1)
@@ -54,7 +54,7 @@ async def list_agents(request: web.Request) -> web.Response:
 @require_permission(Permission.AGENTS_READ)
 @doc("One agent", response=AgentSchema)
 async def get_agent(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     agent_id = uuid_param(request, "agent_id")
     async with org_tx(request) as tx:
         agent = await agents.get(tx, org_id, agent_id)
@@ -70,13 +70,14 @@ async def get_agent(request: web.Request) -> web.Response:
 @doc("Create an agent; its API key is in this answer and never again",
      request=AgentCreateSchema, response=AgentCreatedSchema, status=201)
 async def create_agent(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     body = await load_body(request, AgentCreateSchema)
     key_id, secret, api_key = api_keys.new_key()
     key_hash = await request.app[keys.PASSWORDS].hash(secret)
     async with org_tx(request) as tx:
         agent = await agents.insert(tx, org_id, body["name"], key_id, key_hash)
-        await audit.record(tx, request, AuditAction.AGENT_CREATED, resource_type="agent",
+        await audit.record(tx, audit.context_of(request), AuditAction.AGENT_CREATED,
+                           resource_type="agent",
                            resource_id=agent.id, details={"name": agent.name})
     return json_response({"agent": agent, "api_key": api_key}, status=201,
                          location=f"/api/v1/agents/{agent.id}")
@@ -90,7 +91,8 @@ async def create_agent(request: web.Request) -> web.Response:
      "agent that serves an account with credentials, the org administrator only (403 "
      "permission_denied): the new key can fetch them", response=ApiKeySchema)
 async def rotate_agent_key(request: web.Request) -> web.Response:
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     agent_id = uuid_param(request, "agent_id")
     key_id, secret, api_key = api_keys.new_key()
     key_hash = await request.app[keys.PASSWORDS].hash(secret)
@@ -100,13 +102,14 @@ async def rotate_agent_key(request: web.Request) -> web.Response:
         # Read after the lock: an assignment to this agent holds it until it commits.
         credentialed = await accounts.credentialed_for_agent(tx, org_id, agent_id)
         if credentialed:
-            await custody.require_administrator(tx, principal, "Rotating this agent's key")
+            await custody.require_administrator(tx, acting, "Rotating this agent's key")
         rotated = await agents.rotate_key(tx, org_id, agent_id, key_id, key_hash)
         if rotated is None:
             raise NotFound("No such agent.")
-        await audit.record(tx, request, AuditAction.AGENT_KEY_ROTATED, resource_type="agent",
+        await audit.record(tx, audit.context_of(request), AuditAction.AGENT_KEY_ROTATED,
+                           resource_type="agent",
                            resource_id=agent_id,
-                           details={"name": rotated[1].name, "rotated_by": str(principal.actor_id),
+                           details={"name": rotated[1].name, "rotated_by": str(acting.user_id),
                                     "sensitive_accounts": credentialed})
         await _revoke(request, rotated[0])
     await request.app[keys.BROADCAST].key_revoked(rotated[0])
@@ -119,13 +122,14 @@ async def rotate_agent_key(request: web.Request) -> web.Response:
 @step_up_exempt("deleting an agent revokes its key")
 @doc("Delete an agent: its key fails at once, its accounts become unassigned", status=204)
 async def delete_agent(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     agent_id = uuid_param(request, "agent_id")
     async with org_tx(request) as tx:
         key_id = await agents.delete(tx, org_id, agent_id)
         if key_id is None:
             raise NotFound("No such agent.")
-        await audit.record(tx, request, AuditAction.AGENT_DELETED, resource_type="agent",
+        await audit.record(tx, audit.context_of(request), AuditAction.AGENT_DELETED,
+                           resource_type="agent",
                            resource_id=agent_id)
         await _revoke(request, key_id)
     await request.app[keys.BROADCAST].key_revoked(key_id)

@@ -48,7 +48,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from archomata.access.principal import ActorType, Principal
-from archomata.bridge import store as agents
+from archomata.bridge import agents
 from archomata.db import service_tx
 from archomata.errors import RateLimited, Unauthorized
 from archomata.gate.check import READY, call_gate, client_bucket

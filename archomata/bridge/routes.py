@@ -7,13 +7,13 @@ Every query is scoped by org_tx to the agent's org and by the agent id in the SQ
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
 
 from aiohttp import web
 
 from archomata import audit, keys, sealed
-from archomata.access.guards import agent_only, caller
+from archomata.access import caller
+from archomata.access.guards import agent_only
 from archomata.access.route_policy import TimeoutClass
 from archomata.bridge import service
 from archomata.bridge.schemas import (
@@ -27,18 +27,11 @@ from archomata.bridge.schemas import (
     HeartbeatResultSchema,
     HeartbeatSchema,
 )
-from archomata.db import org_tx
-from archomata.web.json_io import json_response, load_body, validate
+from archomata.web.json_io import json_response, load_body, load_valid
 from archomata.web.openapi import doc
 from archomata.web.params import client_gone, int_param, uuid_param
 
 routes = web.RouteTableDef()
-
-
-def _agent(request: web.Request) -> service.Agent:
-    """The agent the verified key names, with the door of its org."""
-    org_id, principal = caller(request)
-    return service.Agent(org_id, principal.actor_id, functools.partial(org_tx, request))
 
 
 @routes.post("/api/v1/bridge/heartbeat")
@@ -46,7 +39,7 @@ def _agent(request: web.Request) -> service.Agent:
 @doc("Report that the agent is alive, and its version", request=HeartbeatSchema,
      response=HeartbeatResultSchema)
 async def heartbeat(request: web.Request) -> web.Response:
-    agent = _agent(request)
+    agent = caller.agent(request)
     body = await load_body(request, HeartbeatSchema)
     await service.heartbeat(agent, body["version"], body["terminals"])
     return json_response({"server_time": datetime.now(UTC)})
@@ -57,7 +50,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 @doc("The accounts assigned to this agent, with their credentials (audited)",
      response=BridgeAccountListSchema, problems=sealed.PROBLEMS)
 async def list_bridge_accounts(request: web.Request) -> web.Response:
-    items = await service.assigned_accounts(_agent(request), audit.context_of(request),
+    items = await service.assigned_accounts(caller.agent(request), audit.context_of(request),
                                             request.app[keys.DATA_KEYS])
     return json_response({"items": items, "next_cursor": None})
 
@@ -67,7 +60,7 @@ async def list_bridge_accounts(request: web.Request) -> web.Response:
 @doc("Report balances and the open positions, which replace the previous ones at once",
      request=AccountStateSchema, status=204)
 async def put_account_state(request: web.Request) -> web.Response:
-    agent = _agent(request)
+    agent = caller.agent(request)
     login = int_param(request, "login")
     await service.push_state(agent, login, await load_body(request, AccountStateSchema))
     return web.Response(status=204)
@@ -78,7 +71,7 @@ async def put_account_state(request: web.Request) -> web.Response:
 @doc("Report deals (at most 1000); deals already known by ticket are counted as "
      "duplicates", request=DealBatchSchema, response=DealBatchResultSchema)
 async def post_deals(request: web.Request) -> web.Response:
-    agent = _agent(request)
+    agent = caller.agent(request)
     login = int_param(request, "login")
     columns = (await load_body(request, DealBatchSchema))["deals"]
     deals = await service.push_deals(agent, login, columns)
@@ -93,8 +86,8 @@ async def post_deals(request: web.Request) -> web.Response:
      "waiting polls: a fifth answers the oldest with no commands; an order wakes one.",
      query=CommandsQuerySchema, response=CommandListSchema)
 async def poll_commands(request: web.Request) -> web.Response:
-    agent = _agent(request)
-    wait = validate(CommandsQuerySchema, dict(request.query), query=True)["wait"]
+    agent = caller.agent(request)
+    wait = load_valid(CommandsQuerySchema, dict(request.query), query=True)["wait"]
     stopping = request.app[keys.STOPPING]
     claimed = await service.poll(agent, request.app[keys.BROADCAST], wait,
                                  request.app[keys.CONFIG].command_lease_seconds,
@@ -107,7 +100,7 @@ async def poll_commands(request: web.Request) -> web.Response:
 @doc("Report a command's outcome, from any attempt, once (409 already_reported after)",
      request=CommandResultSchema, status=204)
 async def post_command_result(request: web.Request) -> web.Response:
-    agent = _agent(request)
+    agent = caller.agent(request)
     command_id = uuid_param(request, "command_id")
     result = await load_body(request, CommandResultSchema)
     await service.report_result(agent, audit.context_of(request), command_id, result)

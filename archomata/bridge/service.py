@@ -2,8 +2,8 @@
 credentials of its accounts, pushing an account's state and deals, polling for commands
 and reporting a command's outcome.
 
-Each flow is handed the `Agent` its verified key names (its org, its id, and the door
-of its org, built by the route), who asks (an AuditContext), and its collaborators (the
+Each flow is handed the `Agent` its verified key names (archomata.access.caller: its
+org, its id, and the door of its org), who asks (an AuditContext), and its collaborators (the
 data keys, the broadcast that wakes polls). An agent reaches only the accounts assigned
 to it, named by login: anything else raises NotFound, as an account of another org
 does. Heartbeats, state and deal pushes are telemetry, not changes anyone made, and are
@@ -22,13 +22,12 @@ from typing import Any
 from uuid import UUID
 
 from archomata import audit
+from archomata.access.caller import Agent
 from archomata.audit import AuditAction, AuditContext
-from archomata.bridge import commands
-from archomata.bridge import store as agents
+from archomata.bridge import agents, commands
 from archomata.bridge.broadcast import Broadcast
 from archomata.bridge.polls import Poll, Polls
 from archomata.crypto import DataKeys
-from archomata.db import TxOpener
 from archomata.errors import Conflict, NotFound
 from archomata.trading import credentials
 from archomata.trading.store import accounts, market
@@ -37,15 +36,6 @@ from archomata.trading.values import decimal_text
 
 log = logging.getLogger(__name__)
 MAX_COMMANDS = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Agent:
-    """An agent as its verified key names it, with the door of its org."""
-
-    org_id: UUID
-    agent_id: UUID
-    tx: TxOpener
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """Who is calling and how they got in: passwords, tokens, sessions and their revocation,
-the one sign-in door (signin.py) every way in opens sessions through, registration
+the one sign-in (signin.py) every way in opens sessions through, registration
 (onboarding.py), SSO (oidc.py for the provider, linking.py for accounts, sso_signin.py
 for the callback's flow), the platform administrator's changes to a user (user_admin.py),
 and the web side of signing in (web.py: cookie, login shape). What the flows work with

@@ -16,8 +16,8 @@
 An email the provider does not vouch for (Google `email_verified` false, Azure without
 `xms_edov`) links nothing and creates nothing: whoever controls that claim could claim
 anyone's account. Every new link writes `auth.sso.linked` in the same transaction. An
-account the sign-in door would refuse (archomata.identity.signin.vet: disabled, say) gets
-no identity linked; the door itself opens the session. An account with a second factor
+account the sign-in would refuse (archomata.identity.signin.vet: disabled, say) gets
+no identity linked; the sign-in itself opens the session. An account with a second factor
 gets nothing linked yet: the link waits on the challenge (SignIn.pending) and is made in
 the transaction that proves the factor (link_pending, by archomata.identity.mfa.pending),
 so an abandoned challenge links nothing.
@@ -42,7 +42,6 @@ from archomata.identity.signin import (
     Attempt,
     SignInRefused,
     Via,
-    as_user,
     choose_org,
     has_second_factor,
     sso_details,
@@ -135,7 +134,7 @@ async def _home_org(reception: Reception, user_id: UUID) -> UUID | None:
         memberships = await orgs.memberships_of(tx, user_id)
     try:
         home = choose_org(memberships, None)
-    except SignInRefused:  # every org disabled: the door refuses the session anyway
+    except SignInRefused:  # every org disabled: the sign-in refuses the session anyway
         return None
     return home.org.id if home else None
 
@@ -209,6 +208,6 @@ async def _audit_link(tx: Tx, who: AuditContext, identity: Identity, how: How,
     details: dict[str, object] = {"provider": identity.provider, "via": how.value}
     if how is How.TAKEOVER:
         details["wiped"] = ["password", "sessions", "access_tokens", "mail_links"]
-    await audit.record(tx, as_user(who, identity.user_id), AuditAction.AUTH_SSO_LINKED,
+    await audit.record(tx, who.as_user(identity.user_id), AuditAction.AUTH_SSO_LINKED,
                        resource_type="user_identity", resource_id=identity.id, org_id=org_id,
                        details=details)

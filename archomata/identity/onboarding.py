@@ -18,7 +18,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from archomata import audit
-from archomata.access import store as roles
+from archomata.access import roles
 from archomata.access.permissions import ADMINISTRATOR
 from archomata.access.principal import PlatformRole
 from archomata.audit import AuditAction, AuditContext
@@ -26,7 +26,6 @@ from archomata.db import Tx, service_tx, signup_tx
 from archomata.errors import Conflict
 from archomata.identity.passwords import PasswordHasher
 from archomata.identity.service import first_mail_in_a_while
-from archomata.identity.signin import as_user
 from archomata.identity.store import mail_tokens, users
 from archomata.identity.store.mail_tokens import Purpose
 from archomata.identity.store.users import User
@@ -73,7 +72,7 @@ async def _create(tx: Tx, who: AuditContext, *, email: str, name: str,
     if user is None:
         raise _taken()
     if by_themselves:
-        who = as_user(who, user.id)
+        who = who.as_user(user.id)
     org = await orgs.insert(tx, org_name)
     await _make_admin(tx, org.id, user.id)
     await audit.record(tx, who, AuditAction.USER_REGISTERED, resource_type="user",

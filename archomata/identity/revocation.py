@@ -39,7 +39,7 @@ from archomata.gate.authz import Authz
 from archomata.gate.check import READY, STALE
 from archomata.identity import session_scripts
 from archomata.identity.server_watch import RUN_ID_LUA
-from archomata.identity.store import sessions as session_rows
+from archomata.identity.store import session_rows
 from archomata.redis_boundary import REDIS_FAILURES, redis_call
 
 REBUILD_LOCK = "rv:rebuilding"

@@ -1,11 +1,11 @@
-"""The identity flows after the sign-in door, read top to bottom with no HTTP: the mail
+"""The identity flows after signing in, read top to bottom with no HTTP: the mail
 links, email verification, password reset and change, refresh, org switch, logout and
 the sessions of a signed-in person.
 
 Each flow is handed what it works with: the sign-in `Reception` (pool, sessions, passwords,
 login backoff), who asks (an AuditContext), and for a signed-in person the doors of their
-own scope (`Me.tx`, and `Me.into` for one of their other orgs), built by the route from the
-verified token; a flow never widens the scope it was given. They raise the ApiError tree
+own scope (a `Person`'s `tx`, and `into` for one of their other orgs: archomata.access.caller,
+from the verified token); a flow never widens the scope it was given. They raise the ApiError tree
 (archomata.errors), or SignInRefused for a session the sign-in rules no longer let in,
 which the route answers in its shape (identity.web.problem, refresh_problem).
 """
@@ -13,41 +13,29 @@ which the route answers in its shape (identity.web.problem, refresh_problem).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from uuid import UUID
 
 from redis.asyncio import Redis
 
 from archomata import audit
+from archomata.access.caller import Person
 from archomata.audit import AuditAction, AuditContext
-from archomata.db import Tx, TxOpener, service_tx
+from archomata.db import Tx, service_tx
 from archomata.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from archomata.identity import signin
 from archomata.identity.reception import Reception
-from archomata.identity.sessions import Ended, Outcome, Record, Session
+from archomata.identity.session_replies import Ended, Outcome, Record
 from archomata.identity.signin import SignInRefused
 from archomata.identity.store import mail_tokens, users
 from archomata.identity.store.mail_tokens import Purpose
+from archomata.identity.store.session_rows import Session
 from archomata.identity.store.users import User
 from archomata.redis_boundary import REDIS_FAILURES
 from archomata.tenancy import orgs
 from archomata.tenancy.orgs import Membership
 
 MAIL_COOLDOWN_SECONDS = 60
-
-
-@dataclass(frozen=True, slots=True)
-class Me:
-    """A signed-in person, as their verified token names them, with the doors of their
-    scope: `tx` (their own rows, and their token's org), `into` (one of their other orgs,
-    the membership checked by the door itself)."""
-
-    user_id: UUID
-    org_id: UUID | None
-    session_id: UUID | None
-    tx: TxOpener
-    into: Callable[[UUID], AbstractAsyncContextManager[Tx]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +59,6 @@ def _session_ended() -> Unauthorized:
 def _wrong_current_password() -> ValidationFailed:
     return ValidationFailed("The current password is wrong.", code="invalid_current_password",
                             errors={"current_password": ["Wrong password."]})
-
-
-def _named(who: AuditContext, user_id: UUID | None) -> AuditContext:
-    """Who asks, or, when no token names anyone (a mailed link, a refresh cookie), the
-    account the flow acts on."""
-    return who if who.actor_id is not None else signin.as_user(who, user_id)
 
 
 # --- mail links -------------------------------------------------------------------------
@@ -132,7 +114,7 @@ async def issue_mail_link(reception: Reception, redis: Redis, who: AuditContext,
     async with service_tx(reception.pool, org_id=home, user_id=user.id) as tx:
         await mail_tokens.retire_all(tx, user.id, link.purpose)
         token = await mail_tokens.issue(tx, user.id, link.purpose, link.ttl_seconds)
-        await audit.record(tx, _named(who, user.id), link.action,
+        await audit.record(tx, who.or_user(user.id), link.action,
                            resource_type="user", resource_id=user.id)
     return user.email, token
 
@@ -153,7 +135,7 @@ async def verify_email(reception: Reception, who: AuditContext, token: str) -> U
             raise _invalid_link()
         user = await users.mark_verified(tx, user_id)
         assert user is not None
-        await audit.record(tx, _named(who, user.id), AuditAction.AUTH_EMAIL_VERIFIED,
+        await audit.record(tx, who.or_user(user.id), AuditAction.AUTH_EMAIL_VERIFIED,
                            resource_type="user", resource_id=user.id)
     return user
 
@@ -181,13 +163,13 @@ async def confirm_password_reset(reception: Reception, who: AuditContext, token:
         await mail_tokens.retire_all(tx, user_id, Purpose.PASSWORD_RESET)
         cut = await reception.sessions.cut_off(tx, user_id, end_sessions=True)
         await users.set_tokens_valid_after(tx, user_id, cut)
-        await audit.record(tx, _named(who, user_id),
+        await audit.record(tx, who.or_user(user_id),
                            AuditAction.AUTH_PASSWORD_RESET_COMPLETED, resource_type="user",
                            resource_id=user_id)
 
 
-async def change_password(reception: Reception, who: AuditContext, me: Me, current_password: str,
-                          new_password: str) -> None:
+async def change_password(reception: Reception, who: AuditContext, me: Person,
+                          current_password: str, new_password: str) -> None:
     """Replaces the password the caller proves; every other session of theirs ends.
 
     A stolen access token must not become a password oracle: the account's login backoff
@@ -213,12 +195,12 @@ async def change_password(reception: Reception, who: AuditContext, me: Me, curre
 
 # --- sessions ---------------------------------------------------------------------------
 
-def _reuse_entry(who: AuditContext, via: str) -> Record:
+def reuse_entry(who: AuditContext, via: str) -> Record:
     """A replayed refresh token revoked its family: audited in the family's own org (the
     sessions store's record of it, not the caller's say), in the transaction that ends it,
     on whichever route saw it."""
     async def record(tx: Tx, ended: Ended) -> None:
-        await audit.record(tx, _named(who, ended.user_id),
+        await audit.record(tx, who.or_user(ended.user_id),
                            AuditAction.AUTH_REFRESH_REUSE_DETECTED, resource_type="session",
                            resource_id=ended.session_id, details={"via": via})
     return record
@@ -228,8 +210,9 @@ async def refresh(reception: Reception, who: AuditContext, token: str) -> Renewe
     """Rotates the refresh token's family; a replayed token revokes it (audited). A
     session whose user or org the sign-in rules no longer let in is ended here:
     SignInRefused with the reason. At most FAMILY_LIMIT refreshes a minute per family."""
-    rotation = await reception.sessions.rotate(token, who.ip or "", (who.user_agent or "")[:256],
-                                          limited=True, on_reuse=_reuse_entry(who, "refresh"))
+    rotation = await reception.sessions.rotate(
+        token, who.ip or "", (who.user_agent or "")[:256],
+        limited=True, on_reuse=reuse_entry(who, "refresh"))
     if rotation.session is None or rotation.token is None:
         raise _session_ended()
     session = rotation.session
@@ -256,9 +239,9 @@ async def logout(reception: Reception, who: AuditContext, session_id: UUID | Non
 
     async def record(tx: Tx, ended: Ended) -> None:
         if ended.stale_token:
-            await _reuse_entry(who, "logout")(tx, ended)
+            await reuse_entry(who, "logout")(tx, ended)
             return
-        await audit.record(tx, _named(who, ended.user_id), AuditAction.AUTH_LOGOUT,
+        await audit.record(tx, who.or_user(ended.user_id), AuditAction.AUTH_LOGOUT,
                            resource_type="session", resource_id=ended.session_id)
 
     # `owner`: the access token's person, who owns its session (with no access token,
@@ -267,7 +250,7 @@ async def logout(reception: Reception, who: AuditContext, session_id: UUID | Non
                             known=session_id is not None)
 
 
-async def logout_all(reception: Reception, who: AuditContext, me: Me) -> None:
+async def logout_all(reception: Reception, who: AuditContext, me: Person) -> None:
     """Ends every session of the caller and kills every access token minted so far, in
     Redis at once and in PostgreSQL (tokens_valid_after) for when Redis is rebuilt."""
     async with me.tx() as tx:
@@ -277,7 +260,8 @@ async def logout_all(reception: Reception, who: AuditContext, me: Me) -> None:
                            resource_id=me.user_id)
 
 
-async def delete_session(reception: Reception, who: AuditContext, me: Me, session_id: UUID) -> None:
+async def delete_session(reception: Reception, who: AuditContext, me: Person,
+                         session_id: UUID) -> None:
     """Ends one of the caller's sessions, in PostgreSQL with its audit entry, then in
     Redis; another person's answers as a missing one."""
     async def record(tx: Tx, ended: Ended) -> None:
@@ -288,9 +272,9 @@ async def delete_session(reception: Reception, who: AuditContext, me: Me, sessio
         raise NotFound("No such session.")
 
 
-async def switch_org(reception: Reception, who: AuditContext, me: Me, token: str | None,
+async def switch_org(reception: Reception, who: AuditContext, me: Person, token: str | None,
                      org_id: UUID) -> Renewed:
-    """Moves the caller's session to another org of theirs, by the sign-in door's rule
+    """Moves the caller's session to another org of theirs, by the sign-in rules
     (SignInRefused: not a member, or a disabled org). With the session's own refresh
     cookie, the family rotates too (a replayed cookie revokes it); a cookie of another
     family is left alone."""
@@ -303,7 +287,7 @@ async def switch_org(reception: Reception, who: AuditContext, me: Me, token: str
     if token is not None:
         rotation = await reception.sessions.rotate(
             token, who.ip or "", (who.user_agent or "")[:256], new_org=membership.org.id,
-            only=me.session_id, limited=True, on_reuse=_reuse_entry(who, "switch_org"))
+            only=me.session_id, limited=True, on_reuse=reuse_entry(who, "switch_org"))
         if rotation.outcome is Outcome.REUSE:
             raise _session_ended()
     session = rotation.session if rotation is not None else None

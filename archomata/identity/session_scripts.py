@@ -12,7 +12,7 @@ from uuid import UUID
 from redis.asyncio import Redis
 
 from archomata.gate.ratelimit import SLIDING_WINDOW_FUNCTION
-from archomata.identity.store import sessions as rows
+from archomata.identity.store.session_rows import Session
 
 # Longer than any rebuild takes between reading PostgreSQL and writing Redis.
 GONE_SECONDS = 900
@@ -244,7 +244,7 @@ async def end_all(redis: Redis, client: Any, sids: Sequence[UUID]) -> None:
         await script(client=client, args=[str(sid) for sid in sids[start:start + 500]])
 
 
-async def restore(redis: Redis, client: Any, found: Sequence[rows.Row]) -> None:
+async def restore(redis: Redis, client: Any, found: Sequence[Session]) -> None:
     """Queues the families PostgreSQL holds as live onto `client` (the rebuild's
     pipeline). An ancestor older than a family's parent is not put back: presented after
     a rebuild it is refused as unknown rather than revoking its family."""
@@ -254,7 +254,7 @@ async def restore(redis: Redis, client: Any, found: Sequence[rows.Row]) -> None:
         await script(client=client, args=[
             str(row.id), str(row.user_id), str(row.org_id) if row.org_id else "",
             repr(row.created_at), repr(row.last_used_at), row.ip, row.user_agent,
-            repr(row.expires_at), row.current_hash, row.parent_hash or "",
+            repr(row.expires_at), row.current_hash or "", row.parent_hash or "",
             repr(row.rotated_at), max(1, int(row.expires_at - now)), row.amr,
             repr(row.mfa_at) if row.mfa_at is not None else "", row.successor_sealed or ""])
 

@@ -23,7 +23,7 @@ whichever route presents it.
 Every write to a session runs in the script that checks the session is still live, so a
 revocation is never undone by a write racing it.
 
-PostgreSQL keeps every family too (archomata.identity.store.sessions: hashes only), so
+PostgreSQL keeps every family too (archomata.identity.store.session_rows: hashes only), so
 that when Redis loses its data the rebuild puts the live families back (`restore`) before
 any token is accepted: no one is signed out, and every revocation holds. An acknowledged
 revocation is in PostgreSQL before the answer (contract §2): a family is found by a
@@ -38,174 +38,54 @@ rotated later are written over.
 
 The scripts (archomata.identity.session_scripts) that hand out a session also return the
 issue instant of the access tokens minted from it, on the clock the user's token cut-off
-is taken on (rv:user:{uid} `cut`, see revocation.py).
+is taken on (rv:user:{uid} `cut`, see revocation.py); session_replies.py reads their
+answers, refresh_tokens.py hashes tokens and seals successors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from uuid import UUID
 
 from redis.asyncio import Redis
 
-from archomata.config import Config, RateLimit
-from archomata.crypto import DataKeys, DecryptionError
+from archomata.config import Config
 from archomata.errors import ServiceUnavailable
-from archomata.gate.ratelimit import decide
-from archomata.identity import session_scripts as scripts
-from archomata.identity.store import sessions as rows
+from archomata.identity import session_scripts
+from archomata.identity.refresh_tokens import (
+    TOKEN_BYTES,
+    open_successor,
+    seal_successor,
+    token_hash,
+)
+from archomata.identity.session_replies import (
+    FAMILY_LIMIT,
+    Ended,
+    Outcome,
+    Record,
+    Rotation,
+    fields_of,
+    refuse_family,
+    session_of,
+    text,
+    unready,
+)
+from archomata.identity.store import session_rows
+from archomata.identity.store.session_rows import Session
 from archomata.redis_boundary import redis_call
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TOKEN_BYTES = 32
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-# The successor's seal: AES-256-GCM under a key derived from the parent token alone. Not
-# from the data key, which rotates (contract §5, rotate-data-key: the grace window
-# survives it, and instances of a rolling deploy with different keys agree).
-_SUCCESSOR_INFO = b"archomata.refresh.successor.v2\x00"
-_SUCCESSOR_AAD = b"refresh-successor"
-
-
-def _successor_keys(parent: str) -> DataKeys:
-    # The parent has 256 random bits: one hash of it is a key no one without it can find.
-    return DataKeys(hashlib.sha256(_SUCCESSOR_INFO + parent.encode()).digest())
-
-
-def seal_successor(parent: str, successor: str) -> str:
-    """`successor` sealed so that only whoever presents `parent` opens it."""
-    blob = _successor_keys(parent).encrypt(successor.encode(), _SUCCESSOR_AAD)
-    return base64.urlsafe_b64encode(blob).decode()
-
-
-def open_successor(parent: str, sealed: str) -> str | None:
-    """The successor `parent` was rotated to; None when `sealed` is not its (or empty)."""
-    try:
-        blob = base64.urlsafe_b64decode(sealed.encode())
-        return _successor_keys(parent).decrypt(blob, _SUCCESSOR_AAD).decode()
-    except (ValueError, DecryptionError):
-        return None
-
-
-# Refreshes (and org switches) of one session: at most this many a minute (contract §5,
-# ARCHOMATA_RATE_LIMIT_REFRESH), beside the per-IP bucket.
-FAMILY_LIMIT = RateLimit(10, 60)
-
-
-class Outcome(StrEnum):
-    ROTATED = "rotated"
-    LIMITED = "limited"    # the family's own refresh limit: nothing changed, 429
-    SAME = "same"          # a parent inside the grace window: the current successor again
-    REUSE = "reuse"        # an older token, or the parent too late: family revoked
-    REVOKED = "revoked"    # the family is gone (logout, deleted, expired)
-    FOREIGN = "foreign"    # a live token of another family than the one asked for
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    id: UUID
-    user_id: UUID
-    org_id: UUID | None
-    created_at: float
-    last_used_at: float
-    ip: str
-    user_agent: str
-    expires_at: float
-    # The issue instant of access tokens minted from this view (see _INSTANT); 0 for a
-    # view only read (a listing), which mints nothing.
-    issued_us: int = 0
-    amr: str = "pwd"  # how it was proven, comma separated: its tokens' `amr`
-    mfa_at: float | None = None  # when its second factor was, if it was: their `mfa_at`
-
-
-@dataclass(frozen=True, slots=True)
-class Rotation:
-    outcome: Outcome
-    session: Session | None = None
-    token: str | None = None
-    # For a detected reuse: whose family was revoked, to audit it in the right org.
-    revoked_user_id: UUID | None = None
-    revoked_org_id: UUID | None = None
-    revoked_session_id: UUID | None = None
-
-
-def _refuse(hit: Sequence[Any]) -> None:
-    """RateLimited, for the family's limit as a script's sliding window left it."""
-    _, previous, current, elapsed = (int(value) for value in hit)
-    decide(False, previous, current, elapsed, FAMILY_LIMIT).raise_if_refused()
-
-
-def _unready(result: object) -> bool:
-    """A script's answer that Redis has lost its data and is not yet rebuilt."""
-    return isinstance(result, bytes | str) and _text(result) == "unready"
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-Fields = dict[str, str]
-
-
-def _fields(data: dict[bytes, bytes] | dict[str, str] | list[bytes]) -> Fields:
-    if isinstance(data, list):  # a script's HGETALL: field, value, field, value...
-        data = dict(zip(data[::2], data[1::2], strict=True))
-    return {_text(k): _text(v) for k, v in data.items()}
-
-
-def _session(sid: str, data: dict[bytes, bytes] | dict[str, str] | list[bytes],
-             issued_us: int = 0) -> Session | None:
-    fields = _fields(data)
-    if not fields.get("user_id") or not fields.get("current"):
-        return None
-    return Session(UUID(sid), UUID(fields["user_id"]),
-                   UUID(fields["org_id"]) if fields.get("org_id") else None,
-                   float(fields["created_at"]), float(fields["last_used_at"]),
-                   fields.get("ip", ""), fields.get("user_agent", ""),
-                   float(fields["expires_at"]), issued_us, fields.get("amr") or "pwd",
-                   float(fields["mfa_at"]) if fields.get("mfa_at") else None)
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """A family `end` revoked: whose it was, and whether the token that named it was a
-    replayed one (a reuse, to audit as such)."""
-
-    session_id: UUID
-    user_id: UUID
-    org_id: UUID | None
-    stale_token: bool
-
-
-# What a flow writes in the transaction that ends a family in PostgreSQL (its audit entry),
-# run only when that transaction is what ended it: a retry, or a race lost, writes none.
-# Its transaction is the one the door handed the store opened (archomata.db.Tx in the
-# app; not named here, the store sits below the doors).
-Record = Callable[[Any, Ended], Awaitable[None]]
-
-
 class SessionStore:
     def __init__(self, redis: Redis, config: Config,
-                 door: rows.UserDoor | None = None) -> None:
+                 door: session_rows.UserDoor | None = None) -> None:
         self.redis = redis
         # Where families are kept as well: a user's transaction. None: Redis alone (tests).
         self.kept = door
@@ -217,15 +97,15 @@ class SessionStore:
         # A revocation's PostgreSQL write gives up well before the request's deadline: its
         # answer is then a 503 the client retries, never a 504.
         self.write_seconds = max(0.5, min(5.0, config.request_timeout_seconds / 3))
-        self._create = redis.register_script(scripts.CREATE)
-        self._rotate = redis.register_script(scripts.ROTATE)
-        self._move = redis.register_script(scripts.MOVE)
-        self._prove = redis.register_script(scripts.PROVE)
-        self._forget = redis.register_script(scripts.FORGET)
-        self._find = redis.register_script(scripts.FIND)
-        self._end = redis.register_script(scripts.END)
-        self._revoke_user = redis.register_script(scripts.REVOKE_USER)
-        self._cut = redis.register_script(scripts.CUT)
+        self._create = redis.register_script(session_scripts.CREATE)
+        self._rotate = redis.register_script(session_scripts.ROTATE)
+        self._move = redis.register_script(session_scripts.MOVE)
+        self._prove = redis.register_script(session_scripts.PROVE)
+        self._forget = redis.register_script(session_scripts.FORGET)
+        self._find = redis.register_script(session_scripts.FIND)
+        self._end = redis.register_script(session_scripts.END)
+        self._revoke_user = redis.register_script(session_scripts.REVOKE_USER)
+        self._cut = redis.register_script(session_scripts.CUT)
 
     def on_unready(self, ready_key: str, rebuild: Callable[[], Awaitable[None]]) -> None:
         self.ready_key, self.rebuild = ready_key, rebuild
@@ -249,8 +129,9 @@ class SessionStore:
                 repr(mfa_at) if mfa_at is not None else ""])
         if self.kept is not None:
             try:
-                await rows.insert(self.kept, sid, user_id, org_id, now, ip, user_agent[:256],
-                                  now + self.ttl, token_hash(token), amr, mfa_at)
+                await session_rows.insert(self.kept, sid, user_id, org_id, now, ip,
+                                          user_agent[:256], now + self.ttl,
+                                          token_hash(token), amr, mfa_at)
             except BaseException:
                 await self._drop(sid)  # PostgreSQL has no live row of it: Redis alone
                 raise
@@ -277,15 +158,15 @@ class SessionStore:
                     token_hash(token), token_hash(successor), repr(now), self.grace,
                     str(new_org) if new_org else "", ip, user_agent[:256],
                     str(only) if only else "", ready_key, sealed, *limit])
-            if _text(result[0]) != "unready":
+            if text(result[0]) != "unready":
                 break
             await self._ready()
-        outcome = Outcome(_text(result[0]))
+        outcome = Outcome(text(result[0]))
         if outcome is Outcome.LIMITED:
-            _refuse(result[2])
+            refuse_family(result[2])
         if outcome is Outcome.REUSE:
-            user, org = _text(result[2]), _text(result[3])
-            sid = UUID(_text(result[1]))
+            user, org = text(result[2]), text(result[3])
+            sid = UUID(text(result[1]))
             if user:
                 await self._end_found(Ended(sid, UUID(user), UUID(org) if org else None, True),
                                       on_reuse)
@@ -294,8 +175,8 @@ class SessionStore:
                             revoked_org_id=UUID(org) if org else None)
         if outcome not in (Outcome.ROTATED, Outcome.SAME):
             return Rotation(outcome)
-        fields = _fields(result[3])
-        session = _session(_text(result[1]), fields, int(result[2]))
+        fields = fields_of(result[3])
+        session = session_of(text(result[1]), fields, int(result[2]))
         if session is None:
             return Rotation(Outcome.REVOKED)
         if outcome is Outcome.SAME:
@@ -306,7 +187,7 @@ class SessionStore:
             successor = same
         if self.kept is not None:
             # Written again for SAME: the first answer may have been a 503 from here.
-            kept = await self._durably(rows.rotated(
+            kept = await self._durably(session_rows.rotated(
                 self.kept, session.user_id, session.id, fields["current"], fields["parent"],
                 fields["next"], float(fields["rotated_at"]), fields.get("ip", ""),
                 fields.get("user_agent", ""), new_org))
@@ -321,19 +202,20 @@ class SessionStore:
         now = time.time()
         with redis_call():
             result = await self._prove(args=[str(sid), factor, repr(now), repr(now)])
-        session = _session(str(sid), result[1], int(result[0])) if result else None
+        session = session_of(str(sid), result[1], int(result[0])) if result else None
         if session is not None and self.kept is not None:
-            await rows.proven(self.kept, session.user_id, sid, session.amr, now)
+            await session_rows.proven(self.kept, session.user_id, sid, session.amr, now)
         return session
 
-    async def forget_second_factor(self, tx: rows.Tx, user_id: UUID, keep: UUID) -> None:
+    async def forget_second_factor(self, tx: session_rows.Tx, user_id: UUID,
+                                   keep: UUID) -> None:
         """The factor turned off: every other session of the user ends, `keep` stays
         without its `mfa_at` (its next tokens carry none), in Redis and in `tx`."""
         await self.revoke_user(tx, user_id, keep=keep)
         with redis_call():
             await self._forget(args=[str(keep)])
         if self.kept is not None:
-            await rows.forgotten(tx, user_id)
+            await session_rows.forgotten(tx, user_id)
 
     async def move_to_org(self, sid: UUID, org_id: UUID, *,
                           limited: bool = False) -> Session | None:
@@ -344,24 +226,24 @@ class SessionStore:
             with redis_call():
                 result = await self._move(args=[str(sid), str(org_id), repr(time.time()),
                                                 ready_key, *limit])
-            if not _unready(result):
+            if not unready(result):
                 break
             await self._ready()
-        if result and _text(result[0]) == Outcome.LIMITED:
-            _refuse(result[1])
-        session = _session(str(sid), result[1], int(result[0])) if result else None
+        if result and text(result[0]) == Outcome.LIMITED:
+            refuse_family(result[1])
+        session = session_of(str(sid), result[1], int(result[0])) if result else None
         if session is not None and self.kept is not None:
-            await rows.moved(self.kept, session.user_id, sid, org_id)
+            await session_rows.moved(self.kept, session.user_id, sid, org_id)
         return session
 
     async def list_for_user(self, user_id: UUID) -> list[Session]:
         with redis_call():
-            sids = [_text(s) for s in await self.redis.smembers(f"usess:{user_id}")]
+            sids = [text(s) for s in await self.redis.smembers(f"usess:{user_id}")]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for sid in sids:
                     pipe.hgetall(f"sess:{sid}")
                 rows = await pipe.execute()
-        sessions = [_session(sid, row) for sid, row in zip(sids, rows, strict=True) if row]
+        sessions = [session_of(sid, row) for sid, row in zip(sids, rows, strict=True) if row]
         return sorted((s for s in sessions if s is not None), key=lambda s: -s.created_at)
 
     async def end(self, sid: UUID | None = None, *, token: str | None = None,
@@ -401,15 +283,15 @@ class SessionStore:
                 result = await self._find(args=[
                     str(sid) if sid else "", digest, repr(time.time()), self.grace,
                     str(owner) if owner else "", ready_key])
-            if not _unready(result):
+            if not unready(result):
                 break
             await self._ready()
         if not result:
             return None
         if isinstance(result, bytes | str):
-            return _text(result)
-        org = _text(result[2])
-        return Ended(UUID(_text(result[0])), UUID(_text(result[1])),
+            return text(result)
+        org = text(result[2])
+        return Ended(UUID(text(result[0])), UUID(text(result[1])),
                      UUID(org) if org else None, bool(result[3]))
 
     async def _end_found(self, found: Ended, record: Record | None) -> Ended | None:
@@ -424,7 +306,7 @@ class SessionStore:
     async def _write_end(self, found: Ended, record: Record | None) -> bool:
         assert self.kept is not None
         async with self.kept(found.user_id, found.org_id) as tx:
-            ended = await rows.ended_one(tx, found.user_id, found.session_id)
+            ended = await session_rows.ended_one(tx, found.user_id, found.session_id)
             if ended and record is not None:
                 await record(tx, found)
         return ended
@@ -452,7 +334,7 @@ class SessionStore:
         whether it was live."""
         return await self.end(sid, owner=user_id, known=True) is not None
 
-    async def revoke_user(self, tx: rows.Tx, user_id: UUID,
+    async def revoke_user(self, tx: session_rows.Tx, user_id: UUID,
                           keep: UUID | None = None) -> list[UUID]:
         """Ends every session of the user but `keep`: in PostgreSQL in `tx`, the caller's
         transaction (a user's or the platform's), with the change that ends them, then in
@@ -460,9 +342,9 @@ class SessionStore:
         await self._ended_for_user(tx, user_id, keep)
         with redis_call():
             sids = await self._revoke_user(args=[str(user_id), str(keep) if keep else ""])
-        return [UUID(_text(s)) for s in sids]
+        return [UUID(text(s)) for s in sids]
 
-    async def cut_off(self, tx: rows.Tx, user_id: UUID, *, end_sessions: bool) -> int:
+    async def cut_off(self, tx: session_rows.Tx, user_id: UUID, *, end_sessions: bool) -> int:
         """Kills the user's access tokens minted so far (and, with `end_sessions`, every
         session, in `tx` as revoke_user), leaving those minted afterwards alive; returns
         the cut (µs, Redis's clock) for PostgreSQL to keep (users.set_tokens_valid_after)."""
@@ -472,9 +354,10 @@ class SessionStore:
             cut = int(await self._cut(args=[str(user_id), "1" if end_sessions else "0"]))
         return cut
 
-    async def _ended_for_user(self, tx: rows.Tx, user_id: UUID, keep: UUID | None) -> None:
+    async def _ended_for_user(self, tx: session_rows.Tx, user_id: UUID,
+                              keep: UUID | None) -> None:
         if self.kept is None:
             return
-        rows.reaches(tx, user_id)  # a wrong scope is a bug to see, not a 503
+        session_rows.reaches(tx, user_id)  # a wrong scope is a bug to see, not a 503
         # Every one PostgreSQL knows, whatever Redis holds.
-        await self._durably(rows.revoked_for_user(tx, user_id, keep))
+        await self._durably(session_rows.revoked_for_user(tx, user_id, keep))

@@ -1,4 +1,4 @@
-"""The one sign-in door. Every way in proves who someone is its own way, then opens the
+"""The one sign-in. Every way in proves who someone is its own way, then opens the
 session here, through the same rules:
 
     password_sign_in   the email's password, under the account's login backoff
@@ -7,7 +7,7 @@ session here, through the same rules:
                        account (orgs/routes/invitations.py)
         -> vet()            the rules on the user, for a way in that changes something
                             before its session (a hash upgrade, an identity linked, an org
-                            joined): nothing changes for someone the door would refuse.
+                            joined): nothing changes for someone the sign-in would refuse.
                             For someone with a second factor, the identity linked or the
                             org joined waits for it instead (Attempt.pending): the change
                             rides on the challenge and commits with the proven factor
@@ -34,13 +34,12 @@ from typing import Any, ClassVar, NoReturn
 from uuid import UUID
 
 from archomata import audit
-from archomata.access.principal import ActorType
 from archomata.audit import AuditAction, AuditContext
 from archomata.db import Tx, service_tx
 from archomata.identity.mfa.challenges import Challenges
 from archomata.identity.reception import Reception
-from archomata.identity.sessions import Session
 from archomata.identity.store import mfa, users
+from archomata.identity.store.session_rows import Session
 from archomata.identity.store.users import User
 from archomata.tenancy import orgs
 from archomata.tenancy.orgs import Membership
@@ -179,17 +178,10 @@ def still_signed_in(user: User | None, org_id: UUID | None,
     return None
 
 
-def as_user(who: AuditContext, user_id: UUID | None) -> AuditContext:
-    """The entries of a sign-in name as actor the person signing in, when known."""
-    if user_id is None:
-        return who
-    return dataclasses.replace(who, actor_type=ActorType.USER, actor_id=user_id)
-
-
 async def _audit_refusal(reception: Reception, who: AuditContext, user: User | None,
                          reason: Reason, details: Mapping[str, Any]) -> None:
     async with service_tx(reception.pool) as tx:
-        await audit.record(tx, as_user(who, user.id if user else None),
+        await audit.record(tx, who.as_user(user.id if user else None),
                            AuditAction.AUTH_LOGIN_FAILED, resource_type="user",
                            resource_id=user.id if user else None,
                            details={**details, "reason": reason.value})
@@ -202,7 +194,7 @@ async def _refuse(reception: Reception, who: AuditContext, attempt: Attempt,
 
 
 async def vet(reception: Reception, who: AuditContext, attempt: Attempt) -> None:
-    """Refuses (audited) a user the door would refuse, before a way in changes anything
+    """Refuses (audited) a user the sign-in would refuse, before a way in changes anything
     on their behalf. open_session applies the same rules again: this only comes first."""
     reason = refusal_of(attempt.user, attempt)
     if reason is not None:
@@ -211,7 +203,7 @@ async def vet(reception: Reception, who: AuditContext, attempt: Attempt) -> None
 
 async def open_session(reception: Reception, who: AuditContext,
                        attempt: Attempt) -> Opened | SecondFactorRequired:
-    """THE door: opens a session for a user whose identity is proven, if every rule lets
+    """THE sign-in: opens a session for a user whose identity is proven, if every rule lets
     them in, and audits it; the caller answers (the login shape, or a redirect carrying
     the refresh cookie). For a user with a second factor, not yet proven: the challenge
     instead. SignInRefused, audited, otherwise.
@@ -254,7 +246,7 @@ async def open_session(reception: Reception, who: AuditContext,
         else:
             reason = refusal_of(current, attempt)
         if reason is None:
-            await audit.record(tx, as_user(who, user.id), attempt.via.action,
+            await audit.record(tx, who.as_user(user.id), attempt.via.action,
                                resource_type="session", resource_id=session.id,
                                details=dict(attempt.details))
     if reason is not None or current is None:
@@ -297,7 +289,7 @@ def challenge_of(attempt: Attempt, membership: Membership | None = None) -> dict
 
 def answered(challenge: Mapping[str, Any], user: User, second_factor: str) -> Attempt:
     """The attempt a challenge stood for, now with its second factor, against `user` as it
-    stands: its own proof if the password is the one proven, else one the door refuses
+    stands: its own proof if the password is the one proven, else one the sign-in refuses
     (CREDENTIALS_CHANGED, as a password changed mid-login)."""
     proof = user if proof_mark(user) == challenge["proof"] else dataclasses.replace(
         user, password_hash="\x00changed")
@@ -308,9 +300,9 @@ def answered(challenge: Mapping[str, Any], user: User, second_factor: str) -> At
 
 
 def still_let_in(challenge: Mapping[str, Any], user: User) -> bool:
-    """Whether the door would still open the challenge's session for `user` as it stands
+    """Whether the sign-in would still open the challenge's session for `user` as it stands
     (the password proven unchanged, no rule on the user refusing): a pending change is made
-    only then, so nothing changes for someone the door refuses after the code."""
+    only then, so nothing changes for someone the sign-in refuses after the code."""
     attempt = answered(challenge, user, "pending")
     return attempt.user is user and refusal_of(user, attempt) is None
 
@@ -365,7 +357,7 @@ async def password_sign_in(reception: Reception, who: AuditContext, email: str, 
         async with service_tx(reception.pool) as tx:
             # The hash may have moved since it was read: another login's upgrade of this
             # same password (kept as it is, so the logins do not move it under one
-            # another), or a change of password (the row checked stays: the door refuses
+            # another), or a change of password (the row checked stays: the sign-in refuses
             # the login).
             user = (await users.replace_password_hash(tx, user.id, user.password_hash,
                                                       upgraded)

@@ -8,10 +8,10 @@ turns its outcome into a redirect):
         -> the provider's answer: an error it sent, else its code redeemed for a
            verified assertion (archomata.identity.oidc)
         -> the account it signs into, linked or created (archomata.identity.linking)
-        -> the session, through the one sign-in door, or the second factor's challenge
+        -> the session, through the one sign-in, or the second factor's challenge
 
-Refusals are SsoError (before the door: the route audits them) and SignInRefused (the
-door's, audited by it).
+Refusals are SsoError (before the sign-in: the route audits them) and SignInRefused (the
+sign-in's, audited by it).
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
+from archomata import audit
 from archomata.access.principal import PlatformRole
 from archomata.audit import AuditAction, AuditContext
-from archomata.audit import service as audit
 from archomata.db import Tx, TxOpener
 from archomata.errors import NotFound
 from archomata.identity.revocation import Revocation

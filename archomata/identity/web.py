@@ -1,27 +1,25 @@
-"""The web side of signing in: the door's collaborators and caller taken from a request,
+"""The web side of signing in: the sign-in's collaborators taken from a request,
 a refused sign-in as the JSON routes answer it, the login shape with its access token,
 and the refresh cookie that carries the session. The sign-in rules themselves are in
 archomata.identity.signin."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from aiohttp import web
 
 from archomata import audit, keys
 from archomata.audit import AuditContext
-from archomata.audit.context import readable
 from archomata.config import Config
-from archomata.db import member_tx, user_tx
 from archomata.errors import ApiError, Forbidden, Unauthorized
 from archomata.identity import tokens
 from archomata.identity.reception import Reception
 from archomata.identity.schemas.auth import LoginResultSchema
-from archomata.identity.service import Me, Renewed
-from archomata.identity.sessions import Session
+from archomata.identity.schemas.mfa import MfaRequiredSchema
+from archomata.identity.service import Renewed
 from archomata.identity.signin import Opened, Reason, SecondFactorRequired, SignInRefused
+from archomata.identity.store.session_rows import Session
 from archomata.identity.store.users import User
 from archomata.tenancy.orgs import Membership
 from archomata.web.json_io import json_response
@@ -88,32 +86,15 @@ def refresh_token_of(request: web.Request) -> str | None:
     return token if token and len(token) <= 128 and token.isascii() else None
 
 
-def client_ip(request: web.Request) -> str:
-    return request.get(keys.CLIENT_IP) or request.remote or ""
-
-
-def user_agent(request: web.Request) -> str:
-    return readable(request.headers.get("User-Agent", ""))[:256]
-
-
-def me_of(request: web.Request) -> Me:
-    """The signed-in caller with the doors of their scope, as their verified token names
-    them (an authenticated route: the guard ran)."""
-    principal = request[keys.PRINCIPAL]
-    assert principal is not None and principal.user_id is not None
-    return Me(principal.actor_id, principal.org_id, principal.session_id,
-              functools.partial(user_tx, request), functools.partial(member_tx, request))
-
-
 def reception(request: web.Request) -> Reception:
-    """The sign-in door's collaborators, as this app holds them."""
+    """The sign-in's collaborators (its Reception), as this app holds them."""
     app = request.app
     return Reception(app[keys.DB_POOL], app[keys.SESSIONS], app[keys.PASSWORDS],
-                app[keys.LOGIN_THROTTLE])
+                     app[keys.LOGIN_THROTTLE])
 
 
 def who(request: web.Request) -> AuditContext:
-    """Who asks to sign in, and from where, as the door's sessions and entries record it."""
+    """Who asks to sign in, and from where, as the sign-in's sessions and entries record it."""
     return audit.context_of(request)
 
 
@@ -157,8 +138,9 @@ def refresh_problem(reason: Reason) -> Unauthorized:
 
 def mfa_required(challenge: SecondFactorRequired) -> web.Response:
     """The answer of a JSON way in for a user with a second factor: no token, no cookie."""
-    return json_response({"mfa_required": True, "mfa_token": challenge.mfa_token,
-                          "methods": list(challenge.METHODS)})
+    return json_response(MfaRequiredSchema().dump({
+        "mfa_required": True, "mfa_token": challenge.mfa_token,
+        "methods": list(challenge.METHODS)}))
 
 
 def signed_in(config: Config, opened: Opened) -> web.Response:

@@ -17,13 +17,12 @@ def audit(args: argparse.Namespace) -> int:
     anchor` records checkpoints before an archive (docs/audit-retention.md) or writes
     signed heads for a witness. Both as the schema owner, both with ARCHOMATA_AUDIT_KEY
     (a ConfigError naming it otherwise: exit 2)."""
-    from archomata.audit import chain as audit_chain
-    from archomata.audit import keyed
+    from archomata.audit import chain, keyed
 
     key = keyed.key_from_environment()
     owner, _ = database_urls(os.environ)
     if args.audit_command == "verify":
-        return asyncio.run(audit_chain.run_verify(owner, args.org, key, args.witness))
+        return asyncio.run(chain.run_verify(owner, args.org, key, args.witness))
     if args.before is None and args.output is None:
         raise ConfigError("audit anchor needs --before T, --output FILE, or both")
-    return asyncio.run(audit_chain.run_anchor(owner, args.before, args.org, key, args.output))
+    return asyncio.run(chain.run_anchor(owner, args.before, args.org, key, args.output))

@@ -10,9 +10,9 @@ from archomata.ops.database_urls import database_urls
 
 
 def migrate() -> None:
-    from archomata.ops.migrations import migrate as run_migrations
+    from archomata.ops import migrations
 
     owner, runtime = database_urls(os.environ)
-    applied = asyncio.run(run_migrations(owner, runtime))
+    applied = asyncio.run(migrations.migrate(owner, runtime))
     print(f"migrations applied: {len(applied)}" +
           (f" ({', '.join(f'{m.version:03d}_{m.name}' for m in applied)})" if applied else ""))

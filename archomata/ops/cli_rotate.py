@@ -17,9 +17,9 @@ def sealed_kinds() -> tuple[SealedKind, ...]:
     """Every kind of secret sealed with the data key: a new one (passkeys) is one more
     entry here, and its `SealedKind` beside its store."""
     from archomata.identity.mfa.sealing import TOTP
-    from archomata.trading.credentials import SEALED as CREDENTIALS
+    from archomata.trading import credentials
 
-    return (CREDENTIALS, TOTP)
+    return (credentials.SEALED, TOTP)
 
 
 def rotate_data_key() -> int:

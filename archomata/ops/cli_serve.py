@@ -7,7 +7,15 @@ import logging
 
 from archomata.config import Config
 from archomata.http import server
-from archomata.ops import workers as supervision
+from archomata.ops.workers import (
+    Supervisor,
+    is_worker,
+    log_share,
+    over_shared,
+    parent_gone,
+    this_worker,
+    worker_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +31,16 @@ def _use_uvloop() -> None:
 def serve(config: Config, workers: int | None = None) -> int:
     """Serves until SIGTERM or SIGINT; with `workers`, that many processes on the port,
     minded by this one (archomata.ops.workers). The exit code."""
-    if workers is not None and not supervision.is_worker():
-        if over := supervision.over_shared(config, workers):
+    if workers is not None and not is_worker():
+        if over := over_shared(config, workers):
             log.warning("fewer than one per worker: each worker gets 1, the instance more "
                         "than the setting", extra={"workers": workers, "settings": over})
-        return supervision.Supervisor(workers, config.shutdown_grace_seconds).run()
+        return Supervisor(workers, config.shutdown_grace_seconds).run()
     from archomata.app import create_app
 
-    if supervision.is_worker():
-        whole, config = config, supervision.worker_config(config, supervision.this_worker())
-        supervision.log_share(whole, config)
+    if is_worker():
+        whole, config = config, worker_config(config, this_worker())
+        log_share(whole, config)
 
     # The role it connects as is checked at start-up (app.py): refused in production if
     # row-level security does not hold for it, a warning in development.
@@ -41,5 +49,5 @@ def serve(config: Config, workers: int | None = None) -> int:
     # that the tests start the service with too. A worker hands it the supervisor's
     # watch (the port shared with its siblings, a stop once the supervisor is gone).
     server.run(create_app(config), config,
-               parent_gone=supervision.parent_gone if supervision.is_worker() else None)
+               parent_gone=parent_gone if is_worker() else None)
     return 0

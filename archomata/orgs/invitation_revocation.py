@@ -19,8 +19,6 @@ from __future__ import annotations
 from dataclasses import replace
 from uuid import UUID
 
-from aiohttp import web
-
 from archomata import audit
 from archomata.access.principal import ActorType
 from archomata.audit import AuditAction, AuditContext
@@ -29,7 +27,7 @@ from archomata.orgs.store import invitations
 from archomata.orgs.store.invitations import Invitation, RevokeReason
 
 
-async def audit_revoked(tx: Tx, who: web.Request | AuditContext, revoked: list[Invitation],
+async def audit_revoked(tx: Tx, who: AuditContext, revoked: list[Invitation],
                         reason: RevokeReason) -> None:
     await audit.record_each(tx, who, AuditAction.MEMBER_INVITATION_REVOKED, "invitation", [
         (i.org_id, i.id, {"email": i.email, "org_role": i.org_role.value,
@@ -38,7 +36,7 @@ async def audit_revoked(tx: Tx, who: web.Request | AuditContext, revoked: list[I
         for i in revoked])
 
 
-async def revoke_with_inviter(tx: Tx, who: web.Request | AuditContext, org_id: UUID | None,
+async def revoke_with_inviter(tx: Tx, who: AuditContext, org_id: UUID | None,
                               inviter_id: UUID, revoked_by: UUID | None,
                               reason: RevokeReason) -> list[Invitation]:
     """Ends and audits the inviter's open invitations to `org_id` (every org with None,

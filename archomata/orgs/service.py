@@ -7,14 +7,14 @@ an org through a mailed invitation (POST /auth/accept-invitation), read top to b
            administrator: an orphaned one dies on the way)
         -> the invitee: the signed-in account, an existing one proven by its password
            (under its login backoff), or a new account's name and password
-        -> vetted by the sign-in door before anything changes on its behalf
+        -> vetted by the sign-in rules before anything changes on its behalf
         -> an existing account with a second factor: nothing changes yet. The joining
            waits on the challenge (its invitation's id, never its token) and is made,
            the invitation found pending again, in the transaction that proves the
            factor (join_pending, by archomata.identity.mfa.pending): an abandoned
            challenge leaves the invitation usable
         -> else one transaction: the account (if new) joins as invited, the invitation used
-        -> the session, through the one sign-in door (archomata.identity.signin)
+        -> the session, through the one sign-in (archomata.identity.signin)
 
 Refusals are ApiErrors, and signin.SignInRefused, which the route answers as a login does;
 a user with a second factor gets signin.SecondFactorRequired, answered as a login does.
@@ -26,10 +26,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
-from archomata.access import store as roles
-from archomata.access.principal import ActorType
+from archomata import audit
+from archomata.access import roles
 from archomata.audit import AuditAction, AuditContext
-from archomata.audit import service as audit
 from archomata.db import Tx, TxOpener, service_tx
 from archomata.errors import (
     BadRequest,
@@ -263,7 +262,7 @@ async def _join_in(tx: Tx, who: AuditContext, invitation: Invitation,
     await orgs.add_member(tx, org_id, user.id, invitation.org_role)
     await roles.set_for_member(tx, org_id, user.id, list(invitation.role_ids))
     await groups.add_user_to(tx, org_id, user.id, list(invitation.group_ids))
-    await audit.record(tx, _as(who, user.id), AuditAction.MEMBER_JOINED,
+    await audit.record(tx, who.or_user(user.id), AuditAction.MEMBER_JOINED,
                        resource_type="member", resource_id=user.id,
                        details={"invitation_id": str(invitation.id),
                                 "org_role": invitation.org_role})
@@ -277,18 +276,10 @@ async def _create_invitee(tx: Tx, who: AuditContext, invitation: Invitation, nam
     if user is None:
         raise Conflict("An account with this email was just created; sign in.",
                        code="email_taken")
-    await audit.record(tx, _as(who, user.id), AuditAction.USER_REGISTERED,
+    await audit.record(tx, who.or_user(user.id), AuditAction.USER_REGISTERED,
                        resource_type="user", resource_id=user.id,
                        details={"email": user.email, "via": "invitation"})
     return user
-
-
-def _as(who: AuditContext, user_id: UUID) -> AuditContext:
-    """The actor of the joining: whoever the request's token names (someone signed in who
-    gave the invitee's password is named as such), else the invitee."""
-    if who.actor_id is not None:
-        return who
-    return replace(who, actor_type=ActorType.USER, actor_id=user_id)
 
 
 async def _refuse(reception: Reception, who: AuditContext, invitation: Invitation) -> BadRequest:

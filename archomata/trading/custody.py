@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from archomata.access.principal import Principal
+from archomata.access import caller
 from archomata.db import Tx
 from archomata.errors import Forbidden
 from archomata.orgs.store import members
@@ -87,13 +87,11 @@ async def lock_agent(tx: Tx, org_id: UUID, agent_id: UUID, *, for_key: bool) -> 
     return await tx.fetchval(sql, org_id, agent_id) is not None
 
 
-async def require_administrator(tx: Tx, principal: Principal, what: str) -> None:
+async def require_administrator(tx: Tx, acting: caller.Member, what: str) -> None:
     """403 `permission_denied` unless the caller is, in this transaction, an administrator
     of the org; call it after locking the rows the decision rests on."""
-    user_id = principal.user_id
-    org_id = principal.org_id
-    if (principal.is_org_admin and user_id is not None and org_id is not None
-            and await members.lock_administrator(tx, org_id, user_id)):
+    if (acting.principal.is_org_admin
+            and await members.lock_administrator(tx, acting.org_id, acting.user_id)):
         return
     raise Forbidden(f"{what} needs the organisation administrator: the agent's key "
                     "can fetch the account's broker credentials.")

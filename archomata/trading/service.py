@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from archomata import audit
 from archomata.audit import AuditAction, AuditContext
-from archomata.audit import service as audit
 from archomata.db import Tx, TxOpener
 from archomata.errors import Conflict, NotFound, ValidationFailed
 from archomata.trading import risk

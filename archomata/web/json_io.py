@@ -158,7 +158,7 @@ def schema_instance(cls: type[Schema]) -> Schema:
     return cls()
 
 
-def validate(schema: Schema | type[Schema], data: Any, *, query: bool = False) -> Any:
+def load_valid(schema: Schema | type[Schema], data: Any, *, query: bool = False) -> Any:
     """`schema.load(data)`, with failures as 422 and per-field messages. Pass the class:
     its one instance is reused. `query`: `data` is the query string's parameters, and the
     detail names them as such (a newcomer told "request body" looks in the wrong place)."""
@@ -183,7 +183,7 @@ def _query_problem(errors: dict[str, list[str]]) -> str:
 
 
 async def load_body(request: web.Request, schema: Schema | type[Schema]) -> Any:
-    return validate(schema, await read_json(request))
+    return load_valid(schema, await read_json(request))
 
 
 def json_response(data: Any, status: int = 200, *, location: str | None = None,

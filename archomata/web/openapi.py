@@ -22,11 +22,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 DOC_ATTR = "__archomata_doc__"
 
 
+# A route's answer: one schema, or several it may take (documented as `oneOf`).
+Answer = type[Schema] | tuple[type[Schema], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class RouteDoc:
     summary: str
     request: type[Schema] | None = None
-    response: type[Schema] | None = None
+    response: Answer | None = None
     status: int = 200
     query: type[Schema] | None = None
     many: bool = False
@@ -34,11 +38,13 @@ class RouteDoc:
 
 
 def doc(summary: str, *, request: type[Schema] | None = None,
-        response: type[Schema] | None = None, status: int = 200,
+        response: Answer | None = None, status: int = 200,
         query: type[Schema] | None = None,
         problems: Mapping[int, str] | None = None) -> Callable[[F], F]:
-    """`problems`: the statuses particular to this route, each with what it means (every
-    route may answer any problem, documented as the default response)."""
+    """`response`: a tuple when the route answers one of several shapes (login: a session,
+    or a second factor to prove). `problems`: the statuses particular to this route, each
+    with what it means (every route may answer any problem, documented as the default
+    response)."""
     def decorate(handler: F) -> F:
         setattr(handler, DOC_ATTR, RouteDoc(summary, request, response, status, query,
                                             problems=tuple(sorted((problems or {}).items()))))
@@ -104,8 +110,10 @@ def _operation(route: web.AbstractRoute,
             "application/json": {"schema": route_doc.request}}}
     status = str(route_doc.status if route_doc else 200)
     if route_doc and route_doc.response:
+        answer = route_doc.response
+        schema = {"oneOf": list(answer)} if isinstance(answer, tuple) else answer
         operation["responses"][status] = {"description": "OK", "content": {
-            "application/json": {"schema": route_doc.response}}}
+            "application/json": {"schema": schema}}}
     else:
         operation["responses"][status] = {"description": "OK"}
     if status == "201":  # archomata.web.json_io.json_response sets it on every 201

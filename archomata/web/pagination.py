@@ -19,7 +19,7 @@ from aiohttp import web
 from marshmallow import Schema, fields, validate
 
 from archomata.errors import ValidationFailed
-from archomata.web.json_io import validate as validate_body
+from archomata.web.json_io import load_valid
 from archomata.web.text import QueryInteger
 
 DEFAULT_LIMIT = 50
@@ -67,8 +67,8 @@ def page_of(request: web.Request,
     """The page asked for, and the other query parameters as `schema` loads them."""
     query = dict(request.query)
     page_args = {k: query.pop(k) for k in ("limit", "cursor") if k in query}
-    loaded = validate_body(PageQuerySchema, page_args, query=True)
-    filters = validate_body(schema, query, query=True) if schema is not None else {}
+    loaded = load_valid(PageQuerySchema, page_args, query=True)
+    filters = load_valid(schema, query, query=True) if schema is not None else {}
     if schema is None and query:
         raise ValidationFailed("Unknown query parameters.",
                                errors={k: ["Unknown field."] for k in query})

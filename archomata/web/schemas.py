@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from archomata.web.text import EmailText, QueryInteger, Text
+from archomata.web.text import EmailText, Text
 
 Name = Text(required=True, validate=validate.Length(1, 200))
 Email = EmailText(required=True, validate=validate.Length(3, 254))
@@ -30,8 +30,3 @@ class OrgSchema(Schema):
 
 class MemberOrgSchema(OrgSchema):
     org_role = fields.String(required=True)
-
-
-class ListQuerySchema(Schema):
-    limit = QueryInteger(load_default=50, validate=validate.Range(1, 200))
-    cursor = fields.String(load_default=None)

@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from archomata import keys
-from archomata.access import store as roles
+from archomata.access import roles
 from archomata.access.principal import PlatformRole
 from archomata.app import create_app
 from archomata.config import Config, Secret

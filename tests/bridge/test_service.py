@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from archomata.access.caller import Agent
 from archomata.access.principal import ActorType
 from archomata.audit import AuditContext
 from archomata.bridge import service
@@ -44,10 +45,9 @@ async def broadcast(config: Config) -> AsyncIterator[Broadcast]:
     await redis.aclose()
 
 
-def agent_of(d: Desk) -> service.Agent:
+def agent_of(d: Desk) -> Agent:
     assert d.agent_id is not None
-    return service.Agent(d.org_id, d.agent_id,
-                         functools.partial(service_tx, d.pool, org_id=d.org_id))
+    return Agent(d.org_id, d.agent_id, functools.partial(service_tx, d.pool, org_id=d.org_id))
 
 
 def as_agent(d: Desk) -> AuditContext:

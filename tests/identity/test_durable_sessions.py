@@ -25,7 +25,7 @@ from archomata.errors import ServiceUnavailable
 from archomata.gate.check import READY, STALE
 from archomata.identity import session_scripts
 from archomata.identity.revocation import REVOCATION
-from archomata.identity.store import sessions as session_rows
+from archomata.identity.store import session_rows
 from archomata.ops.devservers import RedisServer
 from tests.factories import (
     agent_auth,

@@ -300,7 +300,7 @@ class TestSigningIn:
                                  invitee.user_id)
         answer = await client.post(VERIFY, json={"mfa_token": mfa_token,
                                                  "code": code(secret, 1)})
-        assert answer.status == 401, await answer.text()  # the door refuses, as at login
+        assert answer.status == 401, await answer.text()  # the sign-in refuses, as at login
         assert await joined(owner_conn, invitation["id"], admin, invitee) == (None, None, 0)
 
     async def test_without_a_second_factor_nothing_changes(self, client: Any,

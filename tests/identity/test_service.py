@@ -14,21 +14,21 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
-from archomata.access.principal import ActorType
+import archomata.access.caller
+from archomata.access.principal import ActorType, Principal
 from archomata.audit import AuditContext
 from archomata.config import Config
-from archomata.db import member_tx_of, service_tx
+from archomata.db import member_tx_of, service_tx, user_tx_of
 from archomata.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
 from archomata.identity import service
 from archomata.identity.reception import Reception
-from archomata.identity.service import Me
 from archomata.identity.signin import Opened, Reason, SignInRefused, password_sign_in
 from archomata.identity.store import mail_tokens
 from archomata.identity.store.mail_tokens import Purpose
 from tests.factories import strong_password
 from tests.identity.test_signin import Person, caller, entries, person, reception, second_org
 
-__all__ = ["reception"]  # the fixture, shared with the sign-in door's tests
+__all__ = ["reception"]  # the fixture, shared with the sign-in's tests
 
 
 @pytest.fixture
@@ -43,12 +43,14 @@ def as_signed_in(opened: Opened) -> AuditContext:
                         user_agent="service-test", request_id=secrets.token_hex(8))
 
 
-def me_of(reception: Reception, opened: Opened) -> Me:
+def person_of(reception: Reception, opened: Opened) -> archomata.access.caller.Person:
     """The caller as their token names them, with the doors a route gives them."""
     org_id = opened.membership.org.id if opened.membership else None
-    return Me(opened.user.id, org_id, opened.session.id,
-              functools.partial(service_tx, reception.pool, org_id=org_id, user_id=opened.user.id),
-              functools.partial(member_tx_of, reception.pool, opened.user.id))
+    principal = Principal(ActorType.USER, opened.user.id, org_id, opened.session.id)
+    return archomata.access.caller.Person(
+        opened.user.id, org_id, opened.session.id, principal,
+        functools.partial(user_tx_of, reception.pool, opened.user.id, org_id),
+        functools.partial(member_tx_of, reception.pool, opened.user.id))
 
 
 async def signed_in(reception: Reception, p: Person) -> Opened:
@@ -145,7 +147,7 @@ class TestPasswords:
             self, reception: Reception, owner_conn: Any) -> None:
         p = await person(reception)
         mine, _other = await signed_in(reception, p), await signed_in(reception, p)
-        me, new = me_of(reception, mine), strong_password()
+        me, new = person_of(reception, mine), strong_password()
         with pytest.raises(ApiError) as caught:
             await service.change_password(reception, as_signed_in(mine), me, strong_password(), new)
         assert (caught.value.status, code_of(caught)) == (422, "invalid_current_password")
@@ -191,7 +193,7 @@ class TestSessions:
         p = await person(reception)
         mine, _ = await signed_in(reception, p), await signed_in(reception, p)
         who = as_signed_in(mine)
-        await service.logout_all(reception, who, me_of(reception, mine))
+        await service.logout_all(reception, who, person_of(reception, mine))
         assert await reception.sessions.list_for_user(p.user.id) == []
         assert await owner_conn.fetchval(
             "select tokens_valid_after is not null from users where id = $1", p.user.id)
@@ -202,11 +204,11 @@ class TestSessions:
         mine, theirs = (await signed_in(reception, await person(reception)),
                         await signed_in(reception, await person(reception)))
         with pytest.raises(NotFound):
-            await service.delete_session(reception, as_signed_in(mine), me_of(reception, mine),
+            await service.delete_session(reception, as_signed_in(mine), person_of(reception, mine),
                                          theirs.session.id)
         assert [s.id for s in await reception.sessions.list_for_user(theirs.user.id)] == [
             theirs.session.id]
-        await service.delete_session(reception, as_signed_in(mine), me_of(reception, mine),
+        await service.delete_session(reception, as_signed_in(mine), person_of(reception, mine),
                                      mine.session.id)
         assert await reception.sessions.list_for_user(mine.user.id) == []
 
@@ -230,7 +232,7 @@ class TestSwitchOrg:
         other = await second_org(owner_conn, p.user.id)
         opened = await signed_in(reception, p)
         who = as_signed_in(opened)
-        renewed = await service.switch_org(reception, who, me_of(reception, opened),
+        renewed = await service.switch_org(reception, who, person_of(reception, opened),
                                            opened.refresh_token, other)
         assert (renewed.session.id, renewed.session.org_id) == (opened.session.id, other)
         assert renewed.membership is not None and renewed.membership.org.id == other
@@ -244,7 +246,7 @@ class TestSwitchOrg:
         p, stranger = await person(reception), await person(reception)
         opened = await signed_in(reception, p)
         with pytest.raises(SignInRefused) as caught:
-            await service.switch_org(reception, as_signed_in(opened), me_of(reception, opened),
+            await service.switch_org(reception, as_signed_in(opened), person_of(reception, opened),
                                      None, stranger.account.org.id)
         assert caught.value.reason is Reason.NOT_A_MEMBER
         [live] = await reception.sessions.list_for_user(p.user.id)

@@ -1,4 +1,4 @@
-"""The sign-in door without HTTP: each rule on the real PostgreSQL and Redis of the
+"""The sign-in without HTTP: each rule on the real PostgreSQL and Redis of the
 harness, the refusal audited, no session left behind by a refused sign-in."""
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ async def entries(owner_conn: Any, who: AuditContext) -> list[dict[str, Any]]:
 
 async def refused(reception: Reception, owner_conn: Any, who: AuditContext, user: User,
                   reason: Reason) -> None:
-    """The door's answer to a refusal: one entry naming the user and the reason, and no
+    """The sign-in's answer to a refusal: one entry naming the user and the reason, and no
     session of theirs alive."""
     failed = [e for e in await entries(owner_conn, who) if e["action"] == "auth.login.failed"]
     assert [(e["actor_id"], e["resource_id"], e["details"]["reason"]) for e in failed] == [
@@ -270,7 +270,7 @@ class TestSecondFactor:
     async def test_a_user_with_a_factor_gets_the_challenge_returned_and_no_session(
             self, reception: Reception, owner_conn: Any) -> None:
         """A success, not a refusal: the way in returns the challenge (no exception
-        leaves the door), and nothing of a session exists yet."""
+        leaves the sign-in), and nothing of a session exists yet."""
         p = await person(reception)
         await owner_conn.execute(
             "insert into mfa_totp (user_id, secret_sealed, confirmed_at) "

@@ -1,5 +1,5 @@
 """Password login, the SSO callback and invitation acceptance all go through the one
-sign-in door: a rule put in the door refuses all three ways in, each in its own shape,
+sign-in: a rule put in it refuses all three ways in, each in its own shape,
 and is audited alike. Real servers, a real OpenID provider (see tests/identity/test_sso.py)."""
 
 from __future__ import annotations

@@ -71,6 +71,19 @@ class TestOpenApi:
         assert routes <= documented
         assert routes
 
+    async def test_a_way_in_documents_both_of_its_answers(self, client: Any) -> None:
+        """A session, or a second factor to prove: login and accept-invitation answer 200
+        with one of the two shapes."""
+        spec = await (await client.get("/api/v1/openapi.json")).json()
+        for path in ("/api/v1/auth/login", "/api/v1/auth/accept-invitation"):
+            answer = spec["paths"][path]["post"]["responses"]["200"]
+            assert answer["content"]["application/json"]["schema"] == {"oneOf": [
+                {"$ref": "#/components/schemas/LoginResult"},
+                {"$ref": "#/components/schemas/MfaRequired"}]}, path
+        mfa = spec["components"]["schemas"]["MfaRequired"]
+        assert set(mfa["required"]) == {"mfa_required", "mfa_token", "methods"}
+        assert mfa["properties"]["methods"]["type"] == "array"
+
     async def test_a_routes_own_problems_are_documented(self, client: Any) -> None:
         spec = await (await client.get("/api/v1/openapi.json")).json()
         responses = spec["paths"]["/api/v1/audit-logs/export"]["get"]["responses"]

@@ -1,5 +1,5 @@
 """Joining an org by invitation, as a flow without HTTP (archomata.orgs.service): real
-PostgreSQL and Redis, an AuditContext, the sign-in door's collaborators."""
+PostgreSQL and Redis, an AuditContext, the sign-in's collaborators."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from archomata.tenancy.org_role import OrgRole
 from tests.factories import strong_password, unique_email
 from tests.identity.test_signin import caller, entries, reception
 
-__all__ = ["reception"]  # the fixture, shared with the sign-in door's tests
+__all__ = ["reception"]  # the fixture, shared with the sign-in's tests
 
 
 async def org_of_admin(reception: Reception) -> NewAccount:

@@ -12,9 +12,9 @@ import orjson
 import pytest
 from marshmallow import Schema
 
+from archomata.bridge.agents import Agent
 from archomata.bridge.commands import Command
 from archomata.bridge.schemas import CommandSchema
-from archomata.bridge.store import Agent
 from archomata.trading.risk import RiskLimits
 from archomata.trading.schemas import (
     AccountSchema,

@@ -1,6 +1,6 @@
 """A number a client writes is ASCII digits: `str.isdigit`, `isdecimal`, `\\d` and `int()`
 also take fullwidth, Arabic-Indic or superscript digits, which either reach `int()` and
-fail (a 500) or read as another spelling of the same number. Each door that reads a
+fail (a 500) or read as another spelling of the same number. Each reader of a
 number from client text refuses them as it refuses any other non-number."""
 
 from __future__ import annotations

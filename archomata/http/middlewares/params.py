@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from archomata import keys
+from archomata.access import caller
 from archomata.access.guards import access_rule
 from archomata.errors import ValidationFailed
 from archomata.text_rules import text_problem
@@ -35,7 +35,7 @@ def parameter_problems(request: web.Request) -> dict[str, list[str]]:
 
 def _anonymous_on_a_guarded_route(request: web.Request) -> bool:
     rule = access_rule(request.match_info.handler)
-    return request.get(keys.PRINCIPAL) is None and rule is not None and rule.kind != "public"
+    return caller.caller_if_any(request) is None and rule is not None and rule.kind != "public"
 
 
 @web.middleware

@@ -1,7 +1,7 @@
 """Second-factor challenges: the `mfa_token` a way in answers with instead of a session
 (the contract's `{mfa_required, mfa_token, methods}`), in Redis only by its SHA-256.
 
-A challenge holds what the door needs to open the session once the code is proven: who,
+A challenge holds what the sign-in needs to open the session once the code is proven: who,
 by which way in, into which org, and what the way in changes once it is (an org joined,
 an identity linked: archomata.identity.mfa.pending). It lives MFA_TOKEN_SECONDS, is
 taken once (one script reads and deletes it), and dies at the MAX_WRONG_CODES-th wrong

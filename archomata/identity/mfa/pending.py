@@ -18,8 +18,8 @@ record's org: the invitation's, the user's home org for a link), with its audit 
 (`member.joined`, `auth.sso.linked`). It is checked again there, against what holds now:
 an invitation used, revoked or expired meanwhile, or an identity linked to someone else,
 refuses the answer (Refused, with the contract's error) and the proof rolls back with it.
-For a user the door would refuse by then (disabled, password changed), nothing is made:
-the door refuses the session right after, as it would have.
+For a user the sign-in would refuse by then (disabled, password changed), nothing is made:
+the sign-in refuses the session right after, as it would have.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class Effects:
             return
         user = await users.get(tx, self.user_id, settled=True)
         if user is None or not still_let_in(self.challenge, user):
-            return  # the door refuses this session next: nothing changes for it
+            return  # the sign-in refuses this session next: nothing changes for it
         maker = MAKERS.get(self.record["kind"])
         try:
             if self.record["kind"] == linking.LINK:

@@ -21,6 +21,7 @@ from datetime import datetime
 from uuid import UUID
 
 from archomata import audit
+from archomata.access.caller import Person
 from archomata.audit import AuditAction, AuditContext
 from archomata.crypto import DataKeys
 from archomata.db import Tx, service_tx
@@ -30,13 +31,11 @@ from archomata.identity.mfa.challenges import Challenges
 from archomata.identity.mfa.sealing import TOTP
 from archomata.identity.mfa.throttle import SecondFactorThrottle
 from archomata.identity.reception import Reception
-from archomata.identity.service import Me, Renewed
-from archomata.identity.service import _reuse_entry as reuse_entry
-from archomata.identity.sessions import Outcome
+from archomata.identity.service import Renewed, reuse_entry
+from archomata.identity.session_replies import Outcome
 from archomata.identity.signin import (
     Opened,
     answered,
-    as_user,
     open_session,
     password_proves,
     user_subject,
@@ -55,14 +54,14 @@ class Status:
     recovery_codes_left: int
 
 
-async def status(me: Me) -> Status:
+async def status(me: Person) -> Status:
     async with me.tx() as tx:
         found = await mfa.totp(tx, me.user_id)
         left = await mfa.recovery_codes_left(tx, me.user_id)
     return Status(found.confirmed_at if found else None, left)
 
 
-async def start_totp(reception: Reception, data_keys: DataKeys, me: Me,
+async def start_totp(reception: Reception, data_keys: DataKeys, me: Person,
                      current_password: str) -> tuple[str, str]:
     """A new secret to confirm (replacing one not yet confirmed): (secret, otpauth URI).
     The password is asked, under the login backoff, so a stolen access token alone
@@ -80,7 +79,7 @@ async def start_totp(reception: Reception, data_keys: DataKeys, me: Me,
     return secret, codes.otpauth_uri(secret, user.email)
 
 
-async def confirm_totp(reception: Reception, data_keys: DataKeys, who: AuditContext, me: Me,
+async def confirm_totp(reception: Reception, data_keys: DataKeys, who: AuditContext, me: Person,
                        code: str) -> list[str]:
     """The first code proves the authenticator holds the secret: the factor is required
     at every sign-in from now on, the other sessions end, and ten recovery codes are
@@ -183,7 +182,7 @@ async def _counted(reception: Reception, who: AuditContext, user_id: UUID,
 
 async def verify_challenge(reception: Reception, data_keys: DataKeys, who: AuditContext, token: str,
                            code: str | None, recovery_code: str | None) -> Opened:
-    """Answers a way in's challenge: the session opens through the door, with its second
+    """Answers a way in's challenge: the session opens through the sign-in, with its second
     factor, or Unauthorized `invalid_mfa_code` (BadRequest `invalid_token` for a
     challenge used, expired, or ended by wrong codes)."""
     challenges = Challenges(reception.sessions.redis)
@@ -197,9 +196,9 @@ async def verify_challenge(reception: Reception, data_keys: DataKeys, who: Audit
                 "wrong_codes": await challenges.wrong_code(token)}
 
     # What the way in changes (an org joined, an identity linked) is made with the proof.
-    effects = pending.Effects(reception, as_user(who, user_id), challenge)
+    effects = pending.Effects(reception, who.as_user(user_id), challenge)
     try:
-        factor = await _proven(reception, data_keys, as_user(who, user_id), user_id,
+        factor = await _proven(reception, data_keys, who.as_user(user_id), user_id,
                                effects.opener, code, recovery_code, wrong,
                                audit_recovery=True, then=effects.apply)
     except pending.Refused as refused:  # the sign-in it stood for can no longer be
@@ -212,11 +211,11 @@ async def verify_challenge(reception: Reception, data_keys: DataKeys, who: Audit
     if user is None:
         raise BadRequest("This sign-in has expired: sign in again.", code="invalid_token")
     opened = await open_session(reception, who, answered(effects.settled(), user, factor))
-    assert isinstance(opened, Opened)  # its factor is proven: the door asks for none
+    assert isinstance(opened, Opened)  # its factor is proven: the sign-in asks for none
     return opened
 
 
-async def step_up(reception: Reception, data_keys: DataKeys, who: AuditContext, me: Me,
+async def step_up(reception: Reception, data_keys: DataKeys, who: AuditContext, me: Person,
                   refresh_token: str | None, code: str | None,
                   recovery_code: str | None) -> Renewed:
     """A second factor proven again on the caller's own session: it gets a fresh
@@ -257,7 +256,7 @@ async def step_up(reception: Reception, data_keys: DataKeys, who: AuditContext, 
     return Renewed(user, membership, session, None)
 
 
-async def disable_totp(reception: Reception, who: AuditContext, me: Me) -> None:
+async def disable_totp(reception: Reception, who: AuditContext, me: Person) -> None:
     """The second factor goes, and its recovery codes with it (a step-up route); the
     other sessions end, and this one's next tokens carry no `mfa_at` (the one in hand
     keeps it until it expires)."""
@@ -270,7 +269,7 @@ async def disable_totp(reception: Reception, who: AuditContext, me: Me) -> None:
                            resource_id=me.user_id, details={"method": "totp"})
 
 
-async def regenerate_recovery_codes(who: AuditContext, me: Me) -> list[str]:
+async def regenerate_recovery_codes(who: AuditContext, me: Person) -> list[str]:
     """Ten new recovery codes, the old ones dead (a step-up route)."""
     recovery = codes.new_recovery_codes()
     async with me.tx() as tx:

@@ -10,6 +10,7 @@ from aiohttp import web
 from marshmallow import Schema, fields, validate
 
 from archomata import audit, keys
+from archomata.access import caller
 from archomata.access.guards import require_platform_admin
 from archomata.access.principal import PlatformRole
 from archomata.access.step_up import step_up
@@ -65,10 +66,9 @@ async def update_user(request: web.Request) -> web.Response:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
     role = PlatformRole(body["platform_role"]) if "platform_role" in body else None
     app = request.app
-    admin = request[keys.PRINCIPAL]
-    assert admin is not None  # the guard refuses a request without one
+    admin = caller.person(request)
     keepers = user_admin.Keepers(app[REVOCATION], app[keys.SESSIONS], app[ON_DISABLED])
     user = await user_admin.update_user(
         functools.partial(platform_tx, request), audit.context_of(request), keepers,
-        admin.actor_id, user_id, user_admin.UserChange(role, body.get("disabled")))
+        admin.user_id, user_id, user_admin.UserChange(role, body.get("disabled")))
     return json_response(user_body(user))

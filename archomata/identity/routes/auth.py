@@ -1,6 +1,6 @@
 """/auth: registration, mail links, login, refresh, logout, passwords, org switching,
 sessions. The handlers parse and answer; the flows are in archomata.identity.service
-(and the sign-in door in archomata.identity.signin)."""
+(and the sign-in in archomata.identity.signin)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import keys
+from archomata.access import caller
 from archomata.access.guards import authenticated, public
-from archomata.access.principal import Principal
 from archomata.access.route_policy import ENDS_A_SESSION, RateClass
 from archomata.errors import NotFound, Unauthorized
 from archomata.identity import onboarding, service, signin, tokens
@@ -30,10 +30,10 @@ from archomata.identity.schemas.auth import (
     SwitchOrgSchema,
     TokenSchema,
 )
+from archomata.identity.schemas.mfa import MfaRequiredSchema
 from archomata.identity.service import MailLink
 from archomata.identity.web import (
     clear_refresh_cookie,
-    me_of,
     mfa_required,
     problem,
     reception,
@@ -49,12 +49,6 @@ from archomata.web.openapi import doc
 from archomata.web.schemas import UserSchema
 
 routes = web.RouteTableDef()
-
-
-def _principal(request: web.Request) -> Principal:
-    principal = request[keys.PRINCIPAL]
-    assert principal is not None and principal.user_id is not None  # the guard ran
-    return principal
 
 
 
@@ -118,7 +112,7 @@ async def resend_verification(request: web.Request) -> web.Response:
 @public
 @doc("Sign in with email and password; someone with a second factor gets "
      "`{mfa_required, mfa_token, methods}` instead (answered at /api/v1/auth/mfa/verify)",
-     request=LoginSchema, response=LoginResultSchema)
+     request=LoginSchema, response=(LoginResultSchema, MfaRequiredSchema))
 async def login(request: web.Request) -> web.Response:
     body = await load_body(request, LoginSchema)
     try:
@@ -157,7 +151,7 @@ async def refresh(request: web.Request) -> web.Response:
 @public(**ENDS_A_SESSION)
 @doc("End this session (refresh cookie or access token)", status=204)
 async def logout(request: web.Request) -> web.Response:
-    principal = request[keys.PRINCIPAL]
+    principal = caller.caller_if_any(request)
     sid, owner = (principal.session_id, principal.actor_id) if principal is not None \
         else _signed_session(request)
     await service.logout(reception(request), who(request), sid, owner, refresh_token_of(request))
@@ -185,7 +179,7 @@ def _signed_session(request: web.Request) -> tuple[UUID | None, UUID | None]:
 @authenticated(**ENDS_A_SESSION)
 @doc("End every session of the caller and kill their access tokens", status=204)
 async def logout_all(request: web.Request) -> web.Response:
-    await service.logout_all(reception(request), who(request), me_of(request))
+    await service.logout_all(reception(request), who(request), caller.person(request))
     response = web.Response(status=204)
     clear_refresh_cookie(response, request.app[keys.CONFIG])
     return response
@@ -219,7 +213,7 @@ async def confirm_password_reset(request: web.Request) -> web.Response:
      status=204)
 async def change_password(request: web.Request) -> web.Response:
     body = await load_body(request, PasswordChangeSchema)
-    await service.change_password(reception(request), who(request), me_of(request),
+    await service.change_password(reception(request), who(request), caller.person(request),
                                   body["current_password"], body["new_password"])
     return web.Response(status=204)
 
@@ -231,7 +225,7 @@ async def change_password(request: web.Request) -> web.Response:
 async def switch_org(request: web.Request) -> web.Response:
     body = await load_body(request, SwitchOrgSchema)
     try:
-        renewed = await service.switch_org(reception(request), who(request), me_of(request),
+        renewed = await service.switch_org(reception(request), who(request), caller.person(request),
                                            refresh_token_of(request), body["org_id"])
     except signin.SignInRefused as exc:
         raise problem(exc) from None
@@ -246,11 +240,11 @@ def _timestamp(epoch: float) -> datetime:
 @authenticated
 @doc("The caller's sessions", response=SessionListSchema)
 async def list_sessions(request: web.Request) -> web.Response:
-    principal = _principal(request)
-    sessions = await request.app[keys.SESSIONS].list_for_user(principal.actor_id)
+    me = caller.person(request)
+    sessions = await request.app[keys.SESSIONS].list_for_user(me.user_id)
     items = [{"id": s.id, "created_at": _timestamp(s.created_at),
               "last_used_at": _timestamp(s.last_used_at), "ip": s.ip,
-              "user_agent": s.user_agent, "current": s.id == principal.session_id}
+              "user_agent": s.user_agent, "current": s.id == me.session_id}
              for s in sessions if s.expires_at > time.time()]
     return json_response({"items": items})
 
@@ -263,5 +257,5 @@ async def delete_session(request: web.Request) -> web.Response:
         sid = UUID(request.match_info["session_id"])
     except ValueError:
         raise NotFound("No such session.") from None
-    await service.delete_session(reception(request), who(request), me_of(request), sid)
+    await service.delete_session(reception(request), who(request), caller.person(request), sid)
     return web.Response(status=204)

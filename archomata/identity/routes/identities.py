@@ -7,11 +7,10 @@ from uuid import UUID
 
 from aiohttp import web
 
-from archomata import audit, keys
+from archomata import audit
+from archomata.access import caller
 from archomata.access.guards import authenticated
-from archomata.access.principal import Principal
 from archomata.audit import AuditAction
-from archomata.db import user_tx
 from archomata.errors import Conflict, NotFound
 from archomata.identity.schemas.sso import IdentityListSchema
 from archomata.identity.store import identities
@@ -20,12 +19,6 @@ from archomata.web.json_io import json_response
 from archomata.web.openapi import doc
 
 routes = web.RouteTableDef()
-
-
-def _principal(request: web.Request) -> Principal:
-    principal = request[keys.PRINCIPAL]
-    assert principal is not None and principal.user_id is not None  # the guard ran
-    return principal
 
 
 def _body(identity: Identity) -> dict[str, object]:
@@ -37,9 +30,9 @@ def _body(identity: Identity) -> dict[str, object]:
 @authenticated
 @doc("The caller's linked sign-in identities (Google, Azure AD)", response=IdentityListSchema)
 async def list_identities(request: web.Request) -> web.Response:
-    principal = _principal(request)
-    async with user_tx(request) as tx:
-        linked = await identities.list_for_user(tx, principal.actor_id)
+    me = caller.person(request)
+    async with me.tx() as tx:
+        linked = await identities.list_for_user(tx, me.user_id)
     return json_response({"items": [_body(i) for i in linked]})
 
 
@@ -48,13 +41,13 @@ async def list_identities(request: web.Request) -> web.Response:
 @doc("Unlink one of the caller's identities; 409 `last_sign_in_method` when neither a "
      "password nor another identity would remain", status=204)
 async def delete_identity(request: web.Request) -> web.Response:
-    principal = _principal(request)
+    me = caller.person(request)
     try:
         identity_id = UUID(request.match_info["identity_id"])
     except ValueError:
         raise NotFound("No such identity.") from None
-    user_id = principal.actor_id
-    async with user_tx(request) as tx:
+    user_id = me.user_id
+    async with me.tx() as tx:
         methods = await identities.lock_sign_in_methods(tx, user_id)
         identity = await identities.delete(tx, identity_id, user_id)
         if identity is None:
@@ -64,7 +57,8 @@ async def delete_identity(request: web.Request) -> web.Response:
                            "another identity first.", code="last_sign_in_method")
         # No `auth.sso.unlinked` action exists yet: the change to the user is recorded
         # as such, naming what changed.
-        await audit.record(tx, request, AuditAction.USER_UPDATED, resource_type="user_identity",
+        await audit.record(tx, audit.context_of(request), AuditAction.USER_UPDATED,
+                           resource_type="user_identity",
                            resource_id=identity.id,
                            details={"change": "sso_identity_unlinked",
                                     "provider": identity.provider})

@@ -5,10 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from marshmallow import Schema, fields
 
-from archomata import keys
-from archomata.access import store as roles
+from archomata.access import caller, roles
 from archomata.access.guards import authenticated
-from archomata.db import user_tx
 from archomata.errors import Unauthorized
 from archomata.identity.store import mfa, users
 from archomata.identity.web import org_body, user_body
@@ -43,9 +41,9 @@ class MeSchema(Schema):
 @authenticated
 @doc("The caller, their current org, roles and permissions", response=MeSchema)
 async def get_me(request: web.Request) -> web.Response:
-    principal = request[keys.PRINCIPAL]
-    assert principal is not None
-    async with user_tx(request) as tx:
+    me = caller.person(request)
+    principal = me.principal
+    async with me.tx() as tx:
         user = await users.get(tx, principal.actor_id)
         memberships = await orgs.memberships_of(tx, principal.actor_id)
         held = (await roles.of_member(tx, principal.org_id, principal.actor_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from archomata import audit, keys
+from archomata.access import caller
 from archomata.access.guards import authenticated, public
 from archomata.access.step_up import step_up, step_up_exempt
 from archomata.identity.mfa import service
@@ -21,7 +22,6 @@ from archomata.identity.schemas.mfa import (
 )
 from archomata.identity.signin import SignInRefused
 from archomata.identity.web import (
-    me_of,
     problem,
     reception,
     refresh_token_of,
@@ -65,7 +65,7 @@ async def verify(request: web.Request) -> web.Response:
 @authenticated
 @doc("The caller's second factors", response=MfaStatusSchema)
 async def get_status(request: web.Request) -> web.Response:
-    found = await service.status(me_of(request))
+    found = await service.status(caller.person(request))
     return json_response(MfaStatusSchema().dump({
         "totp": {"enabled": found.confirmed_at is not None,
                  "confirmed_at": found.confirmed_at},
@@ -80,7 +80,7 @@ async def get_status(request: web.Request) -> web.Response:
 async def start_totp(request: web.Request) -> web.Response:
     body = await load_body(request, CurrentPasswordSchema)
     secret, uri = await service.start_totp(reception(request), request.app[keys.DATA_KEYS],
-                                           me_of(request), body["current_password"])
+                                           caller.person(request), body["current_password"])
     return json_response(TotpStartedSchema().dump({"secret": secret, "otpauth_uri": uri}))
 
 
@@ -92,7 +92,7 @@ async def start_totp(request: web.Request) -> web.Response:
 async def confirm_totp(request: web.Request) -> web.Response:
     body = await load_body(request, CodeSchema)
     recovery = await service.confirm_totp(reception(request), request.app[keys.DATA_KEYS],
-                                          audit.context_of(request), me_of(request),
+                                          audit.context_of(request), caller.person(request),
                                           body["code"])
     return json_response(RecoveryCodesSchema().dump({"recovery_codes": recovery}))
 
@@ -105,7 +105,7 @@ async def confirm_totp(request: web.Request) -> web.Response:
 async def step_up_session(request: web.Request) -> web.Response:
     body = await load_body(request, StepUpSchema)
     renewed = await service.step_up(reception(request), request.app[keys.DATA_KEYS],
-                                    audit.context_of(request), me_of(request),
+                                    audit.context_of(request), caller.person(request),
                                     refresh_token_of(request), body.get("code"),
                                     body.get("recovery_code"))
     return renewed_response(request, renewed)
@@ -116,7 +116,8 @@ async def step_up_session(request: web.Request) -> web.Response:
 @step_up
 @doc("Turn the second factor off; its recovery codes die with it", status=204)
 async def disable_totp(request: web.Request) -> web.Response:
-    await service.disable_totp(reception(request), audit.context_of(request), me_of(request))
+    await service.disable_totp(reception(request), audit.context_of(request),
+                               caller.person(request))
     return web.Response(status=204)
 
 
@@ -126,5 +127,5 @@ async def disable_totp(request: web.Request) -> web.Response:
 @doc("Ten new recovery codes, shown once; the old ones die", response=RecoveryCodesSchema)
 async def regenerate_recovery_codes(request: web.Request) -> web.Response:
     recovery = await service.regenerate_recovery_codes(audit.context_of(request),
-                                                       me_of(request))
+                                                       caller.person(request))
     return json_response(RecoveryCodesSchema().dump({"recovery_codes": recovery}))

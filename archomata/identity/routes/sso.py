@@ -73,7 +73,7 @@ def _refusal(exc: Exception, provider: str) -> SsoError:
 
 
 def _code_of(refused: SignInRefused) -> str:
-    """A refusal of the sign-in door as the login page hears it: after the provider
+    """A refusal of the sign-in as the login page hears it: after the provider
     proved who it is, a disabled account may say so."""
     if refused.reason is Reason.CREDENTIALS_CHANGED:
         return "invalid_credentials"
@@ -86,10 +86,11 @@ async def _audit_refusal(request: web.Request, provider: str, refusal: SsoError)
     details = {**sso_details(provider), "reason": refusal.reason}
     try:
         async with service_tx(request.app[keys.DB_POOL]) as tx:
-            await audit.record(tx, request, AuditAction.AUTH_LOGIN_FAILED,
+            # No token names anyone yet: the refused account, when known, is the actor.
+            await audit.record(tx, audit.context_of(request).or_user(refusal.user_id),
+                               AuditAction.AUTH_LOGIN_FAILED,
                                resource_type="user" if refusal.user_id else None,
-                               resource_id=refusal.user_id, actor_id=refusal.user_id,
-                               details=details)
+                               resource_id=refusal.user_id, details=details)
     except (ApiError, asyncpg.PostgresError, OSError):
         # The refusal stands whether or not its entry could be written (database down).
         log.warning("SSO refusal not audited", extra={"provider": provider,
@@ -127,7 +128,7 @@ async def sso_callback(request: web.Request) -> web.Response:
     client = _client(request)
     try:
         response = await _complete(request, client)
-    except SignInRefused as refused:  # audited by the sign-in door
+    except SignInRefused as refused:  # audited by the sign-in
         response = _to_login_page(request.app[keys.CONFIG], _code_of(refused))
     except Exception as exc:  # a navigation: the login page with a code, never a trace
         refusal = _refusal(exc, client.name)

@@ -105,13 +105,6 @@ async def delete(tx: Tx, identity_id: UUID, user_id: UUID) -> Identity | None:
     return _identity(await tx.fetchrow(DELETE, identity_id, user_id))
 
 
-GET_FOR_USER = f"select {COLUMNS} from user_identities where id = $1 and user_id = $2"
-
-
-async def get_for_user(tx: Tx, identity_id: UUID, user_id: UUID) -> Identity | None:
-    return _identity(await tx.fetchrow(GET_FOR_USER, identity_id, user_id))
-
-
 # The pre-hijacking defence: someone registered this email without ever proving it. The
 # verified identity takes the account over, and whatever that someone set is wiped.
 RESET_UNVERIFIED_USER = """

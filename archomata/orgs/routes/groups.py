@@ -8,7 +8,8 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit
-from archomata.access.guards import caller, require_org_admin, require_permission, require_write
+from archomata.access import caller
+from archomata.access.guards import require_org_admin, require_permission, require_write
 from archomata.access.permissions import Permission
 from archomata.access.step_up import step_up, step_up_exempt
 from archomata.audit import AuditAction
@@ -31,10 +32,6 @@ from archomata.web.pagination import listing, page_of
 routes = web.RouteTableDef()
 
 
-def _org_id(request: web.Request) -> UUID:
-    return caller(request)[0]
-
-
 async def _group_or_404(tx: Tx, org_id: UUID, group_id: UUID) -> groups.Group:
     group = await groups.get(tx, org_id, group_id)
     if group is None:
@@ -51,7 +48,7 @@ def _taken(name: str) -> Conflict:
 @doc("The org's groups", response=GroupListSchema)
 async def list_groups(request: web.Request) -> web.Response:
     page, _ = page_of(request)
-    org_id = _org_id(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         found = await groups.list_page(tx, org_id, page.after, page.limit + 1)
     return json_response(listing(found, len(found), page))
@@ -64,13 +61,14 @@ async def list_groups(request: web.Request) -> web.Response:
 @doc("Create a group", request=GroupCreateSchema, response=GroupSchema, status=201)
 async def create_group(request: web.Request) -> web.Response:
     body = await load_body(request, GroupCreateSchema)
-    org_id = _org_id(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         group_id = await groups.insert(tx, org_id, body["name"], body["description"])
         if group_id is None:
             raise _taken(body["name"])
         group = await _group_or_404(tx, org_id, group_id)
-        await audit.record(tx, request, AuditAction.GROUP_CREATED, resource_type="group",
+        await audit.record(tx, audit.context_of(request), AuditAction.GROUP_CREATED,
+                           resource_type="group",
                            resource_id=group_id, details={"name": group.name})
     return json_response(group, status=201, location=f"/api/v1/groups/{group.id}")
 
@@ -81,7 +79,7 @@ async def create_group(request: web.Request) -> web.Response:
 async def get_group(request: web.Request) -> web.Response:
     group_id = uuid_param(request, "group_id")
     async with org_tx(request) as tx:
-        group = await _group_or_404(tx, _org_id(request), group_id)
+        group = await _group_or_404(tx, caller.member(request).org_id, group_id)
     return json_response(group)
 
 
@@ -95,7 +93,7 @@ async def update_group(request: web.Request) -> web.Response:
     body = await load_body(request, GroupPatchSchema)
     if not body:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
-    org_id = _org_id(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         before = await _group_or_404(tx, org_id, group_id)
         # A name taken, even by a rename racing this one, is the db's 409 group_name_taken.
@@ -103,7 +101,8 @@ async def update_group(request: web.Request) -> web.Response:
         after = await _group_or_404(tx, org_id, group_id)
         changes = {k: {"from": getattr(before, k), "to": getattr(after, k)}
                    for k in ("name", "description") if getattr(before, k) != getattr(after, k)}
-        await audit.record(tx, request, AuditAction.GROUP_UPDATED, resource_type="group",
+        await audit.record(tx, audit.context_of(request), AuditAction.GROUP_UPDATED,
+                           resource_type="group",
                            resource_id=group_id, details={"changes": changes})
     return json_response(after)
 
@@ -115,11 +114,12 @@ async def update_group(request: web.Request) -> web.Response:
 @doc("Delete a group; its members lose the roles it granted", status=204)
 async def delete_group(request: web.Request) -> web.Response:
     group_id = uuid_param(request, "group_id")
-    org_id = _org_id(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         group = await _group_or_404(tx, org_id, group_id)
         await groups.delete(tx, org_id, group_id)
-        await audit.record(tx, request, AuditAction.GROUP_DELETED, resource_type="group",
+        await audit.record(tx, audit.context_of(request), AuditAction.GROUP_DELETED,
+                           resource_type="group",
                            resource_id=group_id, details={"name": group.name})
     return web.Response(status=204)
 
@@ -137,7 +137,7 @@ async def set_group_members(request: web.Request) -> web.Response:
     group_id = uuid_param(request, "group_id")
     body = await load_body(request, UserIdsSchema)
     user_ids = list(dict.fromkeys(body["user_ids"]))
-    org_id = _org_id(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         before = await _group_or_404(tx, org_id, group_id)
         strangers = await members.non_members(tx, org_id, user_ids)
@@ -146,7 +146,8 @@ async def set_group_members(request: web.Request) -> web.Response:
                 "user_ids": [f"Not a member: {u}." for u in strangers]})
         await groups.set_members(tx, org_id, group_id, user_ids)
         after = await _group_or_404(tx, org_id, group_id)
-        await audit.record(tx, request, AuditAction.GROUP_MEMBERS_SET, resource_type="group",
+        await audit.record(tx, audit.context_of(request), AuditAction.GROUP_MEMBERS_SET,
+                           resource_type="group",
                            resource_id=group_id, details={
                                "members": {"from": _ids(before.members),
                                            "to": _ids(after.members)}})
@@ -162,13 +163,14 @@ async def set_group_roles(request: web.Request) -> web.Response:
     group_id = uuid_param(request, "group_id")
     body = await load_body(request, RoleIdsSchema)
     role_ids = list(dict.fromkeys(body["role_ids"]))
-    org_id = _org_id(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         before = await _group_or_404(tx, org_id, group_id)
         await check_refs(tx, org_id, role_ids)
         await groups.set_roles(tx, org_id, group_id, role_ids)
         after = await _group_or_404(tx, org_id, group_id)
-        await audit.record(tx, request, AuditAction.GROUP_ROLES_SET, resource_type="group",
+        await audit.record(tx, audit.context_of(request), AuditAction.GROUP_ROLES_SET,
+                           resource_type="group",
                            resource_id=group_id, details={
                                "roles": {"from": [r["name"] for r in before.roles],
                                          "to": [r["name"] for r in after.roles]}})

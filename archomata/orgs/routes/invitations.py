@@ -6,8 +6,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from archomata import keys
+from archomata.access import caller
 from archomata.access.guards import public
 from archomata.identity.schemas.auth import LoginResultSchema
+from archomata.identity.schemas.mfa import MfaRequiredSchema
 from archomata.identity.signin import SecondFactorRequired, SignInRefused
 from archomata.identity.web import mfa_required, problem, reception, signed_in, who
 from archomata.orgs import service
@@ -22,11 +24,12 @@ routes = web.RouteTableDef()
 @public
 @doc("Join an org with an invitation token; 400 invalid_token once it is used, expired "
      "or revoked, or its inviter is no longer an administrator of the org; 403 "
-     "org_disabled while the org is disabled", request=AcceptInvitationSchema,
-     response=LoginResultSchema)
+     "org_disabled while the org is disabled; someone with a second factor gets "
+     "`{mfa_required, mfa_token, methods}` instead", request=AcceptInvitationSchema,
+     response=(LoginResultSchema, MfaRequiredSchema))
 async def accept_invitation(request: web.Request) -> web.Response:
     body = await load_body(request, AcceptInvitationSchema)
-    principal = request[keys.PRINCIPAL]
+    principal = caller.caller_if_any(request)
     acceptance = service.Acceptance(body["token"],
                                     signed_in_user=principal.user_id if principal else None,
                                     password=body.get("password"), name=body.get("name"))

@@ -8,17 +8,15 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit, keys
-from archomata.access import store as roles
+from archomata.access import caller, roles
 from archomata.access.guards import (
     authenticated,
-    caller,
     require_org_admin,
     require_permission,
     require_write,
 )
 from archomata.access.permissions import Permission
-from archomata.access.step_up import require as require_step_up
-from archomata.access.step_up import step_up, step_up_exempt, step_up_when
+from archomata.access.step_up import require_step_up, step_up, step_up_exempt, step_up_when
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -50,7 +48,7 @@ routes = web.RouteTableDef()
 @authenticated
 @doc("The org of the access token", response=OrgSchema)
 async def get_org(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         org = await orgs.get(tx, org_id)
     if org is None:
@@ -71,14 +69,15 @@ async def update_org(request: web.Request) -> web.Response:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
     if "require_mfa" in body:
         await require_step_up(request)
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         before = await orgs.get(tx, org_id)
         org = await orgs.update(tx, org_id, body.get("name"), body.get("require_mfa"))
         assert before is not None and org is not None
         changes = {k: {"from": getattr(before, k), "to": getattr(org, k)}
                    for k in ("name", "require_mfa") if getattr(before, k) != getattr(org, k)}
-        await audit.record(tx, request, AuditAction.ORG_UPDATED, resource_type="org",
+        await audit.record(tx, audit.context_of(request), AuditAction.ORG_UPDATED,
+                           resource_type="org",
                            resource_id=org_id, details=changes)
     return json_response(org)
 
@@ -88,7 +87,7 @@ async def update_org(request: web.Request) -> web.Response:
 @doc("The org's members, in the order they joined", response=MemberListSchema)
 async def list_members(request: web.Request) -> web.Response:
     page, _ = page_of(request)
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         found = await members.list_page(tx, org_id, page.after, page.limit + 1)
     return json_response(listing(found, len(found), page, key="joined_at", id_key="user_id"))
@@ -102,26 +101,28 @@ async def list_members(request: web.Request) -> web.Response:
      status=201)
 async def create_invitation(request: web.Request) -> web.Response:
     body = await load_body(request, InvitationCreateSchema)
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     app = request.app
     async with org_tx(request) as tx:
         await check_refs(tx, org_id, body["role_ids"], body["group_ids"])
         if await members.has_member_with_email(tx, org_id, body["email"]):
             raise Conflict("This person is already a member.", code="already_member")
-        await _lock_inviter(tx, org_id, principal.actor_id)
+        await _lock_inviter(tx, org_id, acting.user_id)
         # Inviting an address again replaces its open invitation: the old link dies.
-        await audit_revoked(tx, request, await invitations.supersede(
-            tx, org_id, body["email"], principal.actor_id), RevokeReason.SUPERSEDED)
+        await audit_revoked(tx, audit.context_of(request), await invitations.supersede(
+            tx, org_id, body["email"], acting.user_id), RevokeReason.SUPERSEDED)
         created = await invitations.insert(
             tx, org_id, body["email"], OrgRole(body["org_role"]), body["role_ids"],
-            body["group_ids"], principal.actor_id, app[keys.CONFIG].mail_token_ttl_seconds)
+            body["group_ids"], acting.user_id, app[keys.CONFIG].mail_token_ttl_seconds)
         if created is None:
             raise Conflict("An invitation to this address was just sent.",
                            code="invitation_pending")
         invitation, token = created
         org = await orgs.get(tx, org_id)
         assert org is not None
-        await audit.record(tx, request, AuditAction.MEMBER_INVITED, resource_type="invitation",
+        await audit.record(tx, audit.context_of(request), AuditAction.MEMBER_INVITED,
+                           resource_type="invitation",
                            resource_id=invitation.id, details={
                                "email": invitation.email, "org_role": invitation.org_role,
                                "role_ids": [str(r) for r in invitation.role_ids],
@@ -144,7 +145,7 @@ async def _lock_inviter(tx: Tx, org_id: UUID, user_id: UUID) -> None:
      query=PageQuerySchema, response=InvitationListSchema)
 async def list_invitations(request: web.Request) -> web.Response:
     page, _ = page_of(request)
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         found = await invitations.list_pending(tx, org_id, page.after, page.limit + 1)
     return json_response(listing(found, len(found), page))
@@ -158,12 +159,13 @@ async def list_invitations(request: web.Request) -> web.Response:
      "that is not pending", status=204)
 async def revoke_invitation(request: web.Request) -> web.Response:
     invitation_id = uuid_param(request, "invitation_id")
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     async with org_tx(request) as tx:
-        invitation = await invitations.revoke(tx, org_id, invitation_id, principal.actor_id)
+        invitation = await invitations.revoke(tx, org_id, invitation_id, acting.user_id)
         if invitation is None:
             raise NotFound("No such pending invitation.")
-        await audit_revoked(tx, request, [invitation], RevokeReason.REVOKED)
+        await audit_revoked(tx, audit.context_of(request), [invitation], RevokeReason.REVOKED)
     return web.Response(status=204)
 
 
@@ -188,7 +190,8 @@ def _refuse_last_admin(admins: list[UUID], user_id: UUID) -> None:
 async def update_member(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
     body = await load_body(request, MemberPatchSchema)
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     new_role = OrgRole(body["org_role"])
     async with org_tx(request) as tx:
         admins = await members.lock_administrators(tx, org_id)
@@ -197,11 +200,13 @@ async def update_member(request: web.Request) -> web.Response:
             _refuse_last_admin(admins, user_id)
         await members.set_org_role(tx, org_id, user_id, new_role)
         after = await _member_or_404(tx, org_id, user_id)
-        await audit.record(tx, request, AuditAction.MEMBER_UPDATED, resource_type="member",
+        await audit.record(tx, audit.context_of(request), AuditAction.MEMBER_UPDATED,
+                           resource_type="member",
                            resource_id=user_id, details={
                                "org_role": {"from": before.org_role, "to": after.org_role}})
         if new_role is not OrgRole.ADMINISTRATOR:
-            await revoke_with_inviter(tx, request, org_id, user_id, principal.actor_id,
+            await revoke_with_inviter(tx, audit.context_of(request), org_id, user_id,
+                                      acting.user_id,
                                       RevokeReason.INVITER_DEMOTED)
     return json_response(after)
 
@@ -213,17 +218,19 @@ async def update_member(request: web.Request) -> web.Response:
 @doc("Remove a member: their tokens for this org die at once", status=204)
 async def remove_member(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     async with org_tx(request) as tx:
         admins = await members.lock_administrators(tx, org_id)
         member = await _member_or_404(tx, org_id, user_id)
         _refuse_last_admin(admins, user_id)
         await members.remove(tx, org_id, user_id)
-        await audit.record(tx, request, AuditAction.MEMBER_REMOVED, resource_type="member",
+        await audit.record(tx, audit.context_of(request), AuditAction.MEMBER_REMOVED,
+                           resource_type="member",
                            resource_id=user_id, details={
                                "email": member.email, "org_role": member.org_role,
                                "roles": [r["name"] for r in member.roles]})
-        await revoke_with_inviter(tx, request, org_id, user_id, principal.actor_id,
+        await revoke_with_inviter(tx, audit.context_of(request), org_id, user_id, acting.user_id,
                                   RevokeReason.INVITER_REMOVED)
     return web.Response(status=204)
 
@@ -236,14 +243,15 @@ async def remove_member(request: web.Request) -> web.Response:
 async def set_member_roles(request: web.Request) -> web.Response:
     user_id = uuid_param(request, "user_id")
     body = await load_body(request, RoleIdsSchema)
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     role_ids = list(dict.fromkeys(body["role_ids"]))
     async with org_tx(request) as tx:
         before = await _member_or_404(tx, org_id, user_id)
         await check_refs(tx, org_id, role_ids)
         await roles.set_for_member(tx, org_id, user_id, role_ids)
         after = await _member_or_404(tx, org_id, user_id)
-        await audit.record(tx, request, AuditAction.ROLE_ASSIGNED, resource_type="member",
+        await audit.record(tx, audit.context_of(request), AuditAction.ROLE_ASSIGNED,
+                           resource_type="member",
                            resource_id=user_id, details={
                                "roles": {"from": _names(before.roles),
                                          "to": _names(after.roles)}})

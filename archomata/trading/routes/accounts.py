@@ -15,11 +15,16 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit, keys
-from archomata.access import step_up as step_ups
-from archomata.access.guards import caller, require_permission, require_write
+from archomata.access import caller
+from archomata.access.guards import require_permission, require_write
 from archomata.access.permissions import Permission
-from archomata.access.principal import Principal
-from archomata.access.step_up import step_up, step_up_custody, step_up_exempt
+from archomata.access.step_up import (
+    step_up,
+    step_up_custody,
+    step_up_exempt,
+    step_up_is_stale,
+    step_up_refusal,
+)
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
 from archomata.errors import Conflict, NotFound, ValidationFailed
@@ -54,17 +59,17 @@ async def _lock_agent(tx: Tx, org_id: UUID, agent_id: UUID | None) -> None:
         raise ValidationFailed("No such agent.", errors={"agent_id": ["No such agent."]})
 
 
-async def _guard_handover(tx: Tx, principal: Principal, before: custody.Holding | None,
+async def _guard_handover(tx: Tx, acting: caller.Member, before: custody.Holding | None,
                           after: custody.Holding, credentials_named: bool,
                           credentials_set: bool, stale: bool) -> None:
     """On the locked rows, before anything is written: a custody change by a caller whose
     second factor is stale is refused (403 step_up_required), and a hand-over by someone
     other than the org administrator (403 permission_denied)."""
     if stale and custody.changes_custody(before, after, credentials_named):
-        raise step_ups.refusal()
+        raise step_up_refusal()
     if custody.hands_over(before, after, credentials_set):
         await custody.require_administrator(
-            tx, principal, "Giving an agent an account with credentials")
+            tx, acting, "Giving an agent an account with credentials")
 
 
 async def _lock_for_change(tx: Tx, org_id: UUID, account_id: UUID, body: dict[str, Any],
@@ -109,7 +114,7 @@ async def _account_or_404(tx: Tx, org_id: UUID, account_id: UUID) -> accounts.Ac
 @require_permission(Permission.ACCOUNTS_READ)
 @doc("The org's accounts, newest first", response=AccountListSchema)
 async def list_accounts(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     page, _ = page_of(request)
     async with org_tx(request) as tx:
         found = await accounts.list_page(tx, org_id, after(page), page.limit + 1)
@@ -120,7 +125,7 @@ async def list_accounts(request: web.Request) -> web.Response:
 @require_permission(Permission.ACCOUNTS_READ)
 @doc("One account", response=AccountSchema)
 async def get_account(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         account = await _account_or_404(tx, org_id, uuid_param(request, "account_id"))
     return json_response(account)
@@ -135,20 +140,21 @@ async def get_account(request: web.Request) -> web.Response:
      "administrator only (403 permission_denied)",
      request=AccountCreateSchema, response=AccountSchema, status=201)
 async def create_account(request: web.Request) -> web.Response:
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     body = await load_body(request, AccountCreateSchema)
     stale = (body["credentials"] is not None or body["agent_id"] is not None) \
-        and await step_ups.stale(request)
+        and await step_up_is_stale(request)
     account_id = uuid.uuid4()
     body["credentials"] = _sealed(request, account_id, body["credentials"])
     after = custody.Holding(body["agent_id"], body["credentials"] is not None,
                             (body["broker"], body["server"]))
     async with org_tx(request) as tx:
         await _lock_agent(tx, org_id, body["agent_id"])
-        await _guard_handover(tx, principal, None, after, after.has_credentials,
+        await _guard_handover(tx, acting, None, after, after.has_credentials,
                               after.has_credentials, stale)
         account = await accounts.insert(tx, account_id, org_id, body)
-        await audit.record(tx, request, AuditAction.ACCOUNT_CREATED,
+        await audit.record(tx, audit.context_of(request), AuditAction.ACCOUNT_CREATED,
                            resource_type="account", resource_id=account.id,
                            details={"name": account.name, "login": account.login,
                                     "environment": account.environment,
@@ -168,14 +174,15 @@ async def create_account(request: web.Request) -> web.Response:
      "administrator only (403 permission_denied)", request=AccountPatchSchema,
      response=AccountSchema)
 async def update_account(request: web.Request) -> web.Response:
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     account_id = uuid_param(request, "account_id")
     body = await load_body(request, AccountPatchSchema)
     if not body:
         raise ValidationFailed("Nothing to change.", errors={"_body": ["Give a field."]})
     # Asked before the transaction (it may read), judged inside it on the locked account:
     # a rename or a limit-free field changes no custody and never asks.
-    stale = not CUSTODY_FIELDS.isdisjoint(body) and await step_ups.stale(request)
+    stale = not CUSTODY_FIELDS.isdisjoint(body) and await step_up_is_stale(request)
     if "credentials" in body:
         body["credentials"] = _sealed(request, account_id, body["credentials"])
     credentials_set = body.get("credentials") is not None
@@ -186,12 +193,12 @@ async def update_account(request: web.Request) -> web.Response:
             credentials_set if "credentials" in body else before.has_credentials,
             (body.get("broker", before.destination[0]),
              body.get("server", before.destination[1])))
-        await _guard_handover(tx, principal, before, after, "credentials" in body,
+        await _guard_handover(tx, acting, before, after, "credentials" in body,
                               credentials_set, stale)
         account = await accounts.update(tx, org_id, account_id, body)
         if account is None:
             raise NotFound("No such account.")
-        await audit.record(tx, request, AuditAction.ACCOUNT_UPDATED,
+        await audit.record(tx, audit.context_of(request), AuditAction.ACCOUNT_UPDATED,
                            resource_type="account", resource_id=account_id,
                            details={"fields": sorted(body)})
     return json_response(account)
@@ -204,12 +211,13 @@ async def update_account(request: web.Request) -> web.Response:
 @doc("Delete an account (its orders and deals stay on record; pending orders are cancelled)",
      status=204)
 async def delete_account(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     account_id = uuid_param(request, "account_id")
     async with org_tx(request) as tx:
         if not await accounts.soft_delete(tx, org_id, account_id):
             raise NotFound("No such account.")
-        await audit.record(tx, request, AuditAction.ACCOUNT_DELETED, resource_type="account",
+        await audit.record(tx, audit.context_of(request), AuditAction.ACCOUNT_DELETED,
+                           resource_type="account",
                            resource_id=account_id)
     return web.Response(status=204)
 
@@ -219,7 +227,7 @@ async def delete_account(request: web.Request) -> web.Response:
 @doc("Open positions as the agent last reported them, newest first (`from`/`to` on "
      "opened_at)", query=HistoryQuerySchema, response=PositionListSchema)
 async def list_positions(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     account_id = uuid_param(request, "account_id")
     page, filters = page_of(request, HistoryQuerySchema)
     async with org_tx(request) as tx:
@@ -234,7 +242,7 @@ async def list_positions(request: web.Request) -> web.Response:
 @doc("Deals, newest first (`from` inclusive, `to` exclusive, on executed_at)",
      query=HistoryQuerySchema, response=DealListSchema)
 async def list_deals(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     account_id = uuid_param(request, "account_id")
     page, filters = page_of(request, HistoryQuerySchema)
     async with org_tx(request) as tx:
@@ -248,7 +256,7 @@ async def list_deals(request: web.Request) -> web.Response:
 @require_permission(Permission.RISK_LIMITS_READ)
 @doc("The account's risk limits (null: no limit)", response=RiskLimitsSchema)
 async def get_risk_limits(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         limits = await accounts.get_limits(tx, org_id, uuid_param(request, "account_id"))
     if limits is None:
@@ -263,7 +271,7 @@ async def get_risk_limits(request: web.Request) -> web.Response:
 @doc("Set every risk limit of the account (null: no limit)", request=RiskLimitsSchema,
      response=RiskLimitsSchema)
 async def put_risk_limits(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     account_id = uuid_param(request, "account_id")
     wanted = RiskLimits(**await load_body(request, RiskLimitsSchema))
     async with org_tx(request) as tx:
@@ -271,7 +279,7 @@ async def put_risk_limits(request: web.Request) -> web.Response:
         limits = await accounts.set_limits(tx, org_id, account_id, wanted)
         if before is None or limits is None:
             raise NotFound("No such account.")
-        await audit.record(tx, request, AuditAction.RISK_LIMITS_UPDATED,
+        await audit.record(tx, audit.context_of(request), AuditAction.RISK_LIMITS_UPDATED,
                            resource_type="account", resource_id=account_id,
                            details={"from": with_decimal_texts(asdict(before)),
                                     "to": with_decimal_texts(asdict(limits))})

@@ -9,7 +9,8 @@ import functools
 from aiohttp import web
 
 from archomata import audit, keys
-from archomata.access.guards import caller, require_permission, require_write
+from archomata.access import caller
+from archomata.access.guards import require_permission, require_write
 from archomata.access.permissions import Permission
 from archomata.db import org_tx
 from archomata.errors import NotFound
@@ -36,12 +37,13 @@ routes = web.RouteTableDef()
      "sent to the account's agent. A retry with the same client_order_id answers 200 with "
      "the first order.", request=OrderDraftSchema, response=OrderSchema, status=201)
 async def place_order(request: web.Request) -> web.Response:
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     account_id = uuid_param(request, "account_id")
     draft = await load_body(request, OrderDraftSchema)
     placed = await service.place_order(
         functools.partial(org_tx, request), audit.context_of(request),
-        request.app[keys.BROADCAST].wake, org_id, principal.user_id, account_id, draft)
+        request.app[keys.BROADCAST].wake, org_id, acting.user_id, account_id, draft)
     if placed.replayed:
         return json_response(placed.order, headers={"Idempotent-Replayed": "true"})
     return json_response(placed.order, status=201,
@@ -56,13 +58,14 @@ async def place_order(request: web.Request) -> web.Response:
      "pending, sent, or filled and not yet reflected by a state push",
      response=OrderSchema, status=201)
 async def close_position(request: web.Request) -> web.Response:
-    org_id, principal = caller(request)
+    acting = caller.member(request)
+    org_id = acting.org_id
     account_id = uuid_param(request, "account_id")
     ticket = int_param(request, "ticket")
     async with org_tx(request) as tx:
         order = await service.close_position(
             tx, audit.context_of(request), request.app[keys.BROADCAST].wake, org_id,
-            principal.user_id, account_id, ticket)
+            acting.user_id, account_id, ticket)
     return json_response(order, status=201, location=f"/api/v1/orders/{order.id}")
 
 
@@ -70,7 +73,7 @@ async def close_position(request: web.Request) -> web.Response:
 @require_permission(Permission.ORDERS_READ)
 @doc("The org's orders, newest first", query=OrderQuerySchema, response=OrderListSchema)
 async def list_orders(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     page, filters = page_of(request, OrderQuerySchema)
     async with org_tx(request) as tx:
         found = await orders.list_page(tx, org_id, filters, after(page), page.limit + 1)
@@ -81,7 +84,7 @@ async def list_orders(request: web.Request) -> web.Response:
 @require_permission(Permission.ORDERS_READ)
 @doc("One order", response=OrderSchema)
 async def get_order(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         order = await orders.get(tx, org_id, uuid_param(request, "order_id"))
     if order is None:
@@ -94,7 +97,7 @@ async def get_order(request: web.Request) -> web.Response:
 @require_write
 @doc("Cancel an order no agent has yet (409 order_not_pending after)", response=OrderSchema)
 async def cancel_order(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     order_id = uuid_param(request, "order_id")
     async with org_tx(request) as tx:
         order = await service.cancel_order(tx, audit.context_of(request), org_id, order_id)

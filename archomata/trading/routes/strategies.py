@@ -7,7 +7,8 @@ from uuid import UUID
 from aiohttp import web
 
 from archomata import audit
-from archomata.access.guards import caller, require_permission, require_write
+from archomata.access import caller
+from archomata.access.guards import require_permission, require_write
 from archomata.access.permissions import Permission
 from archomata.audit import AuditAction
 from archomata.db import Tx, org_tx
@@ -36,7 +37,7 @@ async def _check_accounts(tx: Tx, org_id: UUID, account_ids: list[UUID] | None) 
 @require_permission(Permission.STRATEGIES_READ)
 @doc("The org's strategies, newest first", response=StrategyListSchema)
 async def list_strategies(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     page, _ = page_of(request)
     async with org_tx(request) as tx:
         found = await strategies.list_page(tx, org_id, after(page), page.limit + 1)
@@ -47,7 +48,7 @@ async def list_strategies(request: web.Request) -> web.Response:
 @require_permission(Permission.STRATEGIES_READ)
 @doc("One strategy", response=StrategySchema)
 async def get_strategy(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     async with org_tx(request) as tx:
         strategy = await strategies.get(tx, org_id, uuid_param(request, "strategy_id"))
     if strategy is None:
@@ -60,12 +61,12 @@ async def get_strategy(request: web.Request) -> web.Response:
 @require_write
 @doc("Create a strategy", request=StrategyCreateSchema, response=StrategySchema, status=201)
 async def create_strategy(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     body = await load_body(request, StrategyCreateSchema)
     async with org_tx(request) as tx:  # a name taken is the db's 409 name_taken
         await _check_accounts(tx, org_id, body["account_ids"])
         strategy = await strategies.insert(tx, org_id, body)
-        await audit.record(tx, request, AuditAction.STRATEGY_CREATED,
+        await audit.record(tx, audit.context_of(request), AuditAction.STRATEGY_CREATED,
                            resource_type="strategy", resource_id=strategy.id,
                            details={"name": strategy.name, "enabled": strategy.enabled})
     return json_response(strategy, status=201,
@@ -77,7 +78,7 @@ async def create_strategy(request: web.Request) -> web.Response:
 @require_write
 @doc("Change a strategy", request=StrategyPatchSchema, response=StrategySchema)
 async def update_strategy(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     strategy_id = uuid_param(request, "strategy_id")
     body = await load_body(request, StrategyPatchSchema)
     if not body:
@@ -87,7 +88,7 @@ async def update_strategy(request: web.Request) -> web.Response:
         strategy = await strategies.update(tx, org_id, strategy_id, body)
         if strategy is None:
             raise NotFound("No such strategy.")
-        await audit.record(tx, request, AuditAction.STRATEGY_UPDATED,
+        await audit.record(tx, audit.context_of(request), AuditAction.STRATEGY_UPDATED,
                            resource_type="strategy", resource_id=strategy_id,
                            details={"fields": sorted(body)})
     return json_response(strategy)
@@ -98,11 +99,12 @@ async def update_strategy(request: web.Request) -> web.Response:
 @require_write
 @doc("Delete a strategy", status=204)
 async def delete_strategy(request: web.Request) -> web.Response:
-    org_id, _ = caller(request)
+    org_id = caller.member(request).org_id
     strategy_id = uuid_param(request, "strategy_id")
     async with org_tx(request) as tx:
         if not await strategies.delete(tx, org_id, strategy_id):
             raise NotFound("No such strategy.")
-        await audit.record(tx, request, AuditAction.STRATEGY_DELETED, resource_type="strategy",
+        await audit.record(tx, audit.context_of(request), AuditAction.STRATEGY_DELETED,
+                           resource_type="strategy",
                            resource_id=strategy_id)
     return web.Response(status=204)

@@ -135,16 +135,6 @@ async def soft_delete(tx: Tx, org_id: UUID, account_id: UUID) -> bool:
     return bool(await tx.fetchval(SOFT_DELETE, org_id, account_id))
 
 
-CREDENTIALS_OF = """
-    select credentials from accounts where org_id = $1 and id = $2 and deleted_at is null
-"""
-
-
-async def credentials_of(tx: Tx, org_id: UUID, account_id: UUID) -> bytes | None:
-    sealed: bytes | None = await tx.fetchval(CREDENTIALS_OF, org_id, account_id)
-    return sealed
-
-
 AGENT_OF = "select agent_id from accounts where org_id = $1 and id = $2 and deleted_at is null"
 
 

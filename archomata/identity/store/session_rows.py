@@ -61,7 +61,10 @@ ENDED = "select id from sessions where revoked_at is not null and expires_at > $
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
+class Session:
+    """A session (a refresh-token family), as Redis and PostgreSQL both keep it. A view
+    read from Redis names no hashes; the rebuild's, read here, has them all."""
+
     id: UUID
     user_id: UUID
     org_id: UUID | None
@@ -70,11 +73,15 @@ class Row:
     ip: str
     user_agent: str
     expires_at: float
-    current_hash: str
-    parent_hash: str | None
-    rotated_at: float
-    amr: str
-    mfa_at: float | None
+    # The issue instant of access tokens minted from this view (see session_scripts); 0
+    # for a view only read (a listing, the rebuild), which mints nothing.
+    issued_us: int = 0
+    amr: str = "pwd"  # how it was proven, comma separated: its tokens' `amr`
+    mfa_at: float | None = None  # when its second factor was, if it was: their `mfa_at`
+    # The family's token chain (hashes, the successor sealed), as the rebuild restores it.
+    current_hash: str | None = None
+    parent_hash: str | None = None
+    rotated_at: float | None = None
     successor_sealed: str | None = None
 
 
@@ -164,10 +171,9 @@ class UserDoor(Protocol):
                  ) -> AbstractAsyncContextManager[Tx]: ...
 
 
-async def live(tx: Tx) -> list[Row]:
+async def live(tx: Tx) -> list[Session]:
     """Every session neither revoked nor expired, for the rebuild (in its transaction)."""
-    found = await tx.fetch(LIVE, time.time())
-    return [Row(*r) for r in found]
+    return [Session(**r) for r in await tx.fetch(LIVE, time.time())]
 
 
 async def ended(tx: Tx) -> list[UUID]:
