@@ -84,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     _backup_parsers(commands)
     dev = commands.add_parser("dev", help="local PostgreSQL + Redis + mail sink, then serve")
     dev.add_argument("--data-dir", default=os.environ.get("ARCHOMATA_DEV_DIR", ".local"))
+    dev.add_argument("action", nargs="?", choices=["env"],
+                     help="env: print the stack's settings as shell exports (its "
+                          "development secrets included), for eval in another shell")
     return root
 
 
@@ -121,9 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command in ("backup", "restore"):
             return _backup(args)
         elif args.command == "dev":
-            from archomata.ops.dev import run_dev
+            from archomata.ops.dev import print_env, run_dev
 
-            run_dev(args.data_dir)
+            if args.action == "env":
+                print_env(args.data_dir)
+            else:
+                run_dev(args.data_dir)
     except ConfigError as exc:
         print(f"archomata: configuration error: {exc}", file=sys.stderr)
         return 2

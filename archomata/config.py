@@ -245,6 +245,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         rate_limit_refresh=_rate_limit(reader, "RATE_LIMIT_REFRESH", "600/60"),
         sso_providers=_sso(reader, production),
         sso_allow_signup=reader.bool("SSO_ALLOW_SIGNUP", True),
+        # Below a minute an access token dies in flight; past an hour a stolen one lives
+        # too long (its revocation is checked, but its permissions are cached).
+        access_token_ttl_seconds=reader.int("ACCESS_TOKEN_SECONDS", 900, 60, 3600),
+        # An hour at least (under it the SPA re-logs in all day); 30 days at most.
+        refresh_token_ttl_seconds=reader.int("REFRESH_TOKEN_SECONDS", 604800, 3600, 30 * 86400),
         mail_token_ttl_seconds=reader.int("MAIL_TOKEN_TTL_SECONDS", 86400, 60, 30 * 86400),
         password_reset_ttl_seconds=reader.int("PASSWORD_RESET_TTL_SECONDS", 3600, 60, 86400),
         max_body_bytes=reader.int("MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),

@@ -1,4 +1,5 @@
-"""JSON log lines on stderr. Fields are chosen by the caller: never bodies or secrets."""
+"""Log lines on stderr: JSON in production, one human-readable line in development (`make
+run`). Fields are chosen by the caller: never bodies or secrets."""
 
 from __future__ import annotations
 
@@ -29,9 +30,23 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(entry, default=str)
 
 
-def configure(level: int = logging.INFO) -> None:
+class HumanFormatter(logging.Formatter):
+    """`12:34:56 INFO  archomata.access  request method=GET route=... status=200`: the same
+    fields as the JSON line, for a developer reading the console of `make run`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        clock = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        fields = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD)
+        line = f"{clock} {record.levelname:<5} {record.name}  {record.getMessage()}"
+        line = f"{line} {fields}" if fields else line
+        if record.exc_info:
+            line = f"{line}\n{self.formatException(record.exc_info)}"
+        return line
+
+
+def configure(level: int = logging.INFO, *, human: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(HumanFormatter() if human else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -61,3 +61,34 @@ class TestEdgeConfig:
         assert (config.command_lease_seconds, config.shutdown_grace_seconds) == (7, 3)
         defaults = load_config(GOOD)
         assert (defaults.command_lease_seconds, defaults.shutdown_grace_seconds) == (60, 20)
+
+
+class TestTokenLifetimes:
+    def test_defaults_are_the_contracts(self) -> None:
+        config = load_config(GOOD)
+        assert (config.access_token_ttl_seconds, config.refresh_token_ttl_seconds) == (
+            900, 604800)
+
+    @pytest.mark.parametrize(("access", "refresh"), [
+        ("60", "3600"), ("3600", "2592000"), (" 300 ", "86400")])
+    def test_the_bounds_are_accepted(self, access: str, refresh: str) -> None:
+        config = load_config({**GOOD, "ARCHOMATA_ACCESS_TOKEN_SECONDS": access,
+                              "ARCHOMATA_REFRESH_TOKEN_SECONDS": refresh})
+        assert (config.access_token_ttl_seconds, config.refresh_token_ttl_seconds) == (
+            int(access), int(refresh))
+
+    @pytest.mark.parametrize(("variable", "value", "says"), [
+        ("ARCHOMATA_ACCESS_TOKEN_SECONDS", "59", "between 60 and 3600"),
+        ("ARCHOMATA_ACCESS_TOKEN_SECONDS", "3601", "between 60 and 3600"),
+        ("ARCHOMATA_ACCESS_TOKEN_SECONDS", "0", "between 60 and 3600"),
+        ("ARCHOMATA_ACCESS_TOKEN_SECONDS", "15m", "an integer"),
+        ("ARCHOMATA_ACCESS_TOKEN_SECONDS", "900.5", "an integer"),
+        ("ARCHOMATA_REFRESH_TOKEN_SECONDS", "3599", "between 3600 and 2592000"),
+        ("ARCHOMATA_REFRESH_TOKEN_SECONDS", "2592001", "between 3600 and 2592000"),
+        ("ARCHOMATA_REFRESH_TOKEN_SECONDS", "-604800", "between 3600 and 2592000"),
+        ("ARCHOMATA_REFRESH_TOKEN_SECONDS", "7d", "an integer"),
+    ])
+    def test_out_of_range_or_not_an_integer_refuses_to_start(
+            self, variable: str, value: str, says: str) -> None:
+        with pytest.raises(ConfigError, match=f"^{variable} must be {says}"):
+            load_config({**GOOD, variable: value})

@@ -59,14 +59,28 @@ class PortInUseError(OSError):
             f"make run`")
 
 
+def listen_hosts(host: str) -> tuple[str, ...]:
+    """The addresses `host` is served on. `localhost` is both loopback addresses, ::1
+    whenever the machine has it: a browser tries ::1 first for localhost whatever
+    /etc/hosts says, and that file often names 127.0.0.1 alone."""
+    if host != "localhost":
+        return (host,)
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:  # no IPv6, or no ::1 on lo
+        return ("127.0.0.1",)
+    return ("127.0.0.1", "::1")
+
+
 def ensure_free(host: str, port: int) -> None:
     """Raises PortInUseError when something listens on `host`:`port` (every address the
     host names), by binding as the server will (SO_REUSEADDR: a closing connection's
     TIME_WAIT does not count). Another process may still take the port afterwards:
     `start` says the same then."""
     try:
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
+        addresses = [found for name in listen_hosts(host) for found in socket.getaddrinfo(
+            name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)]
     except socket.gaierror:
         return  # a host that names nothing: the server's own start-up says so
     for family, kind, proto, _, address in addresses:
@@ -277,9 +291,11 @@ async def start(app: web.Application, config: Config, *, host: str | None = None
     await runner.setup()
     host, port = host or config.host, config.port if port is None else port
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=tls_context(config),
-                           reuse_port=reuse_port)
-        await site.start()
+        for address in listen_hosts(host):
+            site = web.TCPSite(runner, address, port, ssl_context=tls_context(config),
+                               reuse_port=reuse_port)
+            await site.start()
+            port = port or runner.addresses[-1][1]  # port 0: the next address on the same
     except BaseException as exc:
         await runner.cleanup()
         if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:

@@ -55,6 +55,18 @@ class TestPreflight:
         for leak in ("evil", "localhost", "ARCHOMATA", "CORS", "origin"):
             assert leak not in body, body
 
+    async def test_an_answered_preflight_is_no_access_line_a_refused_one_is(
+            self, client: Any, caplog: pytest.LogCaptureFixture) -> None:
+        with caplog.at_level(logging.INFO, logger="archomata.access"):
+            allowed = await preflight(client, FRONTEND)
+            refused = await preflight(client, "https://evil.example")
+            followed = await client.post("/api/v1/auth/login", json={},
+                                         headers={"Origin": FRONTEND})
+        assert (allowed.status, refused.status) == (200, 403)
+        lines = [(r.method, r.status) for r in caplog.records  # type: ignore[attr-defined]
+                 if r.name == "archomata.access"]
+        assert lines == [("OPTIONS", 403), ("POST", followed.status)]
+
     @pytest.mark.parametrize(("method", "headers"), [
         ("TRACE", "content-type"), ("HEAD", "content-type"), ("POST", "x-api-key"),
         ("POST", "cookie"), ("POST", "x-custom")])

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -99,7 +100,8 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
                 banner.set()
         banner.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         banner.wait(240)
         text = "".join(output)
@@ -112,6 +114,9 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
         yield run
     finally:
         _stop(proc)
+        reader.join(10)  # to the end of its output, then the pipe is closed
+        if proc.stdout is not None:
+            proc.stdout.close()
         for link in (checkout / ".local" / "postgres", checkout / ".local" / "redis"):
             if link.is_symlink():  # moved out of the private home: see archomata/ops/devroot.py
                 shutil.rmtree(link.resolve(), ignore_errors=True)
@@ -255,3 +260,92 @@ async def _journey(page: Any, password: str) -> dict[str, Any]:
         await page.context.add_cookies([last_cookie])
     seen["replayed_cookie"] = await page.evaluate("refresh()")
     return seen
+
+
+def _until_output(run: DevRun, wanted: str, seconds: float = 10) -> str:
+    deadline = time.monotonic() + seconds
+    while wanted not in (text := "".join(run.output)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return text
+
+
+def _bare_env(run: DevRun) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHOMATA_")}
+    env.update(PYTHONPATH=str(REPO), ARCHOMATA_PORT=run.url.rsplit(":", 1)[1])
+    return env
+
+
+@pytest.mark.slow
+def test_dev_env_lets_the_other_commands_reach_the_stack(dev_run: DevRun) -> None:
+    archomata = f"{shlex.quote(sys.executable)} -m archomata"
+    env = _bare_env(dev_run)
+    alone = subprocess.run(f"{archomata} audit verify", shell=True, cwd=dev_run.checkout,
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 2 and "is required" in alone.stderr  # what it was
+    exports = subprocess.run(f"{archomata} dev env", shell=True, cwd=dev_run.checkout,
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert exports.returncode == 0, exports.stderr
+    assert "development secrets" in exports.stdout and "never to be used elsewhere" in (
+        exports.stdout)
+    backup = dev_run.checkout / "dev.backup"
+    joined = subprocess.run(
+        ["bash", "-c", f'eval "$({archomata} dev env)" && {archomata} audit verify && '
+                       f'{archomata} backup --output {shlex.quote(str(backup))}'],
+        cwd=dev_run.checkout, env=env, capture_output=True, text=True, timeout=120)
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert backup.stat().st_size > 0
+
+
+@pytest.mark.slow
+async def test_the_console_is_readable_with_one_serving_url(dev_run: DevRun) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.options(f"{dev_run.url}/api/v1/auth/login", headers={
+                "Origin": dev_run.frontend, "Access-Control-Request-Method": "POST"}) as pre:
+            assert pre.status == 200
+        async with http.get(f"{dev_run.url}/api/v1/me") as me:
+            assert me.status == 401
+    text = _until_output(dev_run, "method=GET route=/api/v1/me status=401")
+    assert "archomata.access  request method=GET route=/api/v1/me status=401" in text
+    assert "method=OPTIONS" not in text  # a preflight is no access line
+    assert not [line for line in text.splitlines() if line.lstrip().startswith("{")]
+    port = dev_run.url.rsplit(":", 1)[1]
+    served = set(re.findall(rf"https?://[^/\s'\"]+:{port}\b", text))
+    assert served == {dev_run.url}, served  # the banner's, the README's, and no other
+    assert "Login limits are relaxed for development: 100 logins a minute" in text
+
+
+def _ipv6_loopback() -> bool:
+    """Whether this machine has ::1 (named localhost in /etc/hosts or not: a browser
+    tries it for localhost either way)."""
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_localhost_is_served_on_every_loopback_address_the_machine_has(
+        dev_run: DevRun) -> None:
+    port = int(dev_run.url.rsplit(":", 1)[1])
+    expected = {"127.0.0.1"} | ({"::1"} if _ipv6_loopback() else set())
+    answering: set[str] = set()
+    for address in ("127.0.0.1", "::1"):
+        try:
+            with socket.create_connection((address, port), timeout=5):
+                answering.add(address)
+        except OSError:
+            pass
+    assert answering == expected
+
+
+@pytest.mark.slow
+async def test_login_limits_are_relaxed(dev_run: DevRun) -> None:
+    wrong = {"email": "nobody@demo.archomata.local", "password": "not the password"}
+    async with aiohttp.ClientSession() as http:
+        statuses = []
+        for _ in range(15):  # production's defaults refuse the 11th
+            async with http.post(f"{dev_run.url}/api/v1/auth/login", json=wrong) as answer:
+                statuses.append(answer.status)
+    assert set(statuses) == {401}, statuses

@@ -2,7 +2,8 @@
 
 Never the body, the query string or any header that may carry a secret. Routes whose
 policy says so (the operations routes: a probe every few seconds) log only failures;
-the metrics count them all.
+the metrics count them all. Nor does a CORS preflight the service answered: the browser
+asks it before the request that follows, whose own line says all it would.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         status = CLIENT_CLOSED
         raise
     finally:
-        if status >= 400 or policy_of(request).log_success:
+        if status >= 400 or (policy_of(request).log_success and not _preflight(request)):
             log.info("request", extra={
                 "method": request.method,
                 "route": route_name(request),
@@ -45,3 +46,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 "request_id": request.get(keys.REQUEST_ID),
             })
+
+
+def _preflight(request: web.Request) -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
