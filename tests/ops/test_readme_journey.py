@@ -63,7 +63,7 @@ def _run(run: DevRun) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_the_first_five_minutes_run_as_written(dev_run: DevRun) -> None:
-    audit_csv = dev_run.checkout / "audit.csv"
+    audit_csv = dev_run.checkout / ".local" / "audit.csv"
     audit_csv.unlink(missing_ok=True)
     result = _run(dev_run)
     steps = re.findall(r"::step (\d+)", result.stderr)
