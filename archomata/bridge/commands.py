@@ -112,8 +112,15 @@ async def complete(tx: Tx, org_id: UUID, agent_id: UUID, command_id: UUID,
 
 
 # The whole queue, every org (a platform transaction): what an operator's gauges show.
-# Only live rows are read, through the partial indexes on pending and claimed commands.
+# Each branch's predicate is a partial index's (commands_pending_idx, commands_leased_idx):
+# only the live rows are read however many done ones the table holds (`status in (...)`
+# scans the table).
 QUEUE = """
+    with live as (
+        select status, lease_expires_at, created_at from commands where status = 'pending'
+        union all
+        select status, lease_expires_at, created_at from commands where status = 'claimed'
+    )
     select count(*) filter (where status = 'pending') as waiting,
            count(*) filter (where status = 'claimed' and lease_expires_at > now()) as leased,
            count(*) filter (where status = 'claimed' and lease_expires_at <= now())
@@ -121,7 +128,7 @@ QUEUE = """
            coalesce(extract(epoch from now() - min(created_at)
                                 filter (where status = 'pending')), 0)::float8
                as oldest_waiting_seconds
-    from commands where status in ('pending', 'claimed')
+    from live
 """
 
 

@@ -88,3 +88,12 @@ def test_the_name_check_sees_a_series_no_one_exports() -> None:
     named = series_named('sum by (stage) (rate(archomata_no_such_total{a="b"}[5m])) > 0')
     assert named == {"archomata_no_such_total"}
     assert not named <= exported("# TYPE archomata_mail_failures counter\n")
+
+
+async def test_the_deployment_guide_lists_every_series_of_ours(client: Any) -> None:
+    text = await (await client.get("/metrics")).text()
+    guide = (ALERTS.parent / "deployment.md").read_text()
+    families = set(re.findall(r"^# TYPE (archomata_\w+) ", text, re.MULTILINE))
+    assert len(families) >= 15
+    for name in families:
+        assert f"`{name}`" in guide, name

@@ -206,3 +206,22 @@ class TestBridge:
         finally:
             polling.close()
             client.app[keys.BROADCAST].release_all()
+
+
+async def test_the_queue_query_reads_only_the_live_commands(owner_conn: Any) -> None:
+    """The scrape's one query walks the partial indexes of pending and claimed commands:
+    its cost follows the queue, not the done commands a table piles up."""
+    from archomata.bridge.commands import QUEUE
+
+    async with owner_conn.transaction():
+        # A copy of the table with its indexes, in this transaction alone, mostly done.
+        await owner_conn.execute(
+            "create temp table commands (like public.commands including all) on commit drop")
+        await owner_conn.execute(
+            "insert into commands (org_id, account_id, type, payload, status, attempt, "
+            "lease_expires_at) select gen_random_uuid(), gen_random_uuid(), 'place_order', "
+            "'{}', case i % 10000 when 0 then 'pending' when 1 then 'claimed' else 'done' "
+            "end, 1, now() from generate_series(1, 200000) i")
+        await owner_conn.execute("analyze commands")
+        plan = "\n".join(row[0] for row in await owner_conn.fetch("explain " + QUEUE))
+    assert "Seq Scan" not in plan, plan
