@@ -113,11 +113,11 @@ class Metrics:
             "send); the request that sent them had committed", ["stage"],
             registry=self.registry)
         self.logins = FixedLabel(Counter(
-            "archomata_logins", "Password sign-ins (/auth/login) by outcome", ["outcome"],
+            "archomata_logins", "Password sign-ins (/api/v1/auth/login) by outcome", ["outcome"],
             registry=self.registry), LOGIN_OUTCOMES)
         self.second_factor_answers = FixedLabel(Counter(
-            "archomata_second_factor_answers", "Second-factor answers (/auth/mfa/verify, "
-            "/auth/step-up) by outcome", ["outcome"], registry=self.registry),
+            "archomata_second_factor_answers", "Second-factor answers (/api/v1/auth/mfa/verify, "
+            "/api/v1/auth/step-up) by outcome", ["outcome"], registry=self.registry),
             SECOND_FACTOR_OUTCOMES)
         self.ratelimit_refusals = FixedLabel(Counter(
             "archomata_ratelimit_refusals", "Requests refused 429 by a rate limit or "
