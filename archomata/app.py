@@ -26,6 +26,7 @@ from archomata.audit.export_slots import EXPORTS_PER_ORG, ExportSlots
 from archomata.audit.search_gate import SEARCHES_AT_ONCE, SearchGate
 from archomata.bridge.api_keys import API_KEYS, ApiKeyAuthenticator
 from archomata.bridge.broadcast import Broadcast
+from archomata.bridge.service import queue_figures
 from archomata.config import Config, ConfigError
 from archomata.crypto import DataKeys
 from archomata.gate.check import READY, STALE
@@ -57,7 +58,7 @@ from archomata.identity.routes import admin_users, auth, identities, me, mfa, ss
 from archomata.identity.server_watch import ServerWatch
 from archomata.identity.sessions import SessionStore
 from archomata.mail import Mailer
-from archomata.metrics import METRICS, Metrics, worker_gauges
+from archomata.metrics import METRICS, Metrics, bridge_queue, worker_gauges
 from archomata.ops import api_docs, health, migrations
 from archomata.orgs.invitation_revocation import revoke_of_disabled
 from archomata.orgs.routes import admin, groups, invitations, org
@@ -144,6 +145,7 @@ async def _security(app: web.Application) -> AsyncIterator[None]:
         redis, config,
         lambda user_id, org_id=None: db.service_tx(pool, org_id=org_id, user_id=user_id))
     app[keys.SESSIONS].on_unready(READY, revocation.rebuild)
+    app[keys.SESSIONS].on_reuse = app[METRICS].refresh_reuse.inc
     app[REVOCATION] = revocation
     app[AUTHENTICATOR] = Authenticator(config, redis, pool, revocation)
     app[keys.MAILER] = Mailer(
@@ -184,6 +186,8 @@ async def _bridge(app: web.Application) -> AsyncIterator[None]:
                           on_key_revoked=api_keys.cache.drop_key_id)
     app[API_KEYS] = api_keys
     app[keys.BROADCAST] = broadcast
+    pool = app[keys.DB_POOL]
+    app[METRICS].at_scrape.append(bridge_queue(lambda: queue_figures(pool)))
     broadcast.start()
     yield
     await broadcast.stop()

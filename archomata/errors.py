@@ -107,9 +107,12 @@ class RateLimited(ApiError):
     default_code = "rate_limited"
 
     def __init__(self, retry_after: int, detail: str | None = None, *,
-                 code: str | None = None) -> None:
+                 code: str | None = None, bucket: str | None = None) -> None:
         super().__init__(detail or "Too many requests; retry later.", code=code,
                          headers={"Retry-After": str(max(1, retry_after))})
+        # Which limit refused, for the refusals' metric (archomata.metrics): None for the
+        # per-client-IP limits, which the route's rate class names.
+        self.bucket = bucket
 
 
 class InternalError(ApiError):

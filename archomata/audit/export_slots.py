@@ -101,7 +101,7 @@ class ExportSlots:
         if shared is False or (shared is None and self._by_org[org_id] >= self._per_org_here):
             raise RateLimited(RETRY_AFTER_SECONDS, f"At most {EXPORTS_PER_ORG} exports of "
                               "an organisation run at once; retry when one has ended.",
-                              code="too_many_exports")
+                              code="too_many_exports", bucket="audit_export")
         try:
             self._check_instance()
         except ServiceUnavailable:

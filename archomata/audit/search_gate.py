@@ -46,7 +46,7 @@ class SearchGate:
             error = RateLimited(decision.retry_after_seconds,
                                 f"At most {SEARCHES_PER_USER.limit} searches of the audit log "
                                 f"a person in {SEARCHES_PER_USER.window_seconds} s.",
-                                code="too_many_searches")
+                                code="too_many_searches", bucket="audit_search")
             error.headers.update(decision.headers())
             raise error
         try:

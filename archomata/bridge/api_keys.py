@@ -102,7 +102,8 @@ def addresses_key(key_id: str) -> str:
 
 def _throttled(wait_ms: int) -> RateLimited:
     error = RateLimited(math.ceil(max(wait_ms, 1) / 1000),
-                        "Too many wrong secrets for this API key; retry later.")
+                        "Too many wrong secrets for this API key; retry later.",
+                        bucket="agent_key")
     error.code = "api_key_throttled"
     return error
 

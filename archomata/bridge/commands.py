@@ -111,3 +111,31 @@ async def complete(tx: Tx, org_id: UUID, agent_id: UUID, command_id: UUID,
     return Completion(True, await orders.record_result(tx, org_id, order_id, result))
 
 
+# The whole queue, every org (a platform transaction): what an operator's gauges show.
+# Each branch's predicate is a partial index's (commands_pending_idx, commands_leased_idx):
+# only the live rows are read however many done ones the table holds (`status in (...)`
+# scans the table).
+QUEUE = """
+    with live as (
+        select status, lease_expires_at, created_at from commands where status = 'pending'
+        union all
+        select status, lease_expires_at, created_at from commands where status = 'claimed'
+    )
+    select count(*) filter (where status = 'pending') as waiting,
+           count(*) filter (where status = 'claimed' and lease_expires_at > now()) as leased,
+           count(*) filter (where status = 'claimed' and lease_expires_at <= now())
+               as expired,
+           coalesce(extract(epoch from now() - min(created_at)
+                                filter (where status = 'pending')), 0)::float8
+               as oldest_waiting_seconds
+    from live
+"""
+
+
+async def queue_figures(tx: Tx) -> dict[str, float]:
+    """The commands waiting, leased and with their lease run out, and the age in seconds
+    of the oldest waiting one (0 when none waits)."""
+    row = await tx.fetchrow(QUEUE)
+    assert row is not None
+    return {name: float(row[name]) for name in
+            ("waiting", "leased", "expired", "oldest_waiting_seconds")}

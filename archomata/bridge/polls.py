@@ -107,6 +107,11 @@ class Polls:
         finally:
             del self._local[poll.token]
 
+    def agents_waiting(self) -> int:
+        """The agents with a poll waiting here now (a superseded one gives up its place):
+        an agent between two polls is away for the moment its commands take."""
+        return len({poll.agent_id for poll in self._local.values() if not poll.superseded})
+
     async def register(self, poll: Poll) -> None:
         """Counts the poll among its agent's waiting ones, dropping the oldest beyond
         MAX_WAITING (this instance's at once, the others' through their listener)."""

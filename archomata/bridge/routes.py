@@ -27,6 +27,7 @@ from archomata.bridge.schemas import (
     HeartbeatResultSchema,
     HeartbeatSchema,
 )
+from archomata.metrics import METRICS
 from archomata.web.json_io import json_response, load_body, load_valid
 from archomata.web.openapi import doc
 from archomata.web.params import client_gone, int_param, uuid_param
@@ -92,6 +93,9 @@ async def poll_commands(request: web.Request) -> web.Response:
     claimed = await service.poll(agent, request.app[keys.BROADCAST], wait,
                                  request.app[keys.CONFIG].command_lease_seconds,
                                  lambda: stopping.is_set() or client_gone(request))
+    metrics = request.app[METRICS]
+    metrics.commands_leased.inc(len(claimed))
+    metrics.leases_expired.inc(sum(command.attempt > 1 for command in claimed))
     return json_response({"commands": claimed})
 
 

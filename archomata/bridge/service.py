@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from archomata import audit
+import asyncpg
+
+from archomata import audit, db
 from archomata.access.caller import Agent
 from archomata.audit import AuditAction, AuditContext
 from archomata.bridge import agents, commands
@@ -176,3 +178,10 @@ async def report_result(agent: Agent, who: AuditContext, command_id: UUID,
                                     "price": decimal_text(result["price"]),
                                     "retcode": result["retcode"],
                                     "message": result["message"]})
+
+
+async def queue_figures(pool: asyncpg.Pool) -> dict[str, float]:
+    """The whole bridge queue by state, for the operator's gauges (archomata.metrics):
+    one query, at scrape time."""
+    async with db.system_tx(pool) as tx:
+        return await commands.queue_figures(tx)

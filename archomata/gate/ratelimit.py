@@ -138,9 +138,9 @@ class RateDecision:
                 "RateLimit-Remaining": str(self.remaining),
                 "RateLimit-Reset": str(self.reset_seconds)}
 
-    def raise_if_refused(self) -> None:
+    def raise_if_refused(self, bucket: str | None = None) -> None:
         if not self.allowed:
-            error = RateLimited(self.retry_after_seconds)
+            error = RateLimited(self.retry_after_seconds, bucket=bucket)
             error.headers.update(self.headers())
             raise error
 

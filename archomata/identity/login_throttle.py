@@ -96,7 +96,8 @@ class LoginThrottle:
             wait_ms = self._local_wait_ms(key)
         if wait_ms > 0:
             raise RateLimited(math.ceil(wait_ms / 1000),
-                              "Too many failed sign-ins for this account; retry later.")
+                              "Too many failed sign-ins for this account; retry later.",
+                              bucket="login_backoff")
 
     async def record_failure(self, subject: str) -> float:
         """Counts a failed attempt; returns the seconds the account must now wait (0: none)."""

@@ -42,7 +42,7 @@ class Rotation:
 def refuse_family(hit: Sequence[Any]) -> None:
     """RateLimited, for the family's limit as a script's sliding window left it."""
     _, previous, current, elapsed = (int(value) for value in hit)
-    decide(False, previous, current, elapsed, FAMILY_LIMIT).raise_if_refused()
+    decide(False, previous, current, elapsed, FAMILY_LIMIT).raise_if_refused("session_family")
 
 
 def unready(result: object) -> bool:

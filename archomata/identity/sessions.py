@@ -92,6 +92,8 @@ class SessionStore:
         # Set by the app: the rebuilt marker's key, and what rebuilds Redis.
         self.ready_key = ""
         self.rebuild: Callable[[], Awaitable[None]] | None = None
+        # Set by the app: told of each family a replayed refresh token ended (a metric).
+        self.on_reuse: Callable[[], object] = lambda: None
         self.ttl = config.refresh_token_ttl_seconds
         self.grace = config.refresh_reuse_grace_seconds
         # A revocation's PostgreSQL write gives up well before the request's deadline: its
@@ -301,7 +303,11 @@ class SessionStore:
         if self.kept is not None:
             ended = await self._durably(self._write_end(found, record))
         live = await self._drop(found.session_id)
-        return found if ended or live else None
+        if not (ended or live):
+            return None
+        if found.stale_token:  # a replay: counted once, by the request that ended it
+            self.on_reuse()
+        return found
 
     async def _write_end(self, found: Ended, record: Record | None) -> bool:
         assert self.kept is not None

@@ -5,6 +5,8 @@ archomata.identity.signin."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -12,7 +14,7 @@ from aiohttp import web
 from archomata import audit, keys
 from archomata.audit import AuditContext
 from archomata.config import Config
-from archomata.errors import ApiError, Forbidden, Unauthorized
+from archomata.errors import ApiError, Forbidden, RateLimited, Unauthorized
 from archomata.identity import tokens
 from archomata.identity.reception import Reception
 from archomata.identity.schemas.auth import LoginResultSchema
@@ -21,6 +23,7 @@ from archomata.identity.service import Renewed
 from archomata.identity.signin import Opened, Reason, SecondFactorRequired, SignInRefused
 from archomata.identity.store.session_rows import Session
 from archomata.identity.store.users import User
+from archomata.metrics import METRICS
 from archomata.tenancy.orgs import Membership
 from archomata.web.json_io import json_response
 
@@ -149,3 +152,27 @@ def signed_in(config: Config, opened: Opened) -> web.Response:
                                           opened.session))
     set_refresh_cookie(response, config, opened.refresh_token)
     return response
+
+
+# A second-factor answer's refusals by their code: the rest (a malformed body, a session
+# gone) judged no answer and is not counted.
+_ANSWER_CODES = {"invalid_mfa_code": "wrong", "invalid_token": "expired"}
+
+
+@contextlib.contextmanager
+def second_factor_counted(request: web.Request) -> Iterator[None]:
+    """Counts the second-factor answer the block judges, by outcome (archomata.metrics)."""
+    count = request.app[METRICS].second_factor_answers
+    try:
+        yield
+    except SignInRefused:
+        count("refused")  # a right answer, and the sign-in's rules refuse it after
+        raise
+    except RateLimited:
+        count("throttled")
+        raise
+    except ApiError as exc:
+        if (outcome := _ANSWER_CODES.get(exc.code or "")) is not None:
+            count(outcome)
+        raise
+    count("right")

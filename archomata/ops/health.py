@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from archomata import keys
 from archomata.access.guards import operations
@@ -71,7 +71,7 @@ async def ready(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 @operations
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].exposition())
+    body = await request.app[METRICS].text()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

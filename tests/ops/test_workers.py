@@ -119,6 +119,14 @@ async def test_metrics_sum_the_workers_whichever_answers(two_workers: Served) ->
         [size] = re.findall(r"^archomata_db_pool_size (\S+)$", text, re.MULTILINE)
         # Both workers' pools: the instance's minimum of 2, shared, is 1 each.
         assert float(size) >= 2
+        # Each worker's own process figures, one series per live worker; the platform's
+        # once; the bridge queue's, read at scrape time; no `_created` series.
+        pids = re.findall(r'^process_resident_memory_bytes\{pid="(\d+)"\} \S+$', text,
+                          re.MULTILINE)
+        assert {int(pid) for pid in pids} == workers_of(two_workers)
+        assert len(re.findall(r"^python_info\{", text, re.MULTILINE)) == 1
+        assert re.search(r'^archomata_bridge_commands\{state="waiting"\} ', text, re.MULTILINE)
+        assert "_created" not in text
 
 
 async def _served_count(client: aiohttp.ClientSession, route: str) -> float:

@@ -13,6 +13,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from archomata import errors, keys
+from archomata.access.route_policy import policy_of
+from archomata.metrics import METRICS
 from archomata.web.problems import problem_response
 from archomata.web.routing import route_name
 
@@ -35,11 +37,19 @@ def _from_http_exception(exc: web.HTTPException) -> errors.ApiError:
     return error
 
 
+def _count_refusal(request: web.Request, refused: errors.RateLimited) -> None:
+    """By the limit that refused; the per-client-IP ones by the route's rate class."""
+    rate = policy_of(request).rate
+    request.app[METRICS].ratelimit_refusals(refused.bucket or (rate.value if rate else "other"))
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except errors.ApiError as exc:
+        if isinstance(exc, errors.RateLimited):
+            _count_refusal(request, exc)
         return problem_response(exc, request)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -67,7 +67,8 @@ def _keys(user_id: UUID) -> list[str]:
 
 def _waiting(wait_ms: int) -> RateLimited:
     return RateLimited(math.ceil(max(wait_ms, 1) / 1000),
-                       "Too many wrong second-factor answers; retry later.")
+                       "Too many wrong second-factor answers; retry later.",
+                       bucket="second_factor")
 
 
 class SecondFactorThrottle:

@@ -16,7 +16,7 @@ from archomata import keys
 from archomata.access import caller
 from archomata.access.guards import authenticated, public
 from archomata.access.route_policy import ENDS_A_SESSION, RateClass
-from archomata.errors import NotFound, Unauthorized
+from archomata.errors import NotFound, RateLimited, Unauthorized
 from archomata.identity import onboarding, service, signin, tokens
 from archomata.identity.schemas.auth import (
     EmailOnlySchema,
@@ -44,6 +44,7 @@ from archomata.identity.web import (
     user_body,
     who,
 )
+from archomata.metrics import METRICS
 from archomata.web.json_io import json_response, load_body
 from archomata.web.openapi import doc
 from archomata.web.schemas import UserSchema
@@ -115,13 +116,20 @@ async def resend_verification(request: web.Request) -> web.Response:
      request=LoginSchema, response=(LoginResultSchema, MfaRequiredSchema))
 async def login(request: web.Request) -> web.Response:
     body = await load_body(request, LoginSchema)
+    count = request.app[METRICS].logins
     try:
         opened = await signin.password_sign_in(reception(request), who(request), body["email"],
                                                body["password"], body["org_id"])
     except signin.SignInRefused as exc:
+        count(exc.reason.value)
         raise problem(exc) from None
+    except RateLimited:
+        count("throttled")  # the account's backoff (the per-IP limit refuses before)
+        raise
     if isinstance(opened, signin.SecondFactorRequired):
+        count("second_factor_required")
         return mfa_required(opened)
+    count("success")
     return signed_in(request.app[keys.CONFIG], opened)
 
 

@@ -26,6 +26,7 @@ from archomata.identity.web import (
     reception,
     refresh_token_of,
     renewed_response,
+    second_factor_counted,
     signed_in,
     who,
 )
@@ -53,9 +54,10 @@ _ANSWER_PROBLEMS = {
 async def verify(request: web.Request) -> web.Response:
     body = await load_body(request, MfaVerifySchema)
     try:
-        opened = await service.verify_challenge(
-            reception(request), request.app[keys.DATA_KEYS], who(request), body["mfa_token"],
-            body.get("code"), body.get("recovery_code"))
+        with second_factor_counted(request):
+            opened = await service.verify_challenge(
+                reception(request), request.app[keys.DATA_KEYS], who(request),
+                body["mfa_token"], body.get("code"), body.get("recovery_code"))
     except SignInRefused as exc:
         raise problem(exc) from None
     return signed_in(request.app[keys.CONFIG], opened)
@@ -104,10 +106,11 @@ async def confirm_totp(request: web.Request) -> web.Response:
      response=LoginResultSchema, problems=_ANSWER_PROBLEMS)
 async def step_up_session(request: web.Request) -> web.Response:
     body = await load_body(request, StepUpSchema)
-    renewed = await service.step_up(reception(request), request.app[keys.DATA_KEYS],
-                                    audit.context_of(request), caller.person(request),
-                                    refresh_token_of(request), body.get("code"),
-                                    body.get("recovery_code"))
+    with second_factor_counted(request):
+        renewed = await service.step_up(reception(request), request.app[keys.DATA_KEYS],
+                                        audit.context_of(request), caller.person(request),
+                                        refresh_token_of(request), body.get("code"),
+                                        body.get("recovery_code"))
     return renewed_response(request, renewed)
 
 
