@@ -48,6 +48,7 @@ from archomata.audit.store import (
 from archomata.db import Tx
 from archomata.errors import GatewayTimeout, ServiceUnavailable, ValidationFailed
 from archomata.web.pagination import Page
+from archomata.web.params import after
 
 EXPORT_CHUNK = 1000  # rows per fetch: the export's memory is about one chunk
 
@@ -220,8 +221,7 @@ async def list_entries(tx: Tx, query: dict[str, Any], org_id: UUID | None,
         where = await search_filter(tx, query, org_id)
         if where is None:
             return []
-        after = (page.after.at, page.after.id) if page.after else None
-        return await list_page(tx, where, after, page.limit + 1)
+        return await list_page(tx, where, after(page), page.limit + 1)
     except asyncpg.QueryCanceledError:  # statement_timeout: the transaction is over
         raise _search_timeout() from None
     except SearchTooBroad:

@@ -23,6 +23,7 @@ from archomata.identity.web import user_body
 from archomata.web.json_io import json_response, load_body, uuid_param
 from archomata.web.openapi import doc
 from archomata.web.pagination import listing, page_of
+from archomata.web.params import after
 from archomata.web.schemas import UserSchema
 from archomata.web.text import Text
 
@@ -49,7 +50,7 @@ class UserPatchSchema(Schema):
 async def list_users(request: web.Request) -> web.Response:
     page, _ = page_of(request)
     async with platform_tx(request) as tx:
-        found = await users.list_page(tx, (page.after.at, page.after.id) if page.after else None,
+        found = await users.list_page(tx, after(page),
                                       page.limit + 1)
     return json_response(listing([user_body(u) for u in found], len(found), page))
 

@@ -18,6 +18,7 @@ from archomata.tenancy import orgs
 from archomata.web.json_io import json_response, uuid_param
 from archomata.web.openapi import doc
 from archomata.web.pagination import listing, page_of
+from archomata.web.params import after
 from archomata.web.schemas import OrgSchema
 
 routes = web.RouteTableDef()
@@ -34,7 +35,7 @@ class OrgListSchema(Schema):
 async def list_orgs(request: web.Request) -> web.Response:
     page, _ = page_of(request)
     async with platform_tx(request) as tx:
-        found = await orgs.list_page(tx, (page.after.at, page.after.id) if page.after else None,
+        found = await orgs.list_page(tx, after(page),
                                      page.limit + 1)
     return json_response(listing(found, len(found), page))
 
